@@ -1,0 +1,114 @@
+# mcpgate: OAuth 2.1 gateway for MCP servers. `make help` lists the targets.
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+CC      ?= cc
+BUILD   ?= build
+
+PKGS    := libevent libevent_openssl libcurl jansson openssl libjwt hiredis yaml-0.1
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+           -Wformat=2 -Wno-format-nonliteral
+BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -I. $(WARN) -g -fstack-protector-strong
+REL_CFLAGS  := $(BASE_CFLAGS) -O2 -D_FORTIFY_SOURCE=2
+SAN_FLAGS   := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+TEST_CFLAGS := $(BASE_CFLAGS) -O1 $(SAN_FLAGS) -DMCPGATE_TESTING
+
+VERSION := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
+GIT_REV := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+DEFS    := -DMCPGATE_VERSION='"$(VERSION)"' -DMCPGATE_GIT_REV='"$(GIT_REV)"'
+
+MODULE_DIRS := common gateway store oauth proxy
+LIB_SRCS  := $(filter-out gateway/main.c,$(sort $(wildcard $(addsuffix /*.c,$(MODULE_DIRS)))))
+HDRS      := $(wildcard $(addsuffix /*.h,$(MODULE_DIRS)))
+UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
+HELPER_SRCS := $(sort $(wildcard tests/integration/*.c))
+
+REL_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/rel/%.o)
+SAN_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/san/%.o)
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/san/tests/%)
+HELPER_BINS := $(HELPER_SRCS:tests/integration/%.c=$(BUILD)/san/helpers/%)
+
+.PHONY: all test unit integration demo bench install clean fmt fmt-check help deps \
+        san-binary fuzz
+
+all: mcpgate ## Build the mcpgate binary (release flags)
+
+mcpgate: $(BUILD)/rel/mcpgate
+	cp $< $@
+
+$(BUILD)/rel/mcpgate: $(BUILD)/rel/gateway/main.o $(BUILD)/rel/libmcpgate.a
+	$(CC) $(REL_CFLAGS) -o $@ $^ $(PKG_LIBS) -lm
+
+$(BUILD)/rel/libmcpgate.a: $(REL_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/rel/%.o: %.c $(HDRS) Makefile
+	@mkdir -p $(dir $@)
+	$(CC) $(REL_CFLAGS) $(DEFS) $(PKG_CFLAGS) -c -o $@ $<
+
+# --- sanitizer build used by every test ---------------------------------
+
+san-binary: $(BUILD)/san/mcpgate
+
+$(BUILD)/san/mcpgate: $(BUILD)/san/gateway/main.o $(BUILD)/san/libmcpgate.a
+	$(CC) $(TEST_CFLAGS) -o $@ $^ $(PKG_LIBS) -lm
+
+$(BUILD)/san/libmcpgate.a: $(SAN_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/san/%.o: %.c $(HDRS) Makefile
+	@mkdir -p $(dir $@)
+	$(CC) $(TEST_CFLAGS) $(DEFS) $(PKG_CFLAGS) -c -o $@ $<
+
+$(BUILD)/san/tests/%: tests/unit/%.c $(BUILD)/san/libmcpgate.a $(wildcard tests/unit/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(TEST_CFLAGS) $(DEFS) $(PKG_CFLAGS) -o $@ $< $(BUILD)/san/libmcpgate.a \
+	    $(PKG_LIBS) -lcmocka -lm
+
+$(BUILD)/san/helpers/%: tests/integration/%.c $(BUILD)/san/libmcpgate.a
+	@mkdir -p $(dir $@)
+	$(CC) $(TEST_CFLAGS) $(DEFS) $(PKG_CFLAGS) -o $@ $< $(BUILD)/san/libmcpgate.a \
+	    $(PKG_LIBS) -lm
+
+deps: ## Install the Debian packages the build, tests and demo need (idempotent)
+	@sh scripts/deps.sh
+
+unit: $(UNIT_BINS) ## Build the unit tests (ASan/UBSan)
+
+test: deps ## Run the whole suite under ASan/UBSan; ends with "N passed, N failed"
+	@$(MAKE) --no-print-directory san-binary unit $(HELPER_BINS)
+	@BUILD=$(BUILD) sh tests/run.sh
+
+demo: deps mcpgate ## Start redis, the demo IdP, an upstream and mcpgate; Ctrl-C stops all
+	@sh scripts/demo.sh
+
+bench: deps mcpgate ## Load benchmarks, side by side with peers
+	@sh bench/run.sh
+
+install: mcpgate ## Install to $(DESTDIR)$(PREFIX) (bin, share/mcpgate, systemd unit)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/mcpgate/conf
+	install -m 0755 mcpgate $(DESTDIR)$(PREFIX)/bin/mcpgate
+	install -m 0644 deploy/conf/*.yaml $(DESTDIR)$(PREFIX)/share/mcpgate/conf/
+	@if [ -f deploy/mcpgate.service ]; then \
+	    install -d $(DESTDIR)$(PREFIX)/lib/systemd/system && \
+	    install -m 0644 deploy/mcpgate.service $(DESTDIR)$(PREFIX)/lib/systemd/system/; fi
+
+clean: ## Remove build output
+	rm -rf $(BUILD) mcpgate
+
+FMT_FILES = $(LIB_SRCS) gateway/main.c $(HDRS) $(UNIT_SRCS) $(HELPER_SRCS) \
+            $(wildcard tests/unit/*.h examples/*/*.c tests/fuzz/*.c)
+
+fmt: ## Format the C sources with clang-format
+	clang-format -i $(FMT_FILES)
+
+fmt-check: ## Fail when a C source is not clang-formatted
+	@clang-format --dry-run --Werror $(FMT_FILES) && echo "fmt-check: ok"
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12

@@ -1,0 +1,319 @@
+/*
+ * config: the YAML configuration (DESIGN §3) parsed with libyaml into one
+ * immutable struct gw_config. Every key is typed and range-checked; unknown
+ * keys, duplicate keys, anchors/aliases and YAML 1.1 booleans ("on", "no", …)
+ * are errors. Every error reads "file:line:column: key.path: message".
+ *
+ * Ownership: gw_config_load() returns a config that owns every string and
+ * array inside it; gw_config_free() releases it all. A loaded config is never
+ * modified: SIGHUP loads a new one and swaps the pointer.
+ *
+ * Secrets (idp.client_secret, store.redis.password, oauth secret) are held in
+ * memory only; gw_config_free() wipes them with OPENSSL_cleanse.
+ */
+#ifndef MCPGATE_GATEWAY_CONFIG_H
+#define MCPGATE_GATEWAY_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <netinet/in.h>
+
+/* ---- small shared pieces -------------------------------------------- */
+
+struct gw_string_list {
+    char **items; /* owned, each owned */
+    size_t len;
+};
+
+/* A key/value map with insertion order kept (route env, scopes). */
+struct gw_string_map {
+    char **keys;   /* owned */
+    char **values; /* owned */
+    size_t len;
+};
+
+/* An IPv4 or IPv6 network, from "10.0.0.0/8", "::1/128" or a bare address. */
+struct gw_cidr {
+    int family; /* AF_INET or AF_INET6 */
+    uint8_t addr[16];
+    unsigned prefix_len;
+};
+
+/* ---- server ---------------------------------------------------------- */
+
+struct gw_limits {
+    uint64_t max_body_bytes;       /* default 4 MiB */
+    uint64_t max_header_bytes;     /* default 16 KiB (request line + headers) */
+    uint32_t max_connections;      /* default 20000 */
+    uint32_t max_sessions;         /* default 10000 */
+    uint32_t max_sessions_per_user;/* default 20 */
+    uint32_t event_ring;           /* events kept per session, default 256 */
+    uint32_t max_streams_per_session; /* default 4 */
+    uint64_t sse_high_water_bytes; /* slow-reader bound per stream, default 1 MiB */
+    uint64_t request_timeout_ms;   /* reading a request, default 30 s */
+    uint64_t idle_timeout_ms;      /* idle keep-alive connection, default 120 s */
+    uint64_t shutdown_grace_ms;    /* drain on SIGTERM, default 10 s */
+    uint32_t max_pending_authorizations; /* per client IP, default 100 */
+};
+
+struct gw_server_config {
+    struct gw_string_list listen;  /* "0.0.0.0:8080", "[::]:8080", "unix:/path" */
+    char *public_url;              /* scheme://host[:port], no path, no trailing slash */
+    bool public_url_https;         /* derived: scheme is https */
+    char *tls_cert;                /* NULL when TLS is off */
+    char *tls_key;
+    struct gw_cidr *trusted_proxies; /* owned */
+    size_t n_trusted_proxies;
+    struct gw_string_list allowed_origins;
+    bool allow_unauthenticated_routes;
+    struct gw_limits limits;
+};
+
+/* ---- store ----------------------------------------------------------- */
+
+enum gw_store_backend {
+    GW_STORE_REDIS = 0,
+    GW_STORE_MEMORY,
+};
+
+struct gw_store_config {
+    enum gw_store_backend backend; /* default redis */
+    char *redis_url;               /* default "redis://127.0.0.1:6379/0" */
+    char *redis_password;          /* NULL or secret (also redis.password_file) */
+    char *prefix;                  /* default "mcpgate:" */
+    uint64_t timeout_ms;           /* per command, default 2 s */
+};
+
+/* ---- idp ------------------------------------------------------------- */
+
+enum gw_idp_preset {
+    GW_IDP_ASGARDEO = 0,
+    GW_IDP_OIDC,
+};
+
+enum gw_token_auth {
+    GW_TOKEN_AUTH_CLIENT_SECRET_BASIC = 0,
+    GW_TOKEN_AUTH_CLIENT_SECRET_POST,
+};
+
+struct gw_idp_claims {
+    char *subject;  /* default "sub" */
+    char *username; /* default "username" */
+    char *email;    /* default "email" */
+    char *name;     /* default "name" */
+    char *roles;    /* default "roles" */
+    char *groups;   /* default "groups" */
+};
+
+struct gw_idp_config {
+    bool configured;               /* false when the idp: section is absent */
+    enum gw_idp_preset preset;
+    char *organization;            /* asgardeo */
+    char *base_url;                /* asgardeo: default https://api.asgardeo.io (tests point it at loopback) */
+    char *issuer;                  /* oidc: given; asgardeo: derived <base_url>/t/<org>/oauth2/token */
+    char *client_id;
+    char *client_secret;           /* secret; or client_secret_file */
+    enum gw_token_auth token_auth;
+    struct gw_string_list scopes;  /* default openid profile email roles */
+    struct gw_idp_claims claims;
+    uint64_t leeway_ms;            /* default 60 s */
+    uint64_t discovery_refresh_ms; /* default 1 h */
+    uint64_t timeout_ms;           /* outbound HTTP, default 10 s */
+    bool use_userinfo;             /* call userinfo when role/group claims are absent, default true */
+};
+
+/* ---- oauth ----------------------------------------------------------- */
+
+enum gw_client_auth {
+    GW_CLIENT_AUTH_NONE = 0,
+    GW_CLIENT_AUTH_CLIENT_SECRET_BASIC,
+    GW_CLIENT_AUTH_CLIENT_SECRET_POST,
+};
+
+struct gw_static_client {
+    char *client_id;
+    char *client_name;             /* optional */
+    struct gw_string_list redirect_uris;
+    enum gw_client_auth auth;
+    char *client_secret;           /* secret; required unless auth none (or client_secret_file) */
+};
+
+struct gw_oauth_config {
+    unsigned char *secret;         /* owned, secret_len bytes (>= 32), from secret_file or secret */
+    size_t secret_len;
+    uint64_t access_token_ttl_ms;  /* default 1 h */
+    uint64_t refresh_token_ttl_ms; /* default 30 d */
+    uint64_t refresh_grace_ms;     /* default 0 */
+    uint64_t code_ttl_ms;          /* default 60 s */
+    uint64_t authorize_ttl_ms;     /* pending authorization, default 10 min */
+    bool require_resource;         /* default false */
+    struct gw_string_map scopes;   /* scope -> consent text; default {"mcp:tools": …} */
+    bool registration_enabled;     /* default true */
+    bool registration_public_clients; /* default true */
+    uint64_t registration_client_ttl_ms; /* default 90 d */
+    uint32_t registration_rate_count;    /* "10/min" -> 10 */
+    uint64_t registration_rate_window_ms;/* "10/min" -> 60000 */
+    uint64_t registration_max_body_bytes;/* default 64 KiB */
+    struct gw_static_client *clients;    /* owned */
+    size_t n_clients;
+    uint64_t consent_remember_ms;  /* default 30 d; 0 = never remember */
+};
+
+/* ---- identity -------------------------------------------------------- */
+
+struct gw_identity_config {
+    char *signing_key_file;        /* ES256 PEM; NULL: identity JWTs disabled */
+    char *previous_key_file;       /* optional, published in JWKS for rotation */
+    uint64_t jwt_ttl_ms;           /* default 5 min, max 5 min */
+};
+
+/* ---- routes ---------------------------------------------------------- */
+
+enum gw_upstream_kind {
+    GW_UPSTREAM_STDIO = 0,
+    GW_UPSTREAM_HTTP,
+};
+
+struct gw_stdio_upstream {
+    struct gw_string_list command; /* argv, at least one element */
+    struct gw_string_map env;
+    struct gw_string_list env_passthrough;
+    char *cwd;                     /* NULL: the gateway's cwd */
+    uint64_t idle_timeout_ms;      /* default 15 min */
+    uint32_t max_processes;        /* default 200 */
+    uint64_t max_line_bytes;       /* stdout line limit, default 4 MiB */
+    uint64_t kill_grace_ms;        /* each shutdown step, default 2 s */
+};
+
+struct gw_http_upstream {
+    char *url;
+    uint64_t connect_timeout_ms;   /* default 5 s */
+    uint64_t timeout_ms;           /* whole request, default 60 s; 0 = none for streams */
+    uint64_t idle_timeout_ms;      /* no bytes from upstream, default 300 s */
+};
+
+struct gw_requirements {
+    struct gw_string_list scopes;  /* all of */
+    struct gw_string_list roles;   /* any of (empty: no condition) */
+    struct gw_string_list groups;  /* any of (empty: no condition) */
+};
+
+struct gw_route_identity {
+    bool env;                      /* stdio: MCP_USER_* variables, default true */
+    bool headers;                  /* http: X-MCP-User-* headers, default true */
+    bool jwt;                      /* X-MCP-Identity / MCP_IDENTITY_JWT, default true */
+    bool meta;                     /* params._meta["io.mcpgate/principal"], default false */
+    bool idp_access_token;         /* default false */
+};
+
+enum gw_policy_effect {
+    GW_POLICY_ALLOW = 0,
+    GW_POLICY_DENY,
+};
+
+/* One `tools:` (or prompts:/resources:) rule: the first whose glob matches decides. */
+struct gw_access_rule {
+    char *match;                   /* glob on the tool/prompt name or resource URI */
+    struct gw_string_list roles;   /* any of */
+    struct gw_string_list groups;  /* any of */
+    struct gw_string_list scopes;  /* all of */
+    bool deny;                     /* `deny: true`: a match denies outright */
+    unsigned line;                 /* where the rule was written, for `explain` */
+};
+
+struct gw_access_rules {
+    struct gw_access_rule *rules;  /* owned */
+    size_t len;
+    enum gw_policy_effect default_effect; /* default allow */
+};
+
+enum gw_route_auth {
+    GW_ROUTE_AUTH_OAUTH = 0,
+    GW_ROUTE_AUTH_NONE,
+};
+
+struct gw_route_config {
+    char *name;
+    char *path;                    /* starts with '/', no trailing slash, no query */
+    char *resource_url;            /* derived: public_url + path */
+    char *description;             /* optional, shown on the consent page */
+    enum gw_route_auth auth;
+    enum gw_upstream_kind kind;
+    struct gw_stdio_upstream stdio; /* when kind == GW_UPSTREAM_STDIO */
+    struct gw_http_upstream http;   /* when kind == GW_UPSTREAM_HTTP */
+    struct gw_requirements require;
+    struct gw_route_identity identity;
+    struct gw_access_rules tools;
+    struct gw_access_rules prompts;   /* rules empty and default allow when absent */
+    struct gw_access_rules resources;
+    unsigned line;                 /* where the route was written */
+};
+
+/* ---- log, metrics ---------------------------------------------------- */
+
+enum gw_log_format {
+    GW_LOG_FORMAT_JSON = 0,
+};
+
+struct gw_log_config {
+    int level;                     /* enum gw_log_level, default info */
+    enum gw_log_format format;
+    bool access_log;               /* default true */
+};
+
+struct gw_metrics_config {
+    bool enabled;                  /* default true */
+    char *path;                    /* default "/metrics" */
+    char *listen;                  /* NULL: served on the main listeners */
+};
+
+/* ---- the whole ------------------------------------------------------- */
+
+struct gw_config {
+    char *source_path;             /* the file it came from */
+    struct gw_server_config server;
+    struct gw_store_config store;
+    struct gw_idp_config idp;
+    struct gw_oauth_config oauth;
+    struct gw_identity_config identity;
+    struct gw_route_config *routes; /* owned */
+    size_t n_routes;
+    struct gw_log_config log;
+    struct gw_metrics_config metrics;
+};
+
+/* Errors collected while loading: each message is "file:line:column: key.path: message". */
+struct gw_config_errors {
+    char **messages;               /* owned */
+    size_t len;
+};
+
+/*
+ * Loads and validates FILE. On success returns the config and leaves errs
+ * empty; on failure returns NULL with at least one message in errs. Never
+ * stops at the first error when later ones can still be found.
+ */
+struct gw_config *gw_config_load(const char *path, struct gw_config_errors *errs);
+/* Same, from a string; `name` stands for the file name in messages. */
+struct gw_config *gw_config_load_string(const char *yaml, size_t len, const char *name,
+                                        struct gw_config_errors *errs);
+void gw_config_free(struct gw_config *cfg);
+void gw_config_errors_clear(struct gw_config_errors *errs);
+
+/* The `check-config` summary: listeners, store, IdP preset, each route and its upstream. */
+void gw_config_print_summary(const struct gw_config *cfg, FILE *out);
+
+/* Lookups used across modules. */
+const struct gw_route_config *gw_config_route_by_path(const struct gw_config *cfg,
+                                                      const char *path);
+const struct gw_route_config *gw_config_route_by_name(const struct gw_config *cfg,
+                                                      const char *name);
+bool gw_cidr_contains(const struct gw_cidr *net, const struct sockaddr *addr);
+
+/* Parsers shared with the CLI; return 0 or -EINVAL. */
+int gw_parse_duration_ms(const char *text, uint64_t *out_ms);   /* "250ms" "60s" "15m" "1h" "30d" */
+int gw_parse_size_bytes(const char *text, uint64_t *out_bytes); /* "512", "64KiB", "4MiB", "1GiB", "10kB" */
+
+#endif
