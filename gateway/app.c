@@ -1,0 +1,317 @@
+/*
+ * app: owns the event base, the loaded config, the store, the HTTP servers
+ * and the metrics registry; everything else borrows from here.
+ */
+#include "gateway/app.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/event.h>
+
+#include "common/xalloc.h"
+#include "gateway/health.h"
+#include "gateway/http.h"
+#include "gateway/log.h"
+#include "gateway/metrics.h"
+#include "store/store.h"
+
+#define DRAIN_POLL_MS 50
+
+struct gw_app {
+    struct event_base *base;          /* owned */
+    struct gw_config *cfg;            /* owned; replaced on SIGHUP */
+    struct gw_app_options opts;
+    struct store *store;              /* owned */
+    struct http_server *http;         /* owned */
+    struct http_server *metrics_http; /* owned; NULL when metrics share the main listener */
+    struct gw_metrics *metrics;       /* owned */
+    struct event *signals[3];         /* owned: TERM, INT, HUP */
+    struct event *drain_timer;        /* owned */
+    struct timespec drain_deadline;
+    bool draining;
+    int exit_status;
+};
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* ---- access log and metrics ---------------------------------------- */
+
+static void on_access(const struct http_access_record *rec, void *arg)
+{
+    struct gw_app *app = arg;
+    gw_metrics_observe_request(app->metrics, rec->route, rec->status, rec->duration_us);
+    if (!app->cfg->log.access_log)
+        return;
+    struct gw_log_line *l = gw_log_begin(GW_LOG_INFO, "access", rec->request_id, "request");
+    gw_log_str(l, "method", rec->method);
+    gw_log_str(l, "path", rec->path);
+    gw_log_int(l, "status", rec->status);
+    gw_log_int(l, "bytes", (int64_t)rec->bytes_out);
+    gw_log_int(l, "duration_us", (int64_t)rec->duration_us);
+    gw_log_str(l, "route", rec->route);
+    gw_log_str(l, "client", rec->client_ip);
+    if (rec->client_gone)
+        gw_log_bool(l, "client_gone", true);
+    gw_log_end(l);
+}
+
+static void on_metrics(struct http_request *req, void *arg)
+{
+    struct gw_app *app = arg;
+    struct store_stats st;
+    store_get_stats(app->store, &st);
+    struct gw_metrics_gauges g = {
+        .open_connections = http_server_open_connections(app->http),
+        .in_flight = http_server_in_flight(app->http),
+        .store_ops = st.ops,
+        .store_errors = st.errors,
+        .store_timeouts = st.timeouts,
+        .store_reconnects = st.reconnects,
+        .store_up = store_is_ready(app->store),
+    };
+    char *text = gw_metrics_render(app->metrics, &g);
+    http_set_header(req, "Cache-Control", "no-store");
+    http_reply(req, 200, "text/plain; version=0.0.4; charset=utf-8", text, strlen(text));
+    free(text);
+}
+
+/* ---- building the servers ------------------------------------------ */
+
+static void http_options_from(const struct gw_config *cfg, struct http_server_options *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->max_body_bytes = cfg->server.limits.max_body_bytes;
+    o->max_header_bytes = cfg->server.limits.max_header_bytes;
+    o->max_connections = cfg->server.limits.max_connections;
+    o->request_timeout_ms = cfg->server.limits.request_timeout_ms;
+    o->sse_high_water_bytes = cfg->server.limits.sse_high_water_bytes;
+    o->tls_cert_file = cfg->server.tls_cert;
+    o->tls_key_file = cfg->server.tls_key;
+    o->trusted_proxies = cfg->server.trusted_proxies;
+    o->n_trusted_proxies = cfg->server.n_trusted_proxies;
+}
+
+static int open_store(struct gw_app *app, char **err_out)
+{
+    const struct gw_store_config *sc = &app->cfg->store;
+    struct store_options so = {
+        .backend = sc->backend == GW_STORE_MEMORY ? STORE_BACKEND_MEMORY : STORE_BACKEND_REDIS,
+        .redis_url = sc->redis_url,
+        .password = sc->redis_password,
+        .prefix = sc->prefix,
+        .timeout_ms = sc->timeout_ms,
+    };
+    app->store = store_new(app->base, &so, err_out);
+    return app->store ? 0 : -EINVAL;
+}
+
+static int open_servers(struct gw_app *app, char **err_out)
+{
+    struct http_server_options o;
+    http_options_from(app->cfg, &o);
+    app->http = http_server_new(app->base, &o, err_out);
+    if (app->http == NULL)
+        return -EINVAL;
+    http_server_set_observer(app->http, on_access, app);
+    for (size_t i = 0; i < app->cfg->server.listen.len; i++) {
+        const char *spec = app->cfg->server.listen.items[i];
+        if (http_server_listen(app->http, spec, err_out) < 0)
+            return -EADDRNOTAVAIL;
+        gw_log(GW_LOG_INFO, "http", NULL, "listening", "address", spec, NULL);
+    }
+    if (gw_health_register(app->http, app->store) < 0) {
+        *err_out = xstrdup("cannot register the health endpoints");
+        return -EINVAL;
+    }
+    const struct gw_metrics_config *mc = &app->cfg->metrics;
+    if (!mc->enabled)
+        return 0;
+    struct http_server *msrv = app->http;
+    if (mc->listen) {
+        struct http_server_options mo = {.max_body_bytes = 4096, .max_header_bytes = 16384,
+                                         .max_connections = 64, .request_timeout_ms = 10000};
+        app->metrics_http = http_server_new(app->base, &mo, err_out);
+        if (app->metrics_http == NULL || http_server_listen(app->metrics_http, mc->listen,
+                                                            err_out) < 0)
+            return -EADDRNOTAVAIL;
+        http_server_set_observer(app->metrics_http, on_access, app);
+        gw_health_register(app->metrics_http, app->store);
+        msrv = app->metrics_http;
+        gw_log(GW_LOG_INFO, "metrics", NULL, "listening", "address", mc->listen, NULL);
+    }
+    struct http_route_options ro = {.label = mc->path};
+    return http_route_add(msrv, mc->path, HTTP_GET, on_metrics, app, &ro);
+}
+
+/* ---- signals: drain and reload ------------------------------------- */
+
+static void drain_check(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct gw_app *app = arg;
+    size_t busy = http_server_in_flight(app->http);
+    uint64_t deadline = (uint64_t)app->drain_deadline.tv_sec * 1000 +
+                        (uint64_t)app->drain_deadline.tv_nsec / 1000000;
+    if (busy == 0 || now_ms() >= deadline) {
+        if (busy)
+            gw_log(GW_LOG_WARN, "app", NULL, "shutdown grace over; closing in-flight requests",
+                   NULL);
+        event_base_loopexit(app->base, NULL);
+        return;
+    }
+    struct timeval tv = {0, DRAIN_POLL_MS * 1000};
+    evtimer_add(app->drain_timer, &tv);
+}
+
+static void start_drain(struct gw_app *app, const char *why)
+{
+    if (app->draining) {
+        gw_log(GW_LOG_WARN, "app", NULL, "second signal: exiting now", NULL);
+        event_base_loopbreak(app->base);
+        return;
+    }
+    app->draining = true;
+    gw_log(GW_LOG_INFO, "app", NULL, "draining", "signal", why, NULL);
+    http_server_stop_accepting(app->http);
+    if (app->metrics_http)
+        http_server_stop_accepting(app->metrics_http);
+    uint64_t deadline = now_ms() + app->cfg->server.limits.shutdown_grace_ms;
+    app->drain_deadline.tv_sec = (time_t)(deadline / 1000);
+    app->drain_deadline.tv_nsec = (long)(deadline % 1000) * 1000000;
+    drain_check(-1, 0, app);
+}
+
+static void apply_log_level(const struct gw_app *app)
+{
+    int level = app->opts.log_level_override >= 0 ? app->opts.log_level_override
+                                                  : app->cfg->log.level;
+    gw_log_set_level((enum gw_log_level)level);
+}
+
+/* What a reload cannot change is reported, not silently ignored. */
+static void warn_restart_needed(const struct gw_config *old, const struct gw_config *fresh)
+{
+    bool listen_changed = old->server.listen.len != fresh->server.listen.len;
+    for (size_t i = 0; !listen_changed && i < old->server.listen.len; i++)
+        listen_changed = strcmp(old->server.listen.items[i], fresh->server.listen.items[i]) != 0;
+    if (listen_changed)
+        gw_log(GW_LOG_WARN, "app", NULL, "server.listen changed: takes effect after a restart",
+               NULL);
+    if (old->store.backend != fresh->store.backend ||
+        strcmp(old->store.redis_url ? old->store.redis_url : "",
+               fresh->store.redis_url ? fresh->store.redis_url : "") != 0)
+        gw_log(GW_LOG_WARN, "app", NULL, "store changed: takes effect after a restart", NULL);
+    if ((old->server.tls_cert == NULL) != (fresh->server.tls_cert == NULL))
+        gw_log(GW_LOG_WARN, "app", NULL, "server.tls changed: takes effect after a restart",
+               NULL);
+}
+
+static void reload(struct gw_app *app)
+{
+    struct gw_config_errors errs = {0};
+    struct gw_config *fresh = gw_config_load(app->opts.config_path, &errs);
+    if (fresh == NULL) {
+        for (size_t i = 0; i < errs.len; i++)
+            gw_log(GW_LOG_ERROR, "config", NULL, errs.messages[i], NULL);
+        gw_log(GW_LOG_ERROR, "app", NULL, "reload failed: keeping the running configuration",
+               "file", app->opts.config_path, NULL);
+        gw_config_errors_clear(&errs);
+        return;
+    }
+    warn_restart_needed(app->cfg, fresh);
+    struct gw_config *old = app->cfg;
+    app->cfg = fresh;
+    struct http_server_options o;
+    http_options_from(fresh, &o);
+    http_server_set_limits(app->http, &o); /* drops the borrowed trusted_proxies of old */
+    apply_log_level(app);
+    gw_config_free(old);
+    gw_log(GW_LOG_INFO, "app", NULL, "configuration reloaded", "file", app->opts.config_path,
+           NULL);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    struct gw_app *app = arg;
+    if (sig == SIGHUP)
+        reload(app);
+    else
+        start_drain(app, sig == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+static void install_signals(struct gw_app *app)
+{
+    static const int sigs[3] = {SIGTERM, SIGINT, SIGHUP};
+    signal(SIGPIPE, SIG_IGN);
+    for (int i = 0; i < 3; i++) {
+        app->signals[i] = evsignal_new(app->base, sigs[i], on_signal, app);
+        evsignal_add(app->signals[i], NULL);
+    }
+}
+
+/* ---- lifecycle ------------------------------------------------------- */
+
+struct gw_app *gw_app_new(struct gw_config *cfg, const struct gw_app_options *opts,
+                          char **err_out)
+{
+    *err_out = NULL;
+    struct gw_app *app = xcalloc(1, sizeof(*app));
+    app->cfg = cfg;
+    app->opts = *opts;
+    apply_log_level(app);
+    app->base = event_base_new();
+    if (app->base == NULL) {
+        *err_out = xstrdup("cannot create the event loop");
+        goto fail;
+    }
+    app->metrics = gw_metrics_new();
+    app->drain_timer = evtimer_new(app->base, drain_check, app);
+    if (open_store(app, err_out) < 0 || open_servers(app, err_out) < 0)
+        goto fail;
+    install_signals(app);
+    return app;
+fail:
+    gw_app_free(app);
+    return NULL;
+}
+
+int gw_app_run(struct gw_app *app)
+{
+    gw_log(GW_LOG_INFO, "app", NULL, "mcpgate started", "version", MCPGATE_VERSION,
+           "public_url", app->cfg->server.public_url, NULL);
+    event_base_dispatch(app->base);
+    gw_log(GW_LOG_INFO, "app", NULL, "mcpgate stopped", NULL);
+    return app->exit_status;
+}
+
+void gw_app_free(struct gw_app *app)
+{
+    if (app == NULL)
+        return;
+    for (int i = 0; i < 3; i++)
+        if (app->signals[i])
+            event_free(app->signals[i]);
+    if (app->drain_timer)
+        event_free(app->drain_timer);
+    /* The store first: its pending callbacks still finish live requests. */
+    store_free(app->store);
+    http_server_free(app->metrics_http);
+    http_server_free(app->http);
+    gw_metrics_free(app->metrics);
+    gw_config_free(app->cfg);
+    if (app->base)
+        event_base_free(app->base);
+    free(app);
+}
