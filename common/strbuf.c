@@ -37,17 +37,13 @@ void strbuf_printf(struct strbuf *sb, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    char probe[1];
-    va_list ap2;
-    va_copy(ap2, ap);
-    int n = vsnprintf(probe, 0, fmt, ap2);
-    va_end(ap2);
-    if (n > 0) {
-        strbuf_grow(sb, (size_t)n);
-        vsnprintf(sb->buf + sb->len, (size_t)n + 1, fmt, ap);
-        sb->len += (size_t)n;
-    }
+    char *text = NULL;
+    int n = vasprintf(&text, fmt, ap);
     va_end(ap);
+    if (n < 0)
+        abort(); /* out of memory, as in xalloc */
+    strbuf_append(sb, text, (size_t)n);
+    free(text);
 }
 
 const char *strbuf_str(const struct strbuf *sb)

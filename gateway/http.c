@@ -5,9 +5,12 @@
  * and every struct http_request until the handler finishes it.
  *
  * Two evhttp gaps are filled here:
- * - evhttp 2.1 has no connection count or accept hook. Each connection's
- *   bufferevent is wrapped in a pass-through filter whose free callback tells
- *   us when evhttp drops the connection; the bevcb tells us when it opens.
+ * - evhttp 2.1 has no connection count and no accept hook. A connection is
+ *   counted from its first request (a table keyed by the evhttp connection,
+ *   whose close callback removes it); one that never sends a whole request is
+ *   closed by evhttp after request_timeout. (Wrapping each socket in a filter
+ *   bufferevent to see it freed loses responses: evhttp shuts the socket down
+ *   once the filter, not the socket, has taken the last bytes.)
  * - evhttp 2.1 stops reading while a request is being handled, so it does not
  *   notice a client that hangs up before the reply (it finds out only when a
  *   write fails). A pending request gets an EV_CLOSED (EPOLLRDHUP) watcher on
@@ -62,6 +65,14 @@ struct http_route {
     struct http_route *next;    /* owned: hash chain */
 };
 
+/* One client connection that has sent at least one request. */
+struct http_conn {
+    struct evhttp_connection *evcon; /* borrowed: evhttp frees it, then calls us */
+    struct http_server *srv;         /* borrowed */
+    struct http_request *active;     /* borrowed: the request being answered, or NULL */
+    struct http_conn *next;          /* owned: hash chain */
+};
+
 struct http_listener {
     struct evhttp_bound_socket *bound; /* owned by evhttp */
     char *unix_path;                   /* owned; unlinked on free */
@@ -83,12 +94,15 @@ struct http_server {
     http_observer_fn observer;
     void *observer_arg;       /* borrowed */
     struct http_request *live; /* borrowed list of unfinished requests */
+    struct http_conn **conns;  /* owned hash table keyed by evcon */
+    size_t n_conn_buckets;
 };
 
 struct http_request {
     struct http_server *srv;        /* borrowed */
     struct evhttp_request *ev;      /* borrowed from evhttp until finished */
     struct evhttp_connection *evcon;/* borrowed; NULL once evhttp dropped it */
+    struct http_conn *conn;         /* borrowed; NULL once the connection closed */
     enum http_method method;
     char *path;                     /* owned */
     char *query;                    /* owned, NULL when absent */
@@ -342,8 +356,9 @@ static void report_access(struct http_request *req)
 /* Detaches from evhttp's connection callbacks: after this, evhttp owns ev. */
 static void request_release(struct http_request *req)
 {
-    if (req->evcon)
-        evhttp_connection_set_closecb(req->evcon, NULL, NULL);
+    if (req->conn && req->conn->active == req)
+        req->conn->active = NULL;
+    req->conn = NULL;
     req->evcon = NULL;
     req->ev = NULL;
     if (req->close_watch)
@@ -372,13 +387,81 @@ static void notify_gone(struct http_request *req)
         req->close_fn(req, req->close_arg);
 }
 
-/* evhttp dropped the connection (a write failed, or a timeout). */
-static void on_evcon_close(struct evhttp_connection *evcon, void *arg)
+/* ---- connection table ---------------------------------------------------- */
+
+static size_t conn_bucket(const struct http_server *srv, const struct evhttp_connection *evcon)
 {
-    struct http_request *req = arg;
+    uintptr_t h = (uintptr_t)evcon;
+    h ^= h >> 17;
+    h *= 0x9E3779B97F4A7C15ull;
+    return (size_t)(h >> 7) % srv->n_conn_buckets;
+}
+
+static void conn_table_grow(struct http_server *srv)
+{
+    size_t old_n = srv->n_conn_buckets;
+    struct http_conn **old = srv->conns;
+    srv->n_conn_buckets = old_n ? old_n * 2 : 256;
+    srv->conns = xcalloc(srv->n_conn_buckets, sizeof(*srv->conns));
+    for (size_t b = 0; b < old_n; b++) {
+        while (old[b]) {
+            struct http_conn *c = old[b];
+            old[b] = c->next;
+            size_t nb = conn_bucket(srv, c->evcon);
+            c->next = srv->conns[nb];
+            srv->conns[nb] = c;
+        }
+    }
+    free(old);
+}
+
+static void conn_unlink(struct http_server *srv, struct http_conn *conn)
+{
+    struct http_conn **pp = &srv->conns[conn_bucket(srv, conn->evcon)];
+    while (*pp && *pp != conn)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = conn->next;
+}
+
+static void update_accepting(struct http_server *srv);
+
+/* evhttp is freeing the connection: the client left, a write failed, a timeout. */
+static void on_conn_closed(struct evhttp_connection *evcon, void *arg)
+{
+    struct http_conn *conn = arg;
+    struct http_server *srv = conn->srv;
     (void)evcon;
-    req->evcon = NULL;
-    notify_gone(req);
+    conn_unlink(srv, conn);
+    srv->open_connections--;
+    struct http_request *req = conn->active;
+    free(conn);
+    if (req) {
+        req->conn = NULL;
+        req->evcon = NULL;
+        notify_gone(req);
+    }
+    update_accepting(srv);
+}
+
+/* The connection of a request, registered on its first request. */
+static struct http_conn *conn_for(struct http_server *srv, struct evhttp_connection *evcon)
+{
+    if (srv->n_conn_buckets == 0 || srv->open_connections >= srv->n_conn_buckets)
+        conn_table_grow(srv);
+    size_t b = conn_bucket(srv, evcon);
+    for (struct http_conn *c = srv->conns[b]; c; c = c->next)
+        if (c->evcon == evcon)
+            return c;
+    struct http_conn *c = xcalloc(1, sizeof(*c));
+    c->evcon = evcon;
+    c->srv = srv;
+    c->next = srv->conns[b];
+    srv->conns[b] = c;
+    srv->open_connections++;
+    evhttp_connection_set_closecb(evcon, on_conn_closed, c);
+    update_accepting(srv);
+    return c;
 }
 
 /* EPOLLRDHUP on the socket of a pending request: the client hung up. */
@@ -393,7 +476,6 @@ static void arm_close_watch(struct http_request *req)
 {
     if (req->evcon == NULL || req->client_gone)
         return;
-    evhttp_connection_set_closecb(req->evcon, on_evcon_close, req);
     struct bufferevent *bev = evhttp_connection_get_bufferevent(req->evcon);
     evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
     if (fd < 0)
@@ -873,6 +955,10 @@ static void on_request(struct evhttp_request *ev, void *arg)
     req->srv = srv;
     req->ev = ev;
     req->evcon = evhttp_request_get_connection(ev);
+    if (req->evcon) {
+        req->conn = conn_for(srv, req->evcon);
+        req->conn->active = req;
+    }
     req->method = method_from_ev(evhttp_request_get_command(ev));
     req->https = srv->tls != NULL;
     srv->in_flight++;
@@ -936,42 +1022,15 @@ static void update_accepting(struct http_server *srv)
     srv->paused_for_limit = !want;
 }
 
-static void on_connection_freed(void *arg)
+/* TLS: evhttp asks for each accepted connection's bufferevent. */
+static struct bufferevent *on_new_tls_connection(struct event_base *base, void *arg)
 {
     struct http_server *srv = arg;
-    srv->open_connections--;
-    update_accepting(srv);
-}
-
-/*
- * Called by evhttp for each accepted connection. The socket (or TLS)
- * bufferevent is wrapped in a pass-through filter so that its free callback
- * tells us when evhttp closes the connection (evhttp 2.1 has no hook for it).
- */
-static struct bufferevent *on_new_connection(struct event_base *base, void *arg)
-{
-    struct http_server *srv = arg;
-    struct bufferevent *inner;
-    if (srv->tls) {
-        SSL *ssl = SSL_new(srv->tls);
-        if (ssl == NULL)
-            return NULL;
-        inner = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
-                                               BEV_OPT_CLOSE_ON_FREE);
-    } else {
-        inner = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
-    }
-    if (inner == NULL)
+    SSL *ssl = SSL_new(srv->tls);
+    if (ssl == NULL)
         return NULL;
-    struct bufferevent *outer = bufferevent_filter_new(inner, NULL, NULL, BEV_OPT_CLOSE_ON_FREE,
-                                                       on_connection_freed, srv);
-    if (outer == NULL) {
-        bufferevent_free(inner);
-        return NULL;
-    }
-    srv->open_connections++;
-    update_accepting(srv);
-    return outer;
+    return bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                          BEV_OPT_CLOSE_ON_FREE);
 }
 
 static int parse_listen_spec(const char *spec, struct sockaddr_storage *ss, socklen_t *len)
@@ -1161,7 +1220,8 @@ struct http_server *http_server_new(struct event_base *base, const struct http_s
                                                 EVHTTP_REQ_PUT | EVHTTP_REQ_PATCH);
     evhttp_set_default_content_type(srv->evhttp, "application/json");
     evhttp_set_gencb(srv->evhttp, on_request, srv);
-    evhttp_set_bevcb(srv->evhttp, on_new_connection, srv);
+    if (srv->tls)
+        evhttp_set_bevcb(srv->evhttp, on_new_tls_connection, srv);
     http_server_set_limits(srv, opts);
     return srv;
 }
@@ -1214,8 +1274,9 @@ void http_server_free(struct http_server *srv)
         req->prev = req->next = NULL;
         req->orphan = true;
         req->ev = NULL;
-        if (req->evcon)
-            evhttp_connection_set_closecb(req->evcon, NULL, NULL);
+        if (req->conn)
+            req->conn->active = NULL;
+        req->conn = NULL;
         req->evcon = NULL;
         if (req->close_watch)
             event_del(req->close_watch);
@@ -1223,7 +1284,8 @@ void http_server_free(struct http_server *srv)
             event_del(req->keepalive);
         notify_gone(req);
     }
-    evhttp_free(srv->evhttp);
+    evhttp_free(srv->evhttp); /* closes every connection: on_conn_closed empties the table */
+    free(srv->conns);
     for (int b = 0; b < HTTP_ROUTE_BUCKETS; b++) {
         while (srv->routes[b]) {
             struct http_route *r = srv->routes[b];
