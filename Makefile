@@ -4,6 +4,7 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 CC      ?= cc
 BUILD   ?= build
+Q       ?= @# `make Q=` shows full command lines
 
 PKGS    := libevent libevent_openssl libcurl jansson openssl libjwt hiredis yaml-0.1
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -44,11 +45,12 @@ $(BUILD)/rel/mcpgate: $(BUILD)/rel/gateway/main.o $(BUILD)/rel/libmcpgate.a
 
 $(BUILD)/rel/libmcpgate.a: $(REL_OBJS)
 	@rm -f $@
-	ar rcs $@ $^
+	$(Q)ar rcs $@ $^
 
 $(BUILD)/rel/%.o: %.c $(HDRS) Makefile
 	@mkdir -p $(dir $@)
-	$(CC) $(REL_CFLAGS) $(DEFS) $(PKG_CFLAGS) -c -o $@ $<
+	@echo "  CC      $<"
+	$(Q)$(CC) $(REL_CFLAGS) $(DEFS) $(PKG_CFLAGS) -c -o $@ $<
 
 # --- sanitizer build used by every test ---------------------------------
 
@@ -59,16 +61,18 @@ $(BUILD)/san/mcpgate: $(BUILD)/san/gateway/main.o $(BUILD)/san/libmcpgate.a
 
 $(BUILD)/san/libmcpgate.a: $(SAN_OBJS)
 	@rm -f $@
-	ar rcs $@ $^
+	$(Q)ar rcs $@ $^
 
 $(BUILD)/san/%.o: %.c $(HDRS) Makefile
 	@mkdir -p $(dir $@)
-	$(CC) $(TEST_CFLAGS) $(DEFS) $(PKG_CFLAGS) -c -o $@ $<
+	@echo "  CC san  $<"
+	$(Q)$(CC) $(TEST_CFLAGS) $(DEFS) $(PKG_CFLAGS) -c -o $@ $<
 
 $(BUILD)/san/tests/%: tests/unit/%.c $(BUILD)/san/libmcpgate.a $(wildcard tests/unit/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(TEST_CFLAGS) $(DEFS) $(PKG_CFLAGS) -o $@ $< $(BUILD)/san/libmcpgate.a \
-	    $(PKG_LIBS) -lcmocka -lm
+	@echo "  TEST    $<"
+	$(Q)$(CC) $(TEST_CFLAGS) $(DEFS) $(PKG_CFLAGS) -o $@ $< $(BUILD)/san/libmcpgate.a \
+	    $(PKG_LIBS) -lcmocka -lpthread -lm
 
 $(BUILD)/san/helpers/%: tests/integration/%.c $(BUILD)/san/libmcpgate.a
 	@mkdir -p $(dir $@)
