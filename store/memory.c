@@ -11,12 +11,11 @@
  *
  * Expiry uses CLOCK_MONOTONIC (wall-clock jumps must not expire or revive
  * tokens): an expired entry is dropped when touched, and a sweep every second
- * frees entries nobody touches again, a bounded slice of buckets at a time.
+ * frees entries nobody touches again, a bounded slice of buckets per callback.
  * The hash is seeded per process; this backend is not meant to face an
  * attacker choosing millions of keys.
  */
 #include <errno.h>
-#include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,7 +30,7 @@
 
 #define MEM_INITIAL_BUCKETS 64
 #define MEM_SWEEP_INTERVAL_MS 1000
-#define MEM_SWEEP_BUCKETS 1024 /* per sweep tick: bounds the time one tick takes */
+#define MEM_SWEEP_BUCKETS 1024 /* per slice: bounds the time one callback takes */
 
 static const char wrongtype_error[] =
     "WRONGTYPE Operation against a key holding the wrong kind of value";
@@ -62,11 +61,11 @@ struct mem_table {
 };
 
 struct mem_backend {
-    struct store *s;          /* borrowed: the owning store */
-    struct mem_table table;   /* owned */
-    struct event *sweep_ev;   /* owned: periodic expiry sweep */
-    size_t sweep_cursor;      /* next bucket the sweep looks at */
-    uint64_t seed;            /* hash seed */
+    struct store *s;        /* borrowed: the owning store */
+    struct mem_table table; /* owned */
+    struct event *sweep_ev; /* owned: periodic expiry sweep */
+    size_t sweep_cursor;    /* next bucket the sweep looks at */
+    uint64_t seed;          /* hash seed */
 };
 
 static uint64_t now_ms(void)
@@ -187,7 +186,8 @@ static struct mem_entry *table_insert(struct mem_table *t, uint64_t h, const cha
 /* --- keyspace helpers ---------------------------------------------------- */
 
 /* Finds a live entry; an expired one is removed on the way (lazy expiry). */
-static struct mem_entry *lookup(struct mem_backend *mb, const char *key, struct mem_entry ***slot_out)
+static struct mem_entry *lookup(struct mem_backend *mb, const char *key,
+                                struct mem_entry ***slot_out)
 {
     size_t len = strlen(key);
     uint64_t h = hash_bytes(mb->seed, key, len);
@@ -346,8 +346,8 @@ static void op_incr(struct mem_backend *mb, const struct store_op *op, struct st
 }
 
 /* Returns the set at key, NULL when absent; sets STORE_ERROR on a wrong type. */
-static struct mem_entry *find_set(struct mem_backend *mb, const char *key,
-                                  struct mem_entry ***slot, struct store_deferred *d)
+static struct mem_entry *find_set(struct mem_backend *mb, const char *key, struct mem_entry ***slot,
+                                  struct store_deferred *d)
 {
     struct mem_entry *e = lookup(mb, key, slot);
     if (e != NULL && e->type != MEM_SET) {
@@ -413,10 +413,12 @@ static void op_set_members(struct mem_backend *mb, const struct store_op *op,
     }
 }
 
-static void op_publish(struct mem_backend *mb, const struct store_op *op,
-                       struct store_deferred *d)
+static void op_publish(struct mem_backend *mb, const struct store_op *op, struct store_deferred *d)
 {
-    /* One queued message; store.c fans it out to the local subscribers. */
+    /*
+     * One queued message; store.c fans it out, when the loop delivers it, to
+     * the subscribers present then. The count below is those present now.
+     */
     struct store_deferred *m = store_deferred_new(NULL, NULL, STORE_OK, NULL);
     m->channel = xstrdup(op->key);
     m->value = dup_bytes(op->val, op->val_len);
@@ -451,13 +453,17 @@ static void mem_submit(void *impl, const struct store_op *op)
 
 /* --- expiry sweep -------------------------------------------------------- */
 
-static void sweep_arm(struct mem_backend *mb)
+static void sweep_arm(struct mem_backend *mb, uint64_t ms)
 {
-    struct timeval tv = {.tv_sec = MEM_SWEEP_INTERVAL_MS / 1000,
-                         .tv_usec = (MEM_SWEEP_INTERVAL_MS % 1000) * 1000};
+    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
     event_add(mb->sweep_ev, &tv);
 }
 
+/*
+ * One slice of a pass over the table. A pass starts every
+ * MEM_SWEEP_INTERVAL_MS; its slices run back to back but each returns to the
+ * loop, so a big table never stalls it.
+ */
 static void on_sweep(evutil_socket_t fd, short what, void *arg)
 {
     struct mem_backend *mb = arg;
@@ -466,9 +472,12 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
 
-    for (size_t n = 0; n < MEM_SWEEP_BUCKETS && n < t->n_buckets; n++) {
-        size_t i = mb->sweep_cursor++ & (t->n_buckets - 1);
-        struct mem_entry **slot = &t->buckets[i];
+    size_t end = mb->sweep_cursor + MEM_SWEEP_BUCKETS;
+    if (end > t->n_buckets)
+        end = t->n_buckets;
+    /* The table may have grown since the last slice: the cursor only ever moves on. */
+    for (; mb->sweep_cursor < end; mb->sweep_cursor++) {
+        struct mem_entry **slot = &t->buckets[mb->sweep_cursor];
         while (*slot != NULL) {
             if ((*slot)->expires_ms != 0 && (*slot)->expires_ms <= now)
                 table_unlink(t, slot);
@@ -476,7 +485,12 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
                 slot = &(*slot)->next;
         }
     }
-    sweep_arm(mb);
+    if (mb->sweep_cursor < t->n_buckets) {
+        sweep_arm(mb, 0);
+    } else {
+        mb->sweep_cursor = 0;
+        sweep_arm(mb, MEM_SWEEP_INTERVAL_MS);
+    }
 }
 
 /* --- backend vtable ------------------------------------------------------ */
@@ -531,8 +545,14 @@ void *store_memory_new(struct store *s, struct event_base *base)
         fprintf(stderr, "mcpgate: out of memory (event_new)\n");
         abort();
     }
-    sweep_arm(mb);
+    sweep_arm(mb, MEM_SWEEP_INTERVAL_MS);
     return mb;
+}
+
+size_t store_memory_count(const struct store *s)
+{
+    const struct mem_backend *mb = store_backend_impl(s);
+    return mb != NULL ? mb->table.count : 0;
 }
 
 const struct store_backend_ops store_memory_ops = {

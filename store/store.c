@@ -12,7 +12,6 @@
 #include "store/store.h"
 
 #include <errno.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -40,8 +39,8 @@ struct store {
     struct store_deferred *q_head; /* owned: deferred completions, FIFO */
     struct store_deferred *q_tail; /* borrowed: last item of q_head */
     struct event *drain_ev;        /* owned: delivers the queue */
-    int cb_depth; /* > 0 while a user callback runs (store_free must not) */
-    bool closing; /* store_free has begun */
+    int cb_depth;                  /* > 0 while a user callback runs (store_free must not) */
+    bool closing;                  /* store_free has begun */
 };
 
 static const char *const status_names[] = {"ok", "not_found", "exists", "unavailable", "error"};
@@ -191,10 +190,14 @@ bool store_is_closing(const struct store *s)
     return s->closing;
 }
 
+void *store_backend_impl(const struct store *s)
+{
+    return s->impl;
+}
+
 /* --- lifecycle ----------------------------------------------------------- */
 
-struct store *store_new(struct event_base *base, const struct store_options *opts,
-                        char **err_out)
+struct store *store_new(struct event_base *base, const struct store_options *opts, char **err_out)
 {
     struct store *s = NULL;
     char *err = NULL;
@@ -249,8 +252,7 @@ void store_free(struct store *s)
         return;
     if (s->cb_depth > 0) {
         /* A contract violation, not an input error: see store.h. */
-        gw_log(GW_LOG_ERROR, "store", NULL, "store_free called from inside a store callback",
-               NULL);
+        gw_log(GW_LOG_ERROR, "store", NULL, "store_free called from inside a store callback", NULL);
         abort();
     }
     s->closing = true;
@@ -272,8 +274,7 @@ void store_free(struct store *s)
         if (s->q_head == NULL)
             s->q_tail = NULL;
         if (d->channel == NULL) {
-            struct store_result res = {.status = STORE_UNAVAILABLE,
-                                       .error = "store shutting down"};
+            struct store_result res = {.status = STORE_UNAVAILABLE, .error = "store shutting down"};
             store_complete(s, d->cb, d->arg, &res);
         }
         deferred_free(d);
@@ -334,12 +335,8 @@ out:
 int store_put(struct store *s, const char *key, const void *val, size_t len, uint64_t ttl_ms,
               store_cb_fn cb, void *arg)
 {
-    struct store_op op = {.kind = STORE_OP_PUT,
-                          .val = val,
-                          .val_len = len,
-                          .ttl_ms = ttl_ms,
-                          .cb = cb,
-                          .arg = arg};
+    struct store_op op = {
+        .kind = STORE_OP_PUT, .val = val, .val_len = len, .ttl_ms = ttl_ms, .cb = cb, .arg = arg};
     return submit(s, &op, key);
 }
 
@@ -430,14 +427,11 @@ int store_ttl(struct store *s, const char *key, store_cb_fn cb, void *arg)
     return submit(s, &op, key);
 }
 
-int store_publish(struct store *s, const char *channel, const void *msg, size_t len,
-                  store_cb_fn cb, void *arg)
+int store_publish(struct store *s, const char *channel, const void *msg, size_t len, store_cb_fn cb,
+                  void *arg)
 {
-    struct store_op op = {.kind = STORE_OP_PUBLISH,
-                          .val = msg,
-                          .val_len = len,
-                          .cb = cb,
-                          .arg = arg};
+    struct store_op op = {
+        .kind = STORE_OP_PUBLISH, .val = msg, .val_len = len, .cb = cb, .arg = arg};
     return submit(s, &op, channel);
 }
 

@@ -19,8 +19,10 @@
  *   callback never runs: -EINVAL for bad arguments, -E2BIG for a value larger
  *   than STORE_MAX_VALUE_BYTES, -ESHUTDOWN once store_free() has begun.
  * - A store that is down is not an argument error: while Redis is
- *   unreachable operations are accepted and fail at once (from the loop) with
- *   STORE_UNAVAILABLE; nothing queues up without bound.
+ *   unreachable (between reconnect attempts) operations are accepted and fail
+ *   at once, from the loop, with STORE_UNAVAILABLE; during a connection
+ *   attempt they wait for it, within their deadline. Nothing queues up
+ *   without bound.
  * - STORE_UNAVAILABLE means the outcome is unknown: a put that timed out may
  *   still have been applied by Redis. STORE_ERROR means Redis refused the
  *   command (e.g. WRONGTYPE); retrying will not help.
@@ -33,6 +35,10 @@
  * Callbacks may issue new store operations. They must not call store_free()
  * (it aborts: freeing the store under the callback that it is running would
  * pull the connection out from under hiredis).
+ *
+ * The process must ignore SIGPIPE (gateway/app.c does): hiredis 0.14 writes
+ * with write(2), not send(MSG_NOSIGNAL), so a write to a Redis that just died
+ * would otherwise kill mcpgate.
  */
 #ifndef MCPGATE_STORE_STORE_H
 #define MCPGATE_STORE_STORE_H
@@ -62,9 +68,11 @@ struct store_options {
      * getaddrinfo(3), which would stall the event loop. Borrowed.
      */
     const char *redis_url;
-    const char *password; /* overrides the URL's password; may be NULL; borrowed */
-    const char *prefix;   /* prepended to every key and channel, e.g. "mcpgate:"; NULL = ""; borrowed */
-    uint64_t timeout_ms;  /* deadline per command and per connect+handshake; 0 = 2000 */
+    /* Overrides the URL's password; NULL or "" = use the URL's. Borrowed. */
+    const char *password;
+    /* Prepended to every key and channel, e.g. "mcpgate:"; NULL = "". Borrowed. */
+    const char *prefix;
+    uint64_t timeout_ms;       /* deadline per command and per connect+handshake; 0 = 2000 */
     uint64_t reconnect_min_ms; /* first reconnect delay; 0 = 100 */
     uint64_t reconnect_max_ms; /* cap of the doubling delay; 0 = 5000 */
 };
@@ -105,8 +113,7 @@ typedef void (*store_message_fn)(const char *channel, const char *msg, size_t le
  * the store connects in the background and store_is_ready() says when it is
  * up. Until then operations fail with STORE_UNAVAILABLE.
  */
-struct store *store_new(struct event_base *base, const struct store_options *opts,
-                        char **err_out);
+struct store *store_new(struct event_base *base, const struct store_options *opts, char **err_out);
 
 /*
  * Frees the store; NULL is fine. Callbacks of operations still pending run
@@ -160,8 +167,8 @@ int store_ttl(struct store *s, const char *key, store_cb_fn cb, void *arg);
  * store. STORE_OK; integer = subscribers reached (per Redis: connections).
  * Delivery is at most once: a subscriber that is reconnecting misses it.
  */
-int store_publish(struct store *s, const char *channel, const void *msg, size_t len,
-                  store_cb_fn cb, void *arg);
+int store_publish(struct store *s, const char *channel, const void *msg, size_t len, store_cb_fn cb,
+                  void *arg);
 /*
  * Calls fn(channel, msg, len, arg) from the loop for every message published
  * on channel from now until store_free(). Survives reconnects (the store
@@ -190,7 +197,7 @@ const char *store_last_error(const struct store *s);
 struct store_stats {
     uint64_t ops;        /* operations accepted */
     uint64_t errors;     /* results with STORE_UNAVAILABLE or STORE_ERROR (timeouts included) */
-    uint64_t timeouts;   /* commands whose deadline passed */
+    uint64_t timeouts;   /* commands whose deadline passed (health pings included) */
     uint64_t reconnects; /* data connections re-established after a loss */
     bool connected;      /* data connection up (memory: always) */
     bool subscribed;     /* every subscription is live on the server (memory: always) */

@@ -84,7 +84,7 @@ struct store_deferred {
     long long integer;
     char *value; /* owned; NUL-terminated */
     size_t value_len;
-    char **members; /* owned, each owned and NUL-terminated */
+    char **members;      /* owned, each owned and NUL-terminated */
     size_t *member_lens; /* owned */
     size_t n_members;
     char *error; /* owned */
@@ -114,6 +114,11 @@ void store_count_timeout(struct store *s);
 void store_count_reconnect(struct store *s);
 /* True once store_free() has begun: backends say "store shutting down". */
 bool store_is_closing(const struct store *s);
+
+/* Test hook: entries in a memory store's table, expired ones not yet swept included. */
+size_t store_memory_count(const struct store *s);
+/* The backend's impl (for hooks like the one above); NULL after store_free began. */
+void *store_backend_impl(const struct store *s);
 
 /*
  * Redis URL parsing, exposed for table tests. On success every string field

@@ -1,0 +1,1319 @@
+/*
+ * redis: the production store backend, hiredis 0.14's async API on the
+ * caller's event_base. The only file in mcpgate that includes hiredis.
+ *
+ * It owns two connections to one server: "data" for every command and
+ * "pubsub" (opened with the first subscription) for SUBSCRIBE, plus a record
+ * per command in flight, a health-check timer, the parsed URL and the list of
+ * channels to (re-)subscribe.
+ *
+ * hiredis 0.14 gaps and bugs this file works around, each marked
+ * "hiredis 0.14:" where it is handled, with the test that pins it:
+ *   - no command timeout          on_cmd_deadline   test_store_fault: frozen/late/silent
+ *   - no connect timeout          on_conn_timer     test_listener_never_answers
+ *   - no reconnect                conn_down         test_kill_and_restart
+ *   - names resolved blocking     parse_host        test_url_parse, test_store_new_errors
+ *   - free inside onConnect: UAF  conn_drop         (never done; test_redis_unreachable)
+ *   - onConnect(ERR) frees ac     on_connect        test_redis_unreachable
+ *   - stale pub/sub callback      on_sub_reply      test_publish_subscribe, kill_and_restart
+ *   - write(2) raises SIGPIPE     store_redis_new   test_redis_warns_about_sigpipe
+ *
+ * hiredis ownership, written once: hiredis owns a redisAsyncContext from
+ * redisAsync*Connect until it frees it (on error or EOF, or when we call
+ * redisAsyncFree); replies are freed by hiredis right after our callback
+ * returns, so nothing here keeps a reply pointer; every callback registered
+ * for a command runs exactly once, with a NULL reply when the context goes
+ * away first. Our per-command record (struct redis_cmd) is therefore owned by
+ * hiredis from submission until that callback, which frees it; a deadline
+ * that passes first only marks it done.
+ *
+ * Connection states: DOWN (waiting out the reconnect backoff; operations fail
+ * at once), CONNECTING (TCP connect and the AUTH/SELECT/PING handshake, all
+ * pipelined ahead of any command, under one deadline), READY.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <event2/event.h>
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+#include <hiredis/adapters/libevent.h>
+
+#include "common/xalloc.h"
+#include "gateway/log.h"
+#include "store/store_int.h"
+
+#define REDIS_HEALTH_INTERVAL_MS 1000
+/* Bounds memory when callers outrun Redis: past this, operations fail fast. */
+#define REDIS_MAX_IN_FLIGHT 100000
+
+/* GETDEL needs Redis 6.2; older servers get the same atomic take as a script. */
+static const char take_script[] =
+    "local v=redis.call('GET',KEYS[1]) if v then redis.call('DEL',KEYS[1]) end return v";
+/*
+ * INCR, then a TTL only if the counter has none: a fixed window that is never
+ * extended. PEXPIRE NX would do it in one command but needs Redis 7.0; a
+ * script runs atomically on 6.x too. Checking PTTL rather than "v == 1" also
+ * heals a counter left without TTL.
+ */
+static const char incr_script[] = "local v=redis.call('INCR',KEYS[1]) "
+                                  "if tonumber(ARGV[1])>0 and redis.call('PTTL',KEYS[1])==-1 then "
+                                  "redis.call('PEXPIRE',KEYS[1],ARGV[1]) end return v";
+/* SADD and the set's TTL in one atomic step, so a set never lingers without one. */
+static const char sadd_script[] =
+    "local n=redis.call('SADD',KEYS[1],ARGV[1]) redis.call('PEXPIRE',KEYS[1],ARGV[2]) return n";
+/* PERSIST answers 0 for "no key" and for "no TTL"; only the first is NOT_FOUND. */
+static const char persist_script[] =
+    "if redis.call('EXISTS',KEYS[1])==0 then return 0 end redis.call('PERSIST',KEYS[1]) return 1";
+
+enum conn_state {
+    CONN_DOWN = 0,
+    CONN_CONNECTING,
+    CONN_READY,
+};
+
+struct redis_backend;
+
+struct redis_conn {
+    struct redis_backend *rb; /* borrowed: owner */
+    const char *name;         /* "data" or "pubsub": static, for logs */
+    bool is_data;
+    redisAsyncContext *ac; /* owned by hiredis (see top); NULL unless CONNECTING or READY */
+    enum conn_state state;
+    bool started;           /* a connection was attempted (pubsub starts lazily) */
+    struct event *timer;    /* owned: reconnect delay (DOWN) or handshake deadline (CONNECTING) */
+    uint64_t backoff_ms;    /* the next reconnect delay, before jitter */
+    uint64_t last_reply_ms; /* monotonic: last reply on this connection (or connect start) */
+    bool ever_ready;        /* later READYs are reconnects */
+    char *error;            /* owned: why this connection is not READY; NULL while READY */
+    char *logged_error;     /* owned: the failure last logged in this outage; NULL when none */
+};
+
+struct redis_channel {
+    struct redis_channel *next; /* owned */
+    char *name;                 /* owned: prefixed */
+    bool active;                /* SUBSCRIBE confirmed on the current pubsub connection */
+};
+
+struct redis_backend {
+    struct store *s;            /* borrowed: the owning store */
+    struct event_base *base;    /* borrowed: the caller's loop */
+    struct store_redis_url url; /* owned strings */
+    char *addr; /* owned: "127.0.0.1:6379/0" or "unix:/path?db=0": no secrets, for logs */
+    uint64_t timeout_ms;
+    uint64_t reconnect_min_ms;
+    uint64_t reconnect_max_ms;
+    const struct timeval *cmd_timeout; /* borrowed: libevent common timeout of timeout_ms */
+    char *timeout_error;               /* owned: "redis timeout after N ms" */
+    struct redis_conn data;            /* embedded */
+    struct redis_conn pubsub;          /* embedded */
+    struct redis_channel *channels;    /* owned: every channel with a local subscriber */
+    struct event *health_ev;           /* owned: periodic PING on data */
+    bool ping_in_flight;               /* a health PING awaits its reply */
+    size_t in_flight;                  /* records hiredis holds */
+    bool healthy;                      /* the last command on data did not time out */
+    bool no_getdel;                    /* the server answered GETDEL with "unknown command" */
+    uint64_t rng;                      /* xorshift64 state: backoff jitter only */
+};
+
+/* One command in flight. Owned by hiredis' callback list from submission until on_cmd_reply. */
+struct redis_cmd {
+    struct redis_backend *rb; /* borrowed */
+    enum store_op_kind kind;
+    store_cb_fn cb;         /* borrowed; NULL: fire and forget */
+    void *arg;              /* borrowed */
+    bool internal;          /* our health ping: no user result, not counted as an error */
+    bool done;              /* the result was delivered (reply, deadline or shutdown) */
+    struct event *deadline; /* owned */
+    char *key;              /* owned: prefixed key, to re-issue a take as a script */
+    uint64_t sent_ms;
+};
+
+static void conn_connect(struct redis_conn *c);
+static void sub_send(struct redis_conn *c, struct redis_channel *ch);
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static struct timeval ms_to_tv(uint64_t ms)
+{
+    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+    return tv;
+}
+
+static void replace_str(char **dst, char *src)
+{
+    free(*dst);
+    *dst = src;
+}
+
+/* --- URL ----------------------------------------------------------------- */
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* %-decodes p[0..len) into a new string; NULL on a bad escape or an embedded NUL. */
+static char *percent_decode(const char *p, size_t len)
+{
+    char *out = xmalloc(len + 1);
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (p[i] != '%') {
+            out[n++] = p[i];
+            continue;
+        }
+        int hi = i + 2 < len ? hexval(p[i + 1]) : -1;
+        int lo = i + 2 < len ? hexval(p[i + 2]) : -1;
+        if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
+            explicit_bzero(out, len + 1);
+            free(out);
+            return NULL;
+        }
+        out[n++] = (char)(hi * 16 + lo);
+        i += 2;
+    }
+    out[n] = '\0';
+    return out;
+}
+
+/* Parses a decimal in [min, max] spanning exactly p[0..len). */
+static bool parse_uint(const char *p, size_t len, long min, long max, long *out)
+{
+    long v = 0;
+    if (len == 0 || len > 9)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return false;
+        v = v * 10 + (p[i] - '0');
+    }
+    if (v < min || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+static int parse_unix(const char *rest, struct store_redis_url *out, char **err)
+{
+    long db = 0;
+    int rc = 0;
+
+    if (strncmp(rest, "//", 2) == 0) /* unix:///path */
+        rest += 2;
+    const char *q = strchr(rest, '?');
+    size_t path_len = q != NULL ? (size_t)(q - rest) : strlen(rest);
+    if (path_len == 0 || rest[0] != '/') {
+        *err = xstrdup("redis URL: unix socket path must be absolute (unix:/path/to/redis.sock)");
+        rc = -EINVAL;
+        goto out;
+    }
+    if (q != NULL) {
+        if (strncmp(q, "?db=", 4) != 0 || !parse_uint(q + 4, strlen(q + 4), 0, INT_MAX, &db)) {
+            *err = xstrdup("redis URL: the only unix socket parameter is ?db=N");
+            rc = -EINVAL;
+            goto out;
+        }
+    }
+    out->unix_path = xstrndup(rest, path_len);
+    out->db = (int)db;
+
+out:
+    return rc;
+}
+
+static int parse_userinfo(const char *p, size_t len, struct store_redis_url *out, char **err)
+{
+    /* As redis-cli: "user:password", ":password", or a bare "password". */
+    const char *colon = memchr(p, ':', len);
+    int rc = 0;
+
+    if (colon != NULL && colon > p) {
+        out->user = percent_decode(p, (size_t)(colon - p));
+        if (out->user == NULL)
+            goto bad;
+    }
+    if (colon != NULL) {
+        len -= (size_t)(colon + 1 - p);
+        p = colon + 1;
+    }
+    if (len > 0) {
+        out->password = percent_decode(p, len);
+        if (out->password == NULL)
+            goto bad;
+    }
+    goto out;
+bad:
+    *err = xstrdup("redis URL: bad %-escape in user or password");
+    rc = -EINVAL;
+out:
+    return rc;
+}
+
+static int parse_host(const char *p, size_t len, struct store_redis_url *out, char **err)
+{
+    char *host = NULL;
+    const char *port_p = NULL;
+    size_t port_len = 0;
+    long port = 6379;
+    int rc = 0;
+
+    if (len > 0 && p[0] == '[') {
+        const char *close = memchr(p, ']', len);
+        if (close == NULL)
+            goto bad;
+        host = xstrndup(p + 1, (size_t)(close - p - 1));
+        const char *after = close + 1;
+        size_t left = len - (size_t)(after - p);
+        if (left > 0) {
+            if (after[0] != ':')
+                goto bad;
+            port_p = after + 1;
+            port_len = left - 1;
+        }
+        struct in6_addr a6;
+        if (inet_pton(AF_INET6, host, &a6) != 1)
+            goto bad;
+    } else {
+        const char *colon = memchr(p, ':', len);
+        size_t host_len = colon != NULL ? (size_t)(colon - p) : len;
+        if (colon != NULL) {
+            port_p = colon + 1;
+            port_len = len - host_len - 1;
+        }
+        host = xstrndup(p, host_len);
+        struct in_addr a4;
+        if (strcasecmp(host, "localhost") == 0) {
+            /* Resolved here so hiredis never calls getaddrinfo on a name. */
+            replace_str(&host, xstrdup("127.0.0.1"));
+        } else if (host[0] == '\0') {
+            goto bad;
+        } else if (inet_pton(AF_INET, host, &a4) != 1) {
+            /*
+             * hiredis 0.14: redisAsyncConnect resolves with blocking
+             * getaddrinfo(3) inside the call, which would stall the loop for
+             * as long as DNS takes. Names are refused instead.
+             */
+            *err = xasprintf("redis URL: host \"%s\" is a name; use an IP address (or "
+                             "\"localhost\"): hiredis resolves names synchronously, which would "
+                             "block the event loop",
+                             host);
+            rc = -EINVAL;
+            goto out;
+        }
+    }
+    if (port_p != NULL && !parse_uint(port_p, port_len, 1, 65535, &port)) {
+        *err = xstrdup("redis URL: port must be a number from 1 to 65535");
+        rc = -EINVAL;
+        goto out;
+    }
+    out->host = host;
+    out->port = (int)port;
+    host = NULL;
+    goto out;
+bad:
+    *err = xstrdup("redis URL: bad host (want an IPv4 address, [IPv6] or localhost)");
+    rc = -EINVAL;
+out:
+    free(host);
+    return rc;
+}
+
+int store_redis_url_parse(const char *url, struct store_redis_url *out, char **err_out)
+{
+    char *err = NULL;
+    int rc = 0;
+
+    memset(out, 0, sizeof(*out));
+    if (url == NULL || url[0] == '\0') {
+        err = xstrdup("redis URL is empty");
+        rc = -EINVAL;
+        goto out;
+    }
+    if (strncmp(url, "unix:", 5) == 0) {
+        rc = parse_unix(url + 5, out, &err);
+        goto out;
+    }
+    if (strncmp(url, "rediss://", 9) == 0) {
+        err = xstrdup("redis URL: rediss:// (TLS) is not supported (hiredis 0.14 has no TLS); "
+                      "use a local TLS tunnel or a private network");
+        rc = -EINVAL;
+        goto out;
+    }
+    if (strncmp(url, "redis://", 8) != 0) {
+        err = xstrdup("redis URL must start with redis:// or unix:");
+        rc = -EINVAL;
+        goto out;
+    }
+    const char *auth = url + 8;
+    const char *slash = strchr(auth, '/');
+    size_t auth_len = slash != NULL ? (size_t)(slash - auth) : strlen(auth);
+    if (memchr(auth, '?', auth_len) != NULL || memchr(auth, '#', auth_len) != NULL) {
+        err = xstrdup("redis URL: query parameters are not supported");
+        rc = -EINVAL;
+        goto out;
+    }
+    /* The last '@' ends the userinfo: a password may contain '@' only %-encoded, but be lenient. */
+    const char *at = NULL;
+    for (const char *p = auth; p < auth + auth_len; p++)
+        if (*p == '@')
+            at = p;
+    if (at != NULL) {
+        rc = parse_userinfo(auth, (size_t)(at - auth), out, &err);
+        if (rc < 0)
+            goto out;
+        auth_len -= (size_t)(at + 1 - auth);
+        auth = at + 1;
+    }
+    rc = parse_host(auth, auth_len, out, &err);
+    if (rc < 0)
+        goto out;
+    if (slash != NULL && slash[1] != '\0') {
+        long db = 0;
+        if (!parse_uint(slash + 1, strlen(slash + 1), 0, INT_MAX, &db)) {
+            err = xasprintf("redis URL: database \"%s\" is not a number", slash + 1);
+            rc = -EINVAL;
+            goto out;
+        }
+        out->db = (int)db;
+    }
+
+out:
+    if (rc < 0) {
+        store_redis_url_clear(out);
+        if (err_out != NULL)
+            *err_out = err;
+        else
+            free(err);
+    }
+    return rc;
+}
+
+void store_redis_url_clear(struct store_redis_url *u)
+{
+    if (u->password != NULL)
+        explicit_bzero(u->password, strlen(u->password));
+    free(u->password);
+    free(u->user);
+    free(u->host);
+    free(u->unix_path);
+    memset(u, 0, sizeof(*u));
+}
+
+/* --- connection state ---------------------------------------------------- */
+
+static uint64_t jitter(struct redis_backend *rb, uint64_t ms)
+{
+    /* Equal jitter: half fixed, half random, so instances restarted together spread out. */
+    rb->rng ^= rb->rng << 13;
+    rb->rng ^= rb->rng >> 7;
+    rb->rng ^= rb->rng << 17;
+    return ms / 2 + rb->rng % (ms / 2 + 1);
+}
+
+static void conn_arm_timer(struct redis_conn *c, uint64_t ms)
+{
+    struct timeval tv = ms_to_tv(ms);
+    event_add(c->timer, &tv);
+}
+
+/*
+ * Logs a failure once per outage: the first one, and again only when the
+ * reason changes (say from "connection refused" to "AUTH failed"), never per
+ * retry.
+ */
+static void conn_log_failure(struct redis_conn *c, bool was_ready)
+{
+    if (!was_ready && c->logged_error != NULL && strcmp(c->logged_error, c->error) == 0)
+        return;
+    replace_str(&c->logged_error, xstrdup(c->error));
+    gw_log(GW_LOG_WARN, "store", NULL,
+           was_ready ? "redis connection lost; reconnecting" : "redis unavailable; retrying",
+           "connection", c->name, "addr", c->rb->addr, "error", c->error, NULL);
+}
+
+/*
+ * The connection is gone (c->ac is already NULL): remember why, log the
+ * transition, and schedule the next attempt. hiredis 0.14: no reconnect of
+ * its own; we retry forever, the delay doubling from reconnect_min_ms to
+ * reconnect_max_ms with jitter, reset once a connection is READY.
+ */
+static void conn_down(struct redis_conn *c, const char *reason)
+{
+    struct redis_backend *rb = c->rb;
+    bool was_ready = c->state == CONN_READY;
+
+    c->state = CONN_DOWN;
+    if (c->is_data)
+        rb->healthy = false;
+    for (struct redis_channel *ch = rb->channels; ch != NULL && !c->is_data; ch = ch->next)
+        ch->active = false;
+    replace_str(&c->error, xasprintf("redis %s", reason));
+    if (store_is_closing(rb->s))
+        return;
+    conn_log_failure(c, was_ready);
+    conn_arm_timer(c, jitter(rb, c->backoff_ms));
+    c->backoff_ms =
+        c->backoff_ms * 2 > rb->reconnect_max_ms ? rb->reconnect_max_ms : c->backoff_ms * 2;
+}
+
+/*
+ * hiredis is freeing ac (or we are about to): go DOWN. A no-op unless ac is
+ * the current context, so the several callbacks hiredis runs while tearing
+ * one context down (each pending command, each subscription, onDisconnect)
+ * act once. Never frees ac.
+ */
+static void conn_lost(struct redis_conn *c, const redisAsyncContext *ac, const char *reason)
+{
+    if (ac == NULL || c->ac != ac)
+        return;
+    c->ac = NULL;
+    conn_down(c, reason);
+}
+
+/*
+ * We give up on the current context. hiredis runs every pending callback with
+ * a NULL reply from inside redisAsyncFree (or, when we are inside one of its
+ * reply callbacks, right after that callback returns).
+ *
+ * hiredis 0.14: onConnect runs without the REDIS_IN_CALLBACK guard, so
+ * redisAsyncFree from inside it frees the context under
+ * __redisAsyncHandleConnect, which then touches it (use after free); inside
+ * onDisconnect the context is already being freed. This is never called from
+ * either: the handshake is judged in reply callbacks and deadlines in timers.
+ */
+static void conn_drop(struct redis_conn *c, const char *reason)
+{
+    redisAsyncContext *ac = c->ac;
+    if (ac == NULL)
+        return;
+    conn_lost(c, ac, reason);
+    redisAsyncFree(ac);
+}
+
+static void conn_ready(struct redis_conn *c)
+{
+    struct redis_backend *rb = c->rb;
+    c->state = CONN_READY;
+    event_del(c->timer);
+    c->backoff_ms = rb->reconnect_min_ms;
+    c->last_reply_ms = now_ms();
+    replace_str(&c->error, NULL);
+    replace_str(&c->logged_error, NULL);
+    if (c->is_data) {
+        rb->healthy = true;
+        if (c->ever_ready)
+            store_count_reconnect(rb->s);
+    }
+    gw_log(GW_LOG_INFO, "store", NULL, c->ever_ready ? "redis reconnected" : "redis connected",
+           "connection", c->name, "addr", rb->addr, NULL);
+    c->ever_ready = true;
+    if (!c->is_data) {
+        /* Re-subscribe everything: subscriptions do not survive a connection. */
+        for (struct redis_channel *ch = rb->channels; ch != NULL; ch = ch->next)
+            sub_send(c, ch);
+    }
+}
+
+/* --- hiredis connection callbacks ---------------------------------------- */
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    struct redis_conn *c = ac->data;
+    if (status == REDIS_OK)
+        return; /* the handshake is already queued; its PING reply decides READY */
+    /*
+     * hiredis 0.14: the context is freed right after this returns, without
+     * calling onDisconnect (it was never connected), so forget it here.
+     * ac->err is not copied yet at this point; the text is in ac->c.errstr.
+     */
+    char *reason = xasprintf("connect to %s failed: %s", c->rb->addr, ac->c.errstr);
+    conn_lost(c, ac, reason);
+    free(reason);
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    struct redis_conn *c = ac->data;
+    const char *why =
+        status == REDIS_OK || ac->c.errstr[0] == '\0' ? "connection closed" : ac->c.errstr;
+    char *reason = xasprintf("connection to %s lost: %s", c->rb->addr, why);
+    conn_lost(c, ac, reason);
+    free(reason);
+}
+
+/* One step of the handshake: true when the reply is fine and ac still current. */
+static bool handshake_step(redisAsyncContext *ac, redisReply *reply, struct redis_conn *c,
+                           const char *what)
+{
+    bool ok = false;
+    char *reason = NULL;
+
+    if (reply == NULL) {
+        reason = xasprintf("connection to %s lost during %s", c->rb->addr, what);
+        conn_lost(c, ac, reason);
+        goto out;
+    }
+    if (c->ac != ac)
+        goto out;
+    c->last_reply_ms = now_ms();
+    if (reply->type == REDIS_REPLY_ERROR) {
+        reason = xasprintf("%s failed: %s", what, reply->str);
+        /* Inside a reply callback: hiredis defers the free until we return. */
+        conn_drop(c, reason);
+        goto out;
+    }
+    ok = true;
+
+out:
+    free(reason);
+    return ok;
+}
+
+static void on_auth_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    handshake_step(ac, r, privdata, "AUTH");
+}
+
+static void on_select_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    handshake_step(ac, r, privdata, "SELECT");
+}
+
+static void on_hello_ping_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    /* Replies come in order, so AUTH and SELECT have succeeded when we get here. */
+    if (handshake_step(ac, r, privdata, "PING"))
+        conn_ready(privdata);
+}
+
+static void on_conn_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct redis_conn *c = arg;
+    (void)fd;
+    (void)what;
+    if (c->state == CONN_DOWN) {
+        conn_connect(c);
+    } else if (c->state == CONN_CONNECTING) {
+        /* hiredis 0.14: no connect timeout; a silent peer would keep us here forever. */
+        char *reason = xasprintf("connect to %s timed out after %" PRIu64 " ms", c->rb->addr,
+                                 c->rb->timeout_ms);
+        conn_drop(c, reason);
+        free(reason);
+    }
+}
+
+/*
+ * Opens a context and pipelines the handshake (AUTH, SELECT, PING) before
+ * anything else can be written on it: hiredis buffers commands until the
+ * socket connects, and Redis answers in order, so every command issued while
+ * CONNECTING runs authenticated and on the right database.
+ */
+static void conn_connect(struct redis_conn *c)
+{
+    struct redis_backend *rb = c->rb;
+    const struct store_redis_url *u = &rb->url;
+    char *reason = NULL;
+    redisAsyncContext *ac;
+
+    c->started = true;
+    c->state = CONN_CONNECTING;
+    ac = u->unix_path != NULL ? redisAsyncConnectUnix(u->unix_path)
+                              : redisAsyncConnect(u->host, u->port);
+    if (ac == NULL) {
+        fprintf(stderr, "mcpgate: out of memory (redisAsyncConnect)\n");
+        abort();
+    }
+    if (ac->err != 0) {
+        /* Failed before any event was attached: ours to free, no callback has run. */
+        reason = xasprintf("connect to %s failed: %s", rb->addr, ac->errstr);
+        redisAsyncFree(ac);
+        conn_down(c, reason);
+        goto out;
+    }
+    /* Half-open pubsub connections would otherwise go unnoticed (it never sends). */
+    if (u->unix_path == NULL)
+        redisEnableKeepAlive(&ac->c);
+    ac->data = c;
+    c->ac = ac;
+    c->last_reply_ms = now_ms();
+    redisLibeventAttach(ac, rb->base);
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+
+    int rc = REDIS_OK;
+    if (u->password != NULL) {
+        const char *argv[3] = {"AUTH", u->user, u->password};
+        size_t lens[3] = {4, u->user != NULL ? strlen(u->user) : 0, strlen(u->password)};
+        if (u->user == NULL) {
+            argv[1] = u->password;
+            lens[1] = lens[2];
+        }
+        rc = redisAsyncCommandArgv(ac, on_auth_reply, c, u->user != NULL ? 3 : 2, argv, lens);
+    }
+    /* Pub/sub channels are global to the server: the pubsub connection needs no SELECT. */
+    if (rc == REDIS_OK && u->db != 0 && c->is_data)
+        rc = redisAsyncCommand(ac, on_select_reply, c, "SELECT %d", u->db);
+    if (rc == REDIS_OK)
+        rc = redisAsyncCommand(ac, on_hello_ping_reply, c, "PING");
+    if (rc != REDIS_OK) {
+        reason = xasprintf("cannot queue the handshake for %s", rb->addr);
+        conn_drop(c, reason);
+        goto out;
+    }
+    conn_arm_timer(c, rb->timeout_ms);
+
+out:
+    free(reason);
+}
+
+/* --- commands ------------------------------------------------------------ */
+
+struct argv_buf {
+    const char *v[7]; /* borrowed */
+    size_t len[7];
+    int n;
+};
+
+static void arg_bytes(struct argv_buf *a, const void *p, size_t len)
+{
+    /* "" rather than NULL: hiredis memcpy()s from the pointer even for 0 bytes (UB on NULL). */
+    a->v[a->n] = p != NULL ? p : "";
+    a->len[a->n] = len;
+    a->n++;
+}
+
+static void arg_str(struct argv_buf *a, const char *s)
+{
+    arg_bytes(a, s, strlen(s));
+}
+
+/* Redis errors that say "not now" rather than "never": the caller may retry. */
+static bool is_transient_error(const char *msg)
+{
+    static const char *const prefixes[] = {"LOADING", "BUSY",     "MASTERDOWN",  "READONLY",
+                                           "NOAUTH",  "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS"};
+    for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++) {
+        size_t n = strlen(prefixes[i]);
+        if (strncmp(msg, prefixes[i], n) == 0 && (msg[n] == ' ' || msg[n] == '\0'))
+            return true;
+    }
+    return false;
+}
+
+static char *lost_reason(const redisAsyncContext *ac, const struct redis_backend *rb)
+{
+    const char *why = ac->c.errstr[0] != '\0' ? ac->c.errstr : "connection closed";
+    return xasprintf("connection to %s lost: %s", rb->addr, why);
+}
+
+static void on_cmd_reply(redisAsyncContext *ac, void *r, void *privdata);
+
+static int cmd_send(struct redis_cmd *cmd, redisAsyncContext *ac, struct argv_buf *a)
+{
+    if (redisAsyncCommandArgv(ac, on_cmd_reply, cmd, a->n, a->v, a->len) != REDIS_OK)
+        return -EIO;
+    cmd->rb->in_flight++;
+    return 0;
+}
+
+static int cmd_send_take_script(struct redis_cmd *cmd, redisAsyncContext *ac)
+{
+    struct argv_buf a = {.n = 0};
+    arg_str(&a, "EVAL");
+    arg_str(&a, take_script);
+    arg_str(&a, "1");
+    arg_str(&a, cmd->key);
+    return cmd_send(cmd, ac, &a);
+}
+
+/* Translates op into one Redis command; the caller arms the deadline. */
+static int cmd_send_op(struct redis_cmd *cmd, redisAsyncContext *ac, const struct store_op *op)
+{
+    struct argv_buf a = {.n = 0};
+    char ttl[24];
+    snprintf(ttl, sizeof(ttl), "%" PRIu64, op->ttl_ms);
+
+    switch (op->kind) {
+    case STORE_OP_PUT:
+    case STORE_OP_PUT_NX:
+        arg_str(&a, "SET");
+        arg_str(&a, op->key);
+        arg_bytes(&a, op->val, op->val_len);
+        if (op->ttl_ms > 0) {
+            arg_str(&a, "PX");
+            arg_str(&a, ttl);
+        }
+        if (op->kind == STORE_OP_PUT_NX)
+            arg_str(&a, "NX");
+        break;
+    case STORE_OP_GET:
+        arg_str(&a, "GET");
+        arg_str(&a, op->key);
+        break;
+    case STORE_OP_TAKE:
+        if (cmd->rb->no_getdel)
+            return cmd_send_take_script(cmd, ac);
+        arg_str(&a, "GETDEL");
+        arg_str(&a, op->key);
+        break;
+    case STORE_OP_DEL:
+        arg_str(&a, "DEL");
+        arg_str(&a, op->key);
+        break;
+    case STORE_OP_EXPIRE:
+        if (op->ttl_ms > 0) {
+            arg_str(&a, "PEXPIRE");
+            arg_str(&a, op->key);
+            arg_str(&a, ttl);
+        } else {
+            arg_str(&a, "EVAL");
+            arg_str(&a, persist_script);
+            arg_str(&a, "1");
+            arg_str(&a, op->key);
+        }
+        break;
+    case STORE_OP_INCR:
+        arg_str(&a, "EVAL");
+        arg_str(&a, incr_script);
+        arg_str(&a, "1");
+        arg_str(&a, op->key);
+        arg_str(&a, ttl);
+        break;
+    case STORE_OP_SET_ADD:
+        if (op->ttl_ms > 0) {
+            arg_str(&a, "EVAL");
+            arg_str(&a, sadd_script);
+            arg_str(&a, "1");
+            arg_str(&a, op->key);
+            arg_bytes(&a, op->val, op->val_len);
+            arg_str(&a, ttl);
+        } else {
+            arg_str(&a, "SADD");
+            arg_str(&a, op->key);
+            arg_bytes(&a, op->val, op->val_len);
+        }
+        break;
+    case STORE_OP_SET_REMOVE:
+        arg_str(&a, "SREM");
+        arg_str(&a, op->key);
+        arg_bytes(&a, op->val, op->val_len);
+        break;
+    case STORE_OP_SET_MEMBERS:
+        arg_str(&a, "SMEMBERS");
+        arg_str(&a, op->key);
+        break;
+    case STORE_OP_SET_CARD:
+        arg_str(&a, "SCARD");
+        arg_str(&a, op->key);
+        break;
+    case STORE_OP_TTL:
+        arg_str(&a, "PTTL");
+        arg_str(&a, op->key);
+        break;
+    case STORE_OP_PUBLISH:
+        arg_str(&a, "PUBLISH");
+        arg_str(&a, op->key);
+        arg_bytes(&a, op->val, op->val_len);
+        break;
+    case STORE_OP_PING: arg_str(&a, "PING"); break;
+    }
+    return cmd_send(cmd, ac, &a);
+}
+
+static void cmd_free(struct redis_cmd *cmd)
+{
+    if (cmd->internal)
+        cmd->rb->ping_in_flight = false;
+    event_free(cmd->deadline);
+    free(cmd->key);
+    free(cmd);
+}
+
+/* Delivers the one result of cmd; anything after that (a late reply) is ignored. */
+static void cmd_finish(struct redis_cmd *cmd, const struct store_result *res)
+{
+    if (cmd->done)
+        return;
+    cmd->done = true;
+    event_del(cmd->deadline);
+    if (!cmd->internal)
+        store_complete(cmd->rb->s, cmd->cb, cmd->arg, res);
+}
+
+static void cmd_fail(struct redis_cmd *cmd, enum store_status status, const char *error)
+{
+    struct store_result res = {.status = status, .error = error};
+    cmd_finish(cmd, &res);
+}
+
+/* Maps a non-error reply to the result the contract promises for cmd's kind. */
+static void reply_to_result(const struct redis_cmd *cmd, const redisReply *reply,
+                            struct store_result *res)
+{
+    res->status = STORE_OK;
+    switch (cmd->kind) {
+    case STORE_OP_PUT:
+    case STORE_OP_PING:
+        if (reply->type != REDIS_REPLY_STATUS)
+            goto unexpected;
+        break;
+    case STORE_OP_PUT_NX:
+        if (reply->type == REDIS_REPLY_NIL)
+            res->status = STORE_EXISTS;
+        else if (reply->type != REDIS_REPLY_STATUS)
+            goto unexpected;
+        break;
+    case STORE_OP_GET:
+    case STORE_OP_TAKE:
+        if (reply->type == REDIS_REPLY_NIL) {
+            res->status = STORE_NOT_FOUND;
+        } else if (reply->type == REDIS_REPLY_STRING) {
+            res->value = reply->str;
+            res->value_len = reply->len;
+        } else {
+            goto unexpected;
+        }
+        break;
+    case STORE_OP_EXPIRE:
+    case STORE_OP_TTL:
+        if (reply->type != REDIS_REPLY_INTEGER)
+            goto unexpected;
+        /* PEXPIRE/script: 0 = no key. PTTL: -2 = no key, -1 = no expiry. */
+        if ((cmd->kind == STORE_OP_EXPIRE && reply->integer == 0) ||
+            (cmd->kind == STORE_OP_TTL && reply->integer == -2))
+            res->status = STORE_NOT_FOUND;
+        else if (cmd->kind == STORE_OP_TTL)
+            res->integer = reply->integer;
+        break;
+    case STORE_OP_DEL:
+    case STORE_OP_INCR:
+    case STORE_OP_SET_ADD:
+    case STORE_OP_SET_REMOVE:
+    case STORE_OP_SET_CARD:
+    case STORE_OP_PUBLISH:
+        if (reply->type != REDIS_REPLY_INTEGER)
+            goto unexpected;
+        res->integer = reply->integer;
+        break;
+    case STORE_OP_SET_MEMBERS:
+        if (reply->type != REDIS_REPLY_ARRAY)
+            goto unexpected;
+        for (size_t i = 0; i < reply->elements; i++)
+            if (reply->element[i]->type != REDIS_REPLY_STRING)
+                goto unexpected;
+        res->n_members = reply->elements; /* the arrays are filled by the caller */
+        break;
+    }
+    return;
+unexpected:
+    res->status = STORE_ERROR;
+    res->error = "redis: unexpected reply type";
+}
+
+static void on_cmd_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    struct redis_cmd *cmd = privdata;
+    struct redis_backend *rb = cmd->rb;
+    struct redis_conn *c = &rb->data;
+    redisReply *reply = r;
+    const char **members = NULL;
+    size_t *member_lens = NULL;
+    char *reason = NULL;
+
+    rb->in_flight--;
+    if (reply == NULL) {
+        /* hiredis is freeing the context: lost connection, our drop, or store_free. */
+        reason = lost_reason(ac, rb);
+        conn_lost(c, ac, reason);
+        cmd_fail(cmd, STORE_UNAVAILABLE,
+                 store_is_closing(rb->s) ? "store shutting down"
+                 : c->error != NULL      ? c->error
+                                         : "redis connection lost");
+        goto out_free;
+    }
+    c->last_reply_ms = now_ms();
+    rb->healthy = true;
+    if (cmd->done)
+        goto out_free; /* the deadline passed: the caller has its answer */
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        if (cmd->kind == STORE_OP_TAKE && strncasecmp(reply->str, "ERR unknown command", 19) == 0) {
+            /*
+             * GETDEL is Redis 6.2+. Re-issue this take as a script on the same
+             * connection (allowed inside a reply callback); later takes go
+             * straight to the script. The record keeps its original deadline.
+             */
+            if (!rb->no_getdel)
+                gw_log(GW_LOG_INFO, "store", NULL,
+                       "redis has no GETDEL (< 6.2); take uses a script", "addr", rb->addr, NULL);
+            rb->no_getdel = true;
+            if (cmd_send_take_script(cmd, ac) == 0)
+                goto out; /* hiredis holds the record again */
+            cmd_fail(cmd, STORE_UNAVAILABLE, "redis: cannot queue the take script");
+            goto out_free;
+        }
+        cmd_fail(cmd, is_transient_error(reply->str) ? STORE_UNAVAILABLE : STORE_ERROR, reply->str);
+        goto out_free;
+    }
+
+    struct store_result res = {0};
+    reply_to_result(cmd, reply, &res);
+    if (res.status == STORE_OK && res.n_members > 0) {
+        /* Pointers into the reply: valid until we return, which is all the contract promises. */
+        members = xcalloc(res.n_members, sizeof(*members));
+        member_lens = xcalloc(res.n_members, sizeof(*member_lens));
+        for (size_t i = 0; i < res.n_members; i++) {
+            members[i] = reply->element[i]->str;
+            member_lens[i] = reply->element[i]->len;
+        }
+        res.members = members;
+        res.member_lens = member_lens;
+    }
+    cmd_finish(cmd, &res);
+
+out_free:
+    cmd_free(cmd);
+out:
+    free(members);
+    free(member_lens);
+    free(reason);
+}
+
+/*
+ * hiredis 0.14: no command timeout. The caller gets STORE_UNAVAILABLE at
+ * the deadline; the record stays with hiredis (marked done) until the late
+ * reply or the context's end, so hiredis never calls back into freed memory.
+ */
+static void on_cmd_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct redis_cmd *cmd = arg;
+    struct redis_backend *rb = cmd->rb;
+    struct redis_conn *c = &rb->data;
+    /* Nothing at all came back since this command went out: the peer is gone or stuck. */
+    bool silent = c->last_reply_ms <= cmd->sent_ms;
+    (void)fd;
+    (void)what;
+
+    store_count_timeout(rb->s);
+    rb->healthy = false;
+    cmd_fail(cmd, STORE_UNAVAILABLE, rb->timeout_error);
+    /*
+     * Reconnecting is the only way out of a half-open TCP connection. A server
+     * that still answers other commands is only slow: keep the connection.
+     * (cmd may be freed by conn_drop: not used past this point.)
+     */
+    if (silent && c->ac != NULL) {
+        char *reason = xasprintf("%s is not answering (no reply for %" PRIu64 " ms)", rb->addr,
+                                 rb->timeout_ms);
+        conn_drop(c, reason);
+        free(reason);
+    }
+}
+
+static int cmd_start(struct redis_backend *rb, const struct store_op *op, bool internal)
+{
+    struct redis_cmd *cmd = xcalloc(1, sizeof(*cmd));
+    int rc = 0;
+
+    cmd->rb = rb;
+    cmd->kind = op->kind;
+    cmd->cb = op->cb;
+    cmd->arg = op->arg;
+    cmd->internal = internal;
+    cmd->sent_ms = now_ms();
+    cmd->key = op->kind == STORE_OP_TAKE ? xstrdup(op->key) : NULL;
+    cmd->deadline = event_new(rb->base, -1, 0, on_cmd_deadline, cmd);
+    if (cmd->deadline == NULL) {
+        fprintf(stderr, "mcpgate: out of memory (event_new)\n");
+        abort();
+    }
+    rc = cmd_send_op(cmd, rb->data.ac, op);
+    if (rc < 0) {
+        cmd_free(cmd);
+        goto out;
+    }
+    event_add(cmd->deadline, rb->cmd_timeout);
+
+out:
+    return rc;
+}
+
+static void on_health(evutil_socket_t fd, short what, void *arg)
+{
+    struct redis_backend *rb = arg;
+    (void)fd;
+    (void)what;
+    /* Catches a dead or stuck server while idle, and makes is_ready true again after a timeout. */
+    if (rb->data.state != CONN_READY || rb->ping_in_flight)
+        return;
+    struct store_op op = {.kind = STORE_OP_PING};
+    if (cmd_start(rb, &op, true) == 0)
+        rb->ping_in_flight = true;
+}
+
+/* --- pub/sub ------------------------------------------------------------- */
+
+/*
+ * Every SUBSCRIBE registers this one function with the same privdata, and it
+ * dispatches on the channel named in the reply. hiredis 0.14: it keeps the
+ * callback of a pub/sub reply in a variable that is not reset between
+ * replies (redisProcessCallbacks), so a reply for a channel it does not know
+ * (e.g. PING's ["pong",""] in subscribed mode) reaches the previous reply's
+ * callback. With one callback that reads the reply, a stray reply is merely
+ * ignored. The same bug is why nothing but SUBSCRIBE is ever sent on this
+ * connection after the handshake.
+ */
+static void on_sub_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    struct redis_conn *c = privdata;
+    struct redis_backend *rb = c->rb;
+    redisReply *reply = r;
+
+    if (reply == NULL) {
+        /* hiredis calls every subscription back with NULL when the context goes. */
+        char *reason = lost_reason(ac, rb);
+        conn_lost(c, ac, reason);
+        free(reason);
+        return;
+    }
+    if (c->ac != ac)
+        return;
+    c->last_reply_ms = now_ms();
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
+        reply->element[0]->type != REDIS_REPLY_STRING ||
+        reply->element[1]->type != REDIS_REPLY_STRING)
+        return;
+    const char *kind = reply->element[0]->str;
+    const char *channel = reply->element[1]->str;
+    if (strcasecmp(kind, "message") == 0 && reply->element[2]->type == REDIS_REPLY_STRING) {
+        store_deliver_message(rb->s, channel, reply->element[2]->str, reply->element[2]->len);
+    } else if (strcasecmp(kind, "subscribe") == 0) {
+        for (struct redis_channel *ch = rb->channels; ch != NULL; ch = ch->next)
+            if (strcmp(ch->name, channel) == 0)
+                ch->active = true;
+    }
+}
+
+static void sub_send(struct redis_conn *c, struct redis_channel *ch)
+{
+    if (c->state != CONN_READY)
+        return; /* conn_ready subscribes everything */
+    struct argv_buf a = {.n = 0};
+    arg_str(&a, "SUBSCRIBE");
+    arg_str(&a, ch->name);
+    ch->active = false;
+    /* Fails only while hiredis is tearing the context down; conn_ready will retry. */
+    redisAsyncCommandArgv(c->ac, on_sub_reply, c, a.n, a.v, a.len);
+}
+
+/* --- backend vtable ------------------------------------------------------ */
+
+static void redis_submit(void *impl, const struct store_op *op)
+{
+    struct redis_backend *rb = impl;
+    const char *error = NULL;
+
+    if (rb->data.ac == NULL) {
+        /* DOWN: fail now rather than queue behind a reconnect that may take long. */
+        error = rb->data.error != NULL ? rb->data.error : "redis not connected";
+    } else if (rb->in_flight >= REDIS_MAX_IN_FLIGHT) {
+        error = "redis: too many commands in flight";
+    } else if (cmd_start(rb, op, false) < 0) {
+        error = "redis: cannot queue the command";
+    }
+    if (error != NULL)
+        store_defer_status(rb->s, op->cb, op->arg, STORE_UNAVAILABLE, error);
+}
+
+static void redis_subscribe(void *impl, const char *channel)
+{
+    struct redis_backend *rb = impl;
+    struct redis_channel *ch = xcalloc(1, sizeof(*ch));
+    ch->name = xstrdup(channel);
+    ch->next = rb->channels;
+    rb->channels = ch;
+    if (!rb->pubsub.started)
+        conn_connect(&rb->pubsub); /* opened lazily: most stores in tests never subscribe */
+    else
+        sub_send(&rb->pubsub, ch);
+}
+
+static bool redis_is_ready(const void *impl)
+{
+    const struct redis_backend *rb = impl;
+    return rb->data.state == CONN_READY && rb->healthy;
+}
+
+static const char *redis_last_error(const void *impl)
+{
+    const struct redis_backend *rb = impl;
+    if (rb->data.state == CONN_READY)
+        return rb->healthy ? NULL : rb->timeout_error;
+    return rb->data.error != NULL ? rb->data.error : "redis connecting";
+}
+
+static void redis_get_stats(const void *impl, struct store_stats *out)
+{
+    const struct redis_backend *rb = impl;
+    out->connected = rb->data.state == CONN_READY;
+    out->subscribed = rb->channels == NULL || rb->pubsub.state == CONN_READY;
+    for (const struct redis_channel *ch = rb->channels; ch != NULL; ch = ch->next)
+        out->subscribed = out->subscribed && ch->active;
+}
+
+static void conn_init(struct redis_backend *rb, struct redis_conn *c, const char *name,
+                      bool is_data)
+{
+    c->rb = rb;
+    c->name = name;
+    c->is_data = is_data;
+    c->backoff_ms = rb->reconnect_min_ms;
+    c->timer = event_new(rb->base, -1, 0, on_conn_timer, c);
+    if (c->timer == NULL) {
+        fprintf(stderr, "mcpgate: out of memory (event_new)\n");
+        abort();
+    }
+}
+
+/* Frees the context first: its pending callbacks run now, reporting "store shutting down". */
+static void conn_shutdown(struct redis_conn *c)
+{
+    redisAsyncContext *ac = c->ac;
+    c->ac = NULL;
+    c->state = CONN_DOWN;
+    if (ac != NULL)
+        redisAsyncFree(ac);
+    if (c->timer != NULL)
+        event_free(c->timer);
+    free(c->error);
+    free(c->logged_error);
+}
+
+static void redis_free(void *impl)
+{
+    struct redis_backend *rb = impl;
+    if (rb == NULL)
+        return;
+    event_free(rb->health_ev);
+    conn_shutdown(&rb->data);
+    conn_shutdown(&rb->pubsub);
+    struct redis_channel *ch = rb->channels;
+    while (ch != NULL) {
+        struct redis_channel *next = ch->next;
+        free(ch->name);
+        free(ch);
+        ch = next;
+    }
+    store_redis_url_clear(&rb->url);
+    free(rb->addr);
+    free(rb->timeout_error);
+    free(rb);
+}
+
+void *store_redis_new(struct store *s, struct event_base *base, const struct store_options *opts,
+                      char **err_out)
+{
+    struct redis_backend *rb = xcalloc(1, sizeof(*rb));
+    int rc;
+
+    rb->s = s;
+    rb->base = base;
+    rc = store_redis_url_parse(opts->redis_url, &rb->url, err_out);
+    if (rc < 0) {
+        free(rb);
+        rb = NULL;
+        goto out;
+    }
+    /* "" counts as unset: configs write password: "${REDIS_PASSWORD:-}". */
+    if (opts->password != NULL && opts->password[0] != '\0') {
+        if (rb->url.password != NULL)
+            explicit_bzero(rb->url.password, strlen(rb->url.password));
+        replace_str(&rb->url.password, xstrdup(opts->password));
+    }
+    rb->timeout_ms = opts->timeout_ms != 0 ? opts->timeout_ms : STORE_DEFAULT_TIMEOUT_MS;
+    rb->reconnect_min_ms =
+        opts->reconnect_min_ms != 0 ? opts->reconnect_min_ms : STORE_DEFAULT_RECONNECT_MIN_MS;
+    rb->reconnect_max_ms =
+        opts->reconnect_max_ms != 0 ? opts->reconnect_max_ms : STORE_DEFAULT_RECONNECT_MAX_MS;
+    if (rb->reconnect_max_ms < rb->reconnect_min_ms)
+        rb->reconnect_max_ms = rb->reconnect_min_ms;
+    if (rb->url.unix_path != NULL)
+        rb->addr = xasprintf("unix:%s?db=%d", rb->url.unix_path, rb->url.db);
+    else if (strchr(rb->url.host, ':') != NULL)
+        rb->addr = xasprintf("[%s]:%d/%d", rb->url.host, rb->url.port, rb->url.db);
+    else
+        rb->addr = xasprintf("%s:%d/%d", rb->url.host, rb->url.port, rb->url.db);
+    rb->timeout_error = xasprintf("redis timeout after %" PRIu64 " ms", rb->timeout_ms);
+
+    /*
+     * Every command has the same timeout: a libevent "common timeout" keeps
+     * them in a FIFO instead of the heap, O(1) per command.
+     */
+    struct timeval tv = ms_to_tv(rb->timeout_ms);
+    rb->cmd_timeout = event_base_init_common_timeout(base, &tv);
+    if (rb->cmd_timeout == NULL) {
+        *err_out = xstrdup("store: cannot set up command timeouts");
+        free(rb->addr);
+        free(rb->timeout_error);
+        store_redis_url_clear(&rb->url);
+        free(rb);
+        rb = NULL;
+        goto out;
+    }
+    /*
+     * hiredis 0.14: writes with write(2), not send(MSG_NOSIGNAL); a write to a
+     * Redis that just died raises SIGPIPE, which by default kills us. The
+     * process owns signal dispositions (gateway/app.c ignores SIGPIPE), so
+     * only say so loudly when nobody did.
+     */
+    struct sigaction sa;
+    if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL)
+        gw_log(GW_LOG_WARN, "store", NULL,
+               "SIGPIPE is not ignored: a Redis connection dropped mid-write will kill the "
+               "process (hiredis writes with write(2))",
+               NULL);
+    rb->rng = now_ms() ^ ((uint64_t)(uintptr_t)rb << 16) ^ 0x9e3779b97f4a7c15ull;
+    conn_init(rb, &rb->data, "data", true);
+    conn_init(rb, &rb->pubsub, "pubsub", false);
+    rb->health_ev = event_new(base, -1, EV_PERSIST, on_health, rb);
+    if (rb->health_ev == NULL) {
+        fprintf(stderr, "mcpgate: out of memory (event_new)\n");
+        abort();
+    }
+    struct timeval hv = ms_to_tv(REDIS_HEALTH_INTERVAL_MS);
+    event_add(rb->health_ev, &hv);
+    conn_connect(&rb->data);
+
+out:
+    return rb;
+}
+
+const struct store_backend_ops store_redis_ops = {
+    .name = "redis",
+    .submit = redis_submit,
+    .subscribe = redis_subscribe,
+    .is_ready = redis_is_ready,
+    .last_error = redis_last_error,
+    .get_stats = redis_get_stats,
+    .free = redis_free,
+};
