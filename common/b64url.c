@@ -75,3 +75,35 @@ unsigned char *b64url_decode_new(const char *text, size_t len, size_t *out_len)
     *out_len = bytes;
     return out;
 }
+
+unsigned char *b64std_decode_new(const char *text, size_t len, size_t *out_len)
+{
+    if (len % 4 != 0)
+        return NULL;
+    size_t pad = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = text[i];
+        bool alpha = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                     c == '+' || c == '/';
+        if (c == '=' && i + 2 >= len && (pad > 0 || i >= len - 2))
+            pad++;
+        else if (!alpha || pad > 0)
+            return NULL;
+    }
+    unsigned char *out = xmalloc(len / 4 * 3 + 1);
+    int n = EVP_DecodeBlock(out, (const unsigned char *)text, (int)len);
+    if (n < 0 || (size_t)n < pad) {
+        free(out);
+        return NULL;
+    }
+    *out_len = (size_t)n - pad;
+    out[*out_len] = '\0';
+    return out;
+}
+
+char *b64std_encode_new(const void *data, size_t len)
+{
+    char *out = xmalloc(4 * ((len + 2) / 3) + 1);
+    EVP_EncodeBlock((unsigned char *)out, data, (int)len);
+    return out;
+}

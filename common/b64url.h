@@ -19,5 +19,8 @@ char *b64url_encode_new(const void *data, size_t len);
  * convenience); *out_len gets the byte count. NULL when TEXT is not strict b64url. */
 unsigned char *b64url_decode_new(const char *text, size_t len, size_t *out_len);
 bool b64url_is_valid(const char *text, size_t len);
+/* Standard base64 with padding (RFC 4648 §4), as in HTTP Basic credentials. */
+unsigned char *b64std_decode_new(const char *text, size_t len, size_t *out_len);
+char *b64std_encode_new(const void *data, size_t len);
 
 #endif

@@ -13,11 +13,14 @@
 
 #include <event2/event.h>
 
+#include "common/httpc.h"
 #include "common/xalloc.h"
 #include "gateway/health.h"
 #include "gateway/http.h"
 #include "gateway/log.h"
 #include "gateway/metrics.h"
+#include "oauth/idp.h"
+#include "oauth/oauth.h"
 #include "store/store.h"
 
 #define DRAIN_POLL_MS 50
@@ -30,6 +33,10 @@ struct gw_app {
     struct http_server *http;         /* owned */
     struct http_server *metrics_http; /* owned; NULL when metrics share the main listener */
     struct gw_metrics *metrics;       /* owned */
+    struct gw_health *health;         /* owned */
+    struct httpc *httpc;              /* owned: outbound HTTP (IdP, HTTP upstreams) */
+    struct idp_client *idp;           /* owned; NULL without an idp section */
+    struct oauth_server *oauth;       /* owned */
     struct event *signals[3];         /* owned: TERM, INT, HUP */
     struct event *drain_timer;        /* owned */
     struct timespec drain_deadline;
@@ -129,8 +136,9 @@ static int open_servers(struct gw_app *app, char **err_out)
             return -EADDRNOTAVAIL;
         gw_log(GW_LOG_INFO, "http", NULL, "listening", "address", spec, NULL);
     }
-    if (gw_health_register(app->http, app->store) < 0) {
-        *err_out = xstrdup("cannot register the health endpoints");
+    if (gw_health_register(app->health, app->http) < 0 ||
+        oauth_server_register_routes(app->oauth, app->http) < 0) {
+        *err_out = xstrdup("cannot register the endpoints");
         return -EINVAL;
     }
     const struct gw_metrics_config *mc = &app->cfg->metrics;
@@ -145,12 +153,39 @@ static int open_servers(struct gw_app *app, char **err_out)
                                                             err_out) < 0)
             return -EADDRNOTAVAIL;
         http_server_set_observer(app->metrics_http, on_access, app);
-        gw_health_register(app->metrics_http, app->store);
+        gw_health_register(app->health, app->metrics_http);
         msrv = app->metrics_http;
         gw_log(GW_LOG_INFO, "metrics", NULL, "listening", "address", mc->listen, NULL);
     }
     struct http_route_options ro = {.label = mc->path};
     return http_route_add(msrv, mc->path, HTTP_GET, on_metrics, app, &ro);
+}
+
+/* Readiness beyond the store: the IdP's discovery and keys are loaded. */
+static const char *idp_readiness(void *arg)
+{
+    struct gw_app *app = arg;
+    if (app->idp == NULL || idp_client_ready(app->idp))
+        return NULL;
+    const char *why = idp_client_last_error(app->idp);
+    return why ? why : "idp: discovery not loaded yet";
+}
+
+static int open_oauth(struct gw_app *app, char **err_out)
+{
+    app->httpc = httpc_new(app->base, err_out);
+    if (app->httpc == NULL)
+        return -EINVAL;
+    if (app->cfg->idp.configured) {
+        app->idp = idp_client_new(app->base, app->httpc, &app->cfg->idp, err_out);
+        if (app->idp == NULL)
+            return -EINVAL;
+        idp_client_start(app->idp);
+    }
+    struct oauth_server_deps deps = {.base = app->base, .store = app->store, .idp = app->idp};
+    app->oauth = oauth_server_new(app->cfg, &deps);
+    app->health = gw_health_new(app->store, idp_readiness, app);
+    return 0;
 }
 
 /* ---- signals: drain and reload ------------------------------------- */
@@ -235,6 +270,9 @@ static void reload(struct gw_app *app)
     struct http_server_options o;
     http_options_from(fresh, &o);
     http_server_set_limits(app->http, &o); /* drops the borrowed trusted_proxies of old */
+    oauth_server_set_config(app->oauth, fresh);
+    if (app->idp && fresh->idp.configured)
+        idp_client_set_config(app->idp, &fresh->idp);
     apply_log_level(app);
     gw_config_free(old);
     gw_log(GW_LOG_INFO, "app", NULL, "configuration reloaded", "file", app->opts.config_path,
@@ -278,7 +316,8 @@ struct gw_app *gw_app_new(struct gw_config *cfg, const struct gw_app_options *op
     }
     app->metrics = gw_metrics_new();
     app->drain_timer = evtimer_new(app->base, drain_check, app);
-    if (open_store(app, err_out) < 0 || open_servers(app, err_out) < 0)
+    if (open_store(app, err_out) < 0 || open_oauth(app, err_out) < 0 ||
+        open_servers(app, err_out) < 0)
         goto fail;
     install_signals(app);
     return app;
@@ -305,10 +344,15 @@ void gw_app_free(struct gw_app *app)
             event_free(app->signals[i]);
     if (app->drain_timer)
         event_free(app->drain_timer);
-    /* The store first: its pending callbacks still finish live requests. */
+    /* Outbound calls and the store first: their pending callbacks still
+     * finish live requests while the HTTP servers exist. */
+    idp_client_free(app->idp);
+    httpc_free(app->httpc);
+    oauth_server_free(app->oauth);
     store_free(app->store);
     http_server_free(app->metrics_http);
     http_server_free(app->http);
+    gw_health_free(app->health);
     gw_metrics_free(app->metrics);
     gw_config_free(app->cfg);
     if (app->base)

@@ -1,0 +1,44 @@
+/*
+ * principal: who is calling, as established by the bearer check (DESIGN §6).
+ * The only thing oauth/ hands to proxy/; both include this header and never
+ * each other's. Everything in it is owned by the principal.
+ */
+#ifndef MCPGATE_COMMON_PRINCIPAL_H
+#define MCPGATE_COMMON_PRINCIPAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct mg_string_list {
+    char **items; /* owned, each owned */
+    size_t len;
+};
+
+struct mg_principal {
+    char *subject;   /* the IdP's sub claim; never NULL */
+    char *username;  /* may be NULL */
+    char *email;     /* may be NULL */
+    char *name;      /* may be NULL */
+    struct mg_string_list roles;
+    struct mg_string_list groups;
+    struct mg_string_list scopes; /* granted to this token */
+    char *client_id;
+    char *grant_id;
+    char *resource;  /* the route URL the token is bound to, or NULL for any */
+    uint64_t expires_at; /* Unix seconds */
+};
+
+struct mg_principal *mg_principal_dup(const struct mg_principal *p);
+void mg_principal_free(struct mg_principal *p);
+
+bool mg_string_list_contains(const struct mg_string_list *l, const char *s);
+void mg_string_list_add(struct mg_string_list *l, const char *s); /* copies */
+/* Splits on spaces (scope strings); empty items are skipped. */
+void mg_string_list_split(struct mg_string_list *l, const char *text);
+/* Joined with SEP; owned. */
+char *mg_string_list_join(const struct mg_string_list *l, const char *sep);
+void mg_string_list_clear(struct mg_string_list *l);
+void mg_string_list_copy(struct mg_string_list *dst, const struct mg_string_list *src);
+
+#endif

@@ -1,0 +1,365 @@
+/*
+ * bearer: the resource-server check in front of every OAuth-protected MCP
+ * route (RFC 6750; MCP authorization "Token Handling").
+ *
+ * Only the Authorization header carries tokens (a token in the query string
+ * is refused). A token's record is looked up by its SHA-256, its expiry
+ * checked, its grant key unwrapped with the token itself and the identity
+ * opened. A token bound to one route (RFC 8707 resource) is refused at
+ * another. Validated tokens are cached in process for at most 30 s and never
+ * past their expiry; a revocation published through the store drops the
+ * entry on every instance at once. The cache is bounded: when full, the
+ * oldest entry goes.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "common/strbuf.h"
+#include "common/xalloc.h"
+#include "gateway/http.h"
+#include "gateway/log.h"
+#include "oauth/oauth_int.h"
+#include "oauth/tokens.h"
+#include "store/store.h"
+
+#define CACHE_TTL_S 30
+#define CACHE_MAX_ENTRIES 20000
+#define CACHE_BUCKETS 4096
+
+struct bearer_entry {
+    char hash[65];
+    struct mg_principal *principal; /* owned */
+    uint64_t valid_until;           /* Unix seconds */
+    struct bearer_entry *next;      /* bucket chain (owned through the FIFO) */
+    struct bearer_entry *older, *newer; /* insertion order, for eviction */
+};
+
+struct bearer_cache {
+    struct oauth_server *srv; /* borrowed */
+    struct bearer_entry *buckets[CACHE_BUCKETS];
+    struct bearer_entry *oldest, *newest;
+    size_t len;
+};
+
+static unsigned bucket_of(const char *hash)
+{
+    unsigned h = 0;
+    for (int i = 0; i < 8; i++)
+        h = h * 16 + (unsigned)(hash[i] <= '9' ? hash[i] - '0' : hash[i] - 'a' + 10);
+    return h % CACHE_BUCKETS;
+}
+
+static void entry_unlink(struct bearer_cache *c, struct bearer_entry *e)
+{
+    struct bearer_entry **pp = &c->buckets[bucket_of(e->hash)];
+    while (*pp && *pp != e)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = e->next;
+    if (e->older)
+        e->older->newer = e->newer;
+    else
+        c->oldest = e->newer;
+    if (e->newer)
+        e->newer->older = e->older;
+    else
+        c->newest = e->older;
+    mg_principal_free(e->principal);
+    free(e);
+    c->len--;
+}
+
+static struct bearer_entry *cache_find(struct bearer_cache *c, const char *hash)
+{
+    for (struct bearer_entry *e = c->buckets[bucket_of(hash)]; e; e = e->next)
+        if (strcmp(e->hash, hash) == 0)
+            return e;
+    return NULL;
+}
+
+static void cache_put(struct bearer_cache *c, const char *hash, const struct mg_principal *p,
+                      uint64_t now)
+{
+    struct bearer_entry *old = cache_find(c, hash);
+    if (old)
+        entry_unlink(c, old);
+    if (c->len >= CACHE_MAX_ENTRIES)
+        entry_unlink(c, c->oldest);
+    struct bearer_entry *e = xcalloc(1, sizeof(*e));
+    snprintf(e->hash, sizeof(e->hash), "%s", hash);
+    e->principal = mg_principal_dup(p);
+    e->valid_until = now + CACHE_TTL_S < p->expires_at ? now + CACHE_TTL_S : p->expires_at;
+    unsigned b = bucket_of(hash);
+    e->next = c->buckets[b];
+    c->buckets[b] = e;
+    e->older = c->newest;
+    if (c->newest)
+        c->newest->newer = e;
+    c->newest = e;
+    if (c->oldest == NULL)
+        c->oldest = e;
+    c->len++;
+}
+
+static void on_revoked(const char *channel, const char *msg, size_t len, void *arg)
+{
+    struct bearer_cache *c = arg;
+    (void)channel;
+    if (len != 64)
+        return;
+    char hash[65];
+    memcpy(hash, msg, 64);
+    hash[64] = '\0';
+    struct bearer_entry *e = cache_find(c, hash);
+    if (e)
+        entry_unlink(c, e);
+}
+
+struct bearer_cache *bearer_cache_new(struct oauth_server *srv)
+{
+    struct bearer_cache *c = xcalloc(1, sizeof(*c));
+    c->srv = srv;
+    store_subscribe(srv->store, CHANNEL_REVOKED, on_revoked, c);
+    return c;
+}
+
+void bearer_cache_free(struct bearer_cache *c)
+{
+    if (c == NULL)
+        return;
+    while (c->oldest)
+        entry_unlink(c, c->oldest);
+    free(c);
+}
+
+size_t oauth_bearer_cache_size(const struct oauth_server *srv)
+{
+    return srv->cache ? srv->cache->len : 0;
+}
+
+/* ---- challenges ------------------------------------------------------------ */
+
+static char *route_scope_text(const struct oauth_server *srv, const struct gw_route_config *r)
+{
+    if (r->require.scopes.len) {
+        struct mg_string_list l = {r->require.scopes.items, r->require.scopes.len};
+        return mg_string_list_join(&l, " ");
+    }
+    struct mg_string_list l = {srv->cfg->oauth.scopes.keys, srv->cfg->oauth.scopes.len};
+    return mg_string_list_join(&l, " ");
+}
+
+/* RFC 6750 §3 and RFC 9728 §5.1; ERROR NULL when no token was sent. */
+static void challenge(const struct oauth_server *srv, struct http_request *req,
+                      const struct gw_route_config *r, int status, const char *error,
+                      const char *description)
+{
+    char *scope = route_scope_text(srv, r);
+    struct strbuf sb = STRBUF_INIT;
+    strbuf_printf(&sb, "Bearer resource_metadata=\"%s/.well-known/oauth-protected-resource%s\"",
+                  srv->cfg->server.public_url, r->path);
+    if (scope[0])
+        strbuf_printf(&sb, ", scope=\"%s\"", scope);
+    if (error)
+        strbuf_printf(&sb, ", error=\"%s\", error_description=\"%s\"", error, description);
+    http_set_header(req, "WWW-Authenticate", strbuf_str(&sb));
+    http_reply_error(req, status, error ? error : "unauthorized",
+                     description ? description : "a bearer token is required");
+    strbuf_release(&sb);
+    free(scope);
+}
+
+/* ---- the check ----------------------------------------------------------- */
+
+struct bearer_check {
+    struct oauth_server *srv;            /* borrowed */
+    struct http_request *req;            /* borrowed until handed on */
+    const struct gw_route_config *route; /* borrowed (config outlives the request) */
+    oauth_bearer_ok_fn ok;
+    void *arg;                           /* borrowed */
+    char *token;                         /* owned (secret) */
+    char hash[65];
+};
+
+static void check_free(struct bearer_check *bc)
+{
+    if (bc->token) {
+        crypto_wipe(bc->token, strlen(bc->token));
+        free(bc->token);
+    }
+    free(bc);
+}
+
+/* RFC 8707: the token's audience must be this route (or the gateway as a whole). */
+static const char *resource_mismatch(const struct oauth_server *srv,
+                                     const struct gw_route_config *r, const char *resource)
+{
+    if (resource == NULL)
+        return srv->cfg->oauth.require_resource ? "the token is not bound to a resource" : NULL;
+    if (strcmp(resource, r->resource_url) == 0)
+        return NULL;
+    bool root;
+    oauth_resource_route(srv, resource, &root);
+    return root ? NULL : "the token was issued for another resource";
+}
+
+static void list_from(struct mg_string_list *l, json_t *a)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(a, i, v)
+    {
+        if (json_is_string(v))
+            mg_string_list_add(l, json_string_value(v));
+    }
+}
+
+static char *opt(json_t *o, const char *key)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    return s ? xstrdup(s) : NULL;
+}
+
+/* The principal from a token record, or NULL when it does not open. */
+static struct mg_principal *principal_from(const struct bearer_check *bc, json_t *rec)
+{
+    const struct gw_oauth_config *oc = &bc->srv->cfg->oauth;
+    const char *wrapped = json_string_value(json_object_get(rec, "wrapped"));
+    const char *sealed = json_string_value(json_object_get(rec, "props"));
+    const char *grant_id = json_string_value(json_object_get(rec, "grant_id"));
+    if (!wrapped || !sealed || !grant_id)
+        return NULL;
+    unsigned char key[CRYPTO_KEY_LEN];
+    char *props_text = NULL;
+    if (oauth_grant_key_unwrap(oc->secret, oc->secret_len, bc->token, wrapped, key) < 0)
+        return NULL;
+    int rc = oauth_props_open(key, grant_id, sealed, &props_text);
+    crypto_wipe(key, sizeof(key));
+    if (rc < 0)
+        return NULL;
+    json_error_t jerr;
+    json_t *props = json_loads(props_text, 0, &jerr);
+    free(props_text);
+    const char *sub = json_string_value(json_object_get(props, "sub"));
+    if (sub == NULL) {
+        json_decref(props);
+        return NULL;
+    }
+    struct mg_principal *p = xcalloc(1, sizeof(*p));
+    p->subject = xstrdup(sub);
+    p->username = opt(props, "username");
+    p->email = opt(props, "email");
+    p->name = opt(props, "name");
+    list_from(&p->roles, json_object_get(props, "roles"));
+    list_from(&p->groups, json_object_get(props, "groups"));
+    mg_string_list_split(&p->scopes, json_string_value(json_object_get(rec, "scope")) ?: "");
+    p->client_id = opt(rec, "client_id");
+    p->grant_id = xstrdup(grant_id);
+    p->resource = opt(rec, "resource");
+    p->expires_at = (uint64_t)json_integer_value(json_object_get(rec, "exp"));
+    json_decref(props);
+    return p;
+}
+
+static void accept_principal(struct bearer_check *bc, const struct mg_principal *p)
+{
+    const char *why = resource_mismatch(bc->srv, bc->route, p->resource);
+    if (why) {
+        challenge(bc->srv, bc->req, bc->route, 401, "invalid_token", why);
+        return;
+    }
+    bc->ok(bc->req, p, bc->arg);
+}
+
+static void on_token_record(const struct store_result *res, void *arg)
+{
+    struct bearer_check *bc = arg;
+    if (res->status == STORE_UNAVAILABLE || res->status == STORE_ERROR) {
+        http_set_header(bc->req, "Retry-After", "2");
+        http_reply_error(bc->req, 503, "temporarily_unavailable",
+                         "the token store is unavailable; try again shortly");
+        check_free(bc);
+        return;
+    }
+    json_error_t jerr;
+    json_t *rec = res->status == STORE_OK ? json_loadb(res->value, res->value_len, 0, &jerr) : NULL;
+    uint64_t now = (uint64_t)time(NULL);
+    struct mg_principal *p = rec ? principal_from(bc, rec) : NULL;
+    json_decref(rec);
+    if (p == NULL || p->expires_at <= now) {
+        challenge(bc->srv, bc->req, bc->route, 401, "invalid_token",
+                  "the access token is invalid, expired or revoked");
+    } else {
+        cache_put(bc->srv->cache, bc->hash, p, now);
+        accept_principal(bc, p);
+    }
+    mg_principal_free(p);
+    check_free(bc);
+}
+
+/* The token from "Authorization: Bearer <token>", or NULL. */
+static const char *bearer_token(const char *header)
+{
+    if (header == NULL || strncasecmp(header, "Bearer ", 7) != 0)
+        return NULL;
+    const char *t = header + 7;
+    while (*t == ' ')
+        t++;
+    return *t ? t : NULL;
+}
+
+void oauth_bearer_check(struct oauth_server *srv, struct http_request *req,
+                        const struct gw_route_config *route, oauth_bearer_ok_fn ok, void *arg)
+{
+    const char *q = http_request_query(req);
+    if (q && (strncmp(q, "access_token=", 13) == 0 || strstr(q, "&access_token="))) {
+        /* MCP authorization: tokens MUST NOT be in the query string. */
+        challenge(srv, req, route, 400, "invalid_request",
+                  "send the access token in the Authorization header, not the URL");
+        return;
+    }
+    if (http_request_header_count(req, "Authorization") > 1) {
+        challenge(srv, req, route, 400, "invalid_request", "one Authorization header only");
+        return;
+    }
+    const char *header = http_request_header(req, "Authorization");
+    const char *token = bearer_token(header);
+    if (token == NULL) {
+        if (header)
+            challenge(srv, req, route, 401, "invalid_token", "use the Bearer scheme");
+        else
+            challenge(srv, req, route, 401, NULL, NULL);
+        return;
+    }
+    if (!oauth_token_has_shape(token, OAUTH_ACCESS_TOKEN)) {
+        challenge(srv, req, route, 401, "invalid_token", "the access token is malformed");
+        return;
+    }
+    struct bearer_check *bc = xcalloc(1, sizeof(*bc));
+    bc->srv = srv;
+    bc->req = req;
+    bc->route = route;
+    bc->ok = ok;
+    bc->arg = arg;
+    bc->token = xstrdup(token);
+    oauth_token_hash(token, bc->hash);
+    uint64_t now = (uint64_t)time(NULL);
+    struct bearer_entry *e = cache_find(srv->cache, bc->hash);
+    if (e && e->valid_until > now) {
+        accept_principal(bc, e->principal);
+        check_free(bc);
+        return;
+    }
+    if (e)
+        entry_unlink(srv->cache, e);
+    char key[128];
+    snprintf(key, sizeof(key), KEY_TOKEN "%s", bc->hash);
+    if (store_get(srv->store, key, on_token_record, bc) < 0) {
+        http_set_header(req, "Retry-After", "2");
+        http_reply_error(req, 503, "temporarily_unavailable", "the token store is unavailable");
+        check_free(bc);
+    }
+}

@@ -1,0 +1,221 @@
+/*
+ * oauth_int: what the files of oauth/ share. Not a public header: nothing
+ * outside oauth/ includes it.
+ */
+#ifndef MCPGATE_OAUTH_OAUTH_INT_H
+#define MCPGATE_OAUTH_OAUTH_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "common/crypto.h"
+#include "common/principal.h"
+#include "gateway/config.h"
+#include "oauth/oauth.h"
+
+struct http_request;
+struct http_params;
+struct bearer_cache;
+struct store_result;
+
+struct oauth_server {
+    const struct gw_config *cfg; /* borrowed; swapped on reload */
+    struct event_base *base;     /* borrowed */
+    struct store *store;         /* borrowed */
+    struct idp_client *idp;      /* borrowed, may be NULL */
+    struct bearer_cache *cache;  /* owned */
+};
+
+/* Store keys (the store adds its own prefix). */
+#define KEY_CLIENT "client:"
+#define KEY_AUTHREQ "authreq:"
+#define KEY_LOGIN "login:"
+#define KEY_CODE "code:"
+#define KEY_USED_CODE "usedcode:"
+#define KEY_GRANT "grant:"
+#define KEY_TOKEN "token:"
+#define KEY_REFRESH "refresh:"
+#define KEY_USED_REFRESH "usedrefresh:"
+#define KEY_USER_GRANTS "user:%s:grants"
+#define KEY_CLIENT_GRANTS "clientgrants:%s"
+#define KEY_GRANT_TOKENS "granttokens:%s"
+#define CHANNEL_REVOKED "revoked"
+
+/* ---- replies: one builder per error surface --------------------------- */
+
+/* RFC 6749 §5.2 JSON error with Cache-Control: no-store. */
+void oauth_reply_error(struct http_request *req, int status, const char *error,
+                       const char *description);
+/* 503 temporarily_unavailable with Retry-After: the store did not answer. */
+void oauth_reply_store_down(struct http_request *req, const char *what);
+/* A JSON body with no-store (token responses, registration). Steals BODY. */
+void oauth_reply_json(struct http_request *req, int status, json_t *body);
+/* Headers for every page a person sees: no caching, no framing, strict CSP. */
+void oauth_page_headers(struct http_request *req);
+/* An HTML error page for a person (nothing from the request is trusted: all escaped). */
+void oauth_reply_html_error(struct http_request *req, int status, const char *title,
+                            const char *message);
+/* 302 to LOCATION with the headers every OAuth redirect gets. */
+void oauth_reply_redirect(struct http_request *req, const char *location);
+/*
+ * Redirects to the client's REDIRECT_URI with error, error_description,
+ * state and iss (RFC 6749 §4.1.2.1, RFC 9207). STATE may be NULL.
+ */
+void oauth_redirect_error(struct oauth_server *srv, struct http_request *req,
+                          const char *redirect_uri, const char *error, const char *description,
+                          const char *state);
+
+/* BASE plus query parameters (name, value pairs, NULL-ended; NULL values skipped). Owned. */
+char *oauth_url_with_params(const char *base, ...) __attribute__((sentinel));
+
+/* HTML-escapes TEXT (owned). */
+char *oauth_html_escape(const char *text);
+
+/* ---- cookies ---------------------------------------------------------- */
+
+/*
+ * Cookie names get the __Host- prefix when public_url is https (the prefix
+ * requires Secure, Path=/ and no Domain); plain names otherwise (tests and
+ * the demo on http://127.0.0.1), where browsers would refuse __Host-.
+ */
+void oauth_cookie_name(const struct oauth_server *srv, const char *base, char *out, size_t cap);
+/* The value of cookie BASE (owned), or NULL. */
+char *oauth_cookie_get(const struct oauth_server *srv, struct http_request *req, const char *base);
+/* Sets cookie BASE (HttpOnly, SameSite=Lax, Path=/, Secure on https). max_age 0 deletes. */
+void oauth_cookie_set(const struct oauth_server *srv, struct http_request *req, const char *base,
+                      const char *value, uint64_t max_age_s);
+
+/* ---- audit ------------------------------------------------------------ */
+
+/* One audit line: event plus string fields (key, value pairs, NULL-ended). No secrets. */
+void oauth_audit(const char *request_id, const char *event, ...) __attribute__((sentinel));
+
+/* ---- parallel store writes -------------------------------------------- */
+
+/*
+ * A batch counts store operations issued together and calls DONE once, after
+ * the last one completes, with ok=false if any failed. Usage:
+ *   b = oauth_batch_new(done, arg);
+ *   store_put(s, …, oauth_batch_cb, oauth_batch_add(b)); …
+ *   oauth_batch_seal(b);
+ */
+typedef void (*oauth_batch_done_fn)(bool ok, const char *error, void *arg);
+struct oauth_batch;
+struct oauth_batch *oauth_batch_new(oauth_batch_done_fn done, void *arg);
+struct oauth_batch *oauth_batch_add(struct oauth_batch *b);
+void oauth_batch_cb(const struct store_result *res, void *arg);
+void oauth_batch_seal(struct oauth_batch *b);
+
+/* ---- clients ---------------------------------------------------------- */
+
+struct oauth_client {
+    char *client_id;
+    char *secret_sha256;       /* hex; NULL for public clients */
+    enum gw_client_auth auth;
+    struct mg_string_list redirect_uris;
+    struct mg_string_list grant_types;
+    char *client_name;         /* may be NULL */
+    char *client_uri;          /* may be NULL */
+    char *logo_uri;            /* may be NULL */
+    bool is_static;            /* from oauth.clients in the config */
+};
+
+void oauth_client_free(struct oauth_client *c);
+/* Serialised form stored at client:<id> (owned JSON text). */
+char *oauth_client_to_json(const struct oauth_client *c, json_t *metadata);
+struct oauth_client *oauth_client_from_json(const char *text, size_t len);
+
+enum oauth_lookup {
+    OAUTH_FOUND = 0,
+    OAUTH_NOT_FOUND,
+    OAUTH_STORE_DOWN,
+};
+/* CLIENT is borrowed for the call. */
+typedef void (*oauth_client_fn)(struct oauth_client *client, enum oauth_lookup how, void *arg);
+void oauth_client_lookup(struct oauth_server *srv, const char *client_id, oauth_client_fn cb,
+                         void *arg);
+/* Checks a presented secret against the client's (constant time). */
+bool oauth_client_secret_ok(const struct oauth_client *c, const char *secret);
+bool oauth_client_allows_grant(const struct oauth_client *c, const char *grant_type);
+
+/* ---- grants ------------------------------------------------------------- */
+
+/* Revokes grant ID and every token of it (best effort; the store may be down). */
+void oauth_grant_revoke(struct oauth_server *srv, const char *grant_id, const char *why,
+                        const char *request_id);
+
+/* Scope helpers: every item of WANT is in the configured scopes. */
+bool oauth_scopes_supported(const struct oauth_server *srv, const struct mg_string_list *want);
+/* The route whose resource_url equals URL, or NULL; public_url itself gives *is_root. */
+const struct gw_route_config *oauth_resource_route(const struct oauth_server *srv, const char *url,
+                                                   bool *is_root);
+
+/* Endpoint registration, one per file. */
+int oauth_metadata_register(struct oauth_server *srv, struct http_server *http);
+int oauth_register_register(struct oauth_server *srv, struct http_server *http);
+int oauth_authorize_register(struct oauth_server *srv, struct http_server *http);
+int oauth_callback_register(struct oauth_server *srv, struct http_server *http);
+int oauth_token_register(struct oauth_server *srv, struct http_server *http);
+int oauth_revoke_register(struct oauth_server *srv, struct http_server *http);
+
+/* bearer.c */
+struct bearer_cache *bearer_cache_new(struct oauth_server *srv);
+void bearer_cache_free(struct bearer_cache *cache);
+
+
+/* ---- grants.c: grants, codes, tokens ---------------------------------------- */
+
+/* What a grant holds, in the clear, while a request works on it. */
+struct oauth_grant {
+    char *grant_id;     /* owned */
+    char *subject;      /* owned */
+    char *client_id;    /* owned */
+    char *scope;        /* owned, space-separated */
+    char *resource;     /* owned, may be NULL */
+    char *props_sealed; /* owned: the identity, sealed under key */
+    unsigned char key[CRYPTO_KEY_LEN];
+};
+void oauth_grant_clear(struct oauth_grant *g); /* frees fields, wipes the key */
+
+struct oauth_new_grant {
+    const char *subject;
+    const char *props_json;  /* the principal's identity (plain JSON, sealed here) */
+    const char *client_id;
+    const char *scope;
+    const char *resource;    /* may be NULL */
+    const char *redirect_uri;
+    const char *code_challenge;
+};
+/* CODE is NULL when the store failed; borrowed for the call. */
+typedef void (*oauth_code_fn)(const char *code, const char *grant_id, void *arg);
+void oauth_grant_create(struct oauth_server *srv, const struct oauth_new_grant *ng,
+                        oauth_code_fn cb, void *arg);
+
+/*
+ * Mints an access token (and a refresh token when WITH_REFRESH), stores them
+ * and gives CB the token response (owned by CB) or NULL when the store failed.
+ */
+typedef void (*oauth_tokens_fn)(json_t *response, void *arg);
+void oauth_issue_tokens(struct oauth_server *srv, const struct oauth_grant *g, bool with_refresh,
+                        oauth_tokens_fn cb, void *arg);
+
+/* ---- client authentication at /token and /revoke (token.c) --------------- */
+
+/*
+ * Authenticates the client of a form request (RFC 6749 §2.3.1: HTTP Basic,
+ * client_secret_post, or none for public clients, exactly as registered).
+ * On failure it answers 401 invalid_client itself (with WWW-Authenticate:
+ * Basic after a Basic attempt), 400 or 503, then calls CB with CLIENT NULL so
+ * the caller can release its state. CB may run inside this call.
+ */
+typedef void (*oauth_client_auth_fn)(struct http_request *req, struct oauth_client *client,
+                                     void *arg);
+void oauth_authenticate_client(struct oauth_server *srv, struct http_request *req,
+                               const struct http_params *form, oauth_client_auth_fn cb, void *arg);
+/* Parses an application/x-www-form-urlencoded body; answers 400 itself on failure. */
+bool oauth_read_form(struct http_request *req, struct http_params *form);
+
+#endif
