@@ -523,9 +523,16 @@ void http_reply(struct http_request *req, int status, const char *content_type, 
     else if (content_type && evhttp_find_header(out, "Content-Type") == NULL)
         evhttp_add_header(out, "Content-Type", content_type);
     struct evbuffer *buf = evbuffer_new();
-    if (buf && len > 0)
+    if (req->method == HTTP_HEAD) {
+        /* libevent 2.1 drops Content-Length for HEAD but still writes the
+         * body (RFC 9110 §9.3.2 forbids it): send the length, not the bytes. */
+        char n[32];
+        snprintf(n, sizeof(n), "%zu", len);
+        evhttp_add_header(out, "Content-Length", n);
+    } else if (buf && len > 0) {
         evbuffer_add(buf, body, len);
-    req->bytes_out = len;
+    }
+    req->bytes_out = req->method == HTTP_HEAD ? 0 : len;
     struct evhttp_request *ev = req->ev;
     request_release(req);
     evhttp_send_reply(ev, status, reason_phrase(status), buf);
@@ -946,6 +953,22 @@ static void dispatch(struct http_request *req)
     route->handlers[idx](req, route->args[idx]);
 }
 
+static bool content_length_conflicts(const struct evkeyvalq *headers)
+{
+    const char *first = NULL;
+    struct evkeyval *kv;
+    TAILQ_FOREACH(kv, headers, next)
+    {
+        if (strcasecmp(kv->key, "Content-Length") != 0)
+            continue;
+        if (first == NULL)
+            first = kv->value;
+        else if (strcmp(first, kv->value) != 0)
+            return true;
+    }
+    return false;
+}
+
 /* evhttp's single entry point: every parsed request lands here. */
 static void on_request(struct evhttp_request *ev, void *arg)
 {
@@ -991,7 +1014,13 @@ static void on_request(struct evhttp_request *ev, void *arg)
         *hash = '\0';
 
     req->in_handler = true;
-    if (req->method == 0 || req->path[0] != '/')
+    if (content_length_conflicts(in)) {
+        /* RFC 9112 §6.3: differing Content-Length values mean the message
+         * framing is unknown; libevent used the first and would parse the rest
+         * as another request (smuggling). Answer 400 and close. */
+        evhttp_add_header(evhttp_request_get_output_headers(ev), "Connection", "close");
+        http_reply_error(req, 400, "invalid_request", "conflicting Content-Length headers");
+    } else if (req->method == 0 || req->path[0] != '/')
         http_reply_error(req, 400, "invalid_request", "unsupported method or request target");
     else
         dispatch(req);
