@@ -11,11 +11,12 @@
  *   and its own PKCE challenge);
  * - exchanges an authorization code (client_secret_basic or _post, with the
  *   PKCE verifier), verifies the ID token and returns the user's identity:
- *     * the algorithm is pinned to the JWK's (RS256, PS256, ES256 only;
+ *     * the algorithm is pinned to the JWK's (RS256 and ES256 only;
  *       never HS*, never none: libjwt 1.10 would accept whatever the token
- *       names), signature, iss exact, aud contains the client id (string or
- *       array; azp must be the client id when aud has several), exp, nbf and
- *       iat within idp.leeway, nonce equal;
+ *       names; PS256 is refused with a message saying so, because libjwt
+ *       1.10 has no RSASSA-PSS), signature, iss exact, aud contains the
+ *       client id (string or array; azp must be the client id when aud has
+ *       several), exp, nbf and iat within idp.leeway, nonce equal;
  *   calls userinfo when the configured role/group claims are absent from the
  *   ID token (and userinfo's sub must equal the ID token's);
  * - HTTPS is required unless the IdP host is loopback (config enforces it;
@@ -39,13 +40,13 @@ struct idp_client;
 
 /* The user as the IdP describes them, mapped through idp.claims. */
 struct idp_identity {
-    char *subject;                /* owned; never NULL on success */
+    char *subject;                 /* owned; never NULL on success */
     char *username, *email, *name; /* owned; may be NULL */
     struct mg_string_list roles;
     struct mg_string_list groups;
-    char *access_token;           /* owned, the IdP's; may be NULL (secret: never log) */
-    char *refresh_token;          /* owned, the IdP's; may be NULL (secret) */
-    uint64_t access_expires_at;   /* Unix seconds, 0 when unknown */
+    char *access_token;         /* owned, the IdP's; may be NULL (secret: never log) */
+    char *refresh_token;        /* owned, the IdP's; may be NULL (secret) */
+    uint64_t access_expires_at; /* Unix seconds, 0 when unknown */
 };
 
 void idp_identity_free(struct idp_identity *id);
@@ -57,18 +58,21 @@ void idp_identity_free(struct idp_identity *id);
  * the IdP refused the user or the code (invalid_grant), false when the IdP
  * misbehaved or was unreachable (server_error).
  */
-typedef void (*idp_login_fn)(const struct idp_identity *id, const char *error,
-                             bool access_denied, void *arg);
+typedef void (*idp_login_fn)(const struct idp_identity *id, const char *error, bool access_denied,
+                             void *arg);
 
 /* CFG and HTTPC are borrowed and must outlive the client. NULL + *err_out on bad config. */
 struct idp_client *idp_client_new(struct event_base *base, struct httpc *httpc,
                                   const struct gw_idp_config *cfg, char **err_out);
+/* Accepts NULL. Pending logins and refreshes are dropped: their callbacks never run.
+ * Allowed inside an idp_login_fn callback. */
 void idp_client_free(struct idp_client *idp);
 /* Starts discovery in the background (and its periodic refresh). */
 void idp_client_start(struct idp_client *idp);
 /* Discovery and JWKS are loaded (readiness). */
 bool idp_client_ready(const struct idp_client *idp);
-/* Why it is not ready (last error), or NULL. */
+/* Why it is not ready (last error), or NULL. Cleared by a complete load; may be set while
+ * ready when a periodic refresh failed (the last good metadata and keys stay in use). */
 const char *idp_client_last_error(const struct idp_client *idp);
 /* For a reload: the new config (borrowed) if its idp section is unchanged in substance. */
 void idp_client_set_config(struct idp_client *idp, const struct gw_idp_config *cfg);
@@ -77,8 +81,8 @@ void idp_client_set_config(struct idp_client *idp, const struct gw_idp_config *c
  * The URL to send the browser to, or NULL when discovery has not loaded yet.
  * Owned by the caller. redirect_uri is mcpgate's <public_url>/callback.
  */
-char *idp_authorize_url(const struct idp_client *idp, const char *redirect_uri,
-                        const char *state, const char *nonce, const char *code_challenge);
+char *idp_authorize_url(const struct idp_client *idp, const char *redirect_uri, const char *state,
+                        const char *nonce, const char *code_challenge);
 
 /* Exchanges CODE and verifies the result; see idp_login_fn. */
 void idp_login(struct idp_client *idp, const char *code, const char *redirect_uri,
@@ -86,7 +90,11 @@ void idp_login(struct idp_client *idp, const char *code, const char *redirect_ur
 
 /*
  * Refreshes the IdP access token with REFRESH_TOKEN (for upstreams that get
- * the user's IdP token). The identity passed to CB carries the new tokens.
+ * the user's IdP token). The identity passed to CB carries the new tokens;
+ * its refresh_token is the old one when the IdP did not issue a new one
+ * (RFC 6749 §6). Its claims come from the refreshed ID token (verified, no
+ * nonce: OpenID Connect Core §12.2) or, when the response has none, from
+ * userinfo; the caller checks that the subject is still the grant's.
  */
 void idp_refresh(struct idp_client *idp, const char *refresh_token, idp_login_fn cb, void *arg);
 
@@ -95,7 +103,8 @@ void idp_refresh(struct idp_client *idp, const char *refresh_token, idp_login_fn
  * returns 0 and fills *claims_json_out (owned JSON text of the payload), or
  * -EKEYREJECTED for an unknown kid (the caller may refresh the JWKS and try
  * again), or -EBADMSG with *why_out (static text) for any other failure.
- * NOW is Unix seconds (tests pass a fixed clock). Exposed for unit tests.
+ * NONCE NULL skips the nonce check (refresh responses; a login always has
+ * one). NOW is Unix seconds (tests pass a fixed clock). Exposed for unit tests.
  */
 int idp_verify_id_token(const struct idp_client *idp, const char *jwt, const char *nonce,
                         int64_t now, char **claims_json_out, const char **why_out);
