@@ -21,6 +21,7 @@
 #include "gateway/metrics.h"
 #include "oauth/idp.h"
 #include "oauth/oauth.h"
+#include "proxy/proxy.h"
 #include "store/store.h"
 
 #define DRAIN_POLL_MS 50
@@ -37,6 +38,8 @@ struct gw_app {
     struct httpc *httpc;              /* owned: outbound HTTP (IdP, HTTP upstreams) */
     struct idp_client *idp;           /* owned; NULL without an idp section */
     struct oauth_server *oauth;       /* owned */
+    struct proxy *proxy;              /* owned */
+    bool stopping_children;
     struct event *signals[3];         /* owned: TERM, INT, HUP */
     struct event *drain_timer;        /* owned */
     struct timespec drain_deadline;
@@ -137,7 +140,8 @@ static int open_servers(struct gw_app *app, char **err_out)
         gw_log(GW_LOG_INFO, "http", NULL, "listening", "address", spec, NULL);
     }
     if (gw_health_register(app->health, app->http) < 0 ||
-        oauth_server_register_routes(app->oauth, app->http) < 0) {
+        oauth_server_register_routes(app->oauth, app->http) < 0 ||
+        proxy_register_routes(app->proxy, app->http) < 0) {
         *err_out = xstrdup("cannot register the endpoints");
         return -EINVAL;
     }
@@ -188,6 +192,24 @@ static int open_oauth(struct gw_app *app, char **err_out)
     return 0;
 }
 
+/* proxy/ and oauth/ never include each other: this shim joins them. */
+static void auth_route(void *arg, struct http_request *req, const struct gw_route_config *route,
+                       proxy_authed_fn ok, void *ok_arg)
+{
+    struct gw_app *app = arg;
+    oauth_bearer_check(app->oauth, req, route, ok, ok_arg);
+}
+
+static void open_proxy(struct gw_app *app)
+{
+    struct proxy_deps deps = {.base = app->base,
+                              .store = app->store,
+                              .httpc = app->httpc,
+                              .auth = auth_route,
+                              .auth_arg = app};
+    app->proxy = proxy_new(app->cfg, &deps);
+}
+
 /* ---- signals: drain and reload ------------------------------------- */
 
 static void drain_check(evutil_socket_t fd, short what, void *arg)
@@ -198,10 +220,19 @@ static void drain_check(evutil_socket_t fd, short what, void *arg)
     size_t busy = http_server_in_flight(app->http);
     uint64_t deadline = (uint64_t)app->drain_deadline.tv_sec * 1000 +
                         (uint64_t)app->drain_deadline.tv_nsec / 1000000;
-    if (busy == 0 || now_ms() >= deadline) {
+    if (!app->stopping_children && (busy == 0 || now_ms() >= deadline)) {
         if (busy)
             gw_log(GW_LOG_WARN, "app", NULL, "shutdown grace over; closing in-flight requests",
                    NULL);
+        /* Children get the stop sequence (stdin closed, SIGTERM, SIGKILL);
+         * keep the loop running until they are reaped, bounded by the grace. */
+        app->stopping_children = true;
+        app->drain_deadline.tv_sec += (time_t)(app->cfg->server.limits.shutdown_grace_ms / 1000);
+        deadline += app->cfg->server.limits.shutdown_grace_ms;
+        proxy_shutdown(app->proxy);
+    }
+    if (app->stopping_children &&
+        (proxy_children_alive(app->proxy) == 0 || now_ms() >= deadline)) {
         event_base_loopexit(app->base, NULL);
         return;
     }
@@ -221,6 +252,7 @@ static void start_drain(struct gw_app *app, const char *why)
     http_server_stop_accepting(app->http);
     if (app->metrics_http)
         http_server_stop_accepting(app->metrics_http);
+    proxy_drain(app->proxy);
     uint64_t deadline = now_ms() + app->cfg->server.limits.shutdown_grace_ms;
     app->drain_deadline.tv_sec = (time_t)(deadline / 1000);
     app->drain_deadline.tv_nsec = (long)(deadline % 1000) * 1000000;
@@ -271,6 +303,7 @@ static void reload(struct gw_app *app)
     http_options_from(fresh, &o);
     http_server_set_limits(app->http, &o); /* drops the borrowed trusted_proxies of old */
     oauth_server_set_config(app->oauth, fresh);
+    proxy_set_config(app->proxy, fresh);
     if (app->idp && fresh->idp.configured)
         idp_client_set_config(app->idp, &fresh->idp);
     apply_log_level(app);
@@ -316,8 +349,10 @@ struct gw_app *gw_app_new(struct gw_config *cfg, const struct gw_app_options *op
     }
     app->metrics = gw_metrics_new();
     app->drain_timer = evtimer_new(app->base, drain_check, app);
-    if (open_store(app, err_out) < 0 || open_oauth(app, err_out) < 0 ||
-        open_servers(app, err_out) < 0)
+    if (open_store(app, err_out) < 0 || open_oauth(app, err_out) < 0)
+        goto fail;
+    open_proxy(app);
+    if (open_servers(app, err_out) < 0)
         goto fail;
     install_signals(app);
     return app;
@@ -346,6 +381,7 @@ void gw_app_free(struct gw_app *app)
         event_free(app->drain_timer);
     /* Outbound calls and the store first: their pending callbacks still
      * finish live requests while the HTTP servers exist. */
+    proxy_free(app->proxy); /* kills and reaps children still running */
     idp_client_free(app->idp);
     httpc_free(app->httpc);
     oauth_server_free(app->oauth);

@@ -627,6 +627,24 @@ int http_stream_write(struct http_request *req, const void *data, size_t len)
     return 0;
 }
 
+int http_stream_push(struct http_request *req, const void *data, size_t len)
+{
+    if (req->ev == NULL || req->client_gone || req->evcon == NULL)
+        return -EPIPE;
+    if (!req->streaming)
+        return -EINVAL;
+    struct evbuffer *chunk = evbuffer_new();
+    if (chunk == NULL)
+        return -ENOMEM;
+    evbuffer_add(chunk, data, len);
+    req->bytes_out += len;
+    evhttp_send_reply_chunk_with_cb(req->ev, chunk, on_chunk_flushed, req);
+    evbuffer_free(chunk);
+    uint64_t high = req->srv->opts.sse_high_water_bytes ? req->srv->opts.sse_high_water_bytes
+                                                        : HTTP_DEFAULT_HIGH_WATER;
+    return http_stream_buffered(req) > high ? 1 : 0;
+}
+
 void http_stream_on_drain(struct http_request *req, http_drain_fn fn, void *arg)
 {
     req->drain_fn = fn;

@@ -1,0 +1,300 @@
+/*
+ * http_upstream: routes whose MCP server speaks Streamable HTTP itself.
+ *
+ * The request is forwarded with only the headers MCP needs (an allowlist: so
+ * Authorization, Cookie, hop-by-hop headers and any client-sent X-MCP-*
+ * identity header never reach the upstream) plus the caller's identity, and
+ * the response comes back streamed as it arrives: SSE passes through as the
+ * upstream writes it, never buffered whole. A slow client pauses the
+ * upstream transfer (backpressure) until the client's buffer drains.
+ *
+ * The upstream's Mcp-Session-Id is bound to the principal that created it:
+ * another subject presenting it gets 404, exactly like an unknown id.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <errno.h>
+
+#include "common/httpc.h"
+#include "common/xalloc.h"
+#include "gateway/http.h"
+#include "gateway/log.h"
+#include "proxy/jsonrpc.h"
+#include "proxy/proxy_int.h"
+#include "store/store.h"
+
+#define BINDINGS_MAX 100000
+
+/* ---- session ownership ------------------------------------------------------ */
+
+struct upstream_session {
+    char *id;     /* owned: the upstream's Mcp-Session-Id */
+    char *owner;  /* owned */
+    char *route;  /* owned */
+    struct upstream_session *next;
+};
+
+struct http_binding_sessions {
+    struct upstream_session *list; /* owned, newest first */
+    size_t len;
+};
+
+static struct http_binding_sessions *bindings(struct proxy *p)
+{
+    if (p->http_sessions == NULL)
+        p->http_sessions = xcalloc(1, sizeof(*p->http_sessions));
+    return p->http_sessions;
+}
+
+static struct upstream_session **find_binding(struct proxy *p, const char *id)
+{
+    struct upstream_session **pp = &bindings(p)->list;
+    while (*pp && strcmp((*pp)->id, id) != 0)
+        pp = &(*pp)->next;
+    return pp;
+}
+
+static void binding_free(struct upstream_session *u)
+{
+    free(u->id);
+    free(u->owner);
+    free(u->route);
+    free(u);
+}
+
+static void forget_binding(struct proxy *p, const char *id)
+{
+    struct upstream_session **pp = find_binding(p, id);
+    if (*pp) {
+        struct upstream_session *u = *pp;
+        *pp = u->next;
+        binding_free(u);
+        bindings(p)->len--;
+    }
+}
+
+static void bind_session(struct proxy *p, const char *id, const char *owner, const char *route)
+{
+    if (*find_binding(p, id))
+        return;
+    struct http_binding_sessions *b = bindings(p);
+    if (b->len >= BINDINGS_MAX) { /* drop the oldest (the list's tail) */
+        struct upstream_session **pp = &b->list;
+        while ((*pp)->next)
+            pp = &(*pp)->next;
+        binding_free(*pp);
+        *pp = NULL;
+        b->len--;
+    }
+    struct upstream_session *u = xcalloc(1, sizeof(*u));
+    u->id = xstrdup(id);
+    u->owner = xstrdup(owner);
+    u->route = xstrdup(route);
+    u->next = b->list;
+    b->list = u;
+    b->len++;
+}
+
+void http_upstream_free_all(struct proxy *p)
+{
+    if (p->http_sessions == NULL)
+        return;
+    while (p->http_sessions->list) {
+        struct upstream_session *u = p->http_sessions->list;
+        p->http_sessions->list = u->next;
+        binding_free(u);
+    }
+    free(p->http_sessions);
+    p->http_sessions = NULL;
+}
+
+/* ---- one forwarded exchange ----------------------------------------------------- */
+
+struct exchange {
+    struct proxy_call *call;   /* owned */
+    struct httpc_call *up;     /* borrowed from httpc until it ends */
+    bool started;              /* the response head went to the client */
+    bool initialize;           /* the body was an initialize request */
+    char *body;                /* owned: the forwarded body */
+};
+
+static void exchange_free(struct exchange *x)
+{
+    proxy_call_free(x->call);
+    free(x->body);
+    free(x);
+}
+
+static void on_client_gone(struct http_request *req, void *arg)
+{
+    struct exchange *x = arg;
+    (void)req;
+    /* The client left: end the upstream transfer too (its own resumability,
+     * if any, lets the client pick up with Last-Event-ID). */
+    httpc_cancel(x->up);
+    x->up = NULL;
+    if (x->started)
+        http_stream_end(x->call->req);
+    else
+        http_reply_empty(x->call->req, 502);
+    exchange_free(x);
+}
+
+static void on_drain(struct http_request *req, void *arg)
+{
+    struct exchange *x = arg;
+    (void)req;
+    if (x->up && httpc_call_paused(x->up))
+        httpc_resume(x->up);
+}
+
+static bool copy_response_header(const char *name, const char *value, void *arg)
+{
+    struct http_request *req = arg;
+    static const char *const passed[] = {"Mcp-Session-Id", "Cache-Control", "MCP-Protocol-Version",
+                                         "Retry-After", "WWW-Authenticate"};
+    for (size_t i = 0; i < sizeof(passed) / sizeof(passed[0]); i++)
+        if (strcasecmp(name, passed[i]) == 0)
+            http_set_header(req, passed[i], value);
+    return true;
+}
+
+static void on_up_headers(struct httpc_call *up, long status, void *arg)
+{
+    struct exchange *x = arg;
+    struct proxy_call *call = x->call;
+    const char *sid = httpc_call_header(up, "Mcp-Session-Id");
+    if (sid && x->initialize && status >= 200 && status < 300)
+        bind_session(call->proxy, sid, call->principal->subject, call->route->name);
+    if (status == 404 && http_request_header(call->req, "Mcp-Session-Id"))
+        forget_binding(call->proxy, http_request_header(call->req, "Mcp-Session-Id"));
+    if (http_request_method(call->req) == HTTP_DELETE && status >= 200 && status < 300)
+        forget_binding(call->proxy, http_request_header(call->req, "Mcp-Session-Id"));
+    httpc_call_foreach_header(up, copy_response_header, call->req);
+    const char *ctype = httpc_call_header(up, "Content-Type");
+    if (ctype && strncasecmp(ctype, "text/event-stream", 17) == 0)
+        http_set_header(call->req, "X-Accel-Buffering", "no");
+    http_stream_start(call->req, (int)status, ctype);
+    http_stream_on_drain(call->req, on_drain, x);
+    x->started = true;
+}
+
+static int on_up_data(struct httpc_call *up, const char *data, size_t len, void *arg)
+{
+    struct exchange *x = arg;
+    (void)up;
+    /* Over the client's high-water mark: pause the upstream until it drains. */
+    return http_stream_push(x->call->req, data, len) == 1 ? HTTPC_PAUSE : HTTPC_CONTINUE;
+}
+
+static void on_up_done(struct httpc_call *up, const char *error, void *arg)
+{
+    struct exchange *x = arg;
+    struct http_request *req = x->call->req;
+    (void)up;
+    x->up = NULL;
+    http_request_on_close(req, NULL, NULL);
+    if (x->started) {
+        if (error)
+            gw_log(GW_LOG_WARN, "proxy", http_request_id(req), "upstream stream ended early",
+                   "route", x->call->route->name, "error", error, NULL);
+        http_stream_end(req);
+    } else {
+        bool slow = error && strstr(error, "timed out");
+        char *msg = xasprintf("upstream %s: %s", slow ? "too slow" : "unreachable",
+                              error ? error : "no response");
+        gw_log(GW_LOG_WARN, "proxy", http_request_id(req), "upstream failed", "route",
+               x->call->route->name, "error", error, NULL);
+        proxy_reply_rpc_error(req, slow ? 504 : 502, NULL, JSONRPC_GATEWAY_UPSTREAM_ERROR, msg);
+        free(msg);
+    }
+    exchange_free(x);
+}
+
+/* The request headers the upstream gets: MCP's own, and the caller's identity. */
+static size_t build_headers(struct proxy_call *call, struct httpc_header *h, size_t cap,
+                            char **owned, size_t *n_owned)
+{
+    static const char *const forwarded[] = {"Accept",         "Content-Type",
+                                            "Mcp-Session-Id", "MCP-Protocol-Version",
+                                            "Last-Event-ID",  "User-Agent"};
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof(forwarded) / sizeof(forwarded[0]) && n < cap; i++) {
+        const char *v = http_request_header(call->req, forwarded[i]);
+        if (v)
+            h[n++] = (struct httpc_header){forwarded[i], v};
+    }
+    h[n++] = (struct httpc_header){"X-Request-Id", http_request_id(call->req)};
+    const struct mg_principal *p = call->principal;
+    if (call->route->identity.headers && p) {
+        owned[(*n_owned)++] = mg_string_list_join(&p->roles, ",");
+        owned[(*n_owned)++] = mg_string_list_join(&p->groups, ",");
+        owned[(*n_owned)++] = mg_string_list_join(&p->scopes, " ");
+        h[n++] = (struct httpc_header){"X-MCP-User-Sub", p->subject};
+        if (p->username || p->name)
+            h[n++] = (struct httpc_header){"X-MCP-User-Name", p->username ? p->username : p->name};
+        if (p->email)
+            h[n++] = (struct httpc_header){"X-MCP-User-Email", p->email};
+        h[n++] = (struct httpc_header){"X-MCP-User-Roles", owned[*n_owned - 3]};
+        h[n++] = (struct httpc_header){"X-MCP-User-Groups", owned[*n_owned - 2]};
+        h[n++] = (struct httpc_header){"X-MCP-Scopes", owned[*n_owned - 1]};
+        if (p->client_id)
+            h[n++] = (struct httpc_header){"X-MCP-Client-Id", p->client_id};
+    }
+    return n;
+}
+
+void http_upstream_handle(struct proxy_call *call, json_t *body)
+{
+    struct http_request *req = call->req;
+    const char *sid = http_request_header(req, "Mcp-Session-Id");
+    if (sid) {
+        struct upstream_session *u = *find_binding(call->proxy, sid);
+        if (u == NULL || strcmp(u->owner, call->principal->subject) != 0 ||
+            strcmp(u->route, call->route->name) != 0) {
+            proxy_reply_rpc_error(req, 404, NULL, JSONRPC_INVALID_REQUEST,
+                                  "unknown or expired session: initialize again");
+            json_decref(body);
+            proxy_call_free(call);
+            return;
+        }
+    }
+    struct exchange *x = xcalloc(1, sizeof(*x));
+    x->call = call;
+    const char *method = body ? jsonrpc_method(body) : NULL;
+    x->initialize = method && strcmp(method, "initialize") == 0;
+    if (body) {
+        x->body = jsonrpc_dump(body);
+        json_decref(body);
+    }
+    struct httpc_header headers[20];
+    char *owned[4];
+    size_t n_owned = 0;
+    size_t n = build_headers(call, headers, 12, owned, &n_owned);
+    const struct gw_http_upstream *hu = &call->route->http;
+    enum http_method m = http_request_method(req);
+    struct httpc_request r = {
+        .method = m == HTTP_POST ? "POST" : m == HTTP_DELETE ? "DELETE" : "GET",
+        .url = hu->url,
+        .headers = headers,
+        .n_headers = n,
+        .body = x->body,
+        .body_len = x->body ? strlen(x->body) : 0,
+        .connect_timeout_ms = hu->connect_timeout_ms,
+        /* A GET is the long-lived server stream: no total deadline for it. */
+        .timeout_ms = m == HTTP_GET ? 0 : hu->timeout_ms,
+        .low_speed_timeout_ms = m == HTTP_GET ? 0 : hu->idle_timeout_ms,
+    };
+    static const struct httpc_stream_callbacks cbs = {
+        .on_headers = on_up_headers,
+        .on_data = on_up_data,
+        .on_done = on_up_done,
+    };
+    http_request_on_close(req, on_client_gone, x);
+    x->up = httpc_stream(call->proxy->httpc, &r, &cbs, x);
+    for (size_t i = 0; i < n_owned; i++)
+        free(owned[i]);
+}

@@ -1,0 +1,58 @@
+/*
+ * proxy: the MCP endpoint of every route (Streamable HTTP 2025-03-26 …
+ * 2025-11-25, plus the 2024-11-05 HTTP+SSE transport) and the way to the
+ * MCP server behind it: a STDIO child per session, or an HTTP upstream
+ * (DESIGN §7).
+ *
+ * proxy/ never includes oauth/: the gateway hands it an authentication
+ * function that answers failures itself and, on success, continues with the
+ * caller's struct mg_principal.
+ */
+#ifndef MCPGATE_PROXY_PROXY_H
+#define MCPGATE_PROXY_PROXY_H
+
+#include <stddef.h>
+
+#include "common/principal.h"
+#include "gateway/config.h"
+
+struct event_base;
+struct http_server;
+struct http_request;
+struct httpc;
+struct store;
+struct proxy;
+
+/* Continue a request with its authenticated principal (borrowed for the call). */
+typedef void (*proxy_authed_fn)(struct http_request *req, const struct mg_principal *p,
+                                void *arg);
+/* Authenticate REQ for ROUTE: call OK, or answer the request (401/403/503) and not call OK. */
+typedef void (*proxy_auth_fn)(void *auth_arg, struct http_request *req,
+                              const struct gw_route_config *route, proxy_authed_fn ok,
+                              void *ok_arg);
+
+struct proxy_deps {
+    struct event_base *base; /* borrowed */
+    struct store *store;     /* borrowed */
+    struct httpc *httpc;     /* borrowed */
+    proxy_auth_fn auth;
+    void *auth_arg;          /* borrowed */
+};
+
+struct proxy *proxy_new(const struct gw_config *cfg, const struct proxy_deps *deps);
+/* Ends every session (children get the stop sequence) and frees the proxy. */
+void proxy_free(struct proxy *p);
+/* New config (borrowed): new requests see it; running sessions keep their route's command. */
+void proxy_set_config(struct proxy *p, const struct gw_config *cfg);
+/* Registers the MCP endpoint (and <path>/sse, <path>/messages) of every route. */
+int proxy_register_routes(struct proxy *p, struct http_server *http);
+/* Draining begins: end the long-lived GET streams (clients reconnect elsewhere);
+ * requests in flight go on. */
+void proxy_drain(struct proxy *p);
+/* Stop every session: children get the stop sequence. Returns children still alive. */
+size_t proxy_shutdown(struct proxy *p);
+
+size_t proxy_session_count(const struct proxy *p);
+size_t proxy_children_alive(const struct proxy *p);
+
+#endif

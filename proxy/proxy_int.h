@@ -1,0 +1,78 @@
+/*
+ * proxy_int: what the files of proxy/ share. Not included outside proxy/.
+ */
+#ifndef MCPGATE_PROXY_PROXY_INT_H
+#define MCPGATE_PROXY_PROXY_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "common/principal.h"
+#include "gateway/config.h"
+#include "proxy/proxy.h"
+
+struct http_request;
+struct proxy_session;
+
+#define PROXY_SESSION_BUCKETS 1024
+#define PROXY_DEFAULT_PROTOCOL "2025-03-26" /* no MCP-Protocol-Version header (TR25) */
+#define PROXY_KEEPALIVE_MS 15000
+
+struct proxy {
+    const struct gw_config *cfg; /* borrowed; swapped on reload */
+    struct event_base *base;     /* borrowed */
+    struct store *store;         /* borrowed */
+    struct httpc *httpc;         /* borrowed */
+    proxy_auth_fn auth;
+    void *auth_arg;              /* borrowed */
+    struct proxy_session *sessions[PROXY_SESSION_BUCKETS]; /* live sessions, owned */
+    struct proxy_session *ended; /* ended sessions waiting for their child to be reaped */
+    size_t n_sessions;
+    struct route_binding *bindings; /* owned: one per registered route path */
+    struct http_binding_sessions *http_sessions; /* owned: upstream session → owner */
+};
+
+/* What a handler knows about the request it serves. */
+struct proxy_call {
+    struct proxy *proxy;                 /* borrowed */
+    const struct gw_route_config *route; /* borrowed from the current config */
+    struct http_request *req;            /* borrowed until answered */
+    struct mg_principal *principal;      /* owned */
+    char *protocol_version;              /* owned: from the header, or the default */
+};
+
+void proxy_call_free(struct proxy_call *call);
+
+/* Replies with a JSON-RPC error body and the given HTTP status. ID may be NULL. */
+void proxy_reply_rpc_error(struct http_request *req, int status, const json_t *id, int code,
+                           const char *message);
+
+/* ---- session.c: STDIO sessions ------------------------------------------ */
+
+/* Answers the POST of CALL (BODY: one message or a batch, stolen). */
+void session_handle_post(struct proxy_call *call, json_t *body);
+void session_handle_get(struct proxy_call *call);
+void session_handle_delete(struct proxy_call *call);
+/* Legacy 2024-11-05 transport: GET <route>/sse and POST <route>/messages. */
+void session_handle_legacy_sse(struct proxy_call *call, const char *messages_path);
+void session_handle_legacy_post(struct proxy_call *call, const char *session_id, json_t *body);
+void sessions_end_all(struct proxy *p, const char *reason);
+void sessions_end_get_streams(struct proxy *p);
+void sessions_free_all(struct proxy *p);
+
+/* ---- identity.c ------------------------------------------------------------ */
+
+/* The child's whole environment for ROUTE and P: NULL-terminated, owned (free with
+ * identity_env_free). Route env, then the passthrough names, then MCP_USER_*. */
+char **identity_child_env(const struct gw_route_config *route, const struct mg_principal *p);
+void identity_env_free(char **env);
+
+/* ---- http_upstream.c --------------------------------------------------------- */
+
+void http_upstream_handle(struct proxy_call *call, json_t *body);
+void http_upstream_free_all(struct proxy *p);
+
+#endif

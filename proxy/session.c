@@ -1,0 +1,976 @@
+/*
+ * session: MCP sessions in front of STDIO servers (DESIGN §7).
+ *
+ * One child per session, so one user per process. A session owns its child,
+ * its streams and a bounded ring of the SSE events it sent:
+ *
+ * - Each POST that carries requests gets a stream "p<n>". When the child's
+ *   first message for it is the response, the POST is answered as
+ *   application/json; when notifications or server requests come first, it
+ *   switches to text/event-stream (a priming event first, MCP 2025-11-25)
+ *   and streams until the last response.
+ * - The GET stream "g" carries what relates to no open POST. A new GET takes
+ *   the stream over (the old HTTP response ends), so reconnects never fail.
+ * - Every SSE event has the id "<stream>_<seq>" (unique in the session) and
+ *   is kept in the ring; GET with Last-Event-ID replays what followed on
+ *   that stream, then continues it live if it is still open.
+ * - A client that disconnects does not cancel (legacy revisions): the
+ *   request runs on and its events wait in the ring.
+ *
+ * Routing of child messages: responses by JSON-RPC id to the stream of their
+ * request; progress notifications by progressToken; anything else to the one
+ * open POST stream, else the GET stream (the STDIO transport does not say
+ * which request a log line or a server request relates to).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/event.h>
+
+#include "common/rand.h"
+#include "common/strbuf.h"
+#include "common/xalloc.h"
+#include "gateway/http.h"
+#include "gateway/log.h"
+#include "oauth/tokens.h"
+#include "proxy/jsonrpc.h"
+#include "proxy/proxy_int.h"
+#include "proxy/stdio.h"
+#include "store/store.h"
+
+struct ring_event {
+    char stream[24];
+    uint64_t seq;
+    char *data; /* owned JSON text ("" for a priming event) */
+};
+
+struct proxy_stream;
+
+struct pending {
+    char *id_key;                 /* owned: jsonrpc_id_key of the request id */
+    json_t *id;                   /* owned copy, for errors we synthesize */
+    char *progress_key;           /* owned, may be NULL */
+    char *method;                 /* owned */
+    struct proxy_stream *stream;  /* borrowed */
+    struct pending *next;         /* owned list */
+};
+
+struct proxy_stream {
+    struct proxy_session *sess;   /* borrowed */
+    char key[24];
+    struct http_request *req;     /* borrowed; NULL when no client is attached */
+    bool json_ok;                 /* nothing sent yet: a JSON answer is still possible */
+    bool sse;                     /* an SSE response is running on req */
+    bool batch;
+    json_t *batch_out;            /* owned: responses held for a JSON batch answer */
+    size_t pending;
+    uint64_t delivered_seq;       /* last seq written to an attached client (GET stream) */
+    struct proxy_stream *next;    /* owned list */
+};
+
+struct proxy_session {
+    char id[44];
+    struct proxy *proxy;          /* borrowed */
+    char *route_name;             /* owned */
+    char *owner;                  /* owned: the subject that created it */
+    char *client_id;              /* owned, may be NULL */
+    char *protocol_version;       /* owned: negotiated, from InitializeResult */
+    struct stdio_child *child;    /* owned */
+    bool legacy_sse;              /* 2024-11-05 transport: everything goes to "g" */
+    bool ended;
+    uint64_t next_seq;
+    unsigned next_stream;
+    struct pending *pending;      /* owned list */
+    struct proxy_stream *streams; /* owned list (POST streams) */
+    struct proxy_stream get;      /* the GET stream, always present */
+    struct ring_event *ring;      /* owned, capacity ring_cap */
+    size_t ring_cap, ring_start, ring_len;
+    struct event *idle_timer;     /* owned */
+    uint64_t idle_timeout_ms;
+    struct proxy_session *next;   /* bucket chain, or the ended list */
+};
+
+/* ---- the session table ---------------------------------------------------- */
+
+static unsigned bucket_of(const char *id)
+{
+    unsigned h = 2166136261u;
+    for (const unsigned char *p = (const unsigned char *)id; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return h % PROXY_SESSION_BUCKETS;
+}
+
+static struct proxy_session *session_lookup(struct proxy *p, const char *id)
+{
+    for (struct proxy_session *s = p->sessions[bucket_of(id)]; s; s = s->next)
+        if (strcmp(s->id, id) == 0)
+            return s;
+    return NULL;
+}
+
+static void table_remove(struct proxy *p, struct proxy_session *s)
+{
+    struct proxy_session **pp = &p->sessions[bucket_of(s->id)];
+    while (*pp && *pp != s)
+        pp = &(*pp)->next;
+    if (*pp) {
+        *pp = s->next;
+        p->n_sessions--;
+    }
+    s->next = p->ended;
+    p->ended = s;
+}
+
+static size_t sessions_of(const struct proxy *p, const char *owner, const char *route)
+{
+    size_t n = 0;
+    for (size_t b = 0; b < PROXY_SESSION_BUCKETS; b++)
+        for (const struct proxy_session *s = p->sessions[b]; s; s = s->next)
+            if ((owner == NULL || strcmp(s->owner, owner) == 0) &&
+                (route == NULL || strcmp(s->route_name, route) == 0))
+                n++;
+    return n;
+}
+
+/* ---- the ring --------------------------------------------------------------- */
+
+static void ring_push(struct proxy_session *s, const char *stream, uint64_t seq, const char *data)
+{
+    if (s->ring_cap == 0)
+        return;
+    if (s->ring_len == s->ring_cap) {
+        free(s->ring[s->ring_start].data);
+        s->ring_start = (s->ring_start + 1) % s->ring_cap;
+        s->ring_len--;
+    }
+    struct ring_event *e = &s->ring[(s->ring_start + s->ring_len) % s->ring_cap];
+    snprintf(e->stream, sizeof(e->stream), "%s", stream);
+    e->seq = seq;
+    e->data = xstrdup(data);
+    s->ring_len++;
+}
+
+/* ---- writing to clients ----------------------------------------------------- */
+
+static void stream_detach(struct proxy_stream *st);
+
+static void on_client_gone(struct http_request *req, void *arg)
+{
+    struct proxy_stream *st = arg;
+    (void)req;
+    stream_detach(st);
+}
+
+/* Ends the HTTP response attached to ST (the logical stream may go on). */
+static void stream_detach(struct proxy_stream *st)
+{
+    struct http_request *req = st->req;
+    if (req == NULL)
+        return;
+    st->req = NULL;
+    http_request_on_close(req, NULL, NULL);
+    if (st->sse)
+        http_stream_end(req);
+    else
+        http_reply_empty(req, 202);
+    st->sse = false;
+}
+
+static void sse_begin(struct proxy_stream *st)
+{
+    if (st->req == NULL || st->sse)
+        return;
+    if (http_sse_start(st->req) < 0) {
+        stream_detach(st);
+        return;
+    }
+    st->sse = true;
+    http_sse_keepalive(st->req, PROXY_KEEPALIVE_MS);
+}
+
+/* One SSE event on ST: into the ring, and to the client when one is attached. */
+static void stream_event(struct proxy_stream *st, const char *data)
+{
+    struct proxy_session *s = st->sess;
+    uint64_t seq = ++s->next_seq;
+    char id[48];
+    snprintf(id, sizeof(id), "%s_%llu", st->key, (unsigned long long)seq);
+    ring_push(s, st->key, seq, data);
+    if (st->req == NULL)
+        return;
+    sse_begin(st);
+    if (st->req == NULL)
+        return;
+    const char *event = s->legacy_sse && data[0] ? "message" : NULL;
+    int rc = http_sse_event(st->req, id, event, data, strlen(data));
+    if (rc == 0) {
+        st->delivered_seq = seq;
+    } else {
+        /* -ENOBUFS: a slow reader; it resumes from the ring with Last-Event-ID. */
+        gw_log(GW_LOG_INFO, "proxy", s->id, "ending a stream to a slow or gone client",
+               "stream", st->key, NULL);
+        stream_detach(st);
+    }
+}
+
+/* The first SSE event of a POST stream is a priming event with an empty payload. */
+static void stream_switch_to_sse(struct proxy_stream *st)
+{
+    if (!st->json_ok)
+        return;
+    st->json_ok = false;
+    stream_event(st, "");
+    if (st->batch_out) {
+        size_t i;
+        json_t *m;
+        json_array_foreach(st->batch_out, i, m)
+        {
+            char *text = jsonrpc_dump(m);
+            stream_event(st, text);
+            free(text);
+        }
+        json_decref(st->batch_out);
+        st->batch_out = NULL;
+    }
+}
+
+static void stream_free(struct proxy_stream *st)
+{
+    json_decref(st->batch_out);
+    free(st);
+}
+
+/* A POST stream whose last response went out: end its HTTP response and drop it. */
+static void stream_finish(struct proxy_stream *st)
+{
+    struct proxy_session *s = st->sess;
+    if (st->req && st->json_ok && st->batch_out) {
+        char *text = jsonrpc_dump(st->batch_out);
+        struct http_request *req = st->req;
+        st->req = NULL;
+        http_request_on_close(req, NULL, NULL);
+        http_reply(req, 200, "application/json", text, strlen(text));
+        free(text);
+    }
+    stream_detach(st);
+    struct proxy_stream **pp = &s->streams;
+    while (*pp && *pp != st)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = st->next;
+    stream_free(st);
+}
+
+/* Delivers a response to the stream of its request. */
+static void stream_response(struct proxy_stream *st, json_t *msg, const char *text)
+{
+    st->pending--;
+    if (st->json_ok && !st->batch && st->req) {
+        struct http_request *req = st->req;
+        st->req = NULL;
+        st->json_ok = false;
+        http_request_on_close(req, NULL, NULL);
+        http_reply(req, 200, "application/json", text, strlen(text));
+    } else if (st->json_ok && st->batch) {
+        json_array_append(st->batch_out, msg);
+    } else {
+        stream_switch_to_sse(st);
+        stream_event(st, text);
+    }
+    if (st->pending == 0)
+        stream_finish(st);
+}
+
+/* ---- idle ----------------------------------------------------------------- */
+
+static void session_end(struct proxy_session *s, const char *reason, bool fail_pending);
+
+static bool session_is_idle(const struct proxy_session *s)
+{
+    return s->pending == NULL && s->get.req == NULL;
+}
+
+static void on_idle(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct proxy_session *s = arg;
+    if (session_is_idle(s))
+        session_end(s, "idle timeout", true);
+}
+
+static void touch(struct proxy_session *s)
+{
+    if (s->idle_timeout_ms == 0 || s->ended)
+        return;
+    struct timeval tv = {(time_t)(s->idle_timeout_ms / 1000),
+                         (suseconds_t)(s->idle_timeout_ms % 1000) * 1000};
+    evtimer_add(s->idle_timer, &tv);
+}
+
+/* ---- messages from the child -------------------------------------------- */
+
+static struct pending *pending_take(struct proxy_session *s, const char *id_key)
+{
+    for (struct pending **pp = &s->pending; *pp; pp = &(*pp)->next) {
+        if (strcmp((*pp)->id_key, id_key) == 0) {
+            struct pending *p = *pp;
+            *pp = p->next;
+            return p;
+        }
+    }
+    return NULL;
+}
+
+static void pending_free(struct pending *p)
+{
+    free(p->id_key);
+    json_decref(p->id);
+    free(p->progress_key);
+    free(p->method);
+    free(p);
+}
+
+/* Where a notification or server request goes when nothing names its stream. */
+static struct proxy_stream *unrelated_target(struct proxy_session *s)
+{
+    if (s->legacy_sse)
+        return &s->get;
+    size_t open = 0;
+    struct proxy_stream *only = NULL;
+    for (struct proxy_stream *st = s->streams; st; st = st->next) {
+        open++;
+        only = st;
+    }
+    return open == 1 ? only : &s->get;
+}
+
+static struct proxy_stream *progress_target(struct proxy_session *s, json_t *msg)
+{
+    json_t *token = json_object_get(json_object_get(msg, "params"), "progressToken");
+    char *key = token ? jsonrpc_id_key(token) : NULL;
+    struct proxy_stream *target = NULL;
+    for (struct pending *p = s->pending; key && p && !target; p = p->next)
+        if (p->progress_key && strcmp(p->progress_key, key) == 0)
+            target = p->stream;
+    free(key);
+    return target;
+}
+
+static void remember_protocol(struct proxy_session *s, const struct pending *p, json_t *msg)
+{
+    if (strcmp(p->method, "initialize") != 0)
+        return;
+    const char *v = json_string_value(
+        json_object_get(json_object_get(msg, "result"), "protocolVersion"));
+    if (v) {
+        free(s->protocol_version);
+        s->protocol_version = xstrdup(v);
+    }
+}
+
+static void route_message(struct proxy_session *s, json_t *msg, const char *text)
+{
+    enum jsonrpc_kind kind = jsonrpc_classify(msg);
+    if (kind == JSONRPC_RESPONSE) {
+        char *key = jsonrpc_id_key(json_object_get(msg, "id"));
+        struct pending *p = key ? pending_take(s, key) : NULL;
+        free(key);
+        if (p == NULL) {
+            gw_log(GW_LOG_WARN, "proxy", s->id, "dropping a response to no pending request",
+                   NULL);
+            return;
+        }
+        remember_protocol(s, p, msg);
+        struct proxy_stream *st = s->legacy_sse ? &s->get : p->stream;
+        if (st == &s->get)
+            stream_event(st, text);
+        else
+            stream_response(st, msg, text);
+        pending_free(p);
+        if (session_is_idle(s))
+            touch(s);
+        return;
+    }
+    if (kind == JSONRPC_INVALID) {
+        gw_log(GW_LOG_WARN, "proxy", s->id, "dropping an invalid message from the upstream",
+               NULL);
+        return;
+    }
+    struct proxy_stream *st = NULL;
+    const char *method = jsonrpc_method(msg);
+    if (!s->legacy_sse && method && strcmp(method, "notifications/progress") == 0)
+        st = progress_target(s, msg);
+    if (st == NULL)
+        st = unrelated_target(s);
+    if (st != &s->get)
+        stream_switch_to_sse(st);
+    stream_event(st, text);
+}
+
+static void on_child_line(struct stdio_child *c, const char *line, size_t len, void *arg)
+{
+    struct proxy_session *s = arg;
+    (void)c;
+    if (s->ended)
+        return;
+    json_error_t jerr;
+    json_t *msg = json_loadb(line, len, 0, &jerr);
+    if (msg == NULL) {
+        gw_log(GW_LOG_WARN, "proxy", s->id, "the upstream wrote a line that is not JSON",
+               "error", jerr.text, NULL);
+        return;
+    }
+    char *text = jsonrpc_dump(msg);
+    if (json_is_array(msg)) { /* a 2025-03-26 batch: route each element */
+        size_t i;
+        json_t *m;
+        json_array_foreach(msg, i, m)
+        {
+            char *t = jsonrpc_dump(m);
+            route_message(s, m, t);
+            free(t);
+        }
+    } else {
+        route_message(s, msg, text);
+    }
+    free(text);
+    json_decref(msg);
+}
+
+/* ---- ending ----------------------------------------------------------------- */
+
+static void fail_pending(struct proxy_session *s, const char *why)
+{
+    while (s->pending) {
+        struct pending *p = s->pending;
+        s->pending = p->next;
+        json_t *err = jsonrpc_error_new(p->id, JSONRPC_GATEWAY_UPSTREAM_ERROR, why);
+        char *text = jsonrpc_dump(err);
+        if (s->legacy_sse || p->stream == &s->get)
+            stream_event(&s->get, text);
+        else
+            stream_response(p->stream, err, text);
+        free(text);
+        json_decref(err);
+        pending_free(p);
+    }
+}
+
+static void session_free(struct proxy_session *s)
+{
+    while (s->streams)
+        stream_finish(s->streams);
+    stream_detach(&s->get);
+    for (size_t i = 0; i < s->ring_len; i++)
+        free(s->ring[(s->ring_start + i) % s->ring_cap].data);
+    free(s->ring);
+    if (s->idle_timer)
+        event_free(s->idle_timer);
+    stdio_child_free(s->child);
+    free(s->route_name);
+    free(s->owner);
+    free(s->client_id);
+    free(s->protocol_version);
+    free(s);
+}
+
+static void forget_ended(struct proxy *p, struct proxy_session *s)
+{
+    for (struct proxy_session **pp = &p->ended; *pp; pp = &(*pp)->next) {
+        if (*pp == s) {
+            *pp = s->next;
+            return;
+        }
+    }
+}
+
+/* Ends S for new requests at once; its memory goes when the child is reaped. */
+static void session_end(struct proxy_session *s, const char *reason, bool failing)
+{
+    if (s->ended)
+        return;
+    s->ended = true;
+    gw_log(GW_LOG_INFO, "proxy", s->id, "session ended", "route", s->route_name, "reason",
+           reason, NULL);
+    if (failing)
+        fail_pending(s, reason);
+    while (s->streams)
+        stream_finish(s->streams);
+    stream_detach(&s->get);
+    evtimer_del(s->idle_timer);
+    table_remove(s->proxy, s);
+    char key[96];
+    snprintf(key, sizeof(key), "session:%s", s->id);
+    store_del(s->proxy->store, key, NULL, NULL);
+    stdio_child_stop(s->child);
+}
+
+static void on_child_exit(struct stdio_child *c, int status, const char *reason, void *arg)
+{
+    struct proxy_session *s = arg;
+    (void)c;
+    if (!s->ended) {
+        char why[256];
+        if (reason)
+            snprintf(why, sizeof(why), "upstream process failed: %s", reason);
+        else
+            snprintf(why, sizeof(why), "upstream process exited with status %d", status);
+        gw_log(GW_LOG_WARN, "proxy", s->id, "upstream process ended", "reason", why, NULL);
+        session_end(s, why, true);
+    }
+    forget_ended(s->proxy, s);
+    session_free(s);
+}
+
+/* ---- creating a session ---------------------------------------------------- */
+
+static struct proxy_session *session_new(struct proxy_call *call, bool legacy, int *status,
+                                         const char **why)
+{
+    struct proxy *p = call->proxy;
+    const struct gw_route_config *r = call->route;
+    const struct gw_limits *lim = &p->cfg->server.limits;
+    *status = 503;
+    if (p->n_sessions >= lim->max_sessions) {
+        *why = "session limit reached (server.limits.max_sessions)";
+        return NULL;
+    }
+    if (sessions_of(p, call->principal->subject, NULL) >= lim->max_sessions_per_user) {
+        *why = "per-user session limit reached (server.limits.max_sessions_per_user)";
+        return NULL;
+    }
+    if (sessions_of(p, NULL, r->name) >= r->stdio.max_processes) {
+        *why = "process limit of this route reached (stdio.max_processes)";
+        return NULL;
+    }
+    struct proxy_session *s = xcalloc(1, sizeof(*s));
+    oauth_random_handle(s->id); /* 256 bits, base64url: visible ASCII */
+    s->proxy = p;
+    s->route_name = xstrdup(r->name);
+    s->owner = xstrdup(call->principal->subject);
+    s->client_id = call->principal->client_id ? xstrdup(call->principal->client_id) : NULL;
+    s->legacy_sse = legacy;
+    s->get.sess = s;
+    snprintf(s->get.key, sizeof(s->get.key), "g");
+    s->ring_cap = lim->event_ring;
+    s->ring = xcalloc(s->ring_cap ? s->ring_cap : 1, sizeof(*s->ring));
+    s->idle_timeout_ms = r->stdio.idle_timeout_ms;
+    s->idle_timer = evtimer_new(p->base, on_idle, s);
+
+    char **env = identity_child_env(r, call->principal);
+    struct stdio_spawn_options o = {
+        .argv = (const char *const *)r->stdio.command.items,
+        .env = (const char *const *)env,
+        .cwd = r->stdio.cwd,
+        .log_tag = s->id,
+        .max_line_bytes = r->stdio.max_line_bytes,
+        .stdin_high_water_bytes = lim->max_body_bytes * 4,
+        .kill_grace_ms = r->stdio.kill_grace_ms,
+    };
+    static const struct stdio_child_callbacks cbs = {
+        .on_line = on_child_line,
+        .on_exit = on_child_exit,
+    };
+    char *err = NULL;
+    s->child = stdio_spawn(p->base, &o, &cbs, s, &err);
+    identity_env_free(env);
+    if (s->child == NULL) {
+        gw_log(GW_LOG_ERROR, "proxy", http_request_id(call->req), "cannot start the upstream",
+               "route", r->name, "error", err, NULL);
+        free(err);
+        *status = 502;
+        *why = "the MCP server of this route could not be started";
+        event_free(s->idle_timer);
+        free(s->ring);
+        free(s->route_name);
+        free(s->owner);
+        free(s->client_id);
+        free(s);
+        return NULL;
+    }
+    unsigned b = bucket_of(s->id);
+    s->next = p->sessions[b];
+    p->sessions[b] = s;
+    p->n_sessions++;
+    char key[96];
+    snprintf(key, sizeof(key), "session:%s", s->id);
+    json_t *rec = json_pack("{s:s, s:s, s:i}", "owner", s->owner, "route", s->route_name, "pid",
+                            (int)stdio_child_pid(s->child));
+    char *text = json_dumps(rec, JSON_COMPACT);
+    store_put(p->store, key, text, strlen(text), s->idle_timeout_ms ? s->idle_timeout_ms : 0,
+              NULL, NULL);
+    free(text);
+    json_decref(rec);
+    gw_log(GW_LOG_INFO, "proxy", s->id, "session started", "route", r->name, "subject",
+           s->owner, NULL);
+    return s;
+}
+
+/* The session named by the request, if it exists and belongs to this caller. */
+static struct proxy_session *session_for(struct proxy_call *call, const char *id)
+{
+    struct proxy_session *s = id ? session_lookup(call->proxy, id) : NULL;
+    /* Another user's session id is answered exactly like an unknown one. */
+    if (s == NULL || strcmp(s->owner, call->principal->subject) != 0 ||
+        strcmp(s->route_name, call->route->name) != 0)
+        return NULL;
+    return s;
+}
+
+/* ---- POST ------------------------------------------------------------------------ */
+
+static int send_to_child(struct proxy_session *s, json_t *msg)
+{
+    char *text = jsonrpc_dump(msg);
+    int rc = stdio_child_send(s->child, text, strlen(text));
+    free(text);
+    return rc;
+}
+
+static void add_pending(struct proxy_session *s, struct proxy_stream *st, json_t *msg)
+{
+    struct pending *p = xcalloc(1, sizeof(*p));
+    p->id = json_deep_copy(json_object_get(msg, "id"));
+    p->id_key = jsonrpc_id_key(p->id);
+    p->method = xstrdup(jsonrpc_method(msg));
+    json_t *token = json_object_get(json_object_get(json_object_get(msg, "params"), "_meta"),
+                                    "progressToken");
+    p->progress_key = token ? jsonrpc_id_key(token) : NULL;
+    p->stream = st;
+    p->next = s->pending;
+    s->pending = p;
+    st->pending++;
+}
+
+/* The client cancelled a request: the child will not answer it, so end its wait. */
+static void client_cancelled(struct proxy_session *s, json_t *msg)
+{
+    json_t *rid = json_object_get(json_object_get(msg, "params"), "requestId");
+    char *key = rid ? jsonrpc_id_key(rid) : NULL;
+    struct pending *p = key ? pending_take(s, key) : NULL;
+    free(key);
+    if (p == NULL)
+        return;
+    struct proxy_stream *st = p->stream;
+    if (st != &s->get) {
+        json_t *err = jsonrpc_error_new(p->id, JSONRPC_REQUEST_CANCELLED, "request cancelled");
+        char *text = jsonrpc_dump(err);
+        /* Nothing more goes out for it (MCP cancellation), but the HTTP
+         * exchange still needs an end: the stream closes without this error
+         * in SSE mode, and a JSON answer carries it. */
+        if (st->json_ok && !st->batch) {
+            stream_response(st, err, text);
+        } else {
+            st->pending--;
+            if (st->pending == 0)
+                stream_finish(st);
+        }
+        free(text);
+        json_decref(err);
+    }
+    pending_free(p);
+}
+
+static bool id_in_use(struct proxy_session *s, json_t *msg)
+{
+    char *key = jsonrpc_id_key(json_object_get(msg, "id"));
+    bool used = false;
+    for (struct pending *p = s->pending; key && p && !used; p = p->next)
+        used = strcmp(p->id_key, key) == 0;
+    free(key);
+    return used;
+}
+
+static void post_messages(struct proxy_call *call, struct proxy_session *s, json_t *body,
+                          bool created)
+{
+    bool batch = json_is_array(body);
+    size_t n = batch ? json_array_size(body) : 1;
+    size_t requests = 0;
+    for (size_t i = 0; i < n; i++) {
+        json_t *m = batch ? json_array_get(body, i) : body;
+        if (jsonrpc_classify(m) == JSONRPC_REQUEST) {
+            if (id_in_use(s, m)) {
+                proxy_reply_rpc_error(call->req, 400, json_object_get(m, "id"),
+                                      JSONRPC_INVALID_REQUEST,
+                                      "a request with this id is already in progress");
+                return;
+            }
+            requests++;
+        }
+    }
+    struct proxy_stream *st = NULL;
+    if (requests) {
+        st = xcalloc(1, sizeof(*st));
+        st->sess = s;
+        snprintf(st->key, sizeof(st->key), "p%u", ++s->next_stream);
+        st->json_ok = true;
+        st->batch = batch;
+        st->batch_out = batch ? json_array() : NULL;
+        st->req = call->req;
+        st->next = s->streams;
+        s->streams = st;
+        http_request_on_close(call->req, on_client_gone, st);
+        if (created)
+            http_set_header(call->req, "Mcp-Session-Id", s->id);
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *m = batch ? json_array_get(body, i) : body;
+        enum jsonrpc_kind kind = jsonrpc_classify(m);
+        if (kind == JSONRPC_REQUEST)
+            add_pending(s, st, m);
+        const char *method = jsonrpc_method(m);
+        if (kind == JSONRPC_NOTIFICATION && method &&
+            strcmp(method, "notifications/cancelled") == 0)
+            client_cancelled(s, m);
+        if (send_to_child(s, m) < 0 && !s->ended) {
+            gw_log(GW_LOG_WARN, "proxy", s->id, "the upstream does not take input", NULL);
+            session_end(s, "the upstream process stopped reading its input", true);
+            break;
+        }
+    }
+    touch(s);
+    if (requests == 0) {
+        if (created)
+            http_set_header(call->req, "Mcp-Session-Id", s->id);
+        http_reply_empty(call->req, 202);
+    }
+}
+
+void session_handle_post(struct proxy_call *call, json_t *body)
+{
+    const char *sid = http_request_header(call->req, "Mcp-Session-Id");
+    bool batch = json_is_array(body);
+    json_t *first = batch ? json_array_get(body, 0) : body;
+    const char *method = jsonrpc_method(first);
+    bool initialize = !batch && method && strcmp(method, "initialize") == 0 &&
+                      jsonrpc_classify(body) == JSONRPC_REQUEST;
+    struct proxy_session *s = NULL;
+    bool created = false;
+    if (sid == NULL) {
+        if (!initialize) {
+            proxy_reply_rpc_error(call->req, 400, NULL, JSONRPC_INVALID_REQUEST,
+                                  "no Mcp-Session-Id: initialize a session first");
+            goto out;
+        }
+        int status;
+        const char *why;
+        s = session_new(call, false, &status, &why);
+        if (s == NULL) {
+            if (status == 503)
+                http_set_header(call->req, "Retry-After", "5");
+            proxy_reply_rpc_error(call->req, status, json_object_get(body, "id"),
+                                  status == 503 ? JSONRPC_GATEWAY_LIMIT
+                                                : JSONRPC_GATEWAY_UPSTREAM_ERROR,
+                                  why);
+            goto out;
+        }
+        created = true;
+    } else {
+        s = session_for(call, sid);
+        if (s == NULL) {
+            proxy_reply_rpc_error(call->req, 404, NULL, JSONRPC_INVALID_REQUEST,
+                                  "unknown or expired session: initialize again");
+            goto out;
+        }
+        /* MCP-Protocol-Version must agree with what the session negotiated. */
+        const char *hdr = http_request_header(call->req, "MCP-Protocol-Version");
+        if (hdr && s->protocol_version && strcmp(hdr, s->protocol_version) != 0) {
+            proxy_reply_rpc_error(call->req, 400, NULL, JSONRPC_INVALID_REQUEST,
+                                  "MCP-Protocol-Version differs from the negotiated version");
+            goto out;
+        }
+    }
+    post_messages(call, s, body, created);
+out:
+    json_decref(body);
+    proxy_call_free(call);
+}
+
+/* ---- GET: the server's stream, or a resumption ---------------------------------- */
+
+static struct proxy_stream *find_stream(struct proxy_session *s, const char *key)
+{
+    if (strcmp(key, "g") == 0)
+        return &s->get;
+    for (struct proxy_stream *st = s->streams; st; st = st->next)
+        if (strcmp(st->key, key) == 0)
+            return st;
+    return NULL;
+}
+
+/* Replays ring events of STREAM after SEQ to REQ. */
+static void replay(struct proxy_session *s, struct http_request *req, const char *stream,
+                   uint64_t after)
+{
+    for (size_t i = 0; i < s->ring_len; i++) {
+        const struct ring_event *e = &s->ring[(s->ring_start + i) % s->ring_cap];
+        if (e->seq <= after || strcmp(e->stream, stream) != 0)
+            continue;
+        char id[48];
+        snprintf(id, sizeof(id), "%s_%llu", e->stream, (unsigned long long)e->seq);
+        if (http_sse_event(req, id, NULL, e->data, strlen(e->data)) < 0)
+            return;
+    }
+}
+
+static void attach(struct proxy_stream *st, struct http_request *req)
+{
+    stream_detach(st); /* a newer GET takes the stream over */
+    st->req = req;
+    st->sse = true;
+    st->json_ok = false;
+    http_request_on_close(req, on_client_gone, st);
+    http_sse_keepalive(req, PROXY_KEEPALIVE_MS);
+}
+
+void session_handle_get(struct proxy_call *call)
+{
+    struct http_request *req = call->req;
+    const char *accept = http_request_header(req, "Accept");
+    if (accept == NULL || strstr(accept, "text/event-stream") == NULL) {
+        proxy_reply_rpc_error(req, 406, NULL, JSONRPC_INVALID_REQUEST,
+                              "GET needs Accept: text/event-stream");
+        proxy_call_free(call);
+        return;
+    }
+    struct proxy_session *s = session_for(call, http_request_header(req, "Mcp-Session-Id"));
+    if (s == NULL) {
+        const char *sid = http_request_header(req, "Mcp-Session-Id");
+        proxy_reply_rpc_error(req, sid ? 404 : 400, NULL, JSONRPC_INVALID_REQUEST,
+                              sid ? "unknown or expired session: initialize again"
+                                  : "no Mcp-Session-Id: initialize a session first");
+        proxy_call_free(call);
+        return;
+    }
+    const char *last = http_request_header(req, "Last-Event-ID");
+    char key[24] = "g";
+    uint64_t after = s->get.delivered_seq;
+    if (last) {
+        const char *us = strrchr(last, '_');
+        if (us && (size_t)(us - last) < sizeof(key)) {
+            memcpy(key, last, (size_t)(us - last));
+            key[us - last] = '\0';
+            after = strtoull(us + 1, NULL, 10);
+        }
+    }
+    if (http_sse_start(req) < 0) {
+        http_stream_end(req);
+        proxy_call_free(call);
+        return;
+    }
+    replay(s, req, key, after);
+    struct proxy_stream *st = find_stream(s, key);
+    if (st) {
+        attach(st, req);
+        if (st == &s->get)
+            st->delivered_seq = s->next_seq;
+    } else {
+        http_stream_end(req); /* a finished POST stream: replay was all there is */
+    }
+    touch(s);
+    proxy_call_free(call);
+}
+
+void session_handle_delete(struct proxy_call *call)
+{
+    struct proxy_session *s =
+        session_for(call, http_request_header(call->req, "Mcp-Session-Id"));
+    if (s == NULL) {
+        proxy_reply_rpc_error(call->req, 404, NULL, JSONRPC_INVALID_REQUEST,
+                              "unknown or expired session");
+    } else {
+        session_end(s, "deleted by the client", true);
+        http_reply_empty(call->req, 204);
+    }
+    proxy_call_free(call);
+}
+
+/* ---- the 2024-11-05 HTTP+SSE transport -------------------------------------------- */
+
+static void on_legacy_gone(struct http_request *req, void *arg)
+{
+    struct proxy_stream *st = arg;
+    (void)req;
+    stream_detach(st);
+    /* In the old transport the SSE connection is the session. */
+    session_end(st->sess, "the SSE connection closed", false);
+}
+
+void session_handle_legacy_sse(struct proxy_call *call, const char *messages_path)
+{
+    int status;
+    const char *why;
+    struct proxy_session *s = session_new(call, true, &status, &why);
+    if (s == NULL) {
+        proxy_reply_rpc_error(call->req, status, NULL, JSONRPC_GATEWAY_LIMIT, why);
+        proxy_call_free(call);
+        return;
+    }
+    s->idle_timeout_ms = 0; /* lives as long as its SSE connection */
+    if (http_sse_start(call->req) < 0) {
+        http_stream_end(call->req);
+        session_end(s, "client gone", false);
+        proxy_call_free(call);
+        return;
+    }
+    s->get.req = call->req;
+    s->get.sse = true;
+    http_request_on_close(call->req, on_legacy_gone, &s->get);
+    http_sse_keepalive(call->req, PROXY_KEEPALIVE_MS);
+    char *endpoint = xasprintf("%s?session_id=%s", messages_path, s->id);
+    http_sse_event(call->req, NULL, "endpoint", endpoint, strlen(endpoint));
+    free(endpoint);
+    proxy_call_free(call);
+}
+
+void session_handle_legacy_post(struct proxy_call *call, const char *session_id, json_t *body)
+{
+    struct proxy_session *s = session_for(call, session_id);
+    if (s == NULL || !s->legacy_sse) {
+        proxy_reply_rpc_error(call->req, 404, NULL, JSONRPC_INVALID_REQUEST,
+                              "unknown session: open the SSE stream first");
+    } else if (json_is_array(body)) {
+        proxy_reply_rpc_error(call->req, 400, NULL, JSONRPC_INVALID_REQUEST,
+                              "batches are not part of the 2024-11-05 transport");
+    } else {
+        if (jsonrpc_classify(body) == JSONRPC_REQUEST)
+            add_pending(s, &s->get, body);
+        if (send_to_child(s, body) < 0)
+            session_end(s, "the upstream process stopped reading its input", true);
+        http_reply_empty(call->req, 202);
+    }
+    json_decref(body);
+    proxy_call_free(call);
+}
+
+/* ---- the whole proxy ------------------------------------------------------------- */
+
+void sessions_end_all(struct proxy *p, const char *reason)
+{
+    for (size_t b = 0; b < PROXY_SESSION_BUCKETS; b++)
+        while (p->sessions[b])
+            session_end(p->sessions[b], reason, true);
+}
+
+void sessions_end_get_streams(struct proxy *p)
+{
+    for (size_t b = 0; b < PROXY_SESSION_BUCKETS; b++)
+        for (struct proxy_session *s = p->sessions[b]; s; s = s->next)
+            if (!s->legacy_sse)
+                stream_detach(&s->get);
+}
+
+void sessions_free_all(struct proxy *p)
+{
+    sessions_end_all(p, "gateway shutting down");
+    while (p->ended) {
+        struct proxy_session *s = p->ended;
+        p->ended = s->next;
+        session_free(s); /* stdio_child_free kills and reaps what still runs */
+    }
+}
