@@ -17,7 +17,9 @@
 #include "common/xalloc.h"
 #include "gateway/http.h"
 #include "gateway/log.h"
+#include "common/strbuf.h"
 #include "proxy/jsonrpc.h"
+#include "proxy/policy.h"
 #include "proxy/proxy_int.h"
 #include "proxy/stdio.h"
 
@@ -125,6 +127,79 @@ static const char *check_body(const json_t *body, const char *version)
     return jsonrpc_classify(body) == JSONRPC_INVALID ? "not a JSON-RPC 2.0 message" : NULL;
 }
 
+/* ---- policy ------------------------------------------------------------------- */
+
+/* 403 with the step-up challenge (MCP authorization, "Runtime Insufficient Scope"). */
+static void reply_step_up(struct proxy_call *call, const struct gw_string_list *needed,
+                          const char *what)
+{
+    char *scope = policy_stepup_scope(call->principal, needed);
+    struct strbuf sb = STRBUF_INIT;
+    strbuf_printf(&sb,
+                  "Bearer error=\"insufficient_scope\", scope=\"%s\", "
+                  "resource_metadata=\"%s/.well-known/oauth-protected-resource%s\", "
+                  "error_description=\"%s needs more scope\"",
+                  scope, call->proxy->cfg->server.public_url, call->route->path, what);
+    http_set_header(call->req, "WWW-Authenticate", strbuf_str(&sb));
+    gw_log(GW_LOG_INFO, "policy", http_request_id(call->req), "step-up requested", "route",
+           call->route->name, "subject", call->principal->subject, "scope", scope, NULL);
+    char *msg = xasprintf("insufficient scope for %s: ask for \"%s\"", what, scope);
+    proxy_reply_rpc_error(call->req, 403, NULL, JSONRPC_GATEWAY_FORBIDDEN, msg);
+    free(msg);
+    strbuf_release(&sb);
+    free(scope);
+}
+
+/* The answer the upstream itself gives for a name it does not know, so that a
+ * refused tool, prompt or resource looks exactly like a missing one. */
+static void reply_unknown(struct proxy_call *call, const json_t *msg, const char *method,
+                          const char *name)
+{
+    int code = JSONRPC_INVALID_PARAMS;
+    char *text;
+    if (strcmp(method, "tools/call") == 0)
+        text = xasprintf("Unknown tool: %s", name);
+    else if (strcmp(method, "prompts/get") == 0)
+        text = xasprintf("Unknown prompt: %s", name);
+    else {
+        code = -32002; /* MCP: resource not found */
+        text = xasprintf("Resource not found: %s", name);
+    }
+    proxy_reply_rpc_error(call->req, 200, json_object_get(msg, "id"), code, text);
+    free(text);
+}
+
+/* Checks every request of BODY; answers and returns true when one is refused. */
+static bool refused_by_policy(struct proxy_call *call, const json_t *body)
+{
+    size_t n = json_is_array(body) ? json_array_size(body) : 1;
+    for (size_t i = 0; i < n; i++) {
+        const json_t *m = json_is_array(body) ? json_array_get(body, i) : body;
+        const char *method = jsonrpc_method(m);
+        const char *field = NULL;
+        const struct gw_access_rules *rules = policy_rules_for(call->route, method, &field);
+        if (rules == NULL || jsonrpc_classify(m) != JSONRPC_REQUEST || strstr(method, "/list"))
+            continue;
+        const char *name =
+            json_string_value(json_object_get(json_object_get(m, "params"), field));
+        if (name == NULL)
+            continue; /* malformed params: the upstream answers that itself */
+        struct policy_verdict v = policy_check(rules, call->principal, name);
+        if (v.decision == POLICY_ALLOW)
+            continue;
+        char *why = policy_explain(rules, &v, name);
+        gw_log(GW_LOG_INFO, "policy", http_request_id(call->req), "request refused", "route",
+               call->route->name, "subject", call->principal->subject, "decision", why, NULL);
+        free(why);
+        if (v.decision == POLICY_DENY_SCOPE)
+            reply_step_up(call, v.scopes_needed, name);
+        else
+            reply_unknown(call, m, method, name);
+        return true;
+    }
+    return false;
+}
+
 /* ---- POST/GET/DELETE on the MCP endpoint ----------------------------------- */
 
 static void mcp_post(struct proxy_call *call)
@@ -168,6 +243,11 @@ static void mcp_post(struct proxy_call *call)
         proxy_call_free(call);
         return;
     }
+    if (refused_by_policy(call, body)) {
+        json_decref(body);
+        proxy_call_free(call);
+        return;
+    }
     if (call->route->kind == GW_UPSTREAM_STDIO)
         session_handle_post(call, body);
     else
@@ -196,6 +276,20 @@ static void on_authed(struct http_request *req, const struct mg_principal *princ
         proxy_call_free(call);
         return;
     }
+    struct policy_verdict rv = policy_route_check(route, call->principal);
+    if (rv.decision == POLICY_DENY_SCOPE) {
+        reply_step_up(call, rv.scopes_needed, "this server");
+        proxy_call_free(call);
+        return;
+    }
+    if (rv.decision == POLICY_DENY) {
+        gw_log(GW_LOG_INFO, "policy", http_request_id(req), "route refused", "route",
+               route->name, "subject", call->principal->subject, NULL);
+        proxy_reply_rpc_error(req, 403, NULL, JSONRPC_GATEWAY_FORBIDDEN,
+                              "this server needs a role or group you do not have");
+        proxy_call_free(call);
+        return;
+    }
     enum http_method m = http_request_method(req);
     if (b->kind == BINDING_LEGACY_SSE) {
         if (route->kind != GW_UPSTREAM_STDIO) {
@@ -220,6 +314,9 @@ static void on_authed(struct http_request *req, const struct mg_principal *princ
             sid = http_params_get(&params, "session_id");
         if (body == NULL) {
             proxy_reply_rpc_error(req, 400, NULL, JSONRPC_PARSE_ERROR, "parse error");
+            proxy_call_free(call);
+        } else if (refused_by_policy(call, body)) {
+            json_decref(body);
             proxy_call_free(call);
         } else {
             session_handle_legacy_post(call, sid, body);

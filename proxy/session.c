@@ -37,6 +37,7 @@
 #include "gateway/log.h"
 #include "oauth/tokens.h"
 #include "proxy/jsonrpc.h"
+#include "proxy/policy.h"
 #include "proxy/proxy_int.h"
 #include "proxy/stdio.h"
 #include "store/store.h"
@@ -54,6 +55,7 @@ struct pending {
     json_t *id;                   /* owned copy, for errors we synthesize */
     char *progress_key;           /* owned, may be NULL */
     char *method;                 /* owned */
+    struct mg_principal *principal; /* owned: who asked (list results are filtered for them) */
     struct proxy_stream *stream;  /* borrowed */
     struct pending *next;         /* owned list */
 };
@@ -331,6 +333,7 @@ static void pending_free(struct pending *p)
     json_decref(p->id);
     free(p->progress_key);
     free(p->method);
+    mg_principal_free(p->principal);
     free(p);
 }
 
@@ -372,6 +375,17 @@ static void remember_protocol(struct proxy_session *s, const struct pending *p, 
     }
 }
 
+/* List results are filtered for the caller; returns new text (owned) or NULL. */
+static char *filter_response(struct proxy_session *s, const struct pending *p, json_t *msg)
+{
+    const struct gw_route_config *route = gw_config_route_by_name(s->proxy->cfg, s->route_name);
+    if (route == NULL || p->principal == NULL || strstr(p->method, "/list") == NULL)
+        return NULL;
+    if (policy_filter_list(msg, p->method, route, p->principal) == 0)
+        return NULL;
+    return jsonrpc_dump(msg);
+}
+
 static void route_message(struct proxy_session *s, json_t *msg, const char *text)
 {
     enum jsonrpc_kind kind = jsonrpc_classify(msg);
@@ -385,12 +399,16 @@ static void route_message(struct proxy_session *s, json_t *msg, const char *text
             return;
         }
         remember_protocol(s, p, msg);
+        char *filtered = filter_response(s, p, msg);
+        if (filtered)
+            text = filtered;
         struct proxy_stream *st = s->legacy_sse ? &s->get : p->stream;
         if (st == &s->get)
             stream_event(st, text);
         else
             stream_response(st, msg, text);
         pending_free(p);
+        free(filtered);
         if (session_is_idle(s))
             touch(s);
         return;
@@ -631,9 +649,11 @@ static int send_to_child(struct proxy_session *s, json_t *msg)
     return rc;
 }
 
-static void add_pending(struct proxy_session *s, struct proxy_stream *st, json_t *msg)
+static void add_pending(struct proxy_session *s, struct proxy_stream *st, json_t *msg,
+                        const struct mg_principal *who)
 {
     struct pending *p = xcalloc(1, sizeof(*p));
+    p->principal = who ? mg_principal_dup(who) : NULL;
     p->id = json_deep_copy(json_object_get(msg, "id"));
     p->id_key = jsonrpc_id_key(p->id);
     p->method = xstrdup(jsonrpc_method(msg));
@@ -722,7 +742,7 @@ static void post_messages(struct proxy_call *call, struct proxy_session *s, json
         json_t *m = batch ? json_array_get(body, i) : body;
         enum jsonrpc_kind kind = jsonrpc_classify(m);
         if (kind == JSONRPC_REQUEST)
-            add_pending(s, st, m);
+            add_pending(s, st, m, call->principal);
         const char *method = jsonrpc_method(m);
         if (kind == JSONRPC_NOTIFICATION && method &&
             strcmp(method, "notifications/cancelled") == 0)
@@ -939,7 +959,7 @@ void session_handle_legacy_post(struct proxy_call *call, const char *session_id,
                               "batches are not part of the 2024-11-05 transport");
     } else {
         if (jsonrpc_classify(body) == JSONRPC_REQUEST)
-            add_pending(s, &s->get, body);
+            add_pending(s, &s->get, body, call->principal);
         if (send_to_child(s, body) < 0)
             session_end(s, "the upstream process stopped reading its input", true);
         http_reply_empty(call->req, 202);
