@@ -12,8 +12,10 @@
 #include <time.h>
 
 #include <event2/event.h>
+#include <jansson.h>
 
 #include "common/httpc.h"
+#include "common/jws.h"
 #include "common/xalloc.h"
 #include "gateway/health.h"
 #include "gateway/http.h"
@@ -39,6 +41,8 @@ struct gw_app {
     struct idp_client *idp;           /* owned; NULL without an idp section */
     struct oauth_server *oauth;       /* owned */
     struct proxy *proxy;              /* owned */
+    struct jws_key *sign_key;         /* owned; NULL: no identity assertions */
+    struct jws_key *previous_key;     /* owned; published in the JWKS only */
     bool stopping_children;
     struct event *signals[3];         /* owned: TERM, INT, HUP */
     struct event *drain_timer;        /* owned */
@@ -97,6 +101,8 @@ static void on_metrics(struct http_request *req, void *arg)
 
 /* ---- building the servers ------------------------------------------ */
 
+static void on_jwks(struct http_request *req, void *arg);
+
 static void http_options_from(const struct gw_config *cfg, struct http_server_options *o)
 {
     memset(o, 0, sizeof(*o));
@@ -142,6 +148,11 @@ static int open_servers(struct gw_app *app, char **err_out)
     if (gw_health_register(app->health, app->http) < 0 ||
         oauth_server_register_routes(app->oauth, app->http) < 0 ||
         proxy_register_routes(app->proxy, app->http) < 0) {
+        *err_out = xstrdup("cannot register the endpoints");
+        return -EINVAL;
+    }
+    struct http_route_options jo = {.flags = HTTP_ROUTE_CORS, .label = "/.well-known/jwks.json"};
+    if (http_route_add(app->http, "/.well-known/jwks.json", HTTP_GET, on_jwks, app, &jo) < 0) {
         *err_out = xstrdup("cannot register the endpoints");
         return -EINVAL;
     }
@@ -192,6 +203,44 @@ static int open_oauth(struct gw_app *app, char **err_out)
     return 0;
 }
 
+/* Identity keys: the current one signs, the previous one stays in the JWKS
+ * so assertions signed just before a rotation still verify. */
+static int load_identity_keys(const struct gw_config *cfg, struct jws_key **cur,
+                              struct jws_key **prev, char **err_out)
+{
+    *cur = *prev = NULL;
+    if (cfg->identity.signing_key_file == NULL)
+        return 0;
+    *cur = jws_key_load(cfg->identity.signing_key_file, err_out);
+    if (*cur == NULL)
+        return -EINVAL;
+    if (cfg->identity.previous_key_file) {
+        *prev = jws_key_load(cfg->identity.previous_key_file, err_out);
+        if (*prev == NULL) {
+            jws_key_free(*cur);
+            *cur = NULL;
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+static void on_jwks(struct http_request *req, void *arg)
+{
+    struct gw_app *app = arg;
+    json_t *keys = json_array();
+    if (app->sign_key)
+        json_array_append_new(keys, jws_key_public_jwk(app->sign_key));
+    if (app->previous_key)
+        json_array_append_new(keys, jws_key_public_jwk(app->previous_key));
+    json_t *doc = json_pack("{s:o}", "keys", keys);
+    char *text = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    http_set_header(req, "Cache-Control", "public, max-age=300");
+    http_reply_json_text(req, 200, text);
+    free(text);
+}
+
 /* proxy/ and oauth/ never include each other: this shim joins them. */
 static void auth_route(void *arg, struct http_request *req, const struct gw_route_config *route,
                        proxy_authed_fn ok, void *ok_arg)
@@ -206,7 +255,8 @@ static void open_proxy(struct gw_app *app)
                               .store = app->store,
                               .httpc = app->httpc,
                               .auth = auth_route,
-                              .auth_arg = app};
+                              .auth_arg = app,
+                              .signer = app->sign_key};
     app->proxy = proxy_new(app->cfg, &deps);
 }
 
@@ -296,7 +346,21 @@ static void reload(struct gw_app *app)
         gw_config_errors_clear(&errs);
         return;
     }
+    struct jws_key *cur = NULL, *prev = NULL;
+    char *kerr = NULL;
+    if (load_identity_keys(fresh, &cur, &prev, &kerr) < 0) {
+        gw_log(GW_LOG_ERROR, "app", NULL, "reload failed: keeping the running configuration",
+               "error", kerr, NULL);
+        free(kerr);
+        gw_config_free(fresh);
+        return;
+    }
     warn_restart_needed(app->cfg, fresh);
+    proxy_set_signer(app->proxy, cur);
+    jws_key_free(app->sign_key);
+    jws_key_free(app->previous_key);
+    app->sign_key = cur;
+    app->previous_key = prev;
     struct gw_config *old = app->cfg;
     app->cfg = fresh;
     struct http_server_options o;
@@ -349,7 +413,8 @@ struct gw_app *gw_app_new(struct gw_config *cfg, const struct gw_app_options *op
     }
     app->metrics = gw_metrics_new();
     app->drain_timer = evtimer_new(app->base, drain_check, app);
-    if (open_store(app, err_out) < 0 || open_oauth(app, err_out) < 0)
+    if (load_identity_keys(cfg, &app->sign_key, &app->previous_key, err_out) < 0 ||
+        open_store(app, err_out) < 0 || open_oauth(app, err_out) < 0)
         goto fail;
     open_proxy(app);
     if (open_servers(app, err_out) < 0)
@@ -390,6 +455,8 @@ void gw_app_free(struct gw_app *app)
     http_server_free(app->http);
     gw_health_free(app->health);
     gw_metrics_free(app->metrics);
+    jws_key_free(app->sign_key);
+    jws_key_free(app->previous_key);
     gw_config_free(app->cfg);
     if (app->base)
         event_base_free(app->base);

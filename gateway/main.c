@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/jws.h"
 #include "gateway/app.h"
 #include "gateway/config.h"
 #include "gateway/log.h"
@@ -19,6 +20,7 @@ static void print_usage(FILE *out)
     fprintf(out,
             "usage: mcpgate -c FILE [--log-level LEVEL]   run the gateway\n"
             "       mcpgate check-config FILE             validate FILE, print a summary\n"
+            "       mcpgate keygen FILE                   write a new ES256 identity signing key\n"
             "       mcpgate --version | --help\n"
             "\n"
             "options:\n"
@@ -52,6 +54,29 @@ static int cmd_check_config(int argc, char **argv)
     }
     gw_config_print_summary(cfg, stdout);
     gw_config_free(cfg);
+    return 0;
+}
+
+static int cmd_keygen(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: mcpgate keygen FILE\n");
+        return EXIT_USAGE;
+    }
+    char *err = NULL;
+    if (jws_keygen(argv[1], &err) < 0) {
+        fprintf(stderr, "mcpgate: %s\n", err);
+        free(err);
+        return 1;
+    }
+    struct jws_key *k = jws_key_load(argv[1], &err);
+    if (k == NULL) {
+        fprintf(stderr, "mcpgate: %s\n", err);
+        free(err);
+        return 1;
+    }
+    printf("wrote %s (ES256, kid %s)\n", argv[1], jws_key_id(k));
+    jws_key_free(k);
     return 0;
 }
 
@@ -111,5 +136,7 @@ int main(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "check-config") == 0)
         return cmd_check_config(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "keygen") == 0)
+        return cmd_keygen(argc - 1, argv + 1);
     return cmd_serve(argc, argv);
 }

@@ -244,6 +244,11 @@ static size_t build_headers(struct proxy_call *call, struct httpc_header *h, siz
         if (p->client_id)
             h[n++] = (struct httpc_header){"X-MCP-Client-Id", p->client_id};
     }
+    char *jwt = identity_jwt(call->proxy, call->route, p);
+    if (jwt) {
+        owned[(*n_owned)++] = jwt;
+        h[n++] = (struct httpc_header){"X-MCP-Identity", jwt};
+    }
     return n;
 }
 
@@ -271,9 +276,9 @@ void http_upstream_handle(struct proxy_call *call, json_t *body)
         json_decref(body);
     }
     struct httpc_header headers[20];
-    char *owned[4];
+    char *owned[5];
     size_t n_owned = 0;
-    size_t n = build_headers(call, headers, 12, owned, &n_owned);
+    size_t n = build_headers(call, headers, 8, owned, &n_owned);
     const struct gw_http_upstream *hu = &call->route->http;
     enum http_method m = http_request_method(req);
     struct httpc_request r = {

@@ -8,9 +8,15 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "common/jws.h"
+#include "common/rand.h"
 #include "common/xalloc.h"
+#include "proxy/jsonrpc.h"
 #include "proxy/proxy_int.h"
+
+#define IDENTITY_JWT_MAX_TTL_S 300
 
 struct env_builder {
     char **items; /* owned, NULL-terminated */
@@ -40,7 +46,8 @@ static void env_set_list(struct env_builder *b, const char *name, const struct m
     free(joined);
 }
 
-char **identity_child_env(const struct gw_route_config *route, const struct mg_principal *p)
+char **identity_child_env(const struct proxy *proxy, const struct gw_route_config *route,
+                          const struct mg_principal *p)
 {
     struct env_builder b = {xcalloc(1, sizeof(char *)), 0};
     const struct gw_stdio_upstream *st = &route->stdio;
@@ -60,6 +67,11 @@ char **identity_child_env(const struct gw_route_config *route, const struct mg_p
         env_set_list(&b, "MCP_SCOPES", &p->scopes, " ");
         env_set(&b, "MCP_CLIENT_ID", p->client_id ? p->client_id : "");
     }
+    char *jwt = p ? identity_jwt(proxy, route, p) : NULL;
+    if (jwt) {
+        env_set(&b, "MCP_IDENTITY_JWT", jwt);
+        free(jwt);
+    }
     return b.items;
 }
 
@@ -68,4 +80,84 @@ void identity_env_free(char **env)
     for (char **e = env; e && *e; e++)
         free(*e);
     free(env);
+}
+
+static json_t *list_json(const struct mg_string_list *l)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < l->len; i++)
+        json_array_append_new(a, json_string(l->items[i]));
+    return a;
+}
+
+/* The claims every form of the identity carries. */
+static json_t *principal_claims(const struct mg_principal *p)
+{
+    char *scope = mg_string_list_join(&p->scopes, " ");
+    json_t *o = json_pack("{s:s, s:o, s:o, s:s}", "sub", p->subject, "roles",
+                          list_json(&p->roles), "groups", list_json(&p->groups), "scope", scope);
+    free(scope);
+    if (p->username || p->name)
+        json_object_set_new(o, "name", json_string(p->username ? p->username : p->name));
+    if (p->email)
+        json_object_set_new(o, "email", json_string(p->email));
+    if (p->client_id)
+        json_object_set_new(o, "client_id", json_string(p->client_id));
+    return o;
+}
+
+char *identity_jwt(const struct proxy *proxy, const struct gw_route_config *route,
+                   const struct mg_principal *p)
+{
+    if (proxy->signer == NULL || !route->identity.jwt || p == NULL)
+        return NULL;
+    uint64_t ttl = proxy->cfg->identity.jwt_ttl_ms / 1000;
+    if (ttl == 0 || ttl > IDENTITY_JWT_MAX_TTL_S)
+        ttl = IDENTITY_JWT_MAX_TTL_S;
+    time_t now = time(NULL);
+    char jti[33];
+    rand_hex(jti, 16);
+    json_t *claims = principal_claims(p);
+    json_object_set_new(claims, "iss", json_string(proxy->cfg->server.public_url));
+    json_object_set_new(claims, "aud", json_string(route->resource_url));
+    json_object_set_new(claims, "iat", json_integer((json_int_t)now));
+    json_object_set_new(claims, "exp", json_integer((json_int_t)(now + (time_t)ttl)));
+    json_object_set_new(claims, "jti", json_string(jti));
+    char *jwt = jws_sign(proxy->signer, claims);
+    json_decref(claims);
+    return jwt;
+}
+
+static void inject_one(json_t *msg, const struct mg_principal *p)
+{
+    if (jsonrpc_classify(msg) != JSONRPC_REQUEST)
+        return;
+    json_t *params = json_object_get(msg, "params");
+    if (params == NULL) {
+        params = json_object();
+        json_object_set_new(msg, "params", params);
+    }
+    if (!json_is_object(params))
+        return;
+    json_t *meta = json_object_get(params, "_meta");
+    if (meta == NULL) {
+        meta = json_object();
+        json_object_set_new(params, "_meta", meta);
+    }
+    if (json_is_object(meta))
+        json_object_set_new(meta, "io.mcpgate/principal", principal_claims(p));
+}
+
+void identity_inject_meta(json_t *body, const struct mg_principal *p)
+{
+    if (json_is_array(body)) {
+        size_t i;
+        json_t *m;
+        json_array_foreach(body, i, m)
+        {
+            inject_one(m, p);
+        }
+    } else {
+        inject_one(body, p);
+    }
 }

@@ -22,6 +22,7 @@ struct http_request;
 struct httpc;
 struct store;
 struct proxy;
+struct jws_key;
 
 /* Continue a request with its authenticated principal (borrowed for the call). */
 typedef void (*proxy_authed_fn)(struct http_request *req, const struct mg_principal *p,
@@ -37,6 +38,7 @@ struct proxy_deps {
     struct httpc *httpc;     /* borrowed */
     proxy_auth_fn auth;
     void *auth_arg;          /* borrowed */
+    const struct jws_key *signer; /* borrowed; NULL: no identity assertions */
 };
 
 struct proxy *proxy_new(const struct gw_config *cfg, const struct proxy_deps *deps);
@@ -44,6 +46,8 @@ struct proxy *proxy_new(const struct gw_config *cfg, const struct proxy_deps *de
 void proxy_free(struct proxy *p);
 /* New config (borrowed): new requests see it; running sessions keep their route's command. */
 void proxy_set_config(struct proxy *p, const struct gw_config *cfg);
+/* A new identity signing key (borrowed), after a reload; NULL turns assertions off. */
+void proxy_set_signer(struct proxy *p, const struct jws_key *signer);
 /* Registers the MCP endpoint (and <path>/sse, <path>/messages) of every route. */
 int proxy_register_routes(struct proxy *p, struct http_server *http);
 /* Draining begins: end the long-lived GET streams (clients reconnect elsewhere);

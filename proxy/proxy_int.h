@@ -28,6 +28,7 @@ struct proxy {
     struct httpc *httpc;         /* borrowed */
     proxy_auth_fn auth;
     void *auth_arg;              /* borrowed */
+    const struct jws_key *signer; /* borrowed, may be NULL */
     struct proxy_session *sessions[PROXY_SESSION_BUCKETS]; /* live sessions, owned */
     struct proxy_session *ended; /* ended sessions waiting for their child to be reaped */
     size_t n_sessions;
@@ -67,8 +68,14 @@ void sessions_free_all(struct proxy *p);
 
 /* The child's whole environment for ROUTE and P: NULL-terminated, owned (free with
  * identity_env_free). Route env, then the passthrough names, then MCP_USER_*. */
-char **identity_child_env(const struct gw_route_config *route, const struct mg_principal *p);
+char **identity_child_env(const struct proxy *proxy, const struct gw_route_config *route,
+                          const struct mg_principal *p);
 void identity_env_free(char **env);
+/* The signed identity assertion for ROUTE (owned), or NULL when none is configured. */
+char *identity_jwt(const struct proxy *proxy, const struct gw_route_config *route,
+                   const struct mg_principal *p);
+/* params._meta["io.mcpgate/principal"] on every request of BODY (a client's value is replaced). */
+void identity_inject_meta(json_t *body, const struct mg_principal *p);
 
 /* ---- http_upstream.c --------------------------------------------------------- */
 

@@ -248,6 +248,8 @@ static void mcp_post(struct proxy_call *call)
         proxy_call_free(call);
         return;
     }
+    if (call->route->identity.meta)
+        identity_inject_meta(body, call->principal);
     if (call->route->kind == GW_UPSTREAM_STDIO)
         session_handle_post(call, body);
     else
@@ -319,6 +321,8 @@ static void on_authed(struct http_request *req, const struct mg_principal *princ
             json_decref(body);
             proxy_call_free(call);
         } else {
+            if (route->identity.meta)
+                identity_inject_meta(body, call->principal);
             session_handle_legacy_post(call, sid, body);
         }
         http_params_clear(&params);
@@ -374,7 +378,13 @@ struct proxy *proxy_new(const struct gw_config *cfg, const struct proxy_deps *de
     p->httpc = deps->httpc;
     p->auth = deps->auth;
     p->auth_arg = deps->auth_arg;
+    p->signer = deps->signer;
     return p;
+}
+
+void proxy_set_signer(struct proxy *p, const struct jws_key *signer)
+{
+    p->signer = signer;
 }
 
 void proxy_set_config(struct proxy *p, const struct gw_config *cfg)

@@ -579,7 +579,7 @@ static struct proxy_session *session_new(struct proxy_call *call, bool legacy, i
     s->idle_timeout_ms = r->stdio.idle_timeout_ms;
     s->idle_timer = evtimer_new(p->base, on_idle, s);
 
-    char **env = identity_child_env(r, call->principal);
+    char **env = identity_child_env(p, r, call->principal);
     struct stdio_spawn_options o = {
         .argv = (const char *const *)r->stdio.command.items,
         .env = (const char *const *)env,
