@@ -580,8 +580,12 @@ static struct proxy_session *session_new(struct proxy_call *call, bool legacy, i
     s->idle_timer = evtimer_new(p->base, on_idle, s);
 
     char **env = identity_child_env(p, r, call->principal);
+    /* The config's lists are length-counted; posix_spawn wants a NULL end. */
+    const char **argv = xcalloc(r->stdio.command.len + 1, sizeof(*argv));
+    for (size_t i = 0; i < r->stdio.command.len; i++)
+        argv[i] = r->stdio.command.items[i];
     struct stdio_spawn_options o = {
-        .argv = (const char *const *)r->stdio.command.items,
+        .argv = argv,
         .env = (const char *const *)env,
         .cwd = r->stdio.cwd,
         .log_tag = s->id,
@@ -596,6 +600,7 @@ static struct proxy_session *session_new(struct proxy_call *call, bool legacy, i
     char *err = NULL;
     s->child = stdio_spawn(p->base, &o, &cbs, s, &err);
     identity_env_free(env);
+    free(argv);
     if (s->child == NULL) {
         gw_log(GW_LOG_ERROR, "proxy", http_request_id(call->req), "cannot start the upstream",
                "route", r->name, "error", err, NULL);
