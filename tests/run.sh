@@ -82,11 +82,24 @@ all | unit) run_unit ;;
 esac
 case "$what" in
 all | integration)
-    if [ -d tests/node_modules ] || [ ! -f tests/package.json ]; then :; else
-        (cd tests && npm ci --silent --no-audit --no-fund >/dev/null 2>&1 ||
-            npm install --silent --no-audit --no-fund >/dev/null 2>&1)
-    fi
+    # Each directory with a package.json gets its locked npm dependencies once.
+    for d in tests/idp tests/e2e tests/conformance; do
+        [ -f "$d/package.json" ] || continue
+        [ -d "$d/node_modules" ] && [ "$d/node_modules" -nt "$d/package-lock.json" ] && continue
+        echo "npm: installing $d"
+        if ! (cd "$d" && npm ci --no-audit --no-fund --loglevel=error >"$logdir/npm-$(basename "$d").log" 2>&1); then
+            echo "FAIL npm ci in $d (see $logdir/npm-$(basename "$d").log)"
+            failed=$((failed + 1))
+            failed_names="$failed_names npm:$d"
+        fi
+    done
     run_node tests/integration
+    if [ -f tests/e2e/setup.mjs ] && ! node tests/e2e/setup.mjs >"$logdir/e2e-setup.log" 2>&1; then
+        echo "FAIL e2e setup (see $logdir/e2e-setup.log)"
+        tail -n 20 "$logdir/e2e-setup.log" | sed 's/^/    /'
+        failed=$((failed + 1))
+        failed_names="$failed_names e2e-setup"
+    fi
     run_node tests/e2e
     ;;
 esac
