@@ -35,7 +35,7 @@ HELPER_BINS := $(HELPER_SRCS:tests/integration/%.c=$(BUILD)/san/helpers/%)
 .PHONY: all test unit integration demo bench install clean fmt fmt-check help deps \
         san-binary fuzz
 
-all: mcpgate ## Build the mcpgate binary (release flags)
+all: mcpgate $(BUILD)/rel/examples/whoami-server ## Build mcpgate and the example server (release flags)
 
 mcpgate: $(BUILD)/rel/mcpgate
 	cp $< $@
@@ -54,7 +54,7 @@ $(BUILD)/rel/%.o: %.c $(HDRS) Makefile
 
 # --- sanitizer build used by every test ---------------------------------
 
-san-binary: $(BUILD)/san/mcpgate
+san-binary: $(BUILD)/san/mcpgate $(BUILD)/san/examples/whoami-server
 
 $(BUILD)/san/mcpgate: $(BUILD)/san/gateway/main.o $(BUILD)/san/libmcpgate.a
 	$(CC) $(TEST_CFLAGS) -o $@ $^ $(PKG_LIBS) -lm
@@ -79,6 +79,26 @@ $(BUILD)/san/helpers/%: tests/integration/%.c $(BUILD)/san/libmcpgate.a
 	$(CC) $(TEST_CFLAGS) $(DEFS) $(PKG_CFLAGS) -o $@ $< $(BUILD)/san/libmcpgate.a \
 	    $(PKG_LIBS) -lm
 
+# --- examples: standalone programs, jansson only ------------------------
+
+WHOAMI_SRCS := $(sort $(wildcard examples/whoami-server/*.c))
+WHOAMI_DEPS := $(WHOAMI_SRCS) $(wildcard examples/whoami-server/*.h) Makefile
+JANSSON_CFLAGS = $(shell pkg-config --cflags jansson 2>/dev/null)
+JANSSON_LIBS   = $(shell pkg-config --libs jansson 2>/dev/null)
+
+$(BUILD)/rel/examples/whoami-server: $(WHOAMI_DEPS)
+	@mkdir -p $(dir $@)
+	@echo "  CCLD    $@"
+	$(Q)$(CC) $(REL_CFLAGS) $(DEFS) $(JANSSON_CFLAGS) -o $@ $(WHOAMI_SRCS) $(JANSSON_LIBS)
+
+$(BUILD)/san/examples/whoami-server: $(WHOAMI_DEPS)
+	@mkdir -p $(dir $@)
+	@echo "  CCLD san $@"
+	$(Q)$(CC) $(TEST_CFLAGS) $(DEFS) $(JANSSON_CFLAGS) -o $@ $(WHOAMI_SRCS) $(JANSSON_LIBS)
+
+# test_whoami.c includes the example's sources.
+$(BUILD)/san/tests/test_whoami: $(WHOAMI_DEPS)
+
 deps: ## Install the Debian packages the build, tests and demo need (idempotent)
 	@sh scripts/deps.sh
 
@@ -88,7 +108,7 @@ test: deps ## Run the whole suite under ASan/UBSan; ends with "N passed, N faile
 	@$(MAKE) --no-print-directory san-binary unit $(HELPER_BINS)
 	@BUILD=$(BUILD) sh tests/run.sh
 
-demo: deps mcpgate ## Start redis, the demo IdP, an upstream and mcpgate; Ctrl-C stops all
+demo: deps all ## Start redis, the demo IdP, an upstream and mcpgate; Ctrl-C stops all
 	@sh scripts/demo.sh
 
 bench: deps mcpgate ## Load benchmarks, side by side with peers
