@@ -1,22 +1,37 @@
 /*
- * httpc: libcurl's multi-socket interface on the caller's libevent loop.
+ * httpc: outbound HTTP on the gateway's event loop, libcurl's multi-socket
+ * interface driven by libevent (see httpc.h for the caller's contract).
  *
- * Owns one CURLM, an event per socket libcurl watches, one timer, and every
- * call until its final callback. The shape follows one rule: no user
- * callback runs inside libcurl. libcurl's own callbacks (write, header,
- * socket, timer) only record what happened; a deferred "kick" event then
- * delivers headers, data and completions from the loop. So a user callback
- * may cancel, start or free anything (libcurl forbids most curl_* calls from
- * inside its callbacks), and nothing is ever reported synchronously.
+ * What it owns. A struct httpc owns one CURLM (so connections are reused
+ * across calls), one libevent timer (the single timeout libcurl asks for),
+ * one libevent event per socket libcurl watches, one "kick" event for
+ * deferred work, and every struct httpc_call until the call ends. A call owns
+ * its easy handle, its parsed URL, the copied request body and headers, and
+ * the response head and (buffered mode) body.
  *
- * Backpressure: data waits in a small per-call buffer; while the user has
- * paused (or the buffer is full) the write callback answers
- * CURL_WRITEFUNC_PAUSE, so libcurl stops reading the socket and keeps the
- * chunk until curl_easy_pause(CURLPAUSE_CONT), which we call from the kick.
+ * Why it is shaped so. libcurl refuses most curl_multi_* calls from inside
+ * its own callbacks (CURLM_RECURSIVE_API_CALL) and the caller may do anything
+ * from inside ours: start a request, cancel one, free the client. So:
+ *  - every user callback is reached from a libevent callback of ours (an
+ *    "entry point"), never from inside an httpc_* function: starting a call,
+ *    reporting early failures and lifting a pause all go through the kick
+ *    (a zero-timeout timer, so a caller that retries in a loop cannot starve
+ *    the loop's I/O);
+ *  - c->in_curl is non-zero while libcurl is on the stack; a cancel then only
+ *    marks the call (our curl callbacks answer "abort") and queues it, and the
+ *    kick removes its handle once libcurl has returned;
+ *  - c->depth counts our entry points on the stack; httpc_free() inside one
+ *    cancels everything at once and the outermost entry point frees memory;
+ *  - finished transfers are collected with curl_multi_info_read() only after
+ *    curl_multi_socket_action() returned, then removed, then reported.
  */
 #include "common/httpc.h"
 
-#include <errno.h>
+#include <arpa/inet.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,79 +45,222 @@
 #include "common/xalloc.h"
 #include "gateway/log.h"
 
-#define STREAM_BUFFER_BYTES (256u * 1024u) /* per call, before libcurl is paused */
+#if LIBCURL_VERSION_NUM < 0x075500
+#error "libcurl 7.85 or newer is required (CURLOPT_PROTOCOLS_STR)"
+#endif
 
-struct httpc_hdr {
-    char *name;  /* owned */
-    char *value; /* owned */
+#ifdef MCPGATE_VERSION
+#define HTTPC_USER_AGENT "mcpgate/" MCPGATE_VERSION
+#else
+#define HTTPC_USER_AGENT "mcpgate"
+#endif
+
+/* libcurl's connect timeout when CURLOPT_CONNECTTIMEOUT_MS is 0 (CURL_TIMEOUT_DEFAULT). */
+#define HTTPC_CURL_DEFAULT_CONNECT_MS 300000u
+
+/* ---- intrusive lists ------------------------------------------------------ */
+
+/* Circular, with the head embedded in the owner: unlinking needs no head pointer. */
+struct httpc_link {
+    struct httpc_link *prev; /* borrowed */
+    struct httpc_link *next; /* borrowed */
 };
 
-struct httpc_call {
-    struct httpc *c;          /* borrowed */
-    CURL *easy;               /* owned; NULL before start or after removal */
-    struct curl_slist *slist; /* owned */
-    char *body;               /* owned copy of the request body */
-    char *url;                /* owned */
-    char *method;             /* owned */
-    char *host_port;          /* owned: for error messages */
-    bool streaming;
-    httpc_done_fn done;
-    struct httpc_stream_callbacks cbs;
-    void *arg;                /* borrowed */
-    uint64_t max_bytes;
-    uint64_t timeout_ms, connect_timeout_ms, idle_ms;
-    struct strbuf data;       /* buffered: the body; streamed: not yet delivered */
-    struct httpc_hdr *hdrs;   /* owned: the final response head */
-    size_t n_hdrs;
-    size_t hdr_bytes;
-    long status;
-    bool head_complete;       /* a final (non-1xx) head arrived */
-    bool body_started;        /* header lines after this are trailers */
-    bool pending_start;       /* handed to libcurl from the loop, not inside httpc_fetch */
-    struct timespec started;
-    bool headers_delivered;
-    bool user_paused;
-    bool curl_paused;
-    bool finished;            /* the transfer is over (result or error set) */
-    bool cancelled;
-    bool in_todo;
-    bool logged;
-    char *error;              /* owned: why it failed, NULL on success */
-    struct event *idle;       /* owned: no-data timer */
-    char errbuf[CURL_ERROR_SIZE];
-    struct httpc_call *prev, *next;           /* in c->calls */
-    struct httpc_call *todo_next;             /* in c->todo */
-};
+#define HTTPC_CONTAINER(ptr, type, field) ((type *)(void *)((char *)(ptr)-offsetof(type, field)))
 
-struct sock {
-    struct httpc *c;   /* borrowed */
-    curl_socket_t fd;
-    struct event *ev;  /* owned */
-    struct sock *prev, *next; /* in c->socks */
-};
+static void link_init(struct httpc_link *l)
+{
+    l->prev = l->next = l;
+}
+
+static bool link_linked(const struct httpc_link *l)
+{
+    return l->next != l;
+}
+
+static void link_add_tail(struct httpc_link *head, struct httpc_link *l)
+{
+    l->prev = head->prev;
+    l->next = head;
+    head->prev->next = l;
+    head->prev = l;
+}
+
+static void link_remove(struct httpc_link *l)
+{
+    l->prev->next = l->next;
+    l->next->prev = l->prev;
+    link_init(l);
+}
+
+/* ---- types ---------------------------------------------------------------- */
 
 struct httpc {
-    struct event_base *base;  /* borrowed */
-    CURLM *multi;             /* owned */
-    struct event *timer;      /* owned */
-    struct event *kick;       /* owned */
-    struct httpc_call *calls; /* every live call */
-    struct httpc_call *todo;  /* calls with something to deliver */
-    struct httpc_call *current; /* the call whose callback is running */
-    struct sock *socks;       /* owned: sockets libcurl asked us to watch */
-    bool dispatching;
-    bool free_requested;
+    struct event_base *base; /* borrowed; outlives the client */
+    CURLM *multi;            /* owned */
+    struct event *timer;     /* owned: the one timeout libcurl asks for */
+    struct event *kick;      /* owned: zero-timeout timer that runs c->todo */
+    struct httpc_link calls; /* every live call; owned through this list */
+    struct httpc_link todo;  /* calls with deferred work (a subset of calls) */
+    size_t n_todo;
+    struct httpc_link socks; /* every socket watcher; owned through this list */
+    unsigned depth;          /* entry points of ours on the stack */
+    unsigned in_curl;        /* > 0 while a libcurl function that calls back runs */
+    bool freeing;            /* httpc_free() ran inside a callback: free at depth 0 */
     struct httpc_stats stats;
 };
 
-static int curl_users;
+/* One socket libcurl asked us to watch (its socketp, via curl_multi_assign). */
+struct httpc_sock {
+    struct httpc *c;        /* borrowed */
+    struct httpc_link link; /* in c->socks */
+    struct event *ev;       /* owned */
+};
+
+struct httpc_call {
+    struct httpc *c;        /* borrowed: the owner */
+    struct httpc_link link; /* in c->calls */
+    struct httpc_link todo; /* in c->todo while deferred work waits */
+
+    /* the request, all owned; freed only after the easy handle that points at them */
+    CURL *easy;                     /* NULL when refused before libcurl saw it */
+    CURLU *url;                     /* given to libcurl as CURLOPT_CURLU: it connects to
+                                       exactly the host the policy checked */
+    struct curl_slist *req_headers; /* CURLOPT_HTTPHEADER */
+    char *req_body;                 /* CURLOPT_POSTFIELDS; wiped on free (client secrets) */
+    size_t req_body_len;
+    char *host;      /* as in the URL ("[::1]" for IPv6), for messages */
+    char *host_port; /* "host:port", for messages */
+    char method[16];
+
+    /* the caller's side */
+    bool streaming;
+    httpc_done_fn done;                /* buffered mode */
+    struct httpc_stream_callbacks scb; /* streamed mode */
+    void *arg;                         /* borrowed: the caller's */
+
+    /* limits */
+    uint64_t max_response_bytes;
+    uint64_t timeout_ms;
+    uint64_t connect_timeout_ms;
+    uint64_t idle_ms;   /* low_speed_timeout_ms */
+    struct event *idle; /* owned; NULL without idle_ms */
+
+    /* the response */
+    struct strbuf headers;        /* owned: "name\0value\0"… of the latest head; wiped on free */
+    struct strbuf body;           /* owned: buffered mode; wiped on free */
+    long status;                  /* of the latest status line */
+    size_t skip;                  /* bytes libcurl will hand over again after a pause */
+    char *error;                  /* owned: our own reason to fail; wins over libcurl's code */
+    char errbuf[CURL_ERROR_SIZE]; /* libcurl's detail (CURLOPT_ERRORBUFFER) */
+    uint64_t started_ms;
+    uint64_t last_byte_ms;
+
+    bool started;       /* handed to libcurl once */
+    bool attached;      /* in the multi handle now */
+    bool connected;     /* a connection was made or reused (CURLOPT_PREREQFUNCTION) */
+    bool head_done;     /* the final head is complete */
+    bool head_fired;    /* on_headers ran (or had nothing to run) */
+    bool paused;        /* on_data asked for HTTPC_PAUSE */
+    bool resume_wanted; /* httpc_resume() queued an unpause */
+    bool cancelled;     /* no callback may run any more */
+    bool in_callback;   /* a callback of this call is on the stack */
+    bool ending;        /* the final callback runs; call_end() frees afterwards */
+};
+
+static void call_free(struct httpc_call *call);
+static void call_end(struct httpc_call *call, CURLcode rc);
+
+/* ---- small helpers -------------------------------------------------------- */
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static struct timeval ms_to_tv(uint64_t ms)
+{
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    return tv;
+}
+
+static long clamp_long(uint64_t v)
+{
+    return v > (uint64_t)LONG_MAX ? LONG_MAX : (long)v;
+}
+
+/* libevent only fails these on OOM or a bad fd; like xmalloc, there is no way on. */
+static struct event *event_new_or_die(struct event_base *base, evutil_socket_t fd, short what,
+                                      event_callback_fn fn, void *arg)
+{
+    struct event *ev = event_new(base, fd, what, fn, arg);
+    if (ev == NULL) {
+        fprintf(stderr, "mcpgate: httpc: event_new failed\n");
+        abort();
+    }
+    return ev;
+}
+
+/* RFC 9110 §5.6.2 token characters. */
+static bool is_token(const char *s)
+{
+    if (*s == '\0')
+        return false;
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch <= 32 || ch >= 127 || strchr("\"(),/:;<=>?@[\\]{}", ch))
+            return false;
+    }
+    return true;
+}
+
+static bool is_loopback_host(const char *host)
+{
+    /* libcurl resolves "localhost" itself, to loopback, without DNS (7.78+). */
+    if (strcasecmp(host, "localhost") == 0)
+        return true;
+    struct in_addr a4;
+    if (inet_pton(AF_INET, host, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    size_t n = strlen(host);
+    char inner[INET6_ADDRSTRLEN];
+    if (n < 3 || host[0] != '[' || host[n - 1] != ']' || n - 2 >= sizeof(inner))
+        return false;
+    memcpy(inner, host + 1, n - 2);
+    inner[n - 2] = '\0';
+    struct in6_addr a6;
+    if (inet_pton(AF_INET6, inner, &a6) != 1)
+        return false; /* also zone ids ("fe80::1%25eth0"): not loopback */
+    if (IN6_IS_ADDR_LOOPBACK(&a6))
+        return true;
+    return IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127;
+}
+
+/* The shared libcurl state, set up by the first client and torn down by the last. */
+static unsigned curl_users;
 
 static char *curl_acquire(void)
 {
-    if (curl_users++ == 0 && curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        curl_users--;
-        return xstrdup("curl_global_init failed");
+    if (curl_users == 0) {
+        CURLcode rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+        if (rc != CURLE_OK)
+            return xasprintf("libcurl init failed: %s", curl_easy_strerror(rc));
+        const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
+        /* A synchronous resolver would block the whole loop on every DNS lookup (DESIGN §1). */
+        if (!(v->features & CURL_VERSION_ASYNCHDNS)) {
+            curl_global_cleanup();
+            return xasprintf("libcurl %s resolves names synchronously; mcpgate needs the "
+                             "threaded or c-ares resolver",
+                             v->version);
+        }
+        if (v->version_num < 0x075500) {
+            curl_global_cleanup();
+            return xasprintf("libcurl %s is too old (7.85 or newer needed)", v->version);
+        }
     }
+    curl_users++;
     return NULL;
 }
 
@@ -112,733 +270,820 @@ static void curl_release(void)
         curl_global_cleanup();
 }
 
-/* ---- bookkeeping ------------------------------------------------------------ */
+/* ---- logging (debug only; never headers or bodies) ------------------------- */
 
-static void schedule(struct httpc_call *call)
+/* scheme://host:port/path: no user info, no query (either may carry a secret). */
+static char *call_log_url(const struct httpc_call *call)
 {
-    struct httpc *c = call->c;
-    if (!call->in_todo) {
-        call->in_todo = true;
-        call->todo_next = NULL;
-        struct httpc_call **pp = &c->todo;
-        while (*pp)
-            pp = &(*pp)->todo_next;
-        *pp = call;
-    }
-    if (!c->dispatching)
-        event_active(c->kick, EV_TIMEOUT, 0);
+    char *scheme = NULL, *host = NULL, *path = NULL;
+    curl_url_get(call->url, CURLUPART_SCHEME, &scheme, 0);
+    curl_url_get(call->url, CURLUPART_HOST, &host, 0);
+    curl_url_get(call->url, CURLUPART_PATH, &path, 0);
+    char *out = xasprintf("%s://%s%s%s", scheme ? scheme : "?",
+                          call->host_port ? call->host_port : (host ? host : "?"),
+                          path && path[0] == '/' ? "" : "/", path ? path : "");
+    curl_free(scheme);
+    curl_free(host);
+    curl_free(path);
+    return out;
 }
 
-static void unschedule(struct httpc_call *call)
+static void log_call(const struct httpc_call *call, const char *msg, const char *error)
 {
-    if (!call->in_todo)
+    if (!gw_log_enabled(GW_LOG_DEBUG))
         return;
-    for (struct httpc_call **pp = &call->c->todo; *pp; pp = &(*pp)->todo_next) {
-        if (*pp == call) {
-            *pp = call->todo_next;
-            break;
-        }
+    struct gw_log_line *line = gw_log_begin(GW_LOG_DEBUG, "httpc", NULL, msg);
+    char *url = call->url ? call_log_url(call) : NULL;
+    gw_log_str(line, "method", call->method);
+    gw_log_str(line, "url", url);
+    gw_log_bool(line, "stream", call->streaming);
+    if (call->started && strcmp(msg, "request start") != 0) {
+        long status = 0;
+        curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &status);
+        gw_log_int(line, "status", status);
+        gw_log_int(line, "duration_ms", (int64_t)(now_ms() - call->started_ms));
     }
-    call->in_todo = false;
+    if (error)
+        gw_log_str(line, "error", error);
+    gw_log_end(line);
+    free(url);
 }
 
-static void detach_easy(struct httpc_call *call)
-{
-    if (call->easy) {
-        curl_multi_remove_handle(call->c->multi, call->easy);
-        curl_easy_cleanup(call->easy);
-        call->easy = NULL;
-    }
-    if (call->idle)
-        event_del(call->idle);
-}
+/* ---- the deferred-work queue ------------------------------------------------ */
 
-static void call_free(struct httpc_call *call)
+static void todo_push(struct httpc_call *call)
 {
     struct httpc *c = call->c;
-    detach_easy(call);
-    unschedule(call);
-    if (call->prev)
-        call->prev->next = call->next;
+    if (!link_linked(&call->todo)) {
+        link_add_tail(&c->todo, &call->todo);
+        c->n_todo++;
+    }
+    /* A zero timeout, not event_active(): libevent 2.1 would run an event
+     * activated from a callback in the same pass, so a caller retrying a
+     * refused request from its callback would spin without polling sockets. */
+    struct timeval zero = {0, 0};
+    evtimer_add(c->kick, &zero);
+}
+
+static void todo_unlink(struct httpc_call *call)
+{
+    if (link_linked(&call->todo)) {
+        link_remove(&call->todo);
+        call->c->n_todo--;
+    }
+}
+
+static struct httpc_call *todo_pop(struct httpc *c)
+{
+    if (!link_linked(&c->todo))
+        return NULL;
+    struct httpc_call *call = HTTPC_CONTAINER(c->todo.next, struct httpc_call, todo);
+    todo_unlink(call);
+    return call;
+}
+
+/* ---- entry points: every user callback runs below one of these ---------- */
+
+static void destroy(struct httpc *c);
+
+static void loop_enter(struct httpc *c)
+{
+    c->depth++;
+}
+
+/* The last thing an entry point does: C may be gone afterwards. */
+static void loop_leave(struct httpc *c)
+{
+    if (--c->depth == 0 && c->freeing)
+        destroy(c);
+}
+
+/* Removes the easy handle from the multi handle. Never while libcurl is on the stack. */
+static void call_detach(struct httpc_call *call)
+{
+    if (!call->attached)
+        return;
+    struct httpc *c = call->c;
+    long connects = 0;
+    if (curl_easy_getinfo(call->easy, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK && connects > 0)
+        c->stats.connections_opened += (uint64_t)connects;
+    curl_multi_remove_handle(c->multi, call->easy);
+    call->attached = false;
+    if (call->idle)
+        evtimer_del(call->idle);
+}
+
+/* Reports every transfer libcurl finished. Runs after libcurl returned, never inside it. */
+static void collect_done(struct httpc *c)
+{
+    CURLMsg *msg;
+    int left;
+    while (!c->freeing && (msg = curl_multi_info_read(c->multi, &left)) != NULL) {
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        CURLcode rc = msg->data.result; /* msg dies with the next multi call */
+        char *priv = NULL;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
+        struct httpc_call *call = (struct httpc_call *)(void *)priv;
+        call_detach(call);
+        if (call->cancelled)
+            call_free(call); /* cancelled inside a curl callback: its abort ended here */
+        else
+            call_end(call, rc);
+    }
+}
+
+static void drive(struct httpc *c, curl_socket_t fd, int ev_bitmask)
+{
+    int running = 0;
+    c->in_curl++;
+    CURLMcode mrc = curl_multi_socket_action(c->multi, fd, ev_bitmask, &running);
+    c->in_curl--;
+    if (mrc != CURLM_OK)
+        gw_log(GW_LOG_ERROR, "httpc", NULL, "curl_multi_socket_action failed", "error",
+               curl_multi_strerror(mrc), NULL);
+    collect_done(c);
+}
+
+static void on_socket_ready(evutil_socket_t fd, short what, void *arg)
+{
+    struct httpc_sock *sk = arg;
+    struct httpc *c = sk->c; /* sk may be freed inside drive() */
+    int mask = 0;
+    if (what & EV_READ)
+        mask |= CURL_CSELECT_IN;
+    if (what & EV_WRITE)
+        mask |= CURL_CSELECT_OUT;
+    loop_enter(c);
+    drive(c, fd, mask);
+    loop_leave(c);
+}
+
+static void on_curl_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct httpc *c = arg;
+    loop_enter(c);
+    drive(c, CURL_SOCKET_TIMEOUT, 0);
+    loop_leave(c);
+}
+
+/* ---- libcurl → libevent ------------------------------------------------- */
+
+static void sock_free(struct httpc_sock *sk)
+{
+    link_remove(&sk->link);
+    event_free(sk->ev);
+    free(sk);
+}
+
+/*
+ * CURLMOPT_SOCKETFUNCTION. REMOVE does not mean the socket closed: libcurl
+ * also drops its interest while a transfer is paused and comes back later
+ * with a fresh socketp of NULL, so a new watcher is made then.
+ */
+static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+    (void)easy;
+    struct httpc *c = userp;
+    struct httpc_sock *sk = socketp;
+    if (what == CURL_POLL_REMOVE) {
+        if (sk)
+            sock_free(sk);
+        return 0;
+    }
+    short kind = EV_PERSIST;
+    if (what & CURL_POLL_IN)
+        kind |= EV_READ;
+    if (what & CURL_POLL_OUT)
+        kind |= EV_WRITE;
+    if (sk == NULL) {
+        sk = xcalloc(1, sizeof(*sk));
+        sk->c = c;
+        sk->ev = event_new_or_die(c->base, fd, kind, on_socket_ready, sk);
+        link_add_tail(&c->socks, &sk->link);
+        curl_multi_assign(c->multi, fd, sk); /* allowed inside this callback */
+    } else {
+        event_del(sk->ev);
+        event_assign(sk->ev, c->base, fd, kind, on_socket_ready, sk);
+    }
+    if (kind & (EV_READ | EV_WRITE))
+        event_add(sk->ev, NULL);
+    return 0;
+}
+
+/* CURLMOPT_TIMERFUNCTION: only (re)arm our timer; socket_action must not run from here. */
+static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+    (void)multi;
+    struct httpc *c = userp;
+    if (timeout_ms < 0) {
+        evtimer_del(c->timer);
+    } else {
+        struct timeval tv = ms_to_tv((uint64_t)timeout_ms);
+        evtimer_add(c->timer, &tv);
+    }
+    return 0;
+}
+
+/* ---- per-call libcurl callbacks (libcurl is on the stack: no multi calls) -- */
+
+static void set_error(struct httpc_call *call, char *msg)
+{
+    if (call->error == NULL)
+        call->error = msg;
     else
-        c->calls = call->next;
-    if (call->next)
-        call->next->prev = call->prev;
-    c->stats.in_flight--;
-    curl_slist_free_all(call->slist);
-    free(call->body);
-    free(call->url);
-    free(call->method);
-    free(call->host_port);
-    strbuf_release(&call->data);
-    for (size_t i = 0; i < call->n_hdrs; i++) {
-        free(call->hdrs[i].name);
-        free(call->hdrs[i].value);
-    }
-    free(call->hdrs);
-    free(call->error);
-    if (call->idle)
-        event_free(call->idle);
-    free(call);
+        free(msg);
 }
 
-/* Ends the transfer with an error of our own (idle timer, limits). */
-static void fail(struct httpc_call *call, char *error)
+/* Runs on_headers once; false when the caller cancelled from inside it. */
+static bool fire_head(struct httpc_call *call)
 {
-    if (call->finished) {
-        free(error);
+    if (call->head_fired)
+        return !call->cancelled;
+    call->head_fired = true;
+    if (call->streaming && call->scb.on_headers) {
+        call->in_callback = true;
+        call->scb.on_headers(call, call->status, call->arg);
+        call->in_callback = false;
+    }
+    return !call->cancelled;
+}
+
+static long parse_status(const char *line, size_t len)
+{
+    const char *sp = memchr(line, ' ', len);
+    if (sp == NULL || (size_t)(sp - line) + 4 > len)
+        return 0;
+    long status = 0;
+    for (int i = 1; i <= 3; i++) {
+        char ch = sp[i];
+        if (ch < '0' || ch > '9')
+            return 0;
+        status = status * 10 + (ch - '0');
+    }
+    return status;
+}
+
+static void trim(const char **s, size_t *len)
+{
+    while (*len > 0 && (**s == ' ' || **s == '\t')) {
+        (*s)++;
+        (*len)--;
+    }
+    while (*len > 0 && ((*s)[*len - 1] == ' ' || (*s)[*len - 1] == '\t'))
+        (*len)--;
+}
+
+/* Stores one field line of the current head as "name\0value\0". */
+static void store_header_line(struct httpc_call *call, const char *line, size_t len)
+{
+    struct strbuf *h = &call->headers;
+    if (memchr(line, '\0', len))
+        return; /* would corrupt the NUL-separated store; nothing valid has one */
+    if (line[0] == ' ' || line[0] == '\t') {
+        /* obs-fold (RFC 9112 §5.2): join to the previous value with one space */
+        if (h->len == 0)
+            return;
+        trim(&line, &len);
+        h->len--; /* reopen the previous value: drop its separator */
+        strbuf_append(h, " ", 1);
+        strbuf_append(h, line, len);
+        strbuf_append(h, "", 1);
         return;
     }
-    call->finished = true;
-    call->error = error;
-    call->c->stats.requests_failed++;
-    detach_easy(call);
-    schedule(call);
-}
-
-/* ---- libcurl callbacks: record only ---------------------------------------- */
-
-static void arm_idle(struct httpc_call *call)
-{
-    if (call->idle == NULL || call->finished || call->curl_paused)
+    const char *colon = memchr(line, ':', len);
+    if (colon == NULL || colon == line)
         return;
-    struct timeval tv = {(time_t)(call->idle_ms / 1000), (suseconds_t)(call->idle_ms % 1000) * 1000};
-    event_add(call->idle, &tv);
+    const char *name = line, *value = colon + 1;
+    size_t name_len = (size_t)(colon - line), value_len = len - name_len - 1;
+    trim(&name, &name_len);
+    trim(&value, &value_len);
+    strbuf_append(h, name, name_len);
+    strbuf_append(h, "", 1);
+    strbuf_append(h, value, value_len);
+    strbuf_append(h, "", 1);
 }
 
+/* CURLOPT_HEADERFUNCTION: one line at a time, status lines of every head included. */
+static size_t on_curl_header(char *buf, size_t size, size_t nitems, void *arg)
+{
+    struct httpc_call *call = arg;
+    size_t total = size * nitems;
+    if (call->cancelled)
+        return 0; /* any other count than total aborts the transfer */
+    call->last_byte_ms = now_ms();
+    size_t len = total;
+    while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+        len--;
+    if (len >= 5 && memcmp(buf, "HTTP/", 5) == 0) {
+        /* A new head: "100 Continue" and "103 Early Hints" come before the final one,
+         * and only the final one is the response. */
+        strbuf_reset(&call->headers);
+        call->head_done = false;
+        call->status = parse_status(buf, len);
+        return total;
+    }
+    if (len == 0) {
+        if (call->status >= 200 && !call->head_done) {
+            call->head_done = true;
+            return fire_head(call) ? total : 0;
+        }
+        return total;
+    }
+    if (call->head_done)
+        return total; /* trailers after a chunked body: not part of the head */
+    if (call->headers.len + len + 2 > HTTPC_MAX_HEADER_BYTES) {
+        set_error(call, xasprintf("response headers too large (> %u bytes)",
+                                  (unsigned)HTTPC_MAX_HEADER_BYTES));
+        return 0;
+    }
+    store_header_line(call, buf, len);
+    return total;
+}
+
+/* CURLOPT_WRITEFUNCTION: body bytes, chunked framing already removed. */
+static size_t on_curl_body(char *data, size_t size, size_t nmemb, void *arg)
+{
+    struct httpc_call *call = arg;
+    size_t total = size * nmemb;
+    if (call->cancelled)
+        return 0;
+    call->last_byte_ms = now_ms();
+    /* Bytes the caller consumed before pausing come again first: drop them. */
+    size_t skip = call->skip < total ? call->skip : total;
+    call->skip -= skip;
+    const char *p = data + skip;
+    size_t len = total - skip;
+    if (!call->streaming) {
+        if ((uint64_t)call->body.len + len > call->max_response_bytes) {
+            set_error(call, xasprintf("response too large (> %" PRIu64 " bytes)",
+                                      call->max_response_bytes));
+            return 0;
+        }
+        strbuf_append(&call->body, p, len);
+        return total;
+    }
+    if (!call->head_done)
+        call->head_done = true; /* a body without a blank line first: cannot happen in HTTP/1.1 */
+    if (!fire_head(call))
+        return 0;
+    if (len == 0 || call->scb.on_data == NULL)
+        return total;
+    call->in_callback = true;
+    int action = call->scb.on_data(call, p, len, call->arg);
+    call->in_callback = false;
+    if (call->cancelled)
+        return 0;
+    if (action == HTTPC_PAUSE) {
+        /*
+         * libcurl keeps the whole chunk it passed (from its first byte, not from
+         * ours) and hands it over again on unpause (lib/sendf.c chop_write() →
+         * pausewrite()). The caller consumed it all, so drop that much then.
+         */
+        call->skip = total;
+        call->paused = true;
+        if (call->idle)
+            evtimer_del(call->idle); /* our choice to wait, not the server's slowness */
+        return CURL_WRITEFUNC_PAUSE;
+    }
+    return total;
+}
+
+/* CURLOPT_PREREQFUNCTION: a connection was made or reused; the request goes out now. */
+static int on_curl_prereq(void *arg, char *primary_ip, char *local_ip, int primary_port,
+                          int local_port)
+{
+    (void)primary_ip;
+    (void)local_ip;
+    (void)primary_port;
+    (void)local_port;
+    struct httpc_call *call = arg;
+    call->connected = true;
+    return CURL_PREREQFUNC_OK;
+}
+
+/* ---- ending a call ----------------------------------------------------------- */
+
+static bool is_tls_error(CURLcode rc)
+{
+    switch (rc) {
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_USE_SSL_FAILED:
+    case CURLE_SSL_ENGINE_INITFAILED:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_SHUTDOWN_FAILED:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_CLIENTCERT: return true;
+    default: return false;
+    }
+}
+
+/* One line for an operator, built from libcurl's code; NULL for success. Owned. */
+static char *describe_failure(struct httpc_call *call, CURLcode rc)
+{
+    const char *detail = call->errbuf[0] ? call->errbuf : curl_easy_strerror(rc);
+    const char *where = call->host_port ? call->host_port : "?";
+    switch (rc) {
+    case CURLE_OK: return NULL;
+    case CURLE_COULDNT_CONNECT: {
+        long os_errno = 0;
+        curl_easy_getinfo(call->easy, CURLINFO_OS_ERRNO, &os_errno);
+        return xasprintf("connect to %s failed: %s", where,
+                         os_errno ? strerror((int)os_errno) : detail);
+    }
+    case CURLE_OPERATION_TIMEDOUT: {
+        if (!call->connected) {
+            uint64_t limit =
+                call->connect_timeout_ms ? call->connect_timeout_ms : HTTPC_CURL_DEFAULT_CONNECT_MS;
+            if (call->timeout_ms && call->timeout_ms < limit)
+                limit = call->timeout_ms;
+            return xasprintf("connect to %s timed out after %" PRIu64 " ms", where, limit);
+        }
+        return xasprintf("timed out after %" PRIu64 " ms",
+                         call->timeout_ms ? call->timeout_ms : now_ms() - call->started_ms);
+    }
+    case CURLE_COULDNT_RESOLVE_HOST:
+        return xasprintf("resolve %s failed: %s", call->host ? call->host : "?", detail);
+    case CURLE_FILESIZE_EXCEEDED: /* CURLOPT_MAXFILESIZE_LARGE saw the Content-Length */
+        return xasprintf("response too large (> %" PRIu64 " bytes)", call->max_response_bytes);
+    case CURLE_GOT_NOTHING: return xasprintf("empty reply from %s", where);
+    default:
+        if (is_tls_error(rc))
+            return xasprintf("TLS: %s", detail);
+        return xasprintf("%s: %s", where, detail);
+    }
+}
+
+/*
+ * Reports the end of CALL (already detached) and frees it. Our own error
+ * (too large, refused, idle) wins over libcurl's code, which then only says
+ * that we aborted.
+ */
+static void call_end(struct httpc_call *call, CURLcode rc)
+{
+    struct httpc *c = call->c;
+    char *described = call->error ? NULL : describe_failure(call, rc);
+    const char *error = call->error ? call->error : described;
+    if (error && call->started)
+        c->stats.requests_failed++;
+    log_call(call, "request done", error);
+    call->ending = true;
+    call->in_callback = true;
+    if (!call->cancelled && call->streaming && call->scb.on_done) {
+        call->scb.on_done(call, error, call->arg);
+    } else if (!call->cancelled && !call->streaming && call->done) {
+        long status = 0;
+        if (error == NULL)
+            curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &status);
+        struct httpc_response res = {
+            .status = status,
+            .body = error ? "" : strbuf_str(&call->body),
+            .body_len = error ? 0 : call->body.len,
+            .error = error,
+            .call = call,
+        };
+        call->done(&res, call->arg);
+    }
+    call->in_callback = false;
+    free(described);
+    call_free(call);
+}
+
+/* The low-speed timeout: our timer, so it has ms resolution and ignores pauses. */
 static void on_idle(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     struct httpc_call *call = arg;
-    fail(call, xasprintf("timed out: no data for %llu ms", (unsigned long long)call->idle_ms));
+    struct httpc *c = call->c;
+    if (!call->attached || call->paused || call->cancelled)
+        return;
+    uint64_t quiet = now_ms() - call->last_byte_ms;
+    if (quiet < call->idle_ms) {
+        struct timeval tv = ms_to_tv(call->idle_ms - quiet);
+        evtimer_add(call->idle, &tv);
+        return;
+    }
+    loop_enter(c);
+    call_detach(call);
+    set_error(call, xasprintf("timed out: no data for %" PRIu64 " ms", call->idle_ms));
+    call_end(call, CURLE_OK);
+    loop_leave(c);
 }
 
-static size_t on_curl_header(char *data, size_t size, size_t n, void *arg)
+static void arm_idle(struct httpc_call *call)
 {
-    struct httpc_call *call = arg;
-    size_t len = size * n;
-    if (call->cancelled || call->finished)
-        return 0;
-    arm_idle(call);
-    if (len >= 5 && strncmp(data, "HTTP/", 5) == 0) {
-        /* A new head (after 1xx ones): start over. */
-        for (size_t i = 0; i < call->n_hdrs; i++) {
-            free(call->hdrs[i].name);
-            free(call->hdrs[i].value);
-        }
-        call->n_hdrs = 0;
-        call->hdr_bytes = 0;
-        call->head_complete = false;
-        const char *sp = memchr(data, ' ', len);
-        call->status = sp ? strtol(sp + 1, NULL, 10) : 0;
-        return len;
-    }
-    call->hdr_bytes += len;
-    if (call->hdr_bytes > HTTPC_MAX_HEADER_BYTES) {
-        call->error = xasprintf("response headers too large (> %u bytes)",
-                                (unsigned)HTTPC_MAX_HEADER_BYTES);
-        return 0;
-    }
-    if (len <= 2) { /* the blank line ends the head */
-        if (call->status >= 200)
-            call->head_complete = true;
-        return len;
-    }
-    if (call->body_started)
-        return len; /* trailers: not part of the head */
-    size_t tl = len;
-    while (tl && (data[tl - 1] == '\r' || data[tl - 1] == '\n' || data[tl - 1] == ' ' ||
-                  data[tl - 1] == '\t'))
-        tl--;
-    if ((data[0] == ' ' || data[0] == '\t') && call->n_hdrs) { /* obsolete line folding */
-        const char *cont = data;
-        while (cont < data + tl && (*cont == ' ' || *cont == '\t'))
-            cont++;
-        struct httpc_hdr *last = &call->hdrs[call->n_hdrs - 1];
-        char *joined = xasprintf("%s %.*s", last->value, (int)(data + tl - cont), cont);
-        free(last->value);
-        last->value = joined;
-        return len;
-    }
-    const char *colon = memchr(data, ':', len);
-    if (colon == NULL)
-        return len;
-    size_t vlen = len - (size_t)(colon + 1 - data);
-    const char *v = colon + 1;
-    while (vlen && (*v == ' ' || *v == '\t')) {
-        v++;
-        vlen--;
-    }
-    while (vlen && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' || v[vlen - 1] == ' ' ||
-                    v[vlen - 1] == '\t'))
-        vlen--;
-    call->hdrs = xrealloc(call->hdrs, (call->n_hdrs + 1) * sizeof(*call->hdrs));
-    call->hdrs[call->n_hdrs].name = xstrndup(data, (size_t)(colon - data));
-    call->hdrs[call->n_hdrs].value = xstrndup(v, vlen);
-    call->n_hdrs++;
-    return len;
+    if (call->idle == NULL)
+        return;
+    call->last_byte_ms = now_ms();
+    struct timeval tv = ms_to_tv(call->idle_ms);
+    evtimer_add(call->idle, &tv);
 }
 
-static size_t on_curl_write(char *data, size_t size, size_t n, void *arg)
-{
-    struct httpc_call *call = arg;
-    size_t len = size * n;
-    if (call->cancelled || call->finished)
-        return 0;
-    call->head_complete = true;
-    call->body_started = true;
-    if (!call->streaming) {
-        if (call->data.len + len > call->max_bytes) {
-            call->error = xasprintf("response too large (> %llu bytes)",
-                                    (unsigned long long)call->max_bytes);
-            return 0;
-        }
-        strbuf_append(&call->data, data, len);
-        arm_idle(call);
-        return len;
-    }
-    if (call->user_paused || call->data.len >= STREAM_BUFFER_BYTES) {
-        call->curl_paused = true; /* libcurl keeps this chunk until CURLPAUSE_CONT */
-        if (call->idle)
-            event_del(call->idle);
-        return CURL_WRITEFUNC_PAUSE;
-    }
-    strbuf_append(&call->data, data, len);
-    arm_idle(call);
-    schedule(call);
-    return len;
-}
+/* ---- the kick: starting, unpausing, reaping --------------------------------- */
 
-static void on_sock_event(evutil_socket_t fd, short what, void *arg);
-
-static void sock_free(struct httpc *c, struct sock *s)
-{
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        c->socks = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
-    event_free(s->ev);
-    free(s);
-}
-
-static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
-{
-    struct httpc *c = userp;
-    struct sock *s = socketp;
-    (void)easy;
-    if (what == CURL_POLL_REMOVE) {
-        if (s) {
-            sock_free(c, s);
-            curl_multi_assign(c->multi, fd, NULL);
-        }
-        return 0;
-    }
-    if (s == NULL) {
-        s = xcalloc(1, sizeof(*s));
-        s->c = c;
-        s->fd = fd;
-        s->next = c->socks;
-        if (c->socks)
-            c->socks->prev = s;
-        c->socks = s;
-        curl_multi_assign(c->multi, fd, s);
-    } else {
-        event_free(s->ev);
-    }
-    short ev = EV_PERSIST | ((what & CURL_POLL_IN) ? EV_READ : 0) |
-               ((what & CURL_POLL_OUT) ? EV_WRITE : 0);
-    s->ev = event_new(c->base, fd, ev, on_sock_event, c);
-    event_add(s->ev, NULL);
-    return 0;
-}
-
-static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
-{
-    struct httpc *c = userp;
-    (void)multi;
-    if (timeout_ms < 0) {
-        evtimer_del(c->timer);
-        return 0;
-    }
-    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-    evtimer_add(c->timer, &tv);
-    return 0;
-}
-
-/* ---- completion ------------------------------------------------------------- */
-
-static char *describe_failure(struct httpc_call *call, CURLcode rc)
-{
-    if (call->error)
-        return NULL; /* ours, already set */
-    long os_errno = 0;
-    curl_easy_getinfo(call->easy, CURLINFO_OS_ERRNO, &os_errno);
-    curl_off_t connect_us = 0;
-    curl_easy_getinfo(call->easy, CURLINFO_CONNECT_TIME_T, &connect_us);
-    switch (rc) {
-    case CURLE_COULDNT_CONNECT:
-        return xasprintf("connect to %s failed: %s", call->host_port,
-                         os_errno ? strerror((int)os_errno) : "connection refused");
-    case CURLE_OPERATION_TIMEDOUT:
-        if (connect_us == 0 && call->connect_timeout_ms)
-            return xasprintf("connect to %s timed out after %llu ms", call->host_port,
-                             (unsigned long long)call->connect_timeout_ms);
-        return xasprintf("timed out after %llu ms", (unsigned long long)call->timeout_ms);
-    case CURLE_GOT_NOTHING:
-        return xasprintf("empty reply from %s", call->host_port);
-    case CURLE_COULDNT_RESOLVE_HOST:
-        return xasprintf("cannot resolve %s", call->host_port);
-    case CURLE_SSL_CONNECT_ERROR:
-    case CURLE_PEER_FAILED_VERIFICATION:
-    case CURLE_SSL_CACERT_BADFILE:
-        return xasprintf("TLS: %s", call->errbuf[0] ? call->errbuf : curl_easy_strerror(rc));
-    default:
-        return xasprintf("%s: %s", call->host_port,
-                         call->errbuf[0] ? call->errbuf : curl_easy_strerror(rc));
-    }
-}
-
-static void collect_done(struct httpc *c)
-{
-    CURLMsg *msg;
-    int left;
-    while ((msg = curl_multi_info_read(c->multi, &left))) {
-        if (msg->msg != CURLMSG_DONE)
-            continue;
-        struct httpc_call *call = NULL;
-        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&call);
-        if (call == NULL || call->finished)
-            continue;
-        long connects = 0;
-        curl_easy_getinfo(call->easy, CURLINFO_NUM_CONNECTS, &connects);
-        c->stats.connections_opened += (uint64_t)connects;
-        if (msg->data.result != CURLE_OK) {
-            char *why = describe_failure(call, msg->data.result);
-            if (why)
-                call->error = why;
-            c->stats.requests_failed++;
-        } else {
-            curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &call->status);
-            call->head_complete = true;
-        }
-        call->finished = true;
-        detach_easy(call);
-        schedule(call);
-    }
-}
-
-static void on_sock_event(evutil_socket_t fd, short what, void *arg)
-{
-    struct httpc *c = arg;
-    int flags = ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
-    int running;
-    curl_multi_socket_action(c->multi, fd, flags, &running);
-    collect_done(c);
-}
-
-static void on_timer(evutil_socket_t fd, short what, void *arg)
-{
-    struct httpc *c = arg;
-    (void)fd;
-    (void)what;
-    int running;
-    curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    collect_done(c);
-}
-
-/* ---- delivery (outside libcurl) ------------------------------------------------ */
-
-static void httpc_destroy(struct httpc *c);
-
-/* The one callback of a buffered call, once the transfer is over. */
-static void deliver_buffered(struct httpc_call *call)
+static void call_start(struct httpc_call *call)
 {
     struct httpc *c = call->c;
-    if (!call->finished)
+    if (call->error == NULL) {
+        CURLMcode mrc = curl_multi_add_handle(c->multi, call->easy);
+        if (mrc != CURLM_OK)
+            call->error = xasprintf("cannot start request: %s", curl_multi_strerror(mrc));
+    }
+    if (call->error) {
+        c->stats.requests_refused++;
+        call_end(call, CURLE_OK);
         return;
-    struct httpc_response res = {
-        .status = call->error ? 0 : call->status,
-        .body = call->error ? "" : strbuf_str(&call->data),
-        .body_len = call->error ? 0 : call->data.len,
-        .error = call->error,
-        .call = call,
-    };
-    c->current = call;
-    call->done(&res, call->arg);
-    c->current = NULL;
-    call_free(call);
+    }
+    call->started = call->attached = true;
+    call->started_ms = now_ms();
+    c->stats.requests_started++;
+    arm_idle(call);
+    log_call(call, "request start", NULL);
 }
 
-static void kick_call(struct httpc_call *call);
+static void call_unpause(struct httpc_call *call)
+{
+    struct httpc *c = call->c;
+    call->resume_wanted = false;
+    if (!call->paused || !call->attached)
+        return;
+    call->paused = false;
+    arm_idle(call);
+    /* libcurl hands over the held data right here, inside curl_easy_pause(): the
+     * caller's on_data runs with in_curl set, so what it does is deferred. */
+    c->in_curl++;
+    CURLcode rc = curl_easy_pause(call->easy, CURLPAUSE_CONT);
+    c->in_curl--;
+    if (call->cancelled) {
+        call_free(call);
+    } else if (rc != CURLE_OK) {
+        call_detach(call);
+        call_end(call, rc);
+    }
+}
 
 static void on_kick(evutil_socket_t fd, short what, void *arg)
 {
-    struct httpc *c = arg;
     (void)fd;
     (void)what;
-    c->dispatching = true;
-    while (c->todo && !c->free_requested) {
-        struct httpc_call *call = c->todo;
-        c->todo = call->todo_next;
-        call->in_todo = false;
-        kick_call(call);
-    }
-    c->dispatching = false;
-    if (c->free_requested)
-        httpc_destroy(c);
-}
-
-/* Delivers headers, buffered data and the end of one streamed or buffered call. */
-static void log_done(const struct httpc_call *call);
-
-static void begin_transfer(struct httpc_call *call)
-{
-    struct httpc *c = call->c;
-    call->pending_start = false;
-    clock_gettime(CLOCK_MONOTONIC, &call->started);
-    if (curl_multi_add_handle(c->multi, call->easy) != CURLM_OK) {
-        curl_easy_cleanup(call->easy);
-        call->easy = NULL;
-        call->error = xstrdup("libcurl refused the request");
-        call->finished = true;
-        c->stats.requests_refused++;
-        schedule(call);
-        return;
-    }
-    c->stats.requests_started++;
-    arm_idle(call);
-}
-
-static void kick_call(struct httpc_call *call)
-{
-    struct httpc *c = call->c;
-    if (call->cancelled) {
-        call_free(call);
-        return;
-    }
-    if (call->pending_start) {
-        begin_transfer(call);
-        return;
-    }
-    if (call->finished && !call->logged) {
-        call->logged = true;
-        log_done(call);
-    }
-    if (!call->streaming) {
-        deliver_buffered(call);
-        return;
-    }
-    if (call->head_complete && !call->headers_delivered && call->error == NULL) {
-        call->headers_delivered = true;
-        if (call->cbs.on_headers) {
-            c->current = call;
-            call->cbs.on_headers(call, call->status, call->arg);
-            c->current = NULL;
-        }
-        if (call->cancelled) {
+    struct httpc *c = arg;
+    loop_enter(c);
+    /* Only what was queued before this turn; what callbacks queue now waits a turn. */
+    for (size_t n = c->n_todo; n > 0 && !c->freeing; n--) {
+        struct httpc_call *call = todo_pop(c);
+        if (call == NULL)
+            break;
+        if (call->cancelled)
             call_free(call);
-            return;
-        }
-        if (c->free_requested)
-            return;
+        else if (!call->started)
+            call_start(call);
+        else if (call->resume_wanted)
+            call_unpause(call);
     }
-    if (call->data.len && !call->user_paused && call->headers_delivered) {
-        size_t len = call->data.len;
-        char *chunk = strbuf_detach(&call->data, NULL);
-        int action = HTTPC_CONTINUE;
-        if (call->cbs.on_data) {
-            c->current = call;
-            action = call->cbs.on_data(call, chunk, len, call->arg);
-            c->current = NULL;
-        }
-        free(chunk);
-        if (call->cancelled) {
-            call_free(call);
-            return;
-        }
-        if (c->free_requested)
-            return;
-        if (action == HTTPC_PAUSE)
-            call->user_paused = true;
-    }
-    if (call->curl_paused && !call->user_paused && call->easy) {
-        call->curl_paused = false;
-        arm_idle(call);
-        curl_easy_pause(call->easy, CURLPAUSE_CONT); /* may buffer more via on_curl_write */
-    }
-    if (call->finished && (call->data.len == 0 || call->error) && !call->user_paused) {
-        if (call->cbs.on_done) {
-            c->current = call;
-            call->cbs.on_done(call, call->error, call->arg);
-            c->current = NULL;
-        }
-        call_free(call);
-        return;
-    }
-    if (call->data.len && !call->user_paused)
-        schedule(call);
+    collect_done(c);
+    loop_leave(c);
 }
 
-/* Debug line per finished call: method, URL without query, status; never headers or bodies. */
-static void log_done(const struct httpc_call *call)
-{
-    if (!gw_log_enabled(GW_LOG_DEBUG))
-        return;
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    int64_t us = (int64_t)(now.tv_sec - call->started.tv_sec) * 1000000 +
-                 (now.tv_nsec - call->started.tv_nsec) / 1000;
-    struct gw_log_line *l = gw_log_begin(GW_LOG_DEBUG, "httpc", NULL, "request done");
-    gw_log_str(l, "method", call->method);
-    gw_log_strn(l, "url", call->url, strcspn(call->url, "?#"));
-    gw_log_int(l, "status", call->error ? 0 : call->status);
-    gw_log_int(l, "duration_us", us);
-    if (call->error)
-        gw_log_str(l, "error", call->error);
-    gw_log_end(l);
-}
+/* ---- building a call ------------------------------------------------------------ */
 
-/* ---- starting calls ------------------------------------------------------------ */
-
-static bool host_is_loopback(const char *host)
+static char *setup_url(struct httpc_call *call, const struct httpc_request *req)
 {
-    if (strcasecmp(host, "localhost") == 0 || strcmp(host, "[::1]") == 0 ||
-        strcmp(host, "::1") == 0)
-        return true;
-    return strncmp(host, "127.", 4) == 0 && strspn(host, "0123456789.") == strlen(host);
-}
-
-/* Checks the URL; sets call->host_port; returns an error (owned) or NULL. */
-static char *check_url(struct httpc_call *call, const struct httpc_request *req)
-{
-    if (req->url == NULL)
-        return xstrdup("invalid request: no URL");
-    CURLU *u = curl_url();
-    char *scheme = NULL, *host = NULL, *port = NULL;
-    char *err = NULL;
-    if (curl_url_set(u, CURLUPART_URL, req->url, 0) != CURLUE_OK ||
-        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
-        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
-        err = xasprintf("invalid URL: %s", req->url);
+    char *err = NULL, *scheme = NULL, *host = NULL, *port = NULL;
+    call->url = curl_url();
+    if (call->url == NULL) {
+        err = xstrdup("out of memory");
         goto out;
     }
-    curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT);
-    call->host_port = xasprintf("%s:%s", host, port ? port : "?");
-    if (strcasecmp(scheme, "http") != 0 && strcasecmp(scheme, "https") != 0)
+    CURLUcode uc = curl_url_set(call->url, CURLUPART_URL, req->url, 0);
+    if (uc != CURLUE_OK) {
+        err = xasprintf("invalid URL: %s", curl_url_strerror(uc));
+        goto out;
+    }
+    if (curl_url_get(call->url, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+        curl_url_get(call->url, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
+        curl_url_get(call->url, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) != CURLUE_OK) {
+        err = xstrdup("invalid URL: no host");
+        goto out;
+    }
+    call->host = xstrdup(host);
+    call->host_port = xasprintf("%s:%s", host, port);
+    bool https = strcasecmp(scheme, "https") == 0;
+    if (!https && strcasecmp(scheme, "http") != 0) {
         err = xasprintf("unsupported URL scheme \"%s\" (http and https only)", scheme);
-    else if (req->https_only_except_loopback && strcasecmp(scheme, "http") == 0 &&
-             !host_is_loopback(host))
-        err = xasprintf("refused plain http to %s: https is required for non-loopback hosts",
-                        host);
+        goto out;
+    }
+    if (!https && req->https_only_except_loopback && !is_loopback_host(host))
+        err = xasprintf("refused plain http to %s: https is required for non-loopback hosts", host);
 out:
     curl_free(scheme);
     curl_free(host);
     curl_free(port);
-    curl_url_cleanup(u);
     return err;
 }
 
-/* RFC 9110 §5.1 token characters. */
-static bool is_token(const char *s)
+static char *setup_headers(struct httpc_call *call, const struct httpc_request *req)
 {
-    if (s == NULL || *s == '\0')
-        return false;
-    for (; *s; s++)
-        if (!(((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9')) ||
-              strchr("!#$%&'*+-.^_`|~", *s)))
-            return false;
-    return true;
-}
-
-static char *check_request(const struct httpc_request *req)
-{
-    if (req->method && !is_token(req->method))
-        return xstrdup("invalid request: bad method");
+    bool has_content_type = false, has_expect = false;
     for (size_t i = 0; i < req->n_headers; i++) {
         const struct httpc_header *h = &req->headers[i];
-        if (!is_token(h->name))
+        if (h->name == NULL || !is_token(h->name))
             return xasprintf("invalid request header #%zu: bad name", i);
+        /* CR or LF would let a value start a header of its own. Never echo the value. */
         if (h->value == NULL || strpbrk(h->value, "\r\n"))
             return xasprintf("invalid request header \"%s\": bad value", h->name);
+        has_content_type |= strcasecmp(h->name, "Content-Type") == 0;
+        has_expect |= strcasecmp(h->name, "Expect") == 0;
+        /* "Name;" is libcurl's spelling of an empty header; "Name:" would delete it. */
+        char *line =
+            h->value[0] ? xasprintf("%s: %s", h->name, h->value) : xasprintf("%s;", h->name);
+        struct curl_slist *next = curl_slist_append(call->req_headers, line);
+        free(line);
+        if (next == NULL)
+            return xstrdup("out of memory");
+        call->req_headers = next;
+    }
+    /* "Name:" removes a header libcurl would add: its form-urlencoded Content-Type
+     * for POST bodies, and "Expect: 100-continue", a round trip lost per large POST. */
+    const char *removals[2] = {has_content_type ? NULL : "Content-Type:",
+                               has_expect ? NULL : "Expect:"};
+    for (size_t i = 0; i < 2; i++) {
+        if (removals[i] == NULL)
+            continue;
+        struct curl_slist *next = curl_slist_append(call->req_headers, removals[i]);
+        if (next == NULL)
+            return xstrdup("out of memory");
+        call->req_headers = next;
     }
     return NULL;
 }
 
-static void setup_easy(struct httpc_call *call, const struct httpc_request *req)
+#define SETOPT(rc, easy, opt, val)                                                                 \
+    do {                                                                                           \
+        if ((rc) == CURLE_OK)                                                                      \
+            (rc) = curl_easy_setopt((easy), (opt), (val));                                         \
+    } while (0)
+
+static CURLcode setup_method(struct httpc_call *call, const struct httpc_request *req)
 {
     CURL *e = call->easy;
-    curl_easy_setopt(e, CURLOPT_URL, call->url);
-    curl_easy_setopt(e, CURLOPT_PRIVATE, call);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, call->errbuf);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_curl_write);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, call);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_curl_header);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, call);
-    if (req->connect_timeout_ms)
-        curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)req->connect_timeout_ms);
-    if (req->timeout_ms)
-        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)req->timeout_ms);
-    const char *method = req->method ? req->method : "GET";
-    if (strcmp(method, "POST") == 0) {
-        curl_easy_setopt(e, CURLOPT_POST, 1L);
-        curl_easy_setopt(e, CURLOPT_POSTFIELDS, call->body ? call->body : "");
-        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
-    } else if (strcmp(method, "HEAD") == 0) {
-        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
-    } else if (strcmp(method, "GET") != 0) {
-        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
-        if (call->body) {
-            curl_easy_setopt(e, CURLOPT_POSTFIELDS, call->body);
-            curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
-        }
+    CURLcode rc = CURLE_OK;
+    const char *m = call->method;
+    /* POST, PUT and PATCH always carry a body (maybe empty: "Content-Length: 0"). */
+    bool send_body = req->body_len > 0 || strcmp(m, "POST") == 0 || strcmp(m, "PUT") == 0 ||
+                     strcmp(m, "PATCH") == 0;
+    if (send_body) {
+        call->req_body_len = req->body_len;
+        call->req_body = xmalloc(req->body_len + 1);
+        if (req->body_len)
+            memcpy(call->req_body, req->body, req->body_len);
+        call->req_body[req->body_len] = '\0';
+        SETOPT(rc, e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)call->req_body_len);
+        SETOPT(rc, e, CURLOPT_POSTFIELDS, call->req_body);
+        if (strcmp(m, "POST") != 0)
+            SETOPT(rc, e, CURLOPT_CUSTOMREQUEST, m);
+    } else if (strcmp(m, "GET") == 0) {
+        SETOPT(rc, e, CURLOPT_HTTPGET, 1L);
+    } else if (strcmp(m, "HEAD") == 0) {
+        SETOPT(rc, e, CURLOPT_NOBODY, 1L);
+    } else {
+        SETOPT(rc, e, CURLOPT_CUSTOMREQUEST, m);
     }
-    if (req->basic_user) {
-        curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
-        curl_easy_setopt(e, CURLOPT_USERNAME, req->basic_user);
-        curl_easy_setopt(e, CURLOPT_PASSWORD, req->basic_password ? req->basic_password : "");
-    }
-    /* No implicit Content-Type for POST bodies and no 100-continue round trip. */
-    call->slist = curl_slist_append(call->slist, "Expect:");
-    bool has_ctype = false;
-    for (size_t i = 0; i < req->n_headers; i++)
-        if (strcasecmp(req->headers[i].name, "Content-Type") == 0)
-            has_ctype = true;
-    if (!has_ctype && call->body)
-        call->slist = curl_slist_append(call->slist, "Content-Type:");
-    for (size_t i = 0; i < req->n_headers; i++) {
-        const struct httpc_header *h = &req->headers[i];
-        char *line = h->value[0] ? xasprintf("%s: %s", h->name, h->value)
-                                 : xasprintf("%s;", h->name); /* curl's empty-header form */
-        call->slist = curl_slist_append(call->slist, line);
-        free(line);
-    }
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, call->slist);
+    return rc;
 }
 
-static struct httpc_call *start(struct httpc *c, const struct httpc_request *req, bool streaming)
+static CURLcode setup_easy(struct httpc_call *call, const struct httpc_request *req)
+{
+    CURL *e = call->easy;
+    CURLcode rc = CURLE_OK;
+    SETOPT(rc, e, CURLOPT_CURLU, call->url);
+    SETOPT(rc, e, CURLOPT_PRIVATE, (void *)call);
+    SETOPT(rc, e, CURLOPT_ERRORBUFFER, call->errbuf);
+    SETOPT(rc, e, CURLOPT_NOSIGNAL, 1L); /* signals belong to the main loop, not to libcurl */
+    SETOPT(rc, e, CURLOPT_PROTOCOLS_STR, "http,https");
+    SETOPT(rc, e, CURLOPT_FOLLOWLOCATION, 0L); /* OAuth code must see every redirect */
+    SETOPT(rc, e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    SETOPT(rc, e, CURLOPT_SSL_VERIFYPEER, 1L); /* the defaults, stated so they stay */
+    SETOPT(rc, e, CURLOPT_SSL_VERIFYHOST, 2L);
+    SETOPT(rc, e, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L); /* a proxy's CONNECT head is not ours */
+    SETOPT(rc, e, CURLOPT_TCP_KEEPALIVE, 1L);            /* long SSE streams through NAT boxes */
+    SETOPT(rc, e, CURLOPT_USERAGENT, HTTPC_USER_AGENT);
+    SETOPT(rc, e, CURLOPT_HTTPHEADER, call->req_headers);
+    SETOPT(rc, e, CURLOPT_HEADERFUNCTION, on_curl_header);
+    SETOPT(rc, e, CURLOPT_HEADERDATA, (void *)call);
+    SETOPT(rc, e, CURLOPT_WRITEFUNCTION, on_curl_body);
+    SETOPT(rc, e, CURLOPT_WRITEDATA, (void *)call);
+    SETOPT(rc, e, CURLOPT_PREREQFUNCTION, on_curl_prereq);
+    SETOPT(rc, e, CURLOPT_PREREQDATA, (void *)call);
+    if (call->connect_timeout_ms)
+        SETOPT(rc, e, CURLOPT_CONNECTTIMEOUT_MS, clamp_long(call->connect_timeout_ms));
+    if (call->timeout_ms)
+        SETOPT(rc, e, CURLOPT_TIMEOUT_MS, clamp_long(call->timeout_ms));
+    if (!call->streaming) {
+        /* Fails at once when Content-Length says too much; on_curl_body bounds the rest. */
+        uint64_t max = call->max_response_bytes > INT64_MAX ? INT64_MAX : call->max_response_bytes;
+        SETOPT(rc, e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)max);
+    }
+    if (req->basic_user || req->basic_password) {
+        SETOPT(rc, e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+        SETOPT(rc, e, CURLOPT_USERNAME, req->basic_user ? req->basic_user : "");
+        SETOPT(rc, e, CURLOPT_PASSWORD, req->basic_password ? req->basic_password : "");
+    }
+    if (rc == CURLE_OK)
+        rc = setup_method(call, req);
+    return rc;
+}
+
+/* Everything a call needs before the kick starts it; returns why not (owned) or NULL. */
+static char *call_setup(struct httpc_call *call, const struct httpc_request *req)
+{
+    if (req == NULL || req->url == NULL)
+        return xstrdup("invalid request: no URL");
+    const char *method = req->method ? req->method : "GET";
+    if (!is_token(method) || strlen(method) >= sizeof(call->method))
+        return xstrdup("invalid request: bad method");
+    memcpy(call->method, method, strlen(method) + 1);
+    call->connect_timeout_ms = req->connect_timeout_ms;
+    call->timeout_ms = req->timeout_ms;
+    call->idle_ms = req->low_speed_timeout_ms;
+    call->max_response_bytes =
+        req->max_response_bytes ? req->max_response_bytes : HTTPC_DEFAULT_MAX_RESPONSE_BYTES;
+    char *err = setup_url(call, req);
+    if (err == NULL)
+        err = setup_headers(call, req);
+    if (err)
+        return err;
+    call->easy = curl_easy_init();
+    if (call->easy == NULL)
+        return xstrdup("cannot create a libcurl handle");
+    CURLcode rc = setup_easy(call, req);
+    if (rc != CURLE_OK)
+        return xasprintf("cannot configure libcurl: %s", curl_easy_strerror(rc));
+    if (call->idle_ms)
+        call->idle = event_new_or_die(call->c->base, -1, 0, on_idle, call);
+    return NULL;
+}
+
+static struct httpc_call *call_new(struct httpc *c, const struct httpc_request *req, bool streaming,
+                                   void *arg)
 {
     struct httpc_call *call = xcalloc(1, sizeof(*call));
     call->c = c;
     call->streaming = streaming;
-    call->max_bytes = req->max_response_bytes ? req->max_response_bytes
-                                              : HTTPC_DEFAULT_MAX_RESPONSE_BYTES;
-    call->timeout_ms = req->timeout_ms;
-    call->connect_timeout_ms = req->connect_timeout_ms;
-    call->idle_ms = req->low_speed_timeout_ms;
-    call->url = xstrdup(req->url ? req->url : "");
-    call->method = xstrdup(req->method ? req->method : "GET");
-    if (req->body) {
-        call->body = xmalloc(req->body_len + 1);
-        memcpy(call->body, req->body, req->body_len);
-        call->body[req->body_len] = '\0';
-    }
-    call->next = c->calls;
-    if (c->calls)
-        c->calls->prev = call;
-    c->calls = call;
+    call->arg = arg;
+    memcpy(call->method, "GET", 4);
+    link_init(&call->todo);
+    link_add_tail(&c->calls, &call->link);
     c->stats.in_flight++;
+    call->error = call_setup(call, req);
+    todo_push(call); /* started, or failed, from the loop: never before we return */
+    return call;
+}
 
-    char *err = check_request(req);
-    if (err == NULL)
-        err = check_url(call, req);
-    if (err) {
-        call->error = err;
-        call->finished = true;
-        c->stats.requests_refused++;
-        schedule(call); /* reported from the loop, never inside this call */
-        return call;
+static void wipe_strbuf(struct strbuf *sb)
+{
+    if (sb->buf)
+        explicit_bzero(sb->buf, sb->cap);
+    strbuf_release(sb);
+}
+
+/* Frees CALL and everything it owns. Never while libcurl or a callback of CALL is on the stack. */
+static void call_free(struct httpc_call *call)
+{
+    struct httpc *c = call->c;
+    call_detach(call);
+    todo_unlink(call);
+    link_remove(&call->link);
+    c->stats.in_flight--;
+    if (call->idle)
+        event_free(call->idle);
+    if (call->easy)
+        curl_easy_cleanup(call->easy); /* before what it points at */
+    curl_url_cleanup(call->url);
+    curl_slist_free_all(call->req_headers);
+    if (call->req_body) {
+        explicit_bzero(call->req_body, call->req_body_len);
+        free(call->req_body);
     }
-    call->easy = curl_easy_init();
-    setup_easy(call, req);
-    if (call->idle_ms)
-        call->idle = evtimer_new(c->base, on_idle, call);
-    call->pending_start = true; /* libcurl gets it from the loop (a cancel before never starts) */
-    schedule(call);
-    return call;
+    wipe_strbuf(&call->headers);
+    wipe_strbuf(&call->body);
+    free(call->host);
+    free(call->host_port);
+    free(call->error);
+    free(call);
 }
 
-struct httpc_call *httpc_fetch(struct httpc *c, const struct httpc_request *req,
-                               httpc_done_fn done, void *arg)
-{
-    struct httpc_call *call = NULL;
-    struct httpc_request r = *req;
-    call = start(c, &r, false);
-    call->done = done;
-    call->arg = arg;
-    return call;
-}
-
-struct httpc_call *httpc_stream(struct httpc *c, const struct httpc_request *req,
-                                const struct httpc_stream_callbacks *cb, void *arg)
-{
-    struct httpc_call *call = start(c, req, true);
-    call->cbs = *cb;
-    call->arg = arg;
-    return call;
-}
-
-void httpc_cancel(struct httpc_call *call)
-{
-    if (call == NULL || call->cancelled)
-        return;
-    call->cancelled = true;
-    detach_easy(call);
-    /* Inside this call's own callback: freed when the callback returns. */
-    if (call->c->current == call)
-        return;
-    call_free(call);
-}
-
-void httpc_resume(struct httpc_call *call)
-{
-    if (call == NULL || !call->user_paused)
-        return;
-    call->user_paused = false;
-    schedule(call);
-}
-
-bool httpc_call_paused(const struct httpc_call *call)
-{
-    return call->user_paused;
-}
-
-const char *httpc_call_header(const struct httpc_call *call, const char *name)
-{
-    if (!call->head_complete)
-        return NULL;
-    for (size_t i = 0; i < call->n_hdrs; i++)
-        if (strcasecmp(call->hdrs[i].name, name) == 0)
-            return call->hdrs[i].value;
-    return NULL;
-}
-
-const char *httpc_response_header(const struct httpc_response *res, const char *name)
-{
-    return res->call ? httpc_call_header(res->call, name) : NULL;
-}
-
-void httpc_call_foreach_header(const struct httpc_call *call,
-                               bool (*fn)(const char *name, const char *value, void *arg),
-                               void *arg)
-{
-    for (size_t i = 0; i < call->n_hdrs; i++)
-        if (!fn(call->hdrs[i].name, call->hdrs[i].value, arg))
-            return;
-}
-
-void httpc_get_stats(const struct httpc *c, struct httpc_stats *out)
-{
-    *out = c->stats;
-}
-
-/* ---- the client ----------------------------------------------------------------- */
+/* ---- public API ----------------------------------------------------------------- */
 
 struct httpc *httpc_new(struct event_base *base, char **err_out)
 {
@@ -849,38 +1094,50 @@ struct httpc *httpc_new(struct event_base *base, char **err_out)
     }
     struct httpc *c = xcalloc(1, sizeof(*c));
     c->base = base;
+    link_init(&c->calls);
+    link_init(&c->todo);
+    link_init(&c->socks);
     c->multi = curl_multi_init();
-    c->timer = evtimer_new(base, on_timer, c);
-    c->kick = event_new(base, -1, 0, on_kick, c);
-    if (c->multi == NULL || c->timer == NULL || c->kick == NULL) {
-        *err_out = xstrdup("cannot start libcurl");
-        if (c->multi)
-            curl_multi_cleanup(c->multi);
-        if (c->timer)
-            event_free(c->timer);
-        if (c->kick)
-            event_free(c->kick);
-        free(c);
-        curl_release();
-        return NULL;
+    if (c->multi == NULL) {
+        *err_out = xstrdup("curl_multi_init failed");
+        goto fail;
     }
-    curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
-    curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
-    curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
-    curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
+    c->timer = event_new_or_die(base, -1, 0, on_curl_timeout, c);
+    c->kick = event_new_or_die(base, -1, 0, on_kick, c);
+    CURLMcode mrc = curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
+    if (mrc == CURLM_OK)
+        mrc = curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, (void *)c);
+    if (mrc == CURLM_OK)
+        mrc = curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
+    if (mrc == CURLM_OK)
+        mrc = curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, (void *)c);
+    if (mrc != CURLM_OK) {
+        *err_out = xasprintf("curl_multi_setopt failed: %s", curl_multi_strerror(mrc));
+        goto fail;
+    }
     return c;
+fail:
+    if (c->multi)
+        curl_multi_cleanup(c->multi);
+    if (c->timer)
+        event_free(c->timer);
+    if (c->kick)
+        event_free(c->kick);
+    free(c);
+    curl_release();
+    return NULL;
 }
 
-static void httpc_destroy(struct httpc *c)
+static void destroy(struct httpc *c)
 {
-    while (c->calls) {
-        c->calls->cancelled = true;
-        call_free(c->calls);
-    }
+    while (link_linked(&c->calls))
+        call_free(HTTPC_CONTAINER(c->calls.next, struct httpc_call, link));
+    /* Closes the cached connections; each REMOVE frees its watcher... */
     curl_multi_cleanup(c->multi);
-    while (c->socks) /* libcurl does not always report REMOVE while cleaning up */
-        sock_free(c, c->socks);
-    event_free(c->timer);
+    /* ...but do not rely on every libcurl version reporting each one. */
+    while (link_linked(&c->socks))
+        sock_free(HTTPC_CONTAINER(c->socks.next, struct httpc_sock, link));
+    event_free(c->timer); /* after curl_multi_cleanup, which may still set it */
     event_free(c->kick);
     free(c);
     curl_release();
@@ -890,9 +1147,111 @@ void httpc_free(struct httpc *c)
 {
     if (c == NULL)
         return;
-    if (c->dispatching) {
-        c->free_requested = true; /* inside a callback: finish after it returns */
+    if (c->depth == 0) {
+        destroy(c);
         return;
     }
-    httpc_destroy(c);
+    /* Inside one of our callbacks: silence every call now, free on the way out. */
+    c->freeing = true;
+    for (struct httpc_link *l = c->calls.next; l != &c->calls; l = l->next) {
+        struct httpc_call *call = HTTPC_CONTAINER(l, struct httpc_call, link);
+        call->cancelled = true;
+    }
+}
+
+struct httpc_call *httpc_fetch(struct httpc *c, const struct httpc_request *req, httpc_done_fn done,
+                               void *arg)
+{
+    struct httpc_call *call = call_new(c, req, false, arg);
+    call->done = done;
+    return call;
+}
+
+struct httpc_call *httpc_stream(struct httpc *c, const struct httpc_request *req,
+                                const struct httpc_stream_callbacks *cb, void *arg)
+{
+    struct httpc_call *call = call_new(c, req, true, arg);
+    if (cb)
+        call->scb = *cb;
+    return call;
+}
+
+void httpc_cancel(struct httpc_call *call)
+{
+    if (call == NULL || call->cancelled)
+        return;
+    struct httpc *c = call->c;
+    call->cancelled = true;
+    log_call(call, "request cancelled", NULL);
+    if (call->ending)
+        return; /* call_end() frees it when the callback returns */
+    if (c->in_curl > 0 || call->in_callback) {
+        /* libcurl is on the stack: our callbacks now answer "abort", and the kick
+         * removes the handle once libcurl has returned. */
+        todo_push(call);
+        return;
+    }
+    call_free(call);
+}
+
+void httpc_resume(struct httpc_call *call)
+{
+    if (call == NULL || call->cancelled || !call->paused || call->resume_wanted)
+        return;
+    call->resume_wanted = true;
+    todo_push(call);
+}
+
+bool httpc_call_paused(const struct httpc_call *call)
+{
+    return call->paused;
+}
+
+void httpc_call_foreach_header(const struct httpc_call *call,
+                               bool (*fn)(const char *name, const char *value, void *arg),
+                               void *arg)
+{
+    if (!call->head_done || call->headers.buf == NULL)
+        return;
+    const char *p = call->headers.buf, *end = call->headers.buf + call->headers.len;
+    while (p < end) {
+        const char *name = p;
+        const char *value = name + strlen(name) + 1;
+        if (value >= end)
+            return;
+        p = value + strlen(value) + 1;
+        if (!fn(name, value, arg))
+            return;
+    }
+}
+
+struct header_lookup {
+    const char *name;  /* borrowed */
+    const char *found; /* borrowed */
+};
+
+static bool match_header(const char *name, const char *value, void *arg)
+{
+    struct header_lookup *q = arg;
+    if (strcasecmp(name, q->name) != 0)
+        return true;
+    q->found = value;
+    return false;
+}
+
+const char *httpc_call_header(const struct httpc_call *call, const char *name)
+{
+    struct header_lookup q = {name, NULL};
+    httpc_call_foreach_header(call, match_header, &q);
+    return q.found;
+}
+
+const char *httpc_response_header(const struct httpc_response *res, const char *name)
+{
+    return httpc_call_header(res->call, name);
+}
+
+void httpc_get_stats(const struct httpc *c, struct httpc_stats *out)
+{
+    *out = c->stats;
 }
