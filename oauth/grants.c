@@ -120,6 +120,7 @@ void oauth_grant_create(struct oauth_server *srv, const struct oauth_new_grant *
     put_json(srv, b, key_code, code, oc->code_ttl_ms);
     set_add(srv, b, key_user, id, oc->refresh_token_ttl_ms);
     set_add(srv, b, key_client, id, oc->refresh_token_ttl_ms);
+    set_add(srv, b, KEY_ALL_GRANTS, id, 0);
     oauth_batch_seal(b);
     json_decref(grant);
     json_decref(code);
@@ -209,10 +210,15 @@ struct revocation {
     char *grant_id;           /* owned */
     char *why;                /* owned */
     char *request_id;         /* owned, may be NULL */
+    oauth_revoked_fn done;
+    void *done_arg;           /* borrowed */
+    bool found;
 };
 
 static void revocation_free(struct revocation *rv)
 {
+    if (rv->done)
+        rv->done(rv->found, rv->done_arg);
     free(rv->grant_id);
     free(rv->why);
     free(rv->request_id);
@@ -241,7 +247,9 @@ static void on_grant_for_revoke(const struct store_result *res, void *arg)
 {
     struct revocation *rv = arg;
     struct store *st = rv->srv->store;
+    store_set_remove(st, KEY_ALL_GRANTS, rv->grant_id, NULL, NULL);
     if (res->status == STORE_OK) {
+        rv->found = true;
         json_error_t jerr;
         json_t *g = json_loadb(res->value, res->value_len, 0, &jerr);
         const char *sub = json_string_value(json_object_get(g, "sub"));
@@ -270,7 +278,15 @@ static void on_grant_for_revoke(const struct store_result *res, void *arg)
 void oauth_grant_revoke(struct oauth_server *srv, const char *grant_id, const char *why,
                         const char *request_id)
 {
+    oauth_grant_revoke_then(srv, grant_id, why, request_id, NULL, NULL);
+}
+
+void oauth_grant_revoke_then(struct oauth_server *srv, const char *grant_id, const char *why,
+                             const char *request_id, oauth_revoked_fn done, void *arg)
+{
     struct revocation *rv = xcalloc(1, sizeof(*rv));
+    rv->done = done;
+    rv->done_arg = arg;
     rv->srv = srv;
     rv->grant_id = xstrdup(grant_id);
     rv->why = xstrdup(why);

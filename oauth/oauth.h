@@ -13,6 +13,7 @@
 #define MCPGATE_OAUTH_OAUTH_H
 
 #include <stdbool.h>
+#include <stdio.h>
 
 #include "common/principal.h"
 #include "gateway/config.h"
@@ -49,6 +50,23 @@ typedef void (*oauth_bearer_ok_fn)(struct http_request *req, const struct mg_pri
                                    void *arg);
 void oauth_bearer_check(struct oauth_server *srv, struct http_request *req,
                         const struct gw_route_config *route, oauth_bearer_ok_fn ok, void *arg);
+
+/*
+ * Administration (the `mcpgate grants …` and `mcpgate clients …` commands).
+ * Each writes its listing to OUT and calls DONE once with 0, or a negative
+ * errno and a message (-ENOENT: no such grant/client; -EIO: the store).
+ */
+typedef void (*oauth_admin_done_fn)(int rc, const char *message, void *arg);
+void oauth_admin_list_grants(struct oauth_server *srv, const char *subject, FILE *out,
+                             oauth_admin_done_fn done, void *arg);
+void oauth_admin_revoke_grant(struct oauth_server *srv, const char *grant_id,
+                              oauth_admin_done_fn done, void *arg);
+void oauth_admin_revoke_user(struct oauth_server *srv, const char *subject,
+                             oauth_admin_done_fn done, void *arg);
+void oauth_admin_list_clients(struct oauth_server *srv, FILE *out, oauth_admin_done_fn done,
+                              void *arg);
+void oauth_admin_delete_client(struct oauth_server *srv, const char *client_id,
+                               oauth_admin_done_fn done, void *arg);
 
 /* How many validated tokens the in-process cache holds (for metrics and tests). */
 size_t oauth_bearer_cache_size(const struct oauth_server *srv);

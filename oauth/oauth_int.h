@@ -42,6 +42,8 @@ struct oauth_server {
 #define KEY_USER_GRANTS "user:%s:grants"
 #define KEY_CLIENT_GRANTS "clientgrants:%s"
 #define KEY_GRANT_TOKENS "granttokens:%s"
+#define KEY_ALL_GRANTS "grants:all"
+#define KEY_ALL_CLIENTS "clients:all"
 #define CHANNEL_REVOKED "revoked"
 
 /* ---- replies: one builder per error surface --------------------------- */
@@ -143,9 +145,16 @@ bool oauth_client_allows_grant(const struct oauth_client *c, const char *grant_t
 
 /* ---- grants ------------------------------------------------------------- */
 
-/* Revokes grant ID and every token of it (best effort; the store may be down). */
+/*
+ * Revokes grant ID and every token of it (best effort; the store may be down).
+ * DONE (may be NULL) runs once every command has been issued; FOUND says
+ * whether the grant existed.
+ */
+typedef void (*oauth_revoked_fn)(bool found, void *arg);
 void oauth_grant_revoke(struct oauth_server *srv, const char *grant_id, const char *why,
                         const char *request_id);
+void oauth_grant_revoke_then(struct oauth_server *srv, const char *grant_id, const char *why,
+                             const char *request_id, oauth_revoked_fn done, void *arg);
 
 /* Scope helpers: every item of WANT is in the configured scopes. */
 bool oauth_scopes_supported(const struct oauth_server *srv, const struct mg_string_list *want);

@@ -258,6 +258,7 @@ static json_t *registered_metadata(json_t *body, enum gw_client_auth auth)
 }
 
 struct stored_registration {
+    struct store *store;      /* borrowed */
     struct http_request *req; /* borrowed until answered */
     json_t *response;         /* owned */
     char *client_id;          /* owned */
@@ -270,6 +271,7 @@ static void on_client_stored(const struct store_result *res, void *arg)
         oauth_reply_store_down(sr->req, "registration");
         json_decref(sr->response);
     } else {
+        store_set_add(sr->store, KEY_ALL_CLIENTS, sr->client_id, 0, NULL, NULL);
         oauth_audit(http_request_id(sr->req), "client registered", "client_id", sr->client_id,
                     "client", http_request_client_ip(sr->req), NULL);
         oauth_reply_json(sr->req, 201, sr->response);
@@ -320,6 +322,7 @@ static void store_client(struct registration *r, enum gw_client_auth auth)
     json_decref(meta);
 
     struct stored_registration *sr = xcalloc(1, sizeof(*sr));
+    sr->store = srv->store;
     sr->req = r->req;
     sr->response = response;
     sr->client_id = client_id;
