@@ -4,12 +4,14 @@
  * Exit status: 0 success, 1 runtime failure, 2 bad usage or bad config.
  */
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/jws.h"
 #include "gateway/app.h"
+#include "gateway/cli.h"
 #include "gateway/config.h"
 #include "gateway/log.h"
 
@@ -21,6 +23,11 @@ static void print_usage(FILE *out)
             "usage: mcpgate -c FILE [--log-level LEVEL]   run the gateway\n"
             "       mcpgate check-config FILE             validate FILE, print a summary\n"
             "       mcpgate keygen FILE                   write a new ES256 identity signing key\n"
+            "       mcpgate grants list -c FILE [--user SUB]\n"
+            "       mcpgate grants revoke -c FILE (ID | --user SUB)\n"
+            "       mcpgate clients list -c FILE | clients delete -c FILE ID\n"
+            "       mcpgate explain -c FILE --route NAME [--roles a,b] [--groups g] [--scopes x,y]\n"
+            "                       [--kind tool|prompt|resource] NAME\n"
             "       mcpgate --version | --help\n"
             "\n"
             "options:\n"
@@ -53,6 +60,7 @@ static int cmd_check_config(int argc, char **argv)
         return EXIT_USAGE;
     }
     gw_config_print_summary(cfg, stdout);
+    cli_print_policy(cfg, stdout);
     gw_config_free(cfg);
     return 0;
 }
@@ -134,9 +142,17 @@ static int cmd_serve(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    /* Every verb may talk to Redis; hiredis writes with write(2). */
+    signal(SIGPIPE, SIG_IGN);
     if (argc >= 2 && strcmp(argv[1], "check-config") == 0)
         return cmd_check_config(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "keygen") == 0)
         return cmd_keygen(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "grants") == 0)
+        return cli_grants(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "clients") == 0)
+        return cli_clients(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "explain") == 0)
+        return cli_explain(argc - 1, argv + 1);
     return cmd_serve(argc, argv);
 }
