@@ -110,6 +110,7 @@ static void http_options_from(const struct gw_config *cfg, struct http_server_op
     o->max_header_bytes = cfg->server.limits.max_header_bytes;
     o->max_connections = cfg->server.limits.max_connections;
     o->request_timeout_ms = cfg->server.limits.request_timeout_ms;
+    o->idle_timeout_ms = cfg->server.limits.idle_timeout_ms;
     o->sse_high_water_bytes = cfg->server.limits.sse_high_water_bytes;
     o->tls_cert_file = cfg->server.tls_cert;
     o->tls_key_file = cfg->server.tls_key;

@@ -334,6 +334,17 @@ static void request_free(struct http_request *req)
     free(req);
 }
 
+/* libevent has one timeout per connection (the longest gap between bytes):
+ * once a response is queued, the wait for the next request gets idle_timeout. */
+static void set_idle_timeout(struct http_request *req)
+{
+    uint64_t ms = req->srv->opts.idle_timeout_ms;
+    if (ms == 0 || req->evcon == NULL)
+        return;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    evhttp_connection_set_timeout_tv(req->evcon, &tv);
+}
+
 static void report_access(struct http_request *req)
 {
     struct http_server *srv = req->srv;
@@ -356,6 +367,8 @@ static void report_access(struct http_request *req)
 /* Detaches from evhttp's connection callbacks: after this, evhttp owns ev. */
 static void request_release(struct http_request *req)
 {
+    if (!req->streaming)
+        set_idle_timeout(req);
     if (req->conn && req->conn->active == req)
         req->conn->active = NULL;
     req->conn = NULL;

@@ -64,7 +64,8 @@ struct http_server_options {
     uint64_t max_body_bytes;
     uint64_t max_header_bytes;
     uint32_t max_connections;
-    uint64_t request_timeout_ms;  /* read/write timeout while a request is active */
+    uint64_t request_timeout_ms;  /* longest gap between bytes of a request or response */
+    uint64_t idle_timeout_ms;     /* keep-alive: how long a connection waits for its next request */
     uint64_t sse_high_water_bytes;
     const char *tls_cert_file;    /* NULL: plain HTTP */
     const char *tls_key_file;

@@ -246,7 +246,39 @@ static void on_authreq_stored(const struct store_result *res, void *arg)
     authz_free(a);
 }
 
+static void store_authreq(struct authz *a);
+
+/* server.limits.max_pending_authorizations: open consent pages per client address. */
+static void on_pending_counted(const struct store_result *res, void *arg)
+{
+    struct authz *a = arg;
+    uint32_t max = a->srv->cfg->server.limits.max_pending_authorizations;
+    if (res->status != STORE_OK) {
+        oauth_reply_store_down(a->req, "authorization request");
+        authz_free(a);
+    } else if (max && res->integer > (long long)max) {
+        http_set_header(a->req, "Retry-After", "60");
+        oauth_reply_html_error(a->req, 429, "Too many sign-in attempts",
+                               "Too many sign-in requests are open from your address. Finish or "
+                               "close them, then try again in a few minutes.");
+        authz_free(a);
+    } else {
+        store_authreq(a);
+    }
+}
+
 static void show_consent(struct authz *a)
+{
+    char key[128];
+    snprintf(key, sizeof(key), "ratelimit:authorize:%s", http_request_client_ip(a->req));
+    if (store_incr(a->srv->store, key, a->srv->cfg->oauth.authorize_ttl_ms, on_pending_counted,
+                   a) < 0) {
+        oauth_reply_store_down(a->req, "authorization request");
+        authz_free(a);
+    }
+}
+
+static void store_authreq(struct authz *a)
 {
     oauth_random_handle(a->handle);
     oauth_random_handle(a->csrf);

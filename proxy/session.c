@@ -853,6 +853,14 @@ static void attach(struct proxy_stream *st, struct http_request *req)
     http_sse_keepalive(req, PROXY_KEEPALIVE_MS);
 }
 
+static size_t attached_streams(const struct proxy_session *s)
+{
+    size_t n = s->get.req != NULL;
+    for (const struct proxy_stream *st = s->streams; st; st = st->next)
+        n += st->req != NULL && st->sse;
+    return n;
+}
+
 void session_handle_get(struct proxy_call *call)
 {
     struct http_request *req = call->req;
@@ -882,6 +890,17 @@ void session_handle_get(struct proxy_call *call)
             key[us - last] = '\0';
             after = strtoull(us + 1, NULL, 10);
         }
+    }
+    struct proxy_stream *target = find_stream(s, key);
+    uint32_t max = call->proxy->cfg->server.limits.max_streams_per_session;
+    /* Taking over a stream that has a client does not add one. */
+    if (max && (target == NULL || target->req == NULL) && attached_streams(s) >= max) {
+        http_set_header(req, "Retry-After", "5");
+        proxy_reply_rpc_error(req, 503, NULL, JSONRPC_GATEWAY_LIMIT,
+                              "stream limit of this session reached "
+                              "(server.limits.max_streams_per_session)");
+        proxy_call_free(call);
+        return;
     }
     if (http_sse_start(req) < 0) {
         http_stream_end(req);
