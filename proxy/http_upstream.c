@@ -19,10 +19,13 @@
 #include <errno.h>
 
 #include "common/httpc.h"
+#include "common/strbuf.h"
 #include "common/xalloc.h"
 #include "gateway/http.h"
 #include "gateway/log.h"
 #include "proxy/jsonrpc.h"
+#include "proxy/policy.h"
+#include "proxy/sse.h"
 #include "proxy/proxy_int.h"
 #include "store/store.h"
 
@@ -113,19 +116,63 @@ void http_upstream_free_all(struct proxy *p)
 
 /* ---- one forwarded exchange ----------------------------------------------------- */
 
+enum filter_mode {
+    FILTER_NONE = 0, /* bytes pass through as they arrive */
+    FILTER_JSON,     /* a list result in one JSON body: read it whole, filter, send */
+    FILTER_SSE,      /* a list result in an event stream: parse events, filter, re-emit */
+};
+
 struct exchange {
     struct proxy_call *call;   /* owned */
     struct httpc_call *up;     /* borrowed from httpc until it ends */
     bool started;              /* the response head went to the client */
     bool initialize;           /* the body was an initialize request */
     char *body;                /* owned: the forwarded body */
+    char *list_method;         /* owned: tools/list, prompts/list or resources/list, else NULL */
+    enum filter_mode filter;
+    struct strbuf json;        /* FILTER_JSON: the body so far */
+    struct sse_parser *sse;    /* owned, FILTER_SSE */
+    bool too_big;
 };
 
 static void exchange_free(struct exchange *x)
 {
     proxy_call_free(x->call);
     free(x->body);
+    free(x->list_method);
+    strbuf_release(&x->json);
+    sse_parser_free(x->sse);
     free(x);
+}
+
+/* Filters one JSON-RPC message text of a list answer for the caller (owned result). */
+static char *filtered_text(struct exchange *x, const char *text, size_t len)
+{
+    json_error_t jerr;
+    json_t *msg = json_loadb(text, len, 0, &jerr);
+    if (msg == NULL || jsonrpc_classify(msg) != JSONRPC_RESPONSE) {
+        json_decref(msg);
+        return NULL;
+    }
+    policy_filter_list(msg, x->list_method, x->call->route, x->call->principal);
+    char *out = jsonrpc_dump(msg);
+    json_decref(msg);
+    return out;
+}
+
+static void on_sse_event(const struct sse_event *ev, void *arg)
+{
+    struct exchange *x = arg;
+    char *wire;
+    if (ev->comment) {
+        wire = xasprintf(":%s\n\n", ev->comment);
+    } else {
+        char *f = filtered_text(x, ev->data, strlen(ev->data));
+        wire = sse_format(ev->id, ev->event, f ? f : ev->data);
+        free(f);
+    }
+    http_stream_push(x->call->req, wire, strlen(wire));
+    free(wire);
 }
 
 static void on_client_gone(struct http_request *req, void *arg)
@@ -175,8 +222,15 @@ static void on_up_headers(struct httpc_call *up, long status, void *arg)
         forget_binding(call->proxy, http_request_header(call->req, "Mcp-Session-Id"));
     httpc_call_foreach_header(up, copy_response_header, call->req);
     const char *ctype = httpc_call_header(up, "Content-Type");
-    if (ctype && strncasecmp(ctype, "text/event-stream", 17) == 0)
+    bool sse = ctype && strncasecmp(ctype, "text/event-stream", 17) == 0;
+    if (sse)
         http_set_header(call->req, "X-Accel-Buffering", "no");
+    if (x->list_method && status >= 200 && status < 300) {
+        x->filter = sse ? FILTER_SSE : FILTER_JSON;
+        if (sse)
+            x->sse = sse_parser_new(call->proxy->cfg->server.limits.max_body_bytes * 4,
+                                    on_sse_event, x);
+    }
     http_stream_start(call->req, (int)status, ctype);
     http_stream_on_drain(call->req, on_drain, x);
     x->started = true;
@@ -186,6 +240,19 @@ static int on_up_data(struct httpc_call *up, const char *data, size_t len, void 
 {
     struct exchange *x = arg;
     (void)up;
+    if (x->filter == FILTER_JSON) {
+        /* Bounded: a list answer larger than 4 × max_body is cut off (502). */
+        if (x->json.len + len > x->call->proxy->cfg->server.limits.max_body_bytes * 4)
+            x->too_big = true;
+        else
+            strbuf_append(&x->json, data, len);
+        return HTTPC_CONTINUE;
+    }
+    if (x->filter == FILTER_SSE) {
+        if (sse_parser_feed(x->sse, data, len) < 0)
+            x->too_big = true;
+        return HTTPC_CONTINUE;
+    }
     /* Over the client's high-water mark: pause the upstream until it drains. */
     return http_stream_push(x->call->req, data, len) == 1 ? HTTPC_PAUSE : HTTPC_CONTINUE;
 }
@@ -201,6 +268,16 @@ static void on_up_done(struct httpc_call *up, const char *error, void *arg)
         if (error)
             gw_log(GW_LOG_WARN, "proxy", http_request_id(req), "upstream stream ended early",
                    "route", x->call->route->name, "error", error, NULL);
+        if (x->too_big)
+            gw_log(GW_LOG_WARN, "proxy", http_request_id(req),
+                   "a list answer exceeded 4 x server.limits.max_body and was cut", "route",
+                   x->call->route->name, NULL);
+        if (x->filter == FILTER_JSON && !x->too_big && x->json.len) {
+            char *f = filtered_text(x, x->json.buf, x->json.len);
+            const char *out = f ? f : x->json.buf;
+            http_stream_push(req, out, strlen(out));
+            free(f);
+        }
         http_stream_end(req);
     } else {
         bool slow = error && strstr(error, "timed out");
@@ -271,6 +348,13 @@ void http_upstream_handle(struct proxy_call *call, json_t *body)
     x->call = call;
     const char *method = body ? jsonrpc_method(body) : NULL;
     x->initialize = method && strcmp(method, "initialize") == 0;
+    const char *field;
+    const struct gw_access_rules *rules =
+        method && strstr(method, "/list") ? policy_rules_for(call->route, method, &field) : NULL;
+    /* Parse the answer only when a rule could remove something from it. */
+    if (rules && (rules->len || rules->default_effect == GW_POLICY_DENY) &&
+        jsonrpc_classify(body) == JSONRPC_REQUEST)
+        x->list_method = xstrdup(method);
     if (body) {
         x->body = jsonrpc_dump(body);
         json_decref(body);
