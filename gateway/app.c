@@ -369,6 +369,11 @@ static void reload(struct gw_app *app)
     http_server_set_limits(app->http, &o); /* drops the borrowed trusted_proxies of old */
     oauth_server_set_config(app->oauth, fresh);
     proxy_set_config(app->proxy, fresh);
+    /* New routes (and their metadata documents) are served from now on. */
+    if (proxy_register_routes(app->proxy, app->http) < 0 ||
+        oauth_server_register_routes(app->oauth, app->http) < 0)
+        gw_log(GW_LOG_ERROR, "app", NULL, "could not register the routes of the new config",
+               NULL);
     if (app->idp && fresh->idp.configured)
         idp_client_set_config(app->idp, &fresh->idp);
     apply_log_level(app);

@@ -404,11 +404,23 @@ static struct route_binding *binding_new(struct proxy *p, const char *name,
     return b;
 }
 
+static bool bound(const struct proxy *p, const char *name)
+{
+    for (const struct route_binding *b = p->bindings; b; b = b->next)
+        if (strcmp(b->route_name, name) == 0)
+            return true;
+    return false;
+}
+
+/* Registers the routes not registered yet: at start, and after a reload
+ * (removed routes stay registered but answer 404: they are looked up by name). */
 int proxy_register_routes(struct proxy *p, struct http_server *http)
 {
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < p->cfg->n_routes; i++) {
         const struct gw_route_config *r = &p->cfg->routes[i];
+        if (bound(p, r->name))
+            continue;
         struct http_route_options o = {.label = r->name};
         rc = http_route_add(http, r->path, HTTP_POST | HTTP_GET | HTTP_DELETE, on_route_request,
                             binding_new(p, r->name, BINDING_MCP), &o);
