@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+
 #include "common/strbuf.h"
 #include "common/xalloc.h"
 
@@ -82,6 +84,7 @@ struct mg_principal *mg_principal_dup(const struct mg_principal *p)
     d->client_id = dup_or_null(p->client_id);
     d->grant_id = dup_or_null(p->grant_id);
     d->resource = dup_or_null(p->resource);
+    d->idp_access_token = dup_or_null(p->idp_access_token);
     d->expires_at = p->expires_at;
     return d;
 }
@@ -100,5 +103,9 @@ void mg_principal_free(struct mg_principal *p)
     free(p->client_id);
     free(p->grant_id);
     free(p->resource);
+    if (p->idp_access_token) {
+        OPENSSL_cleanse(p->idp_access_token, strlen(p->idp_access_token));
+        free(p->idp_access_token);
+    }
     free(p);
 }

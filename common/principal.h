@@ -26,6 +26,7 @@ struct mg_principal {
     char *client_id;
     char *grant_id;
     char *resource;  /* the route URL the token is bound to, or NULL for any */
+    char *idp_access_token; /* the user's IdP token, only for routes that forward it (secret) */
     uint64_t expires_at; /* Unix seconds */
 };
 

@@ -21,6 +21,7 @@
 #include "common/xalloc.h"
 #include "gateway/http.h"
 #include "gateway/log.h"
+#include "oauth/idp.h"
 #include "oauth/oauth_int.h"
 #include "oauth/tokens.h"
 #include "store/store.h"
@@ -182,10 +183,14 @@ struct bearer_check {
     void *arg;                           /* borrowed */
     char *token;                         /* owned (secret) */
     char hash[65];
+    struct mg_principal *principal;      /* owned, while the IdP token is fetched */
+    unsigned char key[CRYPTO_KEY_LEN];   /* the grant key, while the IdP token is fetched */
 };
 
 static void check_free(struct bearer_check *bc)
 {
+    crypto_wipe(bc->key, sizeof(bc->key));
+    mg_principal_free(bc->principal);
     if (bc->token) {
         crypto_wipe(bc->token, strlen(bc->token));
         free(bc->token);
@@ -223,8 +228,10 @@ static char *opt(json_t *o, const char *key)
     return s ? xstrdup(s) : NULL;
 }
 
-/* The principal from a token record, or NULL when it does not open. */
-static struct mg_principal *principal_from(const struct bearer_check *bc, json_t *rec)
+/* The principal from a token record, or NULL when it does not open. KEY gets
+ * the grant key (the caller wipes it). */
+static struct mg_principal *principal_from(const struct bearer_check *bc, json_t *rec,
+                                           unsigned char key[CRYPTO_KEY_LEN])
 {
     const struct gw_oauth_config *oc = &bc->srv->cfg->oauth;
     const char *wrapped = json_string_value(json_object_get(rec, "wrapped"));
@@ -232,12 +239,10 @@ static struct mg_principal *principal_from(const struct bearer_check *bc, json_t
     const char *grant_id = json_string_value(json_object_get(rec, "grant_id"));
     if (!wrapped || !sealed || !grant_id)
         return NULL;
-    unsigned char key[CRYPTO_KEY_LEN];
     char *props_text = NULL;
     if (oauth_grant_key_unwrap(oc->secret, oc->secret_len, bc->token, wrapped, key) < 0)
         return NULL;
     int rc = oauth_props_open(key, grant_id, sealed, &props_text);
-    crypto_wipe(key, sizeof(key));
     if (rc < 0)
         return NULL;
     json_error_t jerr;
@@ -274,6 +279,98 @@ static void accept_principal(struct bearer_check *bc, const struct mg_principal 
     bc->ok(bc->req, p, bc->arg);
 }
 
+/* ---- the user's IdP access token, for routes that forward it ---------------------- */
+
+#define IDP_TOKEN_MARGIN_S 60 /* refresh this long before the IdP token expires */
+
+static void idp_token_failed(struct bearer_check *bc, bool revoke, const char *why)
+{
+    if (revoke) {
+        oauth_grant_revoke(bc->srv, bc->principal->grant_id, why, http_request_id(bc->req));
+        challenge(bc->srv, bc->req, bc->route, 401, "invalid_token",
+                  "the identity provider ended this sign-in; sign in again");
+    } else {
+        http_set_header(bc->req, "Retry-After", "5");
+        http_reply_error(bc->req, 503, "temporarily_unavailable",
+                         "the identity provider could not renew the user's token");
+    }
+    check_free(bc);
+}
+
+static void store_idp_tokens(struct bearer_check *bc, const char *at, const char *rt,
+                             uint64_t exp)
+{
+    json_t *t = json_pack("{s:s, s:I}", "at", at, "exp", (json_int_t)exp);
+    if (rt)
+        json_object_set_new(t, "rt", json_string(rt));
+    char *text = json_dumps(t, JSON_COMPACT);
+    json_decref(t);
+    char *sealed = NULL;
+    if (oauth_props_seal(bc->key, bc->principal->grant_id, text, &sealed) == 0) {
+        char key[128];
+        snprintf(key, sizeof(key), KEY_IDP_TOKENS "%s", bc->principal->grant_id);
+        store_put(bc->srv->store, key, sealed, strlen(sealed),
+                  bc->srv->cfg->oauth.refresh_token_ttl_ms, NULL, NULL);
+    }
+    crypto_wipe(text, strlen(text));
+    free(text);
+    free(sealed);
+}
+
+static void on_idp_refreshed(const struct idp_identity *id, const char *error, bool denied,
+                             void *arg)
+{
+    struct bearer_check *bc = arg;
+    if (id == NULL || id->access_token == NULL) {
+        oauth_audit(http_request_id(bc->req), "idp failure", "grant_id", bc->principal->grant_id,
+                    "error", error ? error : "no access token in the refresh answer", NULL);
+        idp_token_failed(bc, denied, "the identity provider refused the refresh");
+        return;
+    }
+    if (strcmp(id->subject, bc->principal->subject) != 0) {
+        idp_token_failed(bc, true, "the identity provider answered for another subject");
+        return;
+    }
+    store_idp_tokens(bc, id->access_token, id->refresh_token, id->access_expires_at);
+    bc->principal->idp_access_token = xstrdup(id->access_token);
+    accept_principal(bc, bc->principal);
+    check_free(bc);
+}
+
+static void on_idp_tokens(const struct store_result *res, void *arg)
+{
+    struct bearer_check *bc = arg;
+    if (res->status == STORE_UNAVAILABLE || res->status == STORE_ERROR) {
+        http_set_header(bc->req, "Retry-After", "2");
+        http_reply_error(bc->req, 503, "temporarily_unavailable", "the token store is unavailable");
+        check_free(bc);
+        return;
+    }
+    char *text = NULL;
+    json_t *t = NULL;
+    if (res->status == STORE_OK &&
+        oauth_props_open(bc->key, bc->principal->grant_id, res->value, &text) == 0) {
+        json_error_t jerr;
+        t = json_loads(text, 0, &jerr);
+        crypto_wipe(text, strlen(text));
+        free(text);
+    }
+    const char *at = json_string_value(json_object_get(t, "at"));
+    const char *rt = json_string_value(json_object_get(t, "rt"));
+    uint64_t exp = (uint64_t)json_integer_value(json_object_get(t, "exp"));
+    uint64_t now = (uint64_t)time(NULL);
+    if (at && (exp == 0 || exp > now + IDP_TOKEN_MARGIN_S)) {
+        bc->principal->idp_access_token = xstrdup(at);
+        accept_principal(bc, bc->principal);
+        check_free(bc);
+    } else if (rt && bc->srv->idp) {
+        idp_refresh(bc->srv->idp, rt, on_idp_refreshed, bc);
+    } else {
+        idp_token_failed(bc, at != NULL, "the identity provider token expired");
+    }
+    json_decref(t);
+}
+
 static void on_token_record(const struct store_result *res, void *arg)
 {
     struct bearer_check *bc = arg;
@@ -287,11 +384,20 @@ static void on_token_record(const struct store_result *res, void *arg)
     json_error_t jerr;
     json_t *rec = res->status == STORE_OK ? json_loadb(res->value, res->value_len, 0, &jerr) : NULL;
     uint64_t now = (uint64_t)time(NULL);
-    struct mg_principal *p = rec ? principal_from(bc, rec) : NULL;
+    struct mg_principal *p = rec ? principal_from(bc, rec, bc->key) : NULL;
     json_decref(rec);
     if (p == NULL || p->expires_at <= now) {
         challenge(bc->srv, bc->req, bc->route, 401, "invalid_token",
                   "the access token is invalid, expired or revoked");
+    } else if (bc->route->identity.idp_access_token && resource_mismatch(bc->srv, bc->route,
+                                                                          p->resource) == NULL) {
+        /* Not cached: the IdP token must be current each time. */
+        bc->principal = p;
+        char key[128];
+        snprintf(key, sizeof(key), KEY_IDP_TOKENS "%s", p->grant_id);
+        if (store_get(bc->srv->store, key, on_idp_tokens, bc) < 0)
+            idp_token_failed(bc, false, "store unavailable");
+        return;
     } else {
         cache_put(bc->srv->cache, bc->hash, p, now);
         accept_principal(bc, p);
@@ -348,7 +454,7 @@ void oauth_bearer_check(struct oauth_server *srv, struct http_request *req,
     oauth_token_hash(token, bc->hash);
     uint64_t now = (uint64_t)time(NULL);
     struct bearer_entry *e = cache_find(srv->cache, bc->hash);
-    if (e && e->valid_until > now) {
+    if (e && e->valid_until > now && !route->identity.idp_access_token) {
         accept_principal(bc, e->principal);
         check_free(bc);
         return;

@@ -142,6 +142,15 @@ static void on_idp_login(const struct idp_identity *id, const char *error, bool 
     }
     cb->props_json = identity_props(id);
     cb->subject = xstrdup(id->subject);
+    char *idp_tokens = NULL;
+    if (id->access_token && oauth_any_route_wants_idp_token(cb->srv)) {
+        json_t *t = json_pack("{s:s, s:I}", "at", id->access_token, "exp",
+                              (json_int_t)id->access_expires_at);
+        if (id->refresh_token)
+            json_object_set_new(t, "rt", json_string(id->refresh_token));
+        idp_tokens = json_dumps(t, JSON_COMPACT);
+        json_decref(t);
+    }
     struct oauth_new_grant ng = {
         .subject = id->subject,
         .props_json = cb->props_json,
@@ -150,8 +159,13 @@ static void on_idp_login(const struct idp_identity *id, const char *error, bool 
         .resource = login_str(cb, "resource"),
         .redirect_uri = login_str(cb, "redirect_uri"),
         .code_challenge = login_str(cb, "code_challenge"),
+        .idp_tokens_json = idp_tokens,
     };
     oauth_grant_create(cb->srv, &ng, on_code_created, cb);
+    if (idp_tokens) {
+        crypto_wipe(idp_tokens, strlen(idp_tokens));
+        free(idp_tokens);
+    }
 }
 
 static void on_login_taken(const struct store_result *res, void *arg)

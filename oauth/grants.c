@@ -91,9 +91,10 @@ void oauth_grant_create(struct oauth_server *srv, const struct oauth_new_grant *
 
     unsigned char key[CRYPTO_KEY_LEN];
     oauth_grant_key_new(key);
-    char *sealed = NULL, *wrapped = NULL;
+    char *sealed = NULL, *wrapped = NULL, *sealed_idp = NULL;
     if (oauth_props_seal(key, id, ng->props_json, &sealed) < 0 ||
-        oauth_grant_key_wrap(oc->secret, oc->secret_len, gc->code, key, &wrapped) < 0)
+        oauth_grant_key_wrap(oc->secret, oc->secret_len, gc->code, key, &wrapped) < 0 ||
+        (ng->idp_tokens_json && oauth_props_seal(key, id, ng->idp_tokens_json, &sealed_idp) < 0))
         abort(); /* AES-GCM and HKDF do not fail on valid inputs */
     crypto_wipe(key, sizeof(key));
 
@@ -121,6 +122,18 @@ void oauth_grant_create(struct oauth_server *srv, const struct oauth_new_grant *
     set_add(srv, b, key_user, id, oc->refresh_token_ttl_ms);
     set_add(srv, b, key_client, id, oc->refresh_token_ttl_ms);
     set_add(srv, b, KEY_ALL_GRANTS, id, 0);
+    if (sealed_idp) {
+        /* The IdP's tokens, sealed under the grant key: only a token of this
+         * grant can open them, at the bearer check of a route that forwards them. */
+        char key_idp[128];
+        snprintf(key_idp, sizeof(key_idp), KEY_IDP_TOKENS "%s", id);
+        if (store_put(srv->store, key_idp, sealed_idp, strlen(sealed_idp),
+                      oc->refresh_token_ttl_ms, oauth_batch_cb, oauth_batch_add(b)) < 0) {
+            struct store_result fail = {.status = STORE_UNAVAILABLE, .error = "cannot queue"};
+            oauth_batch_cb(&fail, b);
+        }
+        free(sealed_idp);
+    }
     oauth_batch_seal(b);
     json_decref(grant);
     json_decref(code);
@@ -269,6 +282,8 @@ static void on_grant_for_revoke(const struct store_result *res, void *arg)
     }
     char key[128];
     snprintf(key, sizeof(key), KEY_GRANT "%s", rv->grant_id);
+    store_del(st, key, NULL, NULL);
+    snprintf(key, sizeof(key), KEY_IDP_TOKENS "%s", rv->grant_id);
     store_del(st, key, NULL, NULL);
     snprintf(key, sizeof(key), KEY_GRANT_TOKENS, rv->grant_id);
     if (store_set_members(st, key, on_grant_tokens, rv) < 0)

@@ -495,3 +495,11 @@ const struct gw_route_config *oauth_resource_route(const struct oauth_server *sr
         *is_root = true;
     return NULL;
 }
+
+bool oauth_any_route_wants_idp_token(const struct oauth_server *srv)
+{
+    for (size_t i = 0; i < srv->cfg->n_routes; i++)
+        if (srv->cfg->routes[i].identity.idp_access_token)
+            return true;
+    return false;
+}

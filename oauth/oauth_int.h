@@ -42,6 +42,7 @@ struct oauth_server {
 #define KEY_USER_GRANTS "user:%s:grants"
 #define KEY_CLIENT_GRANTS "clientgrants:%s"
 #define KEY_GRANT_TOKENS "granttokens:%s"
+#define KEY_IDP_TOKENS "idptok:"
 #define KEY_ALL_GRANTS "grants:all"
 #define KEY_ALL_CLIENTS "clients:all"
 #define CHANNEL_REVOKED "revoked"
@@ -197,6 +198,7 @@ struct oauth_new_grant {
     const char *resource;    /* may be NULL */
     const char *redirect_uri;
     const char *code_challenge;
+    const char *idp_tokens_json; /* may be NULL: sealed into idptok:<grant> when set */
 };
 /* CODE is NULL when the store failed; borrowed for the call. */
 typedef void (*oauth_code_fn)(const char *code, const char *grant_id, void *arg);
@@ -210,6 +212,9 @@ void oauth_grant_create(struct oauth_server *srv, const struct oauth_new_grant *
 typedef void (*oauth_tokens_fn)(json_t *response, void *arg);
 void oauth_issue_tokens(struct oauth_server *srv, const struct oauth_grant *g, bool with_refresh,
                         oauth_tokens_fn cb, void *arg);
+
+/* True when some route forwards the user's IdP access token upstream. */
+bool oauth_any_route_wants_idp_token(const struct oauth_server *srv);
 
 /* ---- client authentication at /token and /revoke (token.c) --------------- */
 

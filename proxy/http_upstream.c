@@ -321,6 +321,8 @@ static size_t build_headers(struct proxy_call *call, struct httpc_header *h, siz
         if (p->client_id)
             h[n++] = (struct httpc_header){"X-MCP-Client-Id", p->client_id};
     }
+    if (call->route->identity.idp_access_token && p && p->idp_access_token)
+        h[n++] = (struct httpc_header){"X-MCP-IdP-Access-Token", p->idp_access_token};
     char *jwt = identity_jwt(call->proxy, call->route, p);
     if (jwt) {
         owned[(*n_owned)++] = jwt;
@@ -359,7 +361,7 @@ void http_upstream_handle(struct proxy_call *call, json_t *body)
         x->body = jsonrpc_dump(body);
         json_decref(body);
     }
-    struct httpc_header headers[20];
+    struct httpc_header headers[24];
     char *owned[5];
     size_t n_owned = 0;
     size_t n = build_headers(call, headers, 8, owned, &n_owned);

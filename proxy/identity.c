@@ -67,6 +67,8 @@ char **identity_child_env(const struct proxy *proxy, const struct gw_route_confi
         env_set_list(&b, "MCP_SCOPES", &p->scopes, " ");
         env_set(&b, "MCP_CLIENT_ID", p->client_id ? p->client_id : "");
     }
+    if (route->identity.idp_access_token && p && p->idp_access_token)
+        env_set(&b, "MCP_IDP_ACCESS_TOKEN", p->idp_access_token);
     char *jwt = p ? identity_jwt(proxy, route, p) : NULL;
     if (jwt) {
         env_set(&b, "MCP_IDENTITY_JWT", jwt);

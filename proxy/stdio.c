@@ -12,13 +12,14 @@
  * whose handle was freed while they ran, until the kernel says they exited.
  *
  * Why it is shaped so:
- *   - posix_spawn, not fork+exec: a fork of a large ASan/event-loop process is
- *     slow and only async-signal-safe code may run between fork and exec;
+ *   - posix_spawn, not fork+exec: fork copies a large process's page tables
+ *     and only async-signal-safe code may run between fork and exec;
  *     glibc's posix_spawn is clone(CLONE_VM|CLONE_VFORK)+exec and reports an
  *     exec failure as its return value (glibc waits for that child itself).
  *   - Reaping through a pidfd watched by the loop, not SIGCHLD: a handler
  *     that reaps everything would steal other code's children, and a pidfd
- *     names exactly one process with no pid-reuse race.
+ *     names exactly one process with no pid-reuse race. Needs Linux >= 5.4
+ *     (pidfd_open 5.3, waitid(P_PIDFD) 5.4).
  *   - The process group is the unit of killing: the child is its group's
  *     leader, the stop sequence signals the group, and when the leader exits
  *     whatever is left of its group is SIGKILLed, so a session leaves nothing
@@ -33,25 +34,33 @@
  *     inside a busy bracket, so stdio_child_free inside any of them only
  *     marks the handle and the bracket frees it on the way out.
  *
- * Workarounds, each with the test that pins it:
+ * Workarounds, each as "problem: answer  [where; test]":
  *   - execvp would search the gateway's PATH: own lookup in the child's env
- *                                      resolve_command  test_path_lookup_uses_child_path
- *   - posix_spawn gives no pidfd (pidfd_spawn is glibc 2.39): pidfd_open
- *     right after the spawn; race-free, the child is not reaped yet
- *                                      stdio_spawn      test_free_running_child_no_zombie
- *   - dup2 file actions run in order: a child pipe end that is itself 0..2
- *     (gateway started with a std fd closed) would be clobbered
- *                                      pipe_for_child   test_spawn_with_std_fds_closed
+ *       [resolve_command; test_path_lookup_uses_child_path]
+ *   - posix_spawn gives no pidfd (pidfd_spawn is glibc 2.39): pidfd_open right
+ *     after the spawn, race-free as the child is not reaped yet
+ *       [stdio_spawn; test_free_running_child_no_zombie]
+ *   - a gateway started with 0..2 closed gets pipe ends (and the pidfd) there:
+ *     its own stdout/stderr writes would land in a child's pipe, and dup2(fd,
+ *     fd) file actions keep FD_CLOEXEC on older libcs: all moved to >= 3
+ *       [fd_above_std; test_spawn_with_std_fds_closed]
  *   - SIG_IGN dispositions and the signal mask survive exec (the gateway
- *     ignores SIGPIPE): SETSIGDEF + SETSIGMASK   test_child_signal_state
- *   - a descendant that left the group can hold stdout open forever: the
- *     wait for EOF after the exit is bounded   test_escaped_descendant_bounded
- *   - someone else's waitpid(-1) may reap our child: the pidfd then reports
- *     ECHILD, which ends the child with its status unknown
- *                                      reap             test_reaped_elsewhere
+ *     ignores SIGPIPE): POSIX_SPAWN_SETSIGDEF and SETSIGMASK
+ *       [init_attr; test_child_signal_state]
+ *   - a descendant that left the group can hold stdout open forever: the wait
+ *     for EOF after the exit is bounded
+ *       [on_pidfd, on_eof_timer; test_escaped_descendant_bounded]
+ *   - other code's waitpid(-1) may reap our child: waitid on the pidfd then
+ *     says ECHILD, which ends the child with its status unknown
+ *       [reap, on_pidfd; test_reaped_elsewhere]
  *   - write(2) to a dead child's pipe raises SIGPIPE: the process must ignore
- *     it (gateway/app.c); stdio_spawn warns once when nobody did
- *                                      stdio_spawn      test_stdin_epipe
+ *     it (gateway/app.c does); stdio_spawn warns once when nobody did
+ *       [check_sigpipe; test_warns_when_sigpipe_not_ignored, test_stdin_epipe]
+ *
+ * Known and left alone: glibc 2.36's posix_spawn sets its internal signals
+ * 32 and 33 (SIGCANCEL, SIGSETXID) to SIG_IGN in the child before exec, so
+ * they stay ignored there; sigaddset refuses them, so SETSIGDEF cannot reset
+ * them. Nothing uses them at default. test_child_signal_state pins it.
  */
 #include "proxy/stdio.h"
 
@@ -81,7 +90,8 @@
 #define STDIO_OUT_BUDGET_BYTES (256u * 1024u) /* stdout bytes read per event callback */
 #define STDIO_ERR_CHUNK_BYTES (16u * 1024u)
 #define STDIO_ERR_BUDGET_BYTES (64u * 1024u) /* stderr bytes read per event callback */
-#define STDIO_EOF_WAIT_MIN_MS 100u           /* floor of the wait for stdout EOF after exit */
+/* After the exit, on_exit waits this long at most for stdout EOF. */
+#define STDIO_EOF_WAIT_MS 1000u
 /* A partial-line buffer bigger than this is freed, not kept, once delivered. */
 #define STDIO_KEEP_PARTIAL_BYTES (64u * 1024u)
 
@@ -439,8 +449,7 @@ static void on_pidfd(evutil_socket_t fd, short what, void *arg)
          * waits for EOF, but only so long, since a descendant that left the
          * process group (setsid) can keep the pipe open forever.
          */
-        uint64_t wait_ms = c->kill_grace_ms;
-        add_timer_ms(c->eof_ev, wait_ms > STDIO_EOF_WAIT_MIN_MS ? wait_ms : STDIO_EOF_WAIT_MIN_MS);
+        add_timer_ms(c->eof_ev, STDIO_EOF_WAIT_MS);
         return;
     }
     c->busy++;
@@ -720,35 +729,44 @@ static char *resolve_command(const char *name, const char *const *env, int *err)
     }
 }
 
+/* Moves *FD to the lowest free fd >= 3, keeping close-on-exec. */
+static int fd_above_std(int *fd)
+{
+    if (*fd >= 3)
+        return 0;
+    int moved = fcntl(*fd, F_DUPFD_CLOEXEC, 3);
+    if (moved < 0)
+        return -errno;
+    close(*fd);
+    *fd = moved;
+    return 0;
+}
+
 /*
- * A close-on-exec pipe whose child end is >= 3: the dup2 file actions run in
- * order, so a child end that was itself 0..2 could be overwritten before it
- * is used. The parent end is made non-blocking.
+ * A close-on-exec pipe with both ends >= 3, the parent's end non-blocking.
+ * When the gateway runs with some of 0..2 closed, pipe2 hands those out: a
+ * parent end there would receive the gateway's own writes to stdout/stderr
+ * (gw_log writes to fd 2), and a child end there relies on dup2(fd, fd) in
+ * a file action clearing FD_CLOEXEC, which only newer libcs do.
  */
 static int pipe_for_child(int fds[2], bool child_reads)
 {
+    int rc = 0;
     if (pipe2(fds, O_CLOEXEC) != 0)
         return -errno;
-    int *child_end = &fds[child_reads ? 0 : 1];
-    int parent_end = fds[child_reads ? 1 : 0];
-    if (*child_end < 3) {
-        int moved = fcntl(*child_end, F_DUPFD_CLOEXEC, 3);
-        if (moved < 0) {
-            int e = errno;
-            close(fds[0]);
-            close(fds[1]);
-            return -e;
-        }
-        close(*child_end);
-        *child_end = moved;
-    }
-    if (fcntl(parent_end, F_SETFL, fcntl(parent_end, F_GETFL) | O_NONBLOCK) != 0) {
-        int e = errno;
-        close(fds[0]);
-        close(fds[1]);
-        return -e;
+    int parent_end = child_reads ? 1 : 0;
+    if ((rc = fd_above_std(&fds[0])) != 0 || (rc = fd_above_std(&fds[1])) != 0)
+        goto fail;
+    int fl = fcntl(fds[parent_end], F_GETFL);
+    if (fl < 0 || fcntl(fds[parent_end], F_SETFL, fl | O_NONBLOCK) != 0) {
+        rc = -errno;
+        goto fail;
     }
     return 0;
+fail:
+    close_fd(&fds[0]);
+    close_fd(&fds[1]);
+    return rc;
 }
 
 /* Names what failed when posix_spawn did: the cwd, or the program. */
@@ -892,8 +910,9 @@ struct stdio_child *stdio_spawn(struct event_base *base, const struct stdio_spaw
         goto out;
     }
     pidfd = (int)syscall(SYS_pidfd_open, pid, 0); /* always O_CLOEXEC */
-    if (pidfd < 0) {
-        int e = errno;
+    if (pidfd < 0 || (rc = fd_above_std(&pidfd)) != 0) {
+        int e = pidfd < 0 ? errno : -rc;
+        close_fd(&pidfd);
         /* Unwatchable: end it now. Blocks only until a SIGKILLed child is gone. */
         kill(-pid, SIGKILL);
         while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)

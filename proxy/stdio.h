@@ -35,7 +35,9 @@ struct stdio_child_callbacks {
     void (*on_line)(struct stdio_child *c, const char *line, size_t len, void *arg);
     /*
      * Exactly once (unless the handle is freed first), after the child was
-     * reaped and every stdout line before its exit was delivered. STATUS: the
+     * reaped and every stdout line before its exit was delivered (stdout
+     * reached EOF, or 1 s passed: a descendant that left the process group
+     * may hold it open; its later lines are dropped). STATUS: the
      * exit code (0..255), or 128+signal when killed. REASON (borrowed, valid
      * during the call): NULL for exit status 0, else a clear text such as
      * "stdout line exceeds 4194304 bytes", "killed after stop grace",
