@@ -24,6 +24,7 @@
 #include "oauth/idp.h"
 #include "oauth/oauth.h"
 #include "proxy/proxy.h"
+#include "proxy/stdio.h"
 #include "store/store.h"
 
 #define DRAIN_POLL_MS 50
@@ -460,6 +461,7 @@ void gw_app_free(struct gw_app *app)
     http_server_free(app->metrics_http);
     http_server_free(app->http);
     gw_health_free(app->health);
+    stdio_children_reap_all(); /* children freed just before: reaped, never left as zombies */
     gw_metrics_free(app->metrics);
     jws_key_free(app->sign_key);
     jws_key_free(app->previous_key);

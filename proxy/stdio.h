@@ -5,9 +5,13 @@
  * own process group, close-on-exec everywhere, reaped through a pidfd;
  * stderr lines go to the log tagged with the session.
  *
+ * The child leads its own process group; when it exits, whatever is left of
+ * that group is SIGKILLed, so a session leaves no processes behind.
+ *
  * Everything runs on the caller's event_base and never blocks it. Callbacks
  * are only ever called from event callbacks, never from inside a stdio_*
- * call, and the handle may be freed from inside any of them.
+ * call, and the handle may be freed from inside any of them. Needs Linux
+ * >= 5.4 (pidfd_open, waitid(P_PIDFD)) and glibc >= 2.34 (closefrom action).
  */
 #ifndef MCPGATE_PROXY_STDIO_H
 #define MCPGATE_PROXY_STDIO_H
@@ -25,6 +29,7 @@ struct stdio_child;
 /* Each stderr line is logged cut to this many bytes. */
 #define STDIO_STDERR_LINE_BYTES 4096u
 
+/* on_line and on_exit are required. */
 struct stdio_child_callbacks {
     /*
      * One complete stdout line without its '\n' (a trailing '\r' stripped),
