@@ -34,6 +34,7 @@ struct proxy {
     size_t n_sessions;
     struct route_binding *bindings; /* owned: one per registered route path */
     struct http_binding_sessions *http_sessions; /* owned: upstream session → owner */
+    struct bridge *bridges;      /* owned: 2024-11-05 clients of HTTP upstreams */
 };
 
 /* What a handler knows about the request it serves. */
@@ -81,5 +82,11 @@ void identity_inject_meta(json_t *body, const struct mg_principal *p);
 
 void http_upstream_handle(struct proxy_call *call, json_t *body);
 void http_upstream_free_all(struct proxy *p);
+
+/* ---- legacy_http.c: the 2024-11-05 transport in front of HTTP upstreams --------- */
+
+void legacy_http_open(struct proxy_call *call, const char *messages_path);
+void legacy_http_post(struct proxy_call *call, const char *session_id, json_t *body);
+void legacy_http_free_all(struct proxy *p);
 
 #endif

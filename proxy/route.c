@@ -294,15 +294,11 @@ static void on_authed(struct http_request *req, const struct mg_principal *princ
     }
     enum http_method m = http_request_method(req);
     if (b->kind == BINDING_LEGACY_SSE) {
-        if (route->kind != GW_UPSTREAM_STDIO) {
-            proxy_reply_rpc_error(req, 404, NULL, JSONRPC_INVALID_REQUEST,
-                                  "the 2024-11-05 transport is served for STDIO routes; use "
-                                  "Streamable HTTP at the route path");
-            proxy_call_free(call);
-            return;
-        }
         char *messages = xasprintf("%s/messages", route->path);
-        session_handle_legacy_sse(call, messages);
+        if (route->kind == GW_UPSTREAM_STDIO)
+            session_handle_legacy_sse(call, messages);
+        else
+            legacy_http_open(call, messages);
         free(messages);
     } else if (b->kind == BINDING_LEGACY_POST) {
         const char *q = http_request_query(req);
@@ -323,7 +319,10 @@ static void on_authed(struct http_request *req, const struct mg_principal *princ
         } else {
             if (route->identity.meta)
                 identity_inject_meta(body, call->principal);
-            session_handle_legacy_post(call, sid, body);
+            if (route->kind == GW_UPSTREAM_STDIO)
+                session_handle_legacy_post(call, sid, body);
+            else
+                legacy_http_post(call, sid, body);
         }
         http_params_clear(&params);
     } else if (m == HTTP_POST) {
@@ -458,6 +457,7 @@ void proxy_free(struct proxy *p)
     if (p == NULL)
         return;
     sessions_free_all(p);
+    legacy_http_free_all(p);
     http_upstream_free_all(p);
     while (p->bindings) {
         struct route_binding *b = p->bindings;

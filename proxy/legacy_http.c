@@ -1,0 +1,402 @@
+/*
+ * legacy_http: the 2024-11-05 HTTP+SSE transport in front of an HTTP
+ * upstream that speaks Streamable HTTP. The old client holds one SSE stream
+ * (GET <route>/sse) and POSTs each message to <route>/messages?session_id=…;
+ * the gateway plays a Streamable HTTP client for it: every message becomes a
+ * POST upstream, and whatever the upstream answers (JSON, or SSE events) goes
+ * back to the client's stream as "message" events. After the client's
+ * notifications/initialized, a GET stream to the upstream carries
+ * server-initiated messages. Closing the client's stream ends the upstream
+ * session (DELETE).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "common/httpc.h"
+#include "common/strbuf.h"
+#include "common/xalloc.h"
+#include "gateway/http.h"
+#include "gateway/log.h"
+#include "oauth/tokens.h"
+#include "proxy/jsonrpc.h"
+#include "proxy/policy.h"
+#include "proxy/proxy_int.h"
+#include "proxy/sse.h"
+
+struct bridge {
+    char id[44];
+    struct proxy *proxy;       /* borrowed */
+    char *route_name;          /* owned */
+    struct mg_principal *who;  /* owned */
+    struct http_request *sse;  /* borrowed: the client's stream, NULL once gone */
+    char *upstream_session;    /* owned: the upstream's Mcp-Session-Id */
+    char *protocol_version;    /* owned: negotiated */
+    struct httpc_call *get;    /* the upstream GET stream, or NULL */
+    struct sse_parser *get_parser; /* owned */
+    size_t posts_in_flight;
+    bool closing;
+    struct relay *relays;      /* owned: messages being forwarded */
+    struct bridge *next;       /* owned list in the proxy */
+};
+
+/* One forwarded message. */
+struct relay {
+    struct bridge *b;          /* borrowed */
+    struct httpc_call *up;
+    bool initialize;
+    bool sse;
+    struct sse_parser *parser; /* owned */
+    struct strbuf json;        /* JSON answers, read whole (bounded) */
+    char *body;                /* owned */
+    char *list_method;         /* owned: a list request whose answer is filtered, or NULL */
+    struct relay *next;        /* in b->relays */
+};
+
+/* A list answer filtered for the bridge's caller (owned text), or NULL to send as is. */
+static char *filter_for(struct bridge *b, const char *method, const char *text, size_t len)
+{
+    const struct gw_route_config *r = gw_config_route_by_name(b->proxy->cfg, b->route_name);
+    if (method == NULL || r == NULL)
+        return NULL;
+    json_error_t jerr;
+    json_t *msg = json_loadb(text, len, 0, &jerr);
+    char *out = NULL;
+    if (msg && jsonrpc_classify(msg) == JSONRPC_RESPONSE &&
+        policy_filter_list(msg, method, r, b->who) > 0)
+        out = jsonrpc_dump(msg);
+    json_decref(msg);
+    return out;
+}
+
+/* ---- to the client ------------------------------------------------------------- */
+
+static void emit(struct bridge *b, const char *data)
+{
+    if (b->sse == NULL || data[0] == '\0')
+        return;
+    if (http_sse_event(b->sse, NULL, "message", data, strlen(data)) < 0)
+        gw_log(GW_LOG_INFO, "proxy", b->id, "legacy client is not reading; event dropped", NULL);
+}
+
+static void on_event(const struct sse_event *ev, void *arg)
+{
+    struct bridge *b = arg;
+    if (ev->comment == NULL && (ev->event == NULL || strcmp(ev->event, "message") == 0))
+        emit(b, ev->data);
+}
+
+/* ---- the upstream request headers ------------------------------------------------ */
+
+static size_t bridge_headers(struct bridge *b, struct httpc_header *h, char **owned)
+{
+    size_t n = 0, o = 0;
+    h[n++] = (struct httpc_header){"Accept", "application/json, text/event-stream"};
+    h[n++] = (struct httpc_header){"Content-Type", "application/json"};
+    if (b->upstream_session)
+        h[n++] = (struct httpc_header){"Mcp-Session-Id", b->upstream_session};
+    if (b->protocol_version)
+        h[n++] = (struct httpc_header){"MCP-Protocol-Version", b->protocol_version};
+    const struct gw_route_config *r = gw_config_route_by_name(b->proxy->cfg, b->route_name);
+    const struct mg_principal *p = b->who;
+    if (r && r->identity.headers) {
+        owned[o++] = mg_string_list_join(&p->roles, ",");
+        owned[o++] = mg_string_list_join(&p->groups, ",");
+        owned[o++] = mg_string_list_join(&p->scopes, " ");
+        h[n++] = (struct httpc_header){"X-MCP-User-Sub", p->subject};
+        h[n++] = (struct httpc_header){"X-MCP-User-Roles", owned[0]};
+        h[n++] = (struct httpc_header){"X-MCP-User-Groups", owned[1]};
+        h[n++] = (struct httpc_header){"X-MCP-Scopes", owned[2]};
+        if (p->email)
+            h[n++] = (struct httpc_header){"X-MCP-User-Email", p->email};
+        if (p->client_id)
+            h[n++] = (struct httpc_header){"X-MCP-Client-Id", p->client_id};
+    }
+    char *jwt = r ? identity_jwt(b->proxy, r, p) : NULL;
+    if (jwt) {
+        owned[o++] = jwt;
+        h[n++] = (struct httpc_header){"X-MCP-Identity", jwt};
+    }
+    owned[o] = NULL;
+    return n;
+}
+
+static void free_owned(char **owned)
+{
+    for (char **s = owned; *s; s++)
+        free(*s);
+}
+
+static void bridge_free(struct bridge *b);
+
+/* ---- the upstream GET stream (server-initiated messages) --------------------------- */
+
+static int on_get_data(struct httpc_call *up, const char *data, size_t len, void *arg)
+{
+    struct bridge *b = arg;
+    (void)up;
+    if (sse_parser_feed(b->get_parser, data, len) < 0)
+        gw_log(GW_LOG_WARN, "proxy", b->id, "an upstream event was too large", NULL);
+    return HTTPC_CONTINUE;
+}
+
+static void on_get_done(struct httpc_call *up, const char *error, void *arg)
+{
+    struct bridge *b = arg;
+    (void)up;
+    (void)error;
+    b->get = NULL; /* 405 or a closed stream: the server has nothing to push */
+}
+
+static void open_get_stream(struct bridge *b, const struct gw_route_config *r)
+{
+    struct httpc_header h[16];
+    char *owned[6];
+    size_t n = bridge_headers(b, h, owned);
+    h[0].value = "text/event-stream";
+    struct httpc_request req = {.method = "GET",
+                                .url = r->http.url,
+                                .headers = h,
+                                .n_headers = n,
+                                .connect_timeout_ms = r->http.connect_timeout_ms};
+    static const struct httpc_stream_callbacks cbs = {.on_data = on_get_data,
+                                                      .on_done = on_get_done};
+    b->get_parser = sse_parser_new(b->proxy->cfg->server.limits.max_body_bytes * 4, on_event, b);
+    b->get = httpc_stream(b->proxy->httpc, &req, &cbs, b);
+    free_owned(owned);
+}
+
+/* ---- forwarding one message --------------------------------------------------------- */
+
+static void on_relay_event(const struct sse_event *ev, void *arg)
+{
+    struct relay *rl = arg;
+    if (ev->comment || (ev->event && strcmp(ev->event, "message") != 0))
+        return;
+    char *f = filter_for(rl->b, rl->list_method, ev->data, strlen(ev->data));
+    emit(rl->b, f ? f : ev->data);
+    free(f);
+}
+
+static void relay_free(struct relay *rl)
+{
+    free(rl->list_method);
+    for (struct relay **pp = &rl->b->relays; *pp; pp = &(*pp)->next) {
+        if (*pp == rl) {
+            *pp = rl->next;
+            break;
+        }
+    }
+    sse_parser_free(rl->parser);
+    strbuf_release(&rl->json);
+    free(rl->body);
+    free(rl);
+}
+
+static void on_relay_headers(struct httpc_call *up, long status, void *arg)
+{
+    struct relay *rl = arg;
+    struct bridge *b = rl->b;
+    const char *ctype = httpc_call_header(up, "Content-Type");
+    rl->sse = ctype && strncasecmp(ctype, "text/event-stream", 17) == 0;
+    if (rl->sse)
+        rl->parser =
+            sse_parser_new(b->proxy->cfg->server.limits.max_body_bytes * 4, on_relay_event, rl);
+    const char *sid = httpc_call_header(up, "Mcp-Session-Id");
+    if (rl->initialize && sid && status < 300 && b->upstream_session == NULL)
+        b->upstream_session = xstrdup(sid);
+}
+
+static int on_relay_data(struct httpc_call *up, const char *data, size_t len, void *arg)
+{
+    struct relay *rl = arg;
+    (void)up;
+    if (rl->sse)
+        sse_parser_feed(rl->parser, data, len);
+    else if (rl->json.len + len <= rl->b->proxy->cfg->server.limits.max_body_bytes * 4)
+        strbuf_append(&rl->json, data, len);
+    return HTTPC_CONTINUE;
+}
+
+static void on_relay_done(struct httpc_call *up, const char *error, void *arg)
+{
+    struct relay *rl = arg;
+    struct bridge *b = rl->b;
+    (void)up;
+    if (error) {
+        char *msg = xasprintf("upstream unreachable: %s", error);
+        json_error_t jerr;
+        json_t *req = json_loads(rl->body, 0, &jerr);
+        if (jsonrpc_classify(req) == JSONRPC_REQUEST) {
+            char *text = jsonrpc_error_text(json_object_get(req, "id"),
+                                            JSONRPC_GATEWAY_UPSTREAM_ERROR, msg);
+            emit(b, text);
+            free(text);
+        }
+        json_decref(req);
+        free(msg);
+    } else if (!rl->sse && rl->json.len) {
+        json_error_t jerr;
+        json_t *msg = json_loadb(rl->json.buf, rl->json.len, 0, &jerr);
+        if (rl->initialize && msg) {
+            const char *v = json_string_value(
+                json_object_get(json_object_get(msg, "result"), "protocolVersion"));
+            if (v && b->protocol_version == NULL)
+                b->protocol_version = xstrdup(v);
+        }
+        char *text = msg ? jsonrpc_dump(msg) : NULL;
+        char *f = text ? filter_for(b, rl->list_method, text, strlen(text)) : NULL;
+        if (text)
+            emit(b, f ? f : text);
+        free(f);
+        free(text);
+        json_decref(msg);
+    }
+    b->posts_in_flight--;
+    relay_free(rl);
+    if (b->closing && b->posts_in_flight == 0)
+        bridge_free(b);
+}
+
+static void forward(struct bridge *b, const struct gw_route_config *r, json_t *msg)
+{
+    struct relay *rl = xcalloc(1, sizeof(*rl));
+    rl->b = b;
+    const char *method = jsonrpc_method(msg);
+    rl->initialize = method && strcmp(method, "initialize") == 0;
+    if (method && strstr(method, "/list") && jsonrpc_classify(msg) == JSONRPC_REQUEST)
+        rl->list_method = xstrdup(method);
+    rl->body = jsonrpc_dump(msg);
+    struct httpc_header h[16];
+    char *owned[6];
+    size_t n = bridge_headers(b, h, owned);
+    struct httpc_request req = {.method = "POST",
+                                .url = r->http.url,
+                                .headers = h,
+                                .n_headers = n,
+                                .body = rl->body,
+                                .body_len = strlen(rl->body),
+                                .connect_timeout_ms = r->http.connect_timeout_ms,
+                                .timeout_ms = r->http.timeout_ms};
+    static const struct httpc_stream_callbacks cbs = {
+        .on_headers = on_relay_headers, .on_data = on_relay_data, .on_done = on_relay_done};
+    b->posts_in_flight++;
+    rl->next = b->relays;
+    b->relays = rl;
+    rl->up = httpc_stream(b->proxy->httpc, &req, &cbs, rl);
+    free_owned(owned);
+    if (method && strcmp(method, "notifications/initialized") == 0 && b->get == NULL)
+        open_get_stream(b, r);
+}
+
+/* ---- lifetime --------------------------------------------------------------------- */
+
+static void bridge_unlink(struct bridge *b)
+{
+    for (struct bridge **pp = &b->proxy->bridges; *pp; pp = &(*pp)->next) {
+        if (*pp == b) {
+            *pp = b->next;
+            return;
+        }
+    }
+}
+
+static void bridge_free(struct bridge *b)
+{
+    bridge_unlink(b);
+    while (b->relays) {
+        httpc_cancel(b->relays->up);
+        relay_free(b->relays);
+    }
+    httpc_cancel(b->get);
+    sse_parser_free(b->get_parser);
+    free(b->route_name);
+    mg_principal_free(b->who);
+    free(b->upstream_session);
+    free(b->protocol_version);
+    free(b);
+}
+
+static void on_client_closed(struct http_request *req, void *arg)
+{
+    struct bridge *b = arg;
+    http_stream_end(req);
+    b->sse = NULL;
+    b->closing = true;
+    const struct gw_route_config *r = gw_config_route_by_name(b->proxy->cfg, b->route_name);
+    if (r && b->upstream_session) { /* end the upstream session too */
+        struct httpc_header h[16];
+        char *owned[6];
+        size_t n = bridge_headers(b, h, owned);
+        struct httpc_request req_del = {.method = "DELETE",
+                                        .url = r->http.url,
+                                        .headers = h,
+                                        .n_headers = n,
+                                        .timeout_ms = 5000};
+        static const struct httpc_stream_callbacks none = {0};
+        httpc_stream(b->proxy->httpc, &req_del, &none, NULL);
+        free_owned(owned);
+    }
+    if (b->posts_in_flight == 0)
+        bridge_free(b);
+}
+
+void legacy_http_open(struct proxy_call *call, const char *messages_path)
+{
+    struct bridge *b = xcalloc(1, sizeof(*b));
+    oauth_random_handle(b->id);
+    b->proxy = call->proxy;
+    b->route_name = xstrdup(call->route->name);
+    b->who = mg_principal_dup(call->principal);
+    if (http_sse_start(call->req) < 0) {
+        http_stream_end(call->req);
+        bridge_free(b);
+        proxy_call_free(call);
+        return;
+    }
+    b->sse = call->req;
+    b->next = b->proxy->bridges;
+    b->proxy->bridges = b;
+    http_request_on_close(call->req, on_client_closed, b);
+    http_sse_keepalive(call->req, PROXY_KEEPALIVE_MS);
+    char *endpoint = xasprintf("%s?session_id=%s", messages_path, b->id);
+    http_sse_event(call->req, NULL, "endpoint", endpoint, strlen(endpoint));
+    free(endpoint);
+    proxy_call_free(call);
+}
+
+void legacy_http_post(struct proxy_call *call, const char *session_id, json_t *body)
+{
+    struct bridge *b = NULL;
+    for (struct bridge *it = call->proxy->bridges; it && session_id; it = it->next)
+        if (strcmp(it->id, session_id) == 0 && !it->closing)
+            b = it;
+    /* Another user's bridge is answered like an unknown one. */
+    if (b == NULL || strcmp(b->who->subject, call->principal->subject) != 0 ||
+        strcmp(b->route_name, call->route->name) != 0) {
+        proxy_reply_rpc_error(call->req, 404, NULL, JSONRPC_INVALID_REQUEST,
+                              "unknown session: open the SSE stream first");
+    } else if (json_is_array(body)) {
+        proxy_reply_rpc_error(call->req, 400, NULL, JSONRPC_INVALID_REQUEST,
+                              "batches are not part of the 2024-11-05 transport");
+    } else {
+        forward(b, call->route, body);
+        http_reply_empty(call->req, 202);
+    }
+    json_decref(body);
+    proxy_call_free(call);
+}
+
+void legacy_http_free_all(struct proxy *p)
+{
+    while (p->bridges) {
+        struct bridge *b = p->bridges;
+        if (b->sse) {
+            http_request_on_close(b->sse, NULL, NULL);
+            http_stream_end(b->sse);
+            b->sse = NULL;
+        }
+        bridge_free(b);
+    }
+}
