@@ -388,6 +388,20 @@ void legacy_http_post(struct proxy_call *call, const char *session_id, json_t *b
     proxy_call_free(call);
 }
 
+void legacy_http_drain(struct proxy *p)
+{
+    /* on_client_closed may free the bridge, so look for the next open one from the head. */
+    for (;;) {
+        struct bridge *b = p->bridges;
+        while (b && b->sse == NULL)
+            b = b->next;
+        if (b == NULL)
+            return;
+        http_request_on_close(b->sse, NULL, NULL);
+        on_client_closed(b->sse, b);
+    }
+}
+
 void legacy_http_free_all(struct proxy *p)
 {
     while (p->bridges) {

@@ -87,6 +87,7 @@ void http_upstream_free_all(struct proxy *p);
 
 void legacy_http_open(struct proxy_call *call, const char *messages_path);
 void legacy_http_post(struct proxy_call *call, const char *session_id, json_t *body);
+void legacy_http_drain(struct proxy *p);
 void legacy_http_free_all(struct proxy *p);
 
 #endif

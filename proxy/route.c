@@ -444,6 +444,7 @@ int proxy_register_routes(struct proxy *p, struct http_server *http)
 void proxy_drain(struct proxy *p)
 {
     sessions_end_get_streams(p);
+    legacy_http_drain(p);
 }
 
 size_t proxy_shutdown(struct proxy *p)

@@ -166,6 +166,8 @@ static void on_client_gone(struct http_request *req, void *arg)
     stream_detach(st);
 }
 
+static void touch(struct proxy_session *s);
+
 /* Ends the HTTP response attached to ST (the logical stream may go on). */
 static void stream_detach(struct proxy_stream *st)
 {
@@ -179,6 +181,8 @@ static void stream_detach(struct proxy_stream *st)
     else
         http_reply_empty(req, 202);
     st->sse = false;
+    /* The session may be idle now: its idle timer starts again from here. */
+    touch(st->sess);
 }
 
 static void sse_begin(struct proxy_stream *st)
@@ -1003,10 +1007,18 @@ void sessions_end_all(struct proxy *p, const char *reason)
 
 void sessions_end_get_streams(struct proxy *p)
 {
-    for (size_t b = 0; b < PROXY_SESSION_BUCKETS; b++)
-        for (struct proxy_session *s = p->sessions[b]; s; s = s->next)
-            if (!s->legacy_sse)
+    for (size_t b = 0; b < PROXY_SESSION_BUCKETS; b++) {
+        struct proxy_session *s = p->sessions[b];
+        while (s) {
+            struct proxy_session *next = s->next;
+            /* A 2024-11-05 session is its SSE connection: it ends with it. */
+            if (s->legacy_sse)
+                session_end(s, "gateway shutting down", true);
+            else
                 stream_detach(&s->get);
+            s = next;
+        }
+    }
 }
 
 void sessions_free_all(struct proxy *p)

@@ -1215,6 +1215,7 @@ static void set_deploy_env(void)
     setenv("AUTH0_DOMAIN", "example.eu.auth0.com", 1);
     setenv("OKTA_DOMAIN", "example.okta.com", 1);
     setenv("ENTRA_TENANT_ID", "00000000-0000-0000-0000-000000000000", 1);
+    setenv("MCPGATE_IDENTITY_KEY", "/etc/mcpgate/identity-es256.pem", 1); /* read at start */
     free(secret);
     free(idp_secret);
 }
