@@ -71,6 +71,23 @@ void mg_string_list_copy(struct mg_string_list *dst, const struct mg_string_list
         mg_string_list_add(dst, src->items[i]);
 }
 
+json_t *mg_string_list_to_json(const struct mg_string_list *l)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < l->len; i++)
+        json_array_append_new(a, json_string(l->items[i]));
+    return a;
+}
+
+void mg_string_list_add_json(struct mg_string_list *l, const json_t *a)
+{
+    for (size_t i = 0; i < json_array_size(a); i++) {
+        const char *s = json_string_value(json_array_get(a, i));
+        if (s)
+            mg_string_list_add(l, s);
+    }
+}
+
 struct mg_principal *mg_principal_dup(const struct mg_principal *p)
 {
     struct mg_principal *d = xcalloc(1, sizeof(*d));

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 struct mg_string_list {
     char **items; /* owned, each owned */
     size_t len;
@@ -41,5 +43,9 @@ void mg_string_list_split(struct mg_string_list *l, const char *text);
 char *mg_string_list_join(const struct mg_string_list *l, const char *sep);
 void mg_string_list_clear(struct mg_string_list *l);
 void mg_string_list_copy(struct mg_string_list *dst, const struct mg_string_list *src);
+/* A JSON array of the strings (new reference). */
+json_t *mg_string_list_to_json(const struct mg_string_list *l);
+/* Appends the string members of the JSON array A (other members are skipped). */
+void mg_string_list_add_json(struct mg_string_list *l, const json_t *a);
 
 #endif

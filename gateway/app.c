@@ -119,16 +119,22 @@ static void http_options_from(const struct gw_config *cfg, struct http_server_op
     o->n_trusted_proxies = cfg->server.n_trusted_proxies;
 }
 
-static int open_store(struct gw_app *app, char **err_out)
+void gw_store_options_from(const struct gw_config *cfg, struct store_options *out)
 {
-    const struct gw_store_config *sc = &app->cfg->store;
-    struct store_options so = {
+    const struct gw_store_config *sc = &cfg->store;
+    *out = (struct store_options){
         .backend = sc->backend == GW_STORE_MEMORY ? STORE_BACKEND_MEMORY : STORE_BACKEND_REDIS,
         .redis_url = sc->redis_url,
         .password = sc->redis_password,
         .prefix = sc->prefix,
         .timeout_ms = sc->timeout_ms,
     };
+}
+
+static int open_store(struct gw_app *app, char **err_out)
+{
+    struct store_options so;
+    gw_store_options_from(app->cfg, &so);
     app->store = store_new(app->base, &so, err_out);
     return app->store ? 0 : -EINVAL;
 }

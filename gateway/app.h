@@ -20,6 +20,10 @@ struct gw_app_options {
     int log_level_override;  /* enum gw_log_level, or -1 for the config's */
 };
 
+struct store_options;
+/* The store options of CFG's store: section (pointers borrowed from CFG). */
+void gw_store_options_from(const struct gw_config *cfg, struct store_options *out);
+
 /* Takes ownership of CFG. Returns NULL with *err_out (owned by the caller) on failure. */
 struct gw_app *gw_app_new(struct gw_config *cfg, const struct gw_app_options *opts,
                           char **err_out);

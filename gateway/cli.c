@@ -14,6 +14,7 @@
 
 #include "common/principal.h"
 #include "common/xalloc.h"
+#include "gateway/app.h"
 #include "gateway/log.h"
 #include "oauth/oauth.h"
 #include "proxy/policy.h"
@@ -62,14 +63,8 @@ static int ctx_open(struct cli_ctx *ctx, const char *path)
         return EXIT_USAGE;
     gw_log_set_level(GW_LOG_WARN);
     ctx->base = event_base_new();
-    const struct gw_store_config *sc = &ctx->cfg->store;
-    struct store_options so = {
-        .backend = sc->backend == GW_STORE_MEMORY ? STORE_BACKEND_MEMORY : STORE_BACKEND_REDIS,
-        .redis_url = sc->redis_url,
-        .password = sc->redis_password,
-        .prefix = sc->prefix,
-        .timeout_ms = sc->timeout_ms,
-    };
+    struct store_options so;
+    gw_store_options_from(ctx->cfg, &so);
     char *err = NULL;
     ctx->store = store_new(ctx->base, &so, &err);
     if (ctx->store == NULL) {

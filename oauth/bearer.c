@@ -211,17 +211,6 @@ static const char *resource_mismatch(const struct oauth_server *srv,
     return root ? NULL : "the token was issued for another resource";
 }
 
-static void list_from(struct mg_string_list *l, json_t *a)
-{
-    size_t i;
-    json_t *v;
-    json_array_foreach(a, i, v)
-    {
-        if (json_is_string(v))
-            mg_string_list_add(l, json_string_value(v));
-    }
-}
-
 static char *opt(json_t *o, const char *key)
 {
     const char *s = json_string_value(json_object_get(o, key));
@@ -258,8 +247,8 @@ static struct mg_principal *principal_from(const struct bearer_check *bc, json_t
     p->username = opt(props, "username");
     p->email = opt(props, "email");
     p->name = opt(props, "name");
-    list_from(&p->roles, json_object_get(props, "roles"));
-    list_from(&p->groups, json_object_get(props, "groups"));
+    mg_string_list_add_json(&p->roles, json_object_get(props, "roles"));
+    mg_string_list_add_json(&p->groups, json_object_get(props, "groups"));
     mg_string_list_split(&p->scopes, json_string_value(json_object_get(rec, "scope")) ?: "");
     p->client_id = opt(rec, "client_id");
     p->grant_id = xstrdup(grant_id);

@@ -93,18 +93,10 @@ static bool list_is_clean(const struct mg_string_list *l)
     return true;
 }
 
-static json_t *list_json(const struct mg_string_list *l)
-{
-    json_t *a = json_array();
-    for (size_t i = 0; i < l->len; i++)
-        json_array_append_new(a, json_string(l->items[i]));
-    return a;
-}
-
 static char *identity_props(const struct idp_identity *id)
 {
-    json_t *o = json_pack("{s:s, s:o, s:o}", "sub", id->subject, "roles", list_json(&id->roles),
-                          "groups", list_json(&id->groups));
+    json_t *o = json_pack("{s:s, s:o, s:o}", "sub", id->subject, "roles", mg_string_list_to_json(&id->roles),
+                          "groups", mg_string_list_to_json(&id->groups));
     if (id->username)
         json_object_set_new(o, "username", json_string(id->username));
     if (id->email)

@@ -301,30 +301,11 @@ static bool auth_from_name(const char *s, enum gw_client_auth *out)
     return true;
 }
 
-static json_t *list_to_json(const struct mg_string_list *l)
-{
-    json_t *a = json_array();
-    for (size_t i = 0; i < l->len; i++)
-        json_array_append_new(a, json_string(l->items[i]));
-    return a;
-}
-
-static void list_from_json(struct mg_string_list *l, json_t *a)
-{
-    size_t i;
-    json_t *v;
-    json_array_foreach(a, i, v)
-    {
-        if (json_is_string(v))
-            mg_string_list_add(l, json_string_value(v));
-    }
-}
-
 char *oauth_client_to_json(const struct oauth_client *c, json_t *metadata)
 {
     json_t *o = json_pack("{s:s, s:s, s:o, s:o}", "client_id", c->client_id, "auth",
-                          auth_name(c->auth), "redirect_uris", list_to_json(&c->redirect_uris),
-                          "grant_types", list_to_json(&c->grant_types));
+                          auth_name(c->auth), "redirect_uris", mg_string_list_to_json(&c->redirect_uris),
+                          "grant_types", mg_string_list_to_json(&c->grant_types));
     if (c->secret_sha256)
         json_object_set_new(o, "secret_sha256", json_string(c->secret_sha256));
     if (c->client_name)
@@ -363,8 +344,8 @@ struct oauth_client *oauth_client_from_json(const char *text, size_t len)
         goto out;
     }
     c->secret_sha256 = opt_string(o, "secret_sha256");
-    list_from_json(&c->redirect_uris, json_object_get(o, "redirect_uris"));
-    list_from_json(&c->grant_types, json_object_get(o, "grant_types"));
+    mg_string_list_add_json(&c->redirect_uris, json_object_get(o, "redirect_uris"));
+    mg_string_list_add_json(&c->grant_types, json_object_get(o, "grant_types"));
     c->client_name = opt_string(o, "client_name");
     c->client_uri = opt_string(o, "client_uri");
     c->logo_uri = opt_string(o, "logo_uri");

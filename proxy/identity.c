@@ -84,20 +84,12 @@ void identity_env_free(char **env)
     free(env);
 }
 
-static json_t *list_json(const struct mg_string_list *l)
-{
-    json_t *a = json_array();
-    for (size_t i = 0; i < l->len; i++)
-        json_array_append_new(a, json_string(l->items[i]));
-    return a;
-}
-
 /* The claims every form of the identity carries. */
 static json_t *principal_claims(const struct mg_principal *p)
 {
     char *scope = mg_string_list_join(&p->scopes, " ");
     json_t *o = json_pack("{s:s, s:o, s:o, s:s}", "sub", p->subject, "roles",
-                          list_json(&p->roles), "groups", list_json(&p->groups), "scope", scope);
+                          mg_string_list_to_json(&p->roles), "groups", mg_string_list_to_json(&p->groups), "scope", scope);
     free(scope);
     if (p->username || p->name)
         json_object_set_new(o, "name", json_string(p->username ? p->username : p->name));

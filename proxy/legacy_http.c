@@ -358,11 +358,7 @@ void legacy_http_open(struct proxy_call *call, const char *messages_path)
     b->sse = call->req;
     b->next = b->proxy->bridges;
     b->proxy->bridges = b;
-    http_request_on_close(call->req, on_client_closed, b);
-    http_sse_keepalive(call->req, PROXY_KEEPALIVE_MS);
-    char *endpoint = xasprintf("%s?session_id=%s", messages_path, b->id);
-    http_sse_event(call->req, NULL, "endpoint", endpoint, strlen(endpoint));
-    free(endpoint);
+    proxy_legacy_stream_open(call->req, messages_path, b->id, on_client_closed, b);
     proxy_call_free(call);
 }
 

@@ -51,6 +51,11 @@ void proxy_call_free(struct proxy_call *call);
 /* Replies with a JSON-RPC error body and the given HTTP status. ID may be NULL. */
 void proxy_reply_rpc_error(struct http_request *req, int status, const json_t *id, int code,
                            const char *message);
+/* Starts the 2024-11-05 stream on REQ: keep-alives, close callback, the endpoint event. */
+void proxy_legacy_stream_open(struct http_request *req, const char *messages_path,
+                              const char *session_id, void (*on_close)(struct http_request *,
+                                                                        void *),
+                              void *arg);
 
 /* ---- session.c: STDIO sessions ------------------------------------------ */
 

@@ -55,6 +55,19 @@ void proxy_reply_rpc_error(struct http_request *req, int status, const json_t *i
     free(text);
 }
 
+void proxy_legacy_stream_open(struct http_request *req, const char *messages_path,
+                              const char *session_id, void (*on_close)(struct http_request *,
+                                                                        void *),
+                              void *arg)
+{
+    http_request_on_close(req, on_close, arg);
+    http_sse_keepalive(req, PROXY_KEEPALIVE_MS);
+    /* TR 2024-11-05: the first event names the URI the client POSTs its messages to. */
+    char *endpoint = xasprintf("%s?session_id=%s", messages_path, session_id);
+    http_sse_event(req, NULL, "endpoint", endpoint, strlen(endpoint));
+    free(endpoint);
+}
+
 /* ---- checks --------------------------------------------------------------- */
 
 static bool origin_allowed(const struct proxy *p, const char *origin)

@@ -968,11 +968,7 @@ void session_handle_legacy_sse(struct proxy_call *call, const char *messages_pat
     }
     s->get.req = call->req;
     s->get.sse = true;
-    http_request_on_close(call->req, on_legacy_gone, &s->get);
-    http_sse_keepalive(call->req, PROXY_KEEPALIVE_MS);
-    char *endpoint = xasprintf("%s?session_id=%s", messages_path, s->id);
-    http_sse_event(call->req, NULL, "endpoint", endpoint, strlen(endpoint));
-    free(endpoint);
+    proxy_legacy_stream_open(call->req, messages_path, s->id, on_legacy_gone, &s->get);
     proxy_call_free(call);
 }
 
