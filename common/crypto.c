@@ -46,8 +46,8 @@ int crypto_hkdf(const void *ikm, size_t ikm_len, const void *salt, size_t salt_l
     params[i++] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0);
     params[i++] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)ikm, ikm_len);
     params[i++] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)salt, salt_len);
-    params[i++] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (void *)info,
-                                                    strlen(info));
+    params[i++] =
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (void *)info, strlen(info));
     params[i] = OSSL_PARAM_construct_end();
     if (EVP_KDF_derive(ctx, out, out_len, params) == 1)
         rc = 0;

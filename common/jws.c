@@ -62,8 +62,8 @@ struct jws_key *jws_key_load(const char *pem_path, char **err_out)
         !EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, curve, sizeof(curve),
                                         &curve_len) ||
         strcmp(curve, "prime256v1") != 0) {
-        *err_out = xasprintf("%s: not an EC P-256 private key (write one with mcpgate keygen)",
-                             pem_path);
+        *err_out =
+            xasprintf("%s: not an EC P-256 private key (write one with mcpgate keygen)", pem_path);
         EVP_PKEY_free(pkey);
         return NULL;
     }
@@ -104,8 +104,8 @@ const char *jws_key_id(const struct jws_key *k)
 
 json_t *jws_key_public_jwk(const struct jws_key *k)
 {
-    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "kty", "EC", "crv", "P-256", "x",
-                     k->x, "y", k->y, "kid", k->kid, "alg", "ES256", "use", "sig");
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "kty", "EC", "crv", "P-256", "x", k->x,
+                     "y", k->y, "kid", k->kid, "alg", "ES256", "use", "sig");
 }
 
 /* DER ECDSA-Sig-Value → the 64-byte r||s of JWS. */

@@ -18,18 +18,18 @@ struct mg_string_list {
 };
 
 struct mg_principal {
-    char *subject;   /* the IdP's sub claim; never NULL */
-    char *username;  /* may be NULL */
-    char *email;     /* may be NULL */
-    char *name;      /* may be NULL */
+    char *subject;  /* the IdP's sub claim; never NULL */
+    char *username; /* may be NULL */
+    char *email;    /* may be NULL */
+    char *name;     /* may be NULL */
     struct mg_string_list roles;
     struct mg_string_list groups;
     struct mg_string_list scopes; /* granted to this token */
     char *client_id;
     char *grant_id;
-    char *resource;  /* the route URL the token is bound to, or NULL for any */
+    char *resource;         /* the route URL the token is bound to, or NULL for any */
     char *idp_access_token; /* the user's IdP token, only for routes that forward it (secret) */
-    uint64_t expires_at; /* Unix seconds */
+    uint64_t expires_at;    /* Unix seconds */
 };
 
 struct mg_principal *mg_principal_dup(const struct mg_principal *p);

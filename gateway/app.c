@@ -30,8 +30,8 @@
 #define DRAIN_POLL_MS 50
 
 struct gw_app {
-    struct event_base *base;          /* owned */
-    struct gw_config *cfg;            /* owned; replaced on SIGHUP */
+    struct event_base *base; /* owned */
+    struct gw_config *cfg;   /* owned; replaced on SIGHUP */
     struct gw_app_options opts;
     struct store *store;              /* owned */
     struct http_server *http;         /* owned */
@@ -45,8 +45,8 @@ struct gw_app {
     struct jws_key *sign_key;         /* owned; NULL: no identity assertions */
     struct jws_key *previous_key;     /* owned; published in the JWKS only */
     bool stopping_children;
-    struct event *signals[3];         /* owned: TERM, INT, HUP */
-    struct event *drain_timer;        /* owned */
+    struct event *signals[3];  /* owned: TERM, INT, HUP */
+    struct event *drain_timer; /* owned */
     struct timespec drain_deadline;
     bool draining;
     int exit_status;
@@ -169,11 +169,13 @@ static int open_servers(struct gw_app *app, char **err_out)
         return 0;
     struct http_server *msrv = app->http;
     if (mc->listen) {
-        struct http_server_options mo = {.max_body_bytes = 4096, .max_header_bytes = 16384,
-                                         .max_connections = 64, .request_timeout_ms = 10000};
+        struct http_server_options mo = {.max_body_bytes = 4096,
+                                         .max_header_bytes = 16384,
+                                         .max_connections = 64,
+                                         .request_timeout_ms = 10000};
         app->metrics_http = http_server_new(app->base, &mo, err_out);
-        if (app->metrics_http == NULL || http_server_listen(app->metrics_http, mc->listen,
-                                                            err_out) < 0)
+        if (app->metrics_http == NULL ||
+            http_server_listen(app->metrics_http, mc->listen, err_out) < 0)
             return -EADDRNOTAVAIL;
         http_server_set_observer(app->metrics_http, on_access, app);
         gw_health_register(app->health, app->metrics_http);
@@ -289,8 +291,7 @@ static void drain_check(evutil_socket_t fd, short what, void *arg)
         deadline += app->cfg->server.limits.shutdown_grace_ms;
         proxy_shutdown(app->proxy);
     }
-    if (app->stopping_children &&
-        (proxy_children_alive(app->proxy) == 0 || now_ms() >= deadline)) {
+    if (app->stopping_children && (proxy_children_alive(app->proxy) == 0 || now_ms() >= deadline)) {
         event_base_loopexit(app->base, NULL);
         return;
     }
@@ -319,8 +320,8 @@ static void start_drain(struct gw_app *app, const char *why)
 
 static void apply_log_level(const struct gw_app *app)
 {
-    int level = app->opts.log_level_override >= 0 ? app->opts.log_level_override
-                                                  : app->cfg->log.level;
+    int level =
+        app->opts.log_level_override >= 0 ? app->opts.log_level_override : app->cfg->log.level;
     gw_log_set_level((enum gw_log_level)level);
 }
 
@@ -338,8 +339,7 @@ static void warn_restart_needed(const struct gw_config *old, const struct gw_con
                fresh->store.redis_url ? fresh->store.redis_url : "") != 0)
         gw_log(GW_LOG_WARN, "app", NULL, "store changed: takes effect after a restart", NULL);
     if ((old->server.tls_cert == NULL) != (fresh->server.tls_cert == NULL))
-        gw_log(GW_LOG_WARN, "app", NULL, "server.tls changed: takes effect after a restart",
-               NULL);
+        gw_log(GW_LOG_WARN, "app", NULL, "server.tls changed: takes effect after a restart", NULL);
 }
 
 static void reload(struct gw_app *app)
@@ -379,14 +379,12 @@ static void reload(struct gw_app *app)
     /* New routes (and their metadata documents) are served from now on. */
     if (proxy_register_routes(app->proxy, app->http) < 0 ||
         oauth_server_register_routes(app->oauth, app->http) < 0)
-        gw_log(GW_LOG_ERROR, "app", NULL, "could not register the routes of the new config",
-               NULL);
+        gw_log(GW_LOG_ERROR, "app", NULL, "could not register the routes of the new config", NULL);
     if (app->idp && fresh->idp.configured)
         idp_client_set_config(app->idp, &fresh->idp);
     apply_log_level(app);
     gw_config_free(old);
-    gw_log(GW_LOG_INFO, "app", NULL, "configuration reloaded", "file", app->opts.config_path,
-           NULL);
+    gw_log(GW_LOG_INFO, "app", NULL, "configuration reloaded", "file", app->opts.config_path, NULL);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -411,8 +409,7 @@ static void install_signals(struct gw_app *app)
 
 /* ---- lifecycle ------------------------------------------------------- */
 
-struct gw_app *gw_app_new(struct gw_config *cfg, const struct gw_app_options *opts,
-                          char **err_out)
+struct gw_app *gw_app_new(struct gw_config *cfg, const struct gw_app_options *opts, char **err_out)
 {
     *err_out = NULL;
     struct gw_app *app = xcalloc(1, sizeof(*app));
@@ -441,8 +438,8 @@ fail:
 
 int gw_app_run(struct gw_app *app)
 {
-    gw_log(GW_LOG_INFO, "app", NULL, "mcpgate started", "version", MCPGATE_VERSION,
-           "public_url", app->cfg->server.public_url, NULL);
+    gw_log(GW_LOG_INFO, "app", NULL, "mcpgate started", "version", MCPGATE_VERSION, "public_url",
+           app->cfg->server.public_url, NULL);
     event_base_dispatch(app->base);
     gw_log(GW_LOG_INFO, "app", NULL, "mcpgate stopped", NULL);
     return app->exit_status;

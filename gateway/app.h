@@ -25,8 +25,7 @@ struct store_options;
 void gw_store_options_from(const struct gw_config *cfg, struct store_options *out);
 
 /* Takes ownership of CFG. Returns NULL with *err_out (owned by the caller) on failure. */
-struct gw_app *gw_app_new(struct gw_config *cfg, const struct gw_app_options *opts,
-                          char **err_out);
+struct gw_app *gw_app_new(struct gw_config *cfg, const struct gw_app_options *opts, char **err_out);
 /* Runs until drained; returns the process exit status. */
 int gw_app_run(struct gw_app *app);
 void gw_app_free(struct gw_app *app);

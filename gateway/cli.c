@@ -242,9 +242,12 @@ void cli_print_policy(const struct gw_config *cfg, FILE *out)
 int cli_explain(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"config", required_argument, NULL, 'c'}, {"route", required_argument, NULL, 'r'},
-        {"roles", required_argument, NULL, 'R'},  {"groups", required_argument, NULL, 'g'},
-        {"scopes", required_argument, NULL, 's'}, {"kind", required_argument, NULL, 'k'},
+        {"config", required_argument, NULL, 'c'},
+        {"route", required_argument, NULL, 'r'},
+        {"roles", required_argument, NULL, 'R'},
+        {"groups", required_argument, NULL, 'g'},
+        {"scopes", required_argument, NULL, 's'},
+        {"kind", required_argument, NULL, 'k'},
         {NULL, 0, NULL, 0},
     };
     const char *config = NULL, *route_name = NULL, *kind = "tool";

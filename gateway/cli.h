@@ -2,8 +2,8 @@
  * cli: the one-shot commands of mcpgate (everything but serving).
  *   grants list [--user SUB] | grants revoke ID | grants revoke --user SUB
  *   clients list | clients delete ID
- *   explain --route NAME [--roles a,b] [--groups g] [--scopes x,y] [--kind tool|prompt|resource] NAME
- * Each takes -c/--config FILE. Exit status: 0 done (explain: allowed), 1 failed (explain:
+ *   explain --route NAME [--roles a,b] [--groups g] [--scopes x,y] [--kind tool|prompt|resource]
+ * NAME Each takes -c/--config FILE. Exit status: 0 done (explain: allowed), 1 failed (explain:
  * denied), 2 bad usage or config.
  */
 #ifndef MCPGATE_GATEWAY_CLI_H

@@ -44,25 +44,25 @@ struct gw_cidr {
 /* ---- server ---------------------------------------------------------- */
 
 struct gw_limits {
-    uint64_t max_body_bytes;       /* default 4 MiB */
-    uint64_t max_header_bytes;     /* default 16 KiB (request line + headers) */
-    uint32_t max_connections;      /* default 20000 */
-    uint32_t max_sessions;         /* default 10000 */
-    uint32_t max_sessions_per_user;/* default 20 */
-    uint32_t event_ring;           /* events kept per session, default 256 */
-    uint32_t max_streams_per_session; /* default 4 */
-    uint64_t sse_high_water_bytes; /* slow-reader bound per stream, default 1 MiB */
-    uint64_t request_timeout_ms;   /* reading a request, default 30 s */
-    uint64_t idle_timeout_ms;      /* idle keep-alive connection, default 120 s */
-    uint64_t shutdown_grace_ms;    /* drain on SIGTERM, default 10 s */
+    uint64_t max_body_bytes;             /* default 4 MiB */
+    uint64_t max_header_bytes;           /* default 16 KiB (request line + headers) */
+    uint32_t max_connections;            /* default 20000 */
+    uint32_t max_sessions;               /* default 10000 */
+    uint32_t max_sessions_per_user;      /* default 20 */
+    uint32_t event_ring;                 /* events kept per session, default 256 */
+    uint32_t max_streams_per_session;    /* default 4 */
+    uint64_t sse_high_water_bytes;       /* slow-reader bound per stream, default 1 MiB */
+    uint64_t request_timeout_ms;         /* reading a request, default 30 s */
+    uint64_t idle_timeout_ms;            /* idle keep-alive connection, default 120 s */
+    uint64_t shutdown_grace_ms;          /* drain on SIGTERM, default 10 s */
     uint32_t max_pending_authorizations; /* per client IP, default 100 */
 };
 
 struct gw_server_config {
-    struct gw_string_list listen;  /* "0.0.0.0:8080", "[::]:8080", "unix:/path" */
-    char *public_url;              /* scheme://host[:port], no path, no trailing slash */
-    bool public_url_https;         /* derived: scheme is https */
-    char *tls_cert;                /* NULL when TLS is off */
+    struct gw_string_list listen; /* "0.0.0.0:8080", "[::]:8080", "unix:/path" */
+    char *public_url;             /* scheme://host[:port], no path, no trailing slash */
+    bool public_url_https;        /* derived: scheme is https */
+    char *tls_cert;               /* NULL when TLS is off */
     char *tls_key;
     struct gw_cidr *trusted_proxies; /* owned */
     size_t n_trusted_proxies;
@@ -108,20 +108,20 @@ struct gw_idp_claims {
 };
 
 struct gw_idp_config {
-    bool configured;               /* false when the idp: section is absent */
+    bool configured; /* false when the idp: section is absent */
     enum gw_idp_preset preset;
-    char *organization;            /* asgardeo */
-    char *base_url;                /* asgardeo: default https://api.asgardeo.io (tests point it at loopback) */
-    char *issuer;                  /* oidc: given; asgardeo: derived <base_url>/t/<org>/oauth2/token */
+    char *organization; /* asgardeo */
+    char *base_url;     /* asgardeo: default https://api.asgardeo.io (tests point it at loopback) */
+    char *issuer;       /* oidc: given; asgardeo: derived <base_url>/t/<org>/oauth2/token */
     char *client_id;
-    char *client_secret;           /* secret; or client_secret_file */
+    char *client_secret; /* secret; or client_secret_file */
     enum gw_token_auth token_auth;
-    struct gw_string_list scopes;  /* default openid profile email roles */
+    struct gw_string_list scopes; /* default openid profile email roles */
     struct gw_idp_claims claims;
     uint64_t leeway_ms;            /* default 60 s */
     uint64_t discovery_refresh_ms; /* default 1 h */
     uint64_t timeout_ms;           /* outbound HTTP, default 10 s */
-    bool use_userinfo;             /* call userinfo when role/group claims are absent, default true */
+    bool use_userinfo; /* call userinfo when role/group claims are absent, default true */
 };
 
 /* ---- oauth ----------------------------------------------------------- */
@@ -134,39 +134,39 @@ enum gw_client_auth {
 
 struct gw_static_client {
     char *client_id;
-    char *client_name;             /* optional */
+    char *client_name; /* optional */
     struct gw_string_list redirect_uris;
     enum gw_client_auth auth;
-    char *client_secret;           /* secret; required unless auth none (or client_secret_file) */
+    char *client_secret; /* secret; required unless auth none (or client_secret_file) */
 };
 
 struct gw_oauth_config {
-    unsigned char *secret;         /* owned, secret_len bytes (>= 32), from secret_file or secret */
+    unsigned char *secret; /* owned, secret_len bytes (>= 32), from secret_file or secret */
     size_t secret_len;
-    uint64_t access_token_ttl_ms;  /* default 1 h */
-    uint64_t refresh_token_ttl_ms; /* default 30 d */
-    uint64_t refresh_grace_ms;     /* default 0 */
-    uint64_t code_ttl_ms;          /* default 60 s */
-    uint64_t authorize_ttl_ms;     /* pending authorization, default 10 min */
-    bool require_resource;         /* default false */
-    struct gw_string_map scopes;   /* scope -> consent text; default {"mcp:tools": …} */
-    bool registration_enabled;     /* default true */
-    bool registration_public_clients; /* default true */
-    uint64_t registration_client_ttl_ms; /* default 90 d */
-    uint32_t registration_rate_count;    /* "10/min" -> 10 */
-    uint64_t registration_rate_window_ms;/* "10/min" -> 60000 */
-    uint64_t registration_max_body_bytes;/* default 64 KiB */
-    struct gw_static_client *clients;    /* owned */
+    uint64_t access_token_ttl_ms;         /* default 1 h */
+    uint64_t refresh_token_ttl_ms;        /* default 30 d */
+    uint64_t refresh_grace_ms;            /* default 0 */
+    uint64_t code_ttl_ms;                 /* default 60 s */
+    uint64_t authorize_ttl_ms;            /* pending authorization, default 10 min */
+    bool require_resource;                /* default false */
+    struct gw_string_map scopes;          /* scope -> consent text; default {"mcp:tools": …} */
+    bool registration_enabled;            /* default true */
+    bool registration_public_clients;     /* default true */
+    uint64_t registration_client_ttl_ms;  /* default 90 d */
+    uint32_t registration_rate_count;     /* "10/min" -> 10 */
+    uint64_t registration_rate_window_ms; /* "10/min" -> 60000 */
+    uint64_t registration_max_body_bytes; /* default 64 KiB */
+    struct gw_static_client *clients;     /* owned */
     size_t n_clients;
-    uint64_t consent_remember_ms;  /* default 30 d; 0 = never remember */
+    uint64_t consent_remember_ms; /* default 30 d; 0 = never remember */
 };
 
 /* ---- identity -------------------------------------------------------- */
 
 struct gw_identity_config {
-    char *signing_key_file;        /* ES256 PEM; NULL: identity JWTs disabled */
-    char *previous_key_file;       /* optional, published in JWKS for rotation */
-    uint64_t jwt_ttl_ms;           /* default 5 min, max 5 min */
+    char *signing_key_file;  /* ES256 PEM; NULL: identity JWTs disabled */
+    char *previous_key_file; /* optional, published in JWKS for rotation */
+    uint64_t jwt_ttl_ms;     /* default 5 min, max 5 min */
 };
 
 /* ---- routes ---------------------------------------------------------- */
@@ -180,32 +180,32 @@ struct gw_stdio_upstream {
     struct gw_string_list command; /* argv, at least one element */
     struct gw_string_map env;
     struct gw_string_list env_passthrough;
-    char *cwd;                     /* NULL: the gateway's cwd */
-    uint64_t idle_timeout_ms;      /* default 15 min */
-    uint32_t max_processes;        /* default 200 */
-    uint64_t max_line_bytes;       /* stdout line limit, default 4 MiB */
-    uint64_t kill_grace_ms;        /* each shutdown step, default 2 s */
+    char *cwd;                /* NULL: the gateway's cwd */
+    uint64_t idle_timeout_ms; /* default 15 min */
+    uint32_t max_processes;   /* default 200 */
+    uint64_t max_line_bytes;  /* stdout line limit, default 4 MiB */
+    uint64_t kill_grace_ms;   /* each shutdown step, default 2 s */
 };
 
 struct gw_http_upstream {
     char *url;
-    uint64_t connect_timeout_ms;   /* default 5 s */
-    uint64_t timeout_ms;           /* whole request, default 60 s; 0 = none for streams */
-    uint64_t idle_timeout_ms;      /* no bytes from upstream, default 300 s */
+    uint64_t connect_timeout_ms; /* default 5 s */
+    uint64_t timeout_ms;         /* whole request, default 60 s; 0 = none for streams */
+    uint64_t idle_timeout_ms;    /* no bytes from upstream, default 300 s */
 };
 
 struct gw_requirements {
-    struct gw_string_list scopes;  /* all of */
-    struct gw_string_list roles;   /* any of (empty: no condition) */
-    struct gw_string_list groups;  /* any of (empty: no condition) */
+    struct gw_string_list scopes; /* all of */
+    struct gw_string_list roles;  /* any of (empty: no condition) */
+    struct gw_string_list groups; /* any of (empty: no condition) */
 };
 
 struct gw_route_identity {
-    bool env;                      /* stdio: MCP_USER_* variables, default true */
-    bool headers;                  /* http: X-MCP-User-* headers, default true */
-    bool jwt;                      /* X-MCP-Identity / MCP_IDENTITY_JWT, default true */
-    bool meta;                     /* params._meta["io.mcpgate/principal"], default false */
-    bool idp_access_token;         /* default false */
+    bool env;              /* stdio: MCP_USER_* variables, default true */
+    bool headers;          /* http: X-MCP-User-* headers, default true */
+    bool jwt;              /* X-MCP-Identity / MCP_IDENTITY_JWT, default true */
+    bool meta;             /* params._meta["io.mcpgate/principal"], default false */
+    bool idp_access_token; /* default false */
 };
 
 enum gw_policy_effect {
@@ -215,16 +215,16 @@ enum gw_policy_effect {
 
 /* One `tools:` (or prompts:/resources:) rule: the first whose glob matches decides. */
 struct gw_access_rule {
-    char *match;                   /* glob on the tool/prompt name or resource URI */
-    struct gw_string_list roles;   /* any of */
-    struct gw_string_list groups;  /* any of */
-    struct gw_string_list scopes;  /* all of */
-    bool deny;                     /* `deny: true`: a match denies outright */
-    unsigned line;                 /* where the rule was written, for `explain` */
+    char *match;                  /* glob on the tool/prompt name or resource URI */
+    struct gw_string_list roles;  /* any of */
+    struct gw_string_list groups; /* any of */
+    struct gw_string_list scopes; /* all of */
+    bool deny;                    /* `deny: true`: a match denies outright */
+    unsigned line;                /* where the rule was written, for `explain` */
 };
 
 struct gw_access_rules {
-    struct gw_access_rule *rules;  /* owned */
+    struct gw_access_rule *rules; /* owned */
     size_t len;
     enum gw_policy_effect default_effect; /* default allow */
 };
@@ -236,9 +236,9 @@ enum gw_route_auth {
 
 struct gw_route_config {
     char *name;
-    char *path;                    /* starts with '/', no trailing slash, no query */
-    char *resource_url;            /* derived: public_url + path */
-    char *description;             /* optional, shown on the consent page */
+    char *path;         /* starts with '/', no trailing slash, no query */
+    char *resource_url; /* derived: public_url + path */
+    char *description;  /* optional, shown on the consent page */
     enum gw_route_auth auth;
     enum gw_upstream_kind kind;
     struct gw_stdio_upstream stdio; /* when kind == GW_UPSTREAM_STDIO */
@@ -246,9 +246,9 @@ struct gw_route_config {
     struct gw_requirements require;
     struct gw_route_identity identity;
     struct gw_access_rules tools;
-    struct gw_access_rules prompts;   /* rules empty and default allow when absent */
+    struct gw_access_rules prompts; /* rules empty and default allow when absent */
     struct gw_access_rules resources;
-    unsigned line;                 /* where the route was written */
+    unsigned line; /* where the route was written */
 };
 
 /* ---- log, metrics ---------------------------------------------------- */
@@ -258,21 +258,21 @@ enum gw_log_format {
 };
 
 struct gw_log_config {
-    int level;                     /* enum gw_log_level, default info */
+    int level; /* enum gw_log_level, default info */
     enum gw_log_format format;
-    bool access_log;               /* default true */
+    bool access_log; /* default true */
 };
 
 struct gw_metrics_config {
-    bool enabled;                  /* default true */
-    char *path;                    /* default "/metrics" */
-    char *listen;                  /* NULL: served on the main listeners */
+    bool enabled; /* default true */
+    char *path;   /* default "/metrics" */
+    char *listen; /* NULL: served on the main listeners */
 };
 
 /* ---- the whole ------------------------------------------------------- */
 
 struct gw_config {
-    char *source_path;             /* the file it came from */
+    char *source_path; /* the file it came from */
     struct gw_server_config server;
     struct gw_store_config store;
     struct gw_idp_config idp;
@@ -286,7 +286,7 @@ struct gw_config {
 
 /* Errors collected while loading: each message is "file:line:column: key.path: message". */
 struct gw_config_errors {
-    char **messages;               /* owned */
+    char **messages; /* owned */
     size_t len;
 };
 
@@ -313,7 +313,8 @@ const struct gw_route_config *gw_config_route_by_name(const struct gw_config *cf
 bool gw_cidr_contains(const struct gw_cidr *net, const struct sockaddr *addr);
 
 /* Parsers shared with the CLI; return 0 or -EINVAL. */
-int gw_parse_duration_ms(const char *text, uint64_t *out_ms);   /* "250ms" "60s" "15m" "1h" "30d" */
-int gw_parse_size_bytes(const char *text, uint64_t *out_bytes); /* "512", "64KiB", "4MiB", "1GiB", "10kB" */
+int gw_parse_duration_ms(const char *text, uint64_t *out_ms); /* "250ms" "60s" "15m" "1h" "30d" */
+int gw_parse_size_bytes(const char *text,
+                        uint64_t *out_bytes); /* "512", "64KiB", "4MiB", "1GiB", "10kB" */
 
 #endif

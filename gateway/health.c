@@ -15,7 +15,7 @@
 struct gw_health {
     struct store *store; /* borrowed */
     gw_ready_fn ready;
-    void *ready_arg;     /* borrowed */
+    void *ready_arg; /* borrowed */
 };
 
 struct gw_health *gw_health_new(struct store *store, gw_ready_fn ready, void *arg)
@@ -29,7 +29,7 @@ struct gw_health *gw_health_new(struct store *store, gw_ready_fn ready, void *ar
 
 struct probe {
     struct http_request *req; /* borrowed until answered */
-    struct gw_health *h;         /* borrowed */
+    struct gw_health *h;      /* borrowed */
 };
 
 static void on_healthz(struct http_request *req, void *arg)

@@ -92,27 +92,27 @@ struct http_server {
     size_t open_connections;
     size_t in_flight;
     http_observer_fn observer;
-    void *observer_arg;       /* borrowed */
+    void *observer_arg;        /* borrowed */
     struct http_request *live; /* borrowed list of unfinished requests */
     struct http_conn **conns;  /* owned hash table keyed by evcon */
     size_t n_conn_buckets;
 };
 
 struct http_request {
-    struct http_server *srv;        /* borrowed */
-    struct evhttp_request *ev;      /* borrowed from evhttp until finished */
-    struct evhttp_connection *evcon;/* borrowed; NULL once evhttp dropped it */
-    struct http_conn *conn;         /* borrowed; NULL once the connection closed */
+    struct http_server *srv;         /* borrowed */
+    struct evhttp_request *ev;       /* borrowed from evhttp until finished */
+    struct evhttp_connection *evcon; /* borrowed; NULL once evhttp dropped it */
+    struct http_conn *conn;          /* borrowed; NULL once the connection closed */
     enum http_method method;
-    char *path;                     /* owned */
-    char *query;                    /* owned, NULL when absent */
-    char *label;                    /* owned, NULL: "-" */
+    char *path;  /* owned */
+    char *query; /* owned, NULL when absent */
+    char *label; /* owned, NULL: "-" */
     char request_id[HTTP_REQUEST_ID_MAX + 1];
     char client_ip[INET6_ADDRSTRLEN];
     bool peer_local;
     bool https;
-    bool in_handler;   /* the handler has not returned yet */
-    bool finished;     /* finish() ran; free when the handler returns */
+    bool in_handler; /* the handler has not returned yet */
+    bool finished;   /* finish() ran; free when the handler returns */
     bool streaming;
     bool client_gone;
     bool cors;
@@ -121,12 +121,12 @@ struct http_request {
     uint64_t bytes_out;
     struct timespec started;
     http_close_fn close_fn;
-    void *close_arg;                /* borrowed */
+    void *close_arg; /* borrowed */
     http_drain_fn drain_fn;
-    void *drain_arg;                /* borrowed */
-    struct event *close_watch;      /* owned */
-    struct event *keepalive;        /* owned */
-    bool orphan;                    /* the server was freed first */
+    void *drain_arg;                  /* borrowed */
+    struct event *close_watch;        /* owned */
+    struct event *keepalive;          /* owned */
+    bool orphan;                      /* the server was freed first */
     struct http_request *prev, *next; /* in srv->live */
 };
 
@@ -136,8 +136,8 @@ static uint64_t elapsed_us(const struct timespec *since)
 {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
-    int64_t us = (int64_t)(now.tv_sec - since->tv_sec) * 1000000 +
-                 (now.tv_nsec - since->tv_nsec) / 1000;
+    int64_t us =
+        (int64_t)(now.tv_sec - since->tv_sec) * 1000000 + (now.tv_nsec - since->tv_nsec) / 1000;
     return us < 0 ? 0 : (uint64_t)us;
 }
 
@@ -158,7 +158,7 @@ static int method_index(enum http_method m)
 }
 
 static const char *const method_names[HTTP_N_METHODS] = {"GET",  "POST", "DELETE", "OPTIONS",
-                                                          "HEAD", "PUT",  "PATCH"};
+                                                         "HEAD", "PUT",  "PATCH"};
 
 static enum http_method method_from_ev(enum evhttp_cmd_type cmd)
 {
@@ -591,8 +591,7 @@ int http_stream_start(struct http_request *req, int status, const char *content_
     req->streaming = true;
     add_common_headers(req);
     if (content_type)
-        evhttp_add_header(evhttp_request_get_output_headers(req->ev), "Content-Type",
-                          content_type);
+        evhttp_add_header(evhttp_request_get_output_headers(req->ev), "Content-Type", content_type);
     evhttp_send_reply_start(req->ev, status, reason_phrase(status));
     return 0;
 }
@@ -799,8 +798,7 @@ size_t http_request_header_count(const struct http_request *req, const char *nam
         return 0;
     size_t n = 0;
     struct evkeyval *kv;
-    TAILQ_FOREACH(kv, evhttp_request_get_input_headers(req->ev), next)
-    {
+    TAILQ_FOREACH (kv, evhttp_request_get_input_headers(req->ev), next) {
         if (strcasecmp(kv->key, name) == 0)
             n++;
     }
@@ -814,8 +812,7 @@ void http_request_foreach_header(const struct http_request *req,
     if (req->ev == NULL)
         return;
     struct evkeyval *kv;
-    TAILQ_FOREACH(kv, evhttp_request_get_input_headers(req->ev), next)
-    {
+    TAILQ_FOREACH (kv, evhttp_request_get_input_headers(req->ev), next) {
         if (!fn(kv->key, kv->value, arg))
             return;
     }
@@ -864,8 +861,8 @@ static struct http_route *route_find(const struct http_server *srv, const char *
     return NULL;
 }
 
-int http_route_add(struct http_server *srv, const char *path, unsigned methods,
-                   http_handler_fn fn, void *arg, const struct http_route_options *opts)
+int http_route_add(struct http_server *srv, const char *path, unsigned methods, http_handler_fn fn,
+                   void *arg, const struct http_route_options *opts)
 {
     if (path == NULL || path[0] != '/' || fn == NULL || methods == 0)
         return -EINVAL;
@@ -988,8 +985,7 @@ static bool content_length_conflicts(const struct evkeyvalq *headers)
 {
     const char *first = NULL;
     struct evkeyval *kv;
-    TAILQ_FOREACH(kv, headers, next)
-    {
+    TAILQ_FOREACH (kv, headers, next) {
         if (strcasecmp(kv->key, "Content-Length") != 0)
             continue;
         if (first == NULL)

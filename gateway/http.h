@@ -48,15 +48,15 @@ typedef void (*http_drain_fn)(struct http_request *req, void *arg);
 
 /* What the server reports when a request finishes (for the access log and metrics). */
 struct http_access_record {
-    const char *method;     /* "GET" */
-    const char *path;       /* without the query */
-    const char *route;      /* label set by the handler, or "-" */
+    const char *method; /* "GET" */
+    const char *path;   /* without the query */
+    const char *route;  /* label set by the handler, or "-" */
     const char *request_id;
     const char *client_ip;
     int status;
-    uint64_t bytes_out;     /* body bytes queued for the client */
+    uint64_t bytes_out; /* body bytes queued for the client */
     uint64_t duration_us;
-    bool client_gone;       /* the client left before the response was complete */
+    bool client_gone; /* the client left before the response was complete */
 };
 typedef void (*http_observer_fn)(const struct http_access_record *rec, void *arg);
 
@@ -64,10 +64,10 @@ struct http_server_options {
     uint64_t max_body_bytes;
     uint64_t max_header_bytes;
     uint32_t max_connections;
-    uint64_t request_timeout_ms;  /* longest gap between bytes of a request or response */
-    uint64_t idle_timeout_ms;     /* keep-alive: how long a connection waits for its next request */
+    uint64_t request_timeout_ms; /* longest gap between bytes of a request or response */
+    uint64_t idle_timeout_ms;    /* keep-alive: how long a connection waits for its next request */
     uint64_t sse_high_water_bytes;
-    const char *tls_cert_file;    /* NULL: plain HTTP */
+    const char *tls_cert_file; /* NULL: plain HTTP */
     const char *tls_key_file;
     const struct gw_cidr *trusted_proxies; /* borrowed; must outlive the server or be reset */
     size_t n_trusted_proxies;
@@ -102,9 +102,9 @@ enum http_route_flags {
 };
 
 struct http_route_options {
-    unsigned flags;            /* enum http_route_flags */
-    uint64_t max_body_bytes;   /* 0: the server's; smaller: 413 with a JSON body */
-    const char *label;         /* route label in access logs and metrics; default the path */
+    unsigned flags;          /* enum http_route_flags */
+    uint64_t max_body_bytes; /* 0: the server's; smaller: 413 with a JSON body */
+    const char *label;       /* route label in access logs and metrics; default the path */
 };
 
 /*
@@ -113,8 +113,8 @@ struct http_route_options {
  * handlers but not for the request's method answers 405 with Allow. HEAD is
  * served by the GET handler. Returns 0 or -EINVAL.
  */
-int http_route_add(struct http_server *srv, const char *path, unsigned methods,
-                   http_handler_fn fn, void *arg, const struct http_route_options *opts);
+int http_route_add(struct http_server *srv, const char *path, unsigned methods, http_handler_fn fn,
+                   void *arg, const struct http_route_options *opts);
 /* Removes every route whose label starts with PREFIX (used when routes reload). */
 void http_route_remove_labelled(struct http_server *srv, const char *label_prefix);
 
@@ -122,8 +122,8 @@ void http_route_remove_labelled(struct http_server *srv, const char *label_prefi
 
 enum http_method http_request_method(const struct http_request *req);
 const char *http_request_method_name(const struct http_request *req);
-const char *http_request_path(const struct http_request *req);   /* raw, without query */
-const char *http_request_query(const struct http_request *req);  /* raw, or NULL */
+const char *http_request_path(const struct http_request *req);  /* raw, without query */
+const char *http_request_query(const struct http_request *req); /* raw, or NULL */
 const char *http_request_id(const struct http_request *req);
 /* The client's address after trusted proxies ("203.0.113.9", "::1", "unix"). */
 const char *http_request_client_ip(const struct http_request *req);

@@ -77,8 +77,8 @@ void gw_log_set_fd(int fd)
 
 bool gw_log_key_is_secret(const char *key)
 {
-    static const char *const secret_words[] = {"token", "secret",   "authorization",
-                                               "cookie", "code",    "password"};
+    static const char *const secret_words[] = {"token",  "secret", "authorization",
+                                               "cookie", "code",   "password"};
     if (strcasecmp(key, "set-cookie") == 0)
         return true;
     const char *p = key;
@@ -261,8 +261,8 @@ void gw_log_end(struct gw_log_line *l)
     free(l);
 }
 
-void gw_log(enum gw_log_level level, const char *module, const char *request_id,
-            const char *msg, ...)
+void gw_log(enum gw_log_level level, const char *module, const char *request_id, const char *msg,
+            ...)
 {
     struct gw_log_line *l = gw_log_begin(level, module, request_id, msg);
     if (l == NULL)

@@ -40,8 +40,8 @@ void gw_log_set_fd(int fd);
  * ended by NULL. A NULL value is written as JSON null.
  *   gw_log(GW_LOG_WARN, "store", NULL, "redis down", "addr", addr, NULL);
  */
-void gw_log(enum gw_log_level level, const char *module, const char *request_id,
-            const char *msg, ...) __attribute__((sentinel));
+void gw_log(enum gw_log_level level, const char *module, const char *request_id, const char *msg,
+            ...) __attribute__((sentinel));
 
 /*
  * A line with typed fields. gw_log_begin returns NULL when the level is

@@ -19,24 +19,25 @@
 
 static void print_usage(FILE *out)
 {
-    fprintf(out,
-            "usage: mcpgate -c FILE [--log-level LEVEL]   run the gateway\n"
-            "       mcpgate check-config FILE             validate FILE, print a summary\n"
-            "       mcpgate keygen FILE                   write a new ES256 identity signing key\n"
-            "       mcpgate grants list -c FILE [--user SUB]\n"
-            "       mcpgate grants revoke -c FILE (ID | --user SUB)\n"
-            "       mcpgate clients list -c FILE | clients delete -c FILE ID\n"
-            "       mcpgate explain -c FILE --route NAME [--roles a,b] [--groups g] [--scopes x,y]\n"
-            "                       [--kind tool|prompt|resource] NAME\n"
-            "       mcpgate --version | --help\n"
-            "\n"
-            "options:\n"
-            "  -c, --config FILE     the YAML configuration (see README.md)\n"
-            "  -l, --log-level LEVEL debug, info, warn or error (overrides log.level)\n"
-            "  -V, --version         print the version and exit\n"
-            "  -h, --help            print this help and exit\n"
-            "\n"
-            "signals: SIGTERM/SIGINT drain and exit 0; SIGHUP reloads FILE.\n");
+    fprintf(
+        out,
+        "usage: mcpgate -c FILE [--log-level LEVEL]   run the gateway\n"
+        "       mcpgate check-config FILE             validate FILE, print a summary\n"
+        "       mcpgate keygen FILE                   write a new ES256 identity signing key\n"
+        "       mcpgate grants list -c FILE [--user SUB]\n"
+        "       mcpgate grants revoke -c FILE (ID | --user SUB)\n"
+        "       mcpgate clients list -c FILE | clients delete -c FILE ID\n"
+        "       mcpgate explain -c FILE --route NAME [--roles a,b] [--groups g] [--scopes x,y]\n"
+        "                       [--kind tool|prompt|resource] NAME\n"
+        "       mcpgate --version | --help\n"
+        "\n"
+        "options:\n"
+        "  -c, --config FILE     the YAML configuration (see README.md)\n"
+        "  -l, --log-level LEVEL debug, info, warn or error (overrides log.level)\n"
+        "  -V, --version         print the version and exit\n"
+        "  -h, --help            print this help and exit\n"
+        "\n"
+        "signals: SIGTERM/SIGINT drain and exit 0; SIGHUP reloads FILE.\n");
 }
 
 static void print_config_errors(const char *path, const struct gw_config_errors *errs)
@@ -91,8 +92,10 @@ static int cmd_keygen(int argc, char **argv)
 static int cmd_serve(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"config", required_argument, NULL, 'c'},    {"log-level", required_argument, NULL, 'l'},
-        {"version", no_argument, NULL, 'V'},         {"help", no_argument, NULL, 'h'},
+        {"config", required_argument, NULL, 'c'},
+        {"log-level", required_argument, NULL, 'l'},
+        {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *config_path = NULL;

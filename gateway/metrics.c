@@ -21,9 +21,9 @@
 #endif
 
 /* Upper bounds in microseconds: 0.5 ms … 10 s. */
-static const uint64_t bucket_bounds_us[] = {500,    1000,    2500,    5000,    10000,  25000,
-                                            50000,  100000,  250000,  500000,  1000000, 2500000,
-                                            5000000, 10000000};
+static const uint64_t bucket_bounds_us[] = {500,     1000,    2500,    5000,    10000,
+                                            25000,   50000,   100000,  250000,  500000,
+                                            1000000, 2500000, 5000000, 10000000};
 #define N_BUCKETS (sizeof(bucket_bounds_us) / sizeof(bucket_bounds_us[0]))
 #define MAX_STATUSES 24
 
@@ -33,7 +33,7 @@ struct status_count {
 };
 
 struct route_metrics {
-    char *route; /* owned */
+    char *route;                 /* owned */
     uint64_t buckets[N_BUCKETS]; /* non-cumulative; summed at render */
     uint64_t count;
     uint64_t sum_us;
@@ -159,8 +159,7 @@ static void render_requests(struct strbuf *sb, const struct gw_metrics *m)
 static void render_gauge(struct strbuf *sb, const char *name, const char *type, const char *help,
                          unsigned long long value)
 {
-    strbuf_printf(sb, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name, type, name,
-                  value);
+    strbuf_printf(sb, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name, type, name, value);
 }
 
 char *gw_metrics_render(const struct gw_metrics *m, const struct gw_metrics_gauges *g)
@@ -177,8 +176,8 @@ char *gw_metrics_render(const struct gw_metrics *m, const struct gw_metrics_gaug
                  "Store operations that failed (timeouts included).", g->store_errors);
     render_gauge(&sb, "mcpgate_store_timeouts_total", "counter",
                  "Store operations that hit their deadline.", g->store_timeouts);
-    render_gauge(&sb, "mcpgate_store_reconnects_total", "counter",
-                 "Reconnections to the store.", g->store_reconnects);
+    render_gauge(&sb, "mcpgate_store_reconnects_total", "counter", "Reconnections to the store.",
+                 g->store_reconnects);
     render_gauge(&sb, "mcpgate_store_up", "gauge", "1 when the store answers.", g->store_up);
     strbuf_printf(&sb,
                   "# HELP mcpgate_build_info Build version.\n# TYPE mcpgate_build_info gauge\n"

@@ -19,11 +19,11 @@ struct admin_job {
     struct oauth_server *srv; /* borrowed */
     FILE *out;                /* borrowed */
     oauth_admin_done_fn done;
-    void *arg;                /* borrowed */
-    char **ids;               /* owned */
+    void *arg;  /* borrowed */
+    char **ids; /* owned */
     size_t n_ids, next;
-    char *set_key;            /* owned: the set the ids came from */
-    char *target;             /* owned: the client being deleted, or the user */
+    char *set_key; /* owned: the set the ids came from */
+    char *target;  /* owned: the client being deleted, or the user */
     size_t revoked;
     bool delete_client;
 };

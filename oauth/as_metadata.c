@@ -41,8 +41,7 @@ static void on_as_metadata(struct http_request *req, void *arg)
 {
     struct oauth_server *srv = arg;
     const char *base = srv->cfg->server.public_url;
-    static const char *const auth_methods[] = {"none", "client_secret_basic",
-                                               "client_secret_post"};
+    static const char *const auth_methods[] = {"none", "client_secret_basic", "client_secret_post"};
     char *authz = xasprintf("%s/authorize", base);
     char *token = xasprintf("%s/token", base);
     char *revoke = xasprintf("%s/revoke", base);
@@ -76,9 +75,9 @@ static json_t *route_scopes(const struct oauth_server *srv, const struct gw_rout
 static json_t *prm_document(const struct oauth_server *srv, const char *resource, json_t *scopes,
                             const char *name)
 {
-    return json_pack("{s:s, s:[s], s:o, s:[s], s:s}", "resource", resource,
-                     "authorization_servers", srv->cfg->server.public_url, "scopes_supported",
-                     scopes, "bearer_methods_supported", "header", "resource_name", name);
+    return json_pack("{s:s, s:[s], s:o, s:[s], s:s}", "resource", resource, "authorization_servers",
+                     srv->cfg->server.public_url, "scopes_supported", scopes,
+                     "bearer_methods_supported", "header", "resource_name", name);
 }
 
 /* The route is found from the request path, so a reload that changes a
@@ -100,8 +99,8 @@ static void on_route_prm(struct http_request *req, void *arg)
 static void on_root_prm(struct http_request *req, void *arg)
 {
     struct oauth_server *srv = arg;
-    reply_doc(req, prm_document(srv, srv->cfg->server.public_url, configured_scopes(srv),
-                                "mcpgate"));
+    reply_doc(req,
+              prm_document(srv, srv->cfg->server.public_url, configured_scopes(srv), "mcpgate"));
 }
 
 int oauth_metadata_register(struct oauth_server *srv, struct http_server *http)

@@ -136,9 +136,9 @@ static void authreq_key(const char *handle, char *out, size_t cap)
 /* ---- the IdP leg ----------------------------------------------------------- */
 
 struct login_start {
-    struct authz *a;     /* owned */
+    struct authz *a; /* owned */
     char state[44];
-    char *idp_url;       /* owned */
+    char *idp_url; /* owned */
 };
 
 static void on_login_stored(const struct store_result *res, void *arg)
@@ -172,8 +172,8 @@ static void start_login(struct authz *a)
     struct oauth_server *srv = a->srv;
     if (srv->idp == NULL || !idp_client_ready(srv->idp)) {
         const char *why = srv->idp ? idp_client_last_error(srv->idp) : NULL;
-        oauth_audit(http_request_id(a->req), "idp failure", "client_id", a->client_id,
-                    "error", why ? why : "identity provider not ready", NULL);
+        oauth_audit(http_request_id(a->req), "idp failure", "client_id", a->client_id, "error",
+                    why ? why : "identity provider not ready", NULL);
         oauth_reply_html_error(a->req, 503, "Sign-in is unavailable",
                                "The identity provider cannot be reached right now. Close this "
                                "window and try again in a few minutes.");
@@ -271,8 +271,8 @@ static void show_consent(struct authz *a)
 {
     char key[128];
     snprintf(key, sizeof(key), "ratelimit:authorize:%s", http_request_client_ip(a->req));
-    if (store_incr(a->srv->store, key, a->srv->cfg->oauth.authorize_ttl_ms, on_pending_counted,
-                   a) < 0) {
+    if (store_incr(a->srv->store, key, a->srv->cfg->oauth.authorize_ttl_ms, on_pending_counted, a) <
+        0) {
         oauth_reply_store_down(a->req, "authorization request");
         authz_free(a);
     }
@@ -395,10 +395,9 @@ static void on_client_for_get(struct oauth_client *client, enum oauth_lookup how
         authz_free(a);
         return;
     }
-    if (!a->force_consent && consent_is_remembered(a->srv, a->req, a->client_id,
-                                                   (uint64_t)time(NULL))) {
-        oauth_audit(http_request_id(a->req), "consent remembered", "client_id", a->client_id,
-                    NULL);
+    if (!a->force_consent &&
+        consent_is_remembered(a->srv, a->req, a->client_id, (uint64_t)time(NULL))) {
+        oauth_audit(http_request_id(a->req), "consent remembered", "client_id", a->client_id, NULL);
         oauth_random_handle(a->csrf);
         start_login(a);
         return;
@@ -409,9 +408,9 @@ static void on_client_for_get(struct oauth_client *client, enum oauth_lookup how
 /* RFC 6749 §3.1: request parameters must not be included more than once. */
 static const char *repeated_param(const struct http_params *p)
 {
-    static const char *const single[] = {"client_id",      "redirect_uri", "response_type",
-                                         "state",          "scope",        "code_challenge",
-                                         "code_challenge_method", "prompt"};
+    static const char *const single[] = {
+        "client_id", "redirect_uri",   "response_type",         "state",
+        "scope",     "code_challenge", "code_challenge_method", "prompt"};
     for (size_t i = 0; i < sizeof(single) / sizeof(single[0]); i++)
         if (http_params_count(p, single[i]) > 1)
             return single[i];

@@ -32,9 +32,9 @@
 
 struct bearer_entry {
     char hash[65];
-    struct mg_principal *principal; /* owned */
-    uint64_t valid_until;           /* Unix seconds */
-    struct bearer_entry *next;      /* bucket chain (owned through the FIFO) */
+    struct mg_principal *principal;     /* owned */
+    uint64_t valid_until;               /* Unix seconds */
+    struct bearer_entry *next;          /* bucket chain (owned through the FIFO) */
     struct bearer_entry *older, *newer; /* insertion order, for eviction */
 };
 
@@ -180,11 +180,11 @@ struct bearer_check {
     struct http_request *req;            /* borrowed until handed on */
     const struct gw_route_config *route; /* borrowed (config outlives the request) */
     oauth_bearer_ok_fn ok;
-    void *arg;                           /* borrowed */
-    char *token;                         /* owned (secret) */
+    void *arg;   /* borrowed */
+    char *token; /* owned (secret) */
     char hash[65];
-    struct mg_principal *principal;      /* owned, while the IdP token is fetched */
-    unsigned char key[CRYPTO_KEY_LEN];   /* the grant key, while the IdP token is fetched */
+    struct mg_principal *principal;    /* owned, while the IdP token is fetched */
+    unsigned char key[CRYPTO_KEY_LEN]; /* the grant key, while the IdP token is fetched */
 };
 
 static void check_free(struct bearer_check *bc)
@@ -286,8 +286,7 @@ static void idp_token_failed(struct bearer_check *bc, bool revoke, const char *w
     check_free(bc);
 }
 
-static void store_idp_tokens(struct bearer_check *bc, const char *at, const char *rt,
-                             uint64_t exp)
+static void store_idp_tokens(struct bearer_check *bc, const char *at, const char *rt, uint64_t exp)
 {
     json_t *t = json_pack("{s:s, s:I}", "at", at, "exp", (json_int_t)exp);
     if (rt)
@@ -378,8 +377,8 @@ static void on_token_record(const struct store_result *res, void *arg)
     if (p == NULL || p->expires_at <= now) {
         challenge(bc->srv, bc->req, bc->route, 401, "invalid_token",
                   "the access token is invalid, expired or revoked");
-    } else if (bc->route->identity.idp_access_token && resource_mismatch(bc->srv, bc->route,
-                                                                          p->resource) == NULL) {
+    } else if (bc->route->identity.idp_access_token &&
+               resource_mismatch(bc->srv, bc->route, p->resource) == NULL) {
         /* Not cached: the IdP token must be current each time. */
         bc->principal = p;
         char key[128];

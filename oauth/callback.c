@@ -67,9 +67,9 @@ static void on_code_created(const char *code, const char *grant_id, void *arg)
     oauth_audit(http_request_id(cb->req), "grant created", "grant_id", grant_id, "subject",
                 cb->subject, "client_id", login_str(cb, "client_id"), "scope",
                 login_str(cb, "scope"), NULL);
-    char *url = oauth_url_with_params(login_str(cb, "redirect_uri"), "code", code, "state",
-                                      login_str(cb, "state"), "iss",
-                                      cb->srv->cfg->server.public_url, NULL);
+    char *url =
+        oauth_url_with_params(login_str(cb, "redirect_uri"), "code", code, "state",
+                              login_str(cb, "state"), "iss", cb->srv->cfg->server.public_url, NULL);
     oauth_reply_redirect(cb->req, url);
     free(url);
     callback_free(cb);
@@ -95,8 +95,9 @@ static bool list_is_clean(const struct mg_string_list *l)
 
 static char *identity_props(const struct idp_identity *id)
 {
-    json_t *o = json_pack("{s:s, s:o, s:o}", "sub", id->subject, "roles", mg_string_list_to_json(&id->roles),
-                          "groups", mg_string_list_to_json(&id->groups));
+    json_t *o = json_pack("{s:s, s:o, s:o}", "sub", id->subject, "roles",
+                          mg_string_list_to_json(&id->roles), "groups",
+                          mg_string_list_to_json(&id->groups));
     if (id->username)
         json_object_set_new(o, "username", json_string(id->username));
     if (id->email)
@@ -126,8 +127,7 @@ static void on_idp_login(const struct idp_identity *id, const char *error, bool 
         !value_is_clean(id->email) || !value_is_clean(id->name) || !list_is_clean(&id->roles) ||
         !list_is_clean(&id->groups)) {
         oauth_audit(rid, "idp failure", "client_id", login_str(cb, "client_id"), "error",
-                    "identity claims contain control characters or commas in roles/groups",
-                    NULL);
+                    "identity claims contain control characters or commas in roles/groups", NULL);
         to_client_error(cb, "access_denied", "the identity provider returned unusable claims");
         callback_free(cb);
         return;

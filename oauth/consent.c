@@ -93,10 +93,11 @@ char *consent_render(const struct oauth_server *srv, const struct consent_view *
     char *redirect_host = oauth_redirect_uri_display_host(v->redirect_uri);
     char *client_host = v->client_uri ? oauth_redirect_uri_display_host(v->client_uri) : NULL;
 
-    strbuf_printf(&sb, "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-                       "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-                       "<title>Authorize application</title><style>%s</style></head><body>"
-                       "<main aria-labelledby=\"title\"><h1 id=\"title\"><span id=\"client-name\">",
+    strbuf_printf(&sb,
+                  "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+                  "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+                  "<title>Authorize application</title><style>%s</style></head><body>"
+                  "<main aria-labelledby=\"title\"><h1 id=\"title\"><span id=\"client-name\">",
                   page_style);
     put_escaped(&sb, name);
     strbuf_puts(&sb, "</span> wants to use your account</h1>");

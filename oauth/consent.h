@@ -21,12 +21,12 @@ struct http_request;
 
 struct consent_view {
     const char *client_id;
-    const char *client_name;   /* may be NULL: the client_id is shown */
-    const char *client_uri;    /* may be NULL */
+    const char *client_name; /* may be NULL: the client_id is shown */
+    const char *client_uri;  /* may be NULL */
     const char *redirect_uri;
     const struct mg_string_list *scopes;
-    const char *resource;      /* may be NULL: every route */
-    const char *handle;        /* the pending authorization */
+    const char *resource; /* may be NULL: every route */
+    const char *handle;   /* the pending authorization */
     const char *csrf;
 };
 

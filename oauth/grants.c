@@ -39,8 +39,8 @@ static void put_json(struct oauth_server *srv, struct oauth_batch *b, const char
                      uint64_t ttl_ms)
 {
     char *text = json_dumps(o, JSON_COMPACT);
-    if (store_put(srv->store, key, text, strlen(text), ttl_ms, oauth_batch_cb,
-                  oauth_batch_add(b)) < 0) {
+    if (store_put(srv->store, key, text, strlen(text), ttl_ms, oauth_batch_cb, oauth_batch_add(b)) <
+        0) {
         struct store_result fail = {.status = STORE_UNAVAILABLE, .error = "cannot queue"};
         oauth_batch_cb(&fail, b);
     }
@@ -60,9 +60,9 @@ static void set_add(struct oauth_server *srv, struct oauth_batch *b, const char 
 
 struct grant_creation {
     oauth_code_fn cb;
-    void *arg;     /* borrowed */
-    char *code;    /* owned (secret) */
-    char *grant_id;/* owned */
+    void *arg;      /* borrowed */
+    char *code;     /* owned (secret) */
+    char *grant_id; /* owned */
 };
 
 static void on_grant_stored(bool ok, const char *error, void *arg)
@@ -101,10 +101,10 @@ void oauth_grant_create(struct oauth_server *srv, const struct oauth_new_grant *
     json_t *grant = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I}", "id", id, "sub", ng->subject,
                               "client_id", ng->client_id, "scope", ng->scope, "props", sealed,
                               "created", (json_int_t)time(NULL));
-    json_t *code = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "grant_id", id, "sub",
-                             ng->subject, "client_id", ng->client_id, "redirect_uri",
-                             ng->redirect_uri, "code_challenge", ng->code_challenge, "scope",
-                             ng->scope, "wrapped", wrapped, "props", sealed);
+    json_t *code =
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "grant_id", id, "sub", ng->subject,
+                  "client_id", ng->client_id, "redirect_uri", ng->redirect_uri, "code_challenge",
+                  ng->code_challenge, "scope", ng->scope, "wrapped", wrapped, "props", sealed);
     if (ng->resource) {
         json_object_set_new(grant, "resource", json_string(ng->resource));
         json_object_set_new(code, "resource", json_string(ng->resource));
@@ -127,8 +127,8 @@ void oauth_grant_create(struct oauth_server *srv, const struct oauth_new_grant *
          * grant can open them, at the bearer check of a route that forwards them. */
         char key_idp[128];
         snprintf(key_idp, sizeof(key_idp), KEY_IDP_TOKENS "%s", id);
-        if (store_put(srv->store, key_idp, sealed_idp, strlen(sealed_idp),
-                      oc->refresh_token_ttl_ms, oauth_batch_cb, oauth_batch_add(b)) < 0) {
+        if (store_put(srv->store, key_idp, sealed_idp, strlen(sealed_idp), oc->refresh_token_ttl_ms,
+                      oauth_batch_cb, oauth_batch_add(b)) < 0) {
             struct store_result fail = {.status = STORE_UNAVAILABLE, .error = "cannot queue"};
             oauth_batch_cb(&fail, b);
         }
@@ -145,7 +145,7 @@ void oauth_grant_create(struct oauth_server *srv, const struct oauth_new_grant *
 
 struct issuance {
     oauth_tokens_fn cb;
-    void *arg;      /* borrowed */
+    void *arg;        /* borrowed */
     json_t *response; /* owned */
 };
 
@@ -199,9 +199,9 @@ void oauth_issue_tokens(struct oauth_server *srv, const struct oauth_grant *g, b
     is->cb = cb;
     is->arg = arg;
     char *access = oauth_token_mint(OAUTH_ACCESS_TOKEN);
-    is->response = json_pack("{s:s, s:s, s:I, s:s}", "access_token", access, "token_type",
-                             "Bearer", "expires_in", (json_int_t)(oc->access_token_ttl_ms / 1000),
-                             "scope", g->scope);
+    is->response =
+        json_pack("{s:s, s:s, s:I, s:s}", "access_token", access, "token_type", "Bearer",
+                  "expires_in", (json_int_t)(oc->access_token_ttl_ms / 1000), "scope", g->scope);
     struct oauth_batch *b = oauth_batch_new(on_tokens_stored, is);
     store_token(srv, b, g, access, KEY_TOKEN, oc->access_token_ttl_ms);
     crypto_wipe(access, strlen(access));
@@ -224,7 +224,7 @@ struct revocation {
     char *why;                /* owned */
     char *request_id;         /* owned, may be NULL */
     oauth_revoked_fn done;
-    void *done_arg;           /* borrowed */
+    void *done_arg; /* borrowed */
     bool found;
 };
 

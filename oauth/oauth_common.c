@@ -30,8 +30,7 @@ void oauth_reply_error(struct http_request *req, int status, const char *error,
 
 void oauth_reply_store_down(struct http_request *req, const char *what)
 {
-    gw_log(GW_LOG_WARN, "oauth", http_request_id(req), "store unavailable", "during", what,
-           NULL);
+    gw_log(GW_LOG_WARN, "oauth", http_request_id(req), "store unavailable", "during", what, NULL);
     http_set_header(req, "Retry-After", "2");
     oauth_reply_error(req, 503, "temporarily_unavailable",
                       "the authorization server's store is unavailable; try again shortly");
@@ -82,15 +81,15 @@ void oauth_reply_html_error(struct http_request *req, int status, const char *ti
     char *t = oauth_html_escape(title);
     char *m = oauth_html_escape(message);
     char *rid = oauth_html_escape(http_request_id(req));
-    char *page = xasprintf(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-        "<title>%s</title><style>body{font:16px/1.5 system-ui,sans-serif;max-width:34rem;"
-        "margin:3rem auto;padding:0 1rem;color:#1d1d1f}h1{font-size:1.4rem}"
-        ".box{border:1px solid #d0d0d5;border-radius:12px;padding:1.25rem 1.5rem}"
-        "small{color:#666}</style></head><body><main class=\"box\" role=\"alert\">"
-        "<h1>%s</h1><p>%s</p><p><small>Request id: %s</small></p></main></body></html>",
-        t, t, m, rid);
+    char *page =
+        xasprintf("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+                  "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+                  "<title>%s</title><style>body{font:16px/1.5 system-ui,sans-serif;max-width:34rem;"
+                  "margin:3rem auto;padding:0 1rem;color:#1d1d1f}h1{font-size:1.4rem}"
+                  ".box{border:1px solid #d0d0d5;border-radius:12px;padding:1.25rem 1.5rem}"
+                  "small{color:#666}</style></head><body><main class=\"box\" role=\"alert\">"
+                  "<h1>%s</h1><p>%s</p><p><small>Request id: %s</small></p></main></body></html>",
+                  t, t, m, rid);
     oauth_page_headers(req);
     http_reply_html(req, status, page);
     free(page);
@@ -145,9 +144,9 @@ void oauth_redirect_error(struct oauth_server *srv, struct http_request *req,
                           const char *redirect_uri, const char *error, const char *description,
                           const char *state)
 {
-    char *url = oauth_url_with_params(redirect_uri, "error", error, "error_description",
-                                      description, "state", state, "iss",
-                                      srv->cfg->server.public_url, NULL);
+    char *url =
+        oauth_url_with_params(redirect_uri, "error", error, "error_description", description,
+                              "state", state, "iss", srv->cfg->server.public_url, NULL);
     oauth_reply_redirect(req, url);
     free(url);
 }
@@ -213,11 +212,11 @@ void oauth_audit(const char *request_id, const char *event, ...)
 
 struct oauth_batch {
     oauth_batch_done_fn done;
-    void *arg;      /* borrowed */
+    void *arg; /* borrowed */
     size_t pending;
     bool sealed;
     bool failed;
-    char *error;    /* owned: the first failure */
+    char *error; /* owned: the first failure */
 };
 
 struct oauth_batch *oauth_batch_new(oauth_batch_done_fn done, void *arg)
@@ -303,9 +302,10 @@ static bool auth_from_name(const char *s, enum gw_client_auth *out)
 
 char *oauth_client_to_json(const struct oauth_client *c, json_t *metadata)
 {
-    json_t *o = json_pack("{s:s, s:s, s:o, s:o}", "client_id", c->client_id, "auth",
-                          auth_name(c->auth), "redirect_uris", mg_string_list_to_json(&c->redirect_uris),
-                          "grant_types", mg_string_list_to_json(&c->grant_types));
+    json_t *o =
+        json_pack("{s:s, s:s, s:o, s:o}", "client_id", c->client_id, "auth", auth_name(c->auth),
+                  "redirect_uris", mg_string_list_to_json(&c->redirect_uris), "grant_types",
+                  mg_string_list_to_json(&c->grant_types));
     if (c->secret_sha256)
         json_object_set_new(o, "secret_sha256", json_string(c->secret_sha256));
     if (c->client_name)
@@ -376,7 +376,7 @@ static struct oauth_client *client_from_static(const struct gw_static_client *sc
 struct client_lookup {
     struct oauth_server *srv; /* borrowed */
     oauth_client_fn cb;
-    void *arg;                /* borrowed */
+    void *arg; /* borrowed */
 };
 
 static void on_client_loaded(const struct store_result *res, void *arg)

@@ -116,14 +116,14 @@ void oauth_batch_seal(struct oauth_batch *b);
 
 struct oauth_client {
     char *client_id;
-    char *secret_sha256;       /* hex; NULL for public clients */
+    char *secret_sha256; /* hex; NULL for public clients */
     enum gw_client_auth auth;
     struct mg_string_list redirect_uris;
     struct mg_string_list grant_types;
-    char *client_name;         /* may be NULL */
-    char *client_uri;          /* may be NULL */
-    char *logo_uri;            /* may be NULL */
-    bool is_static;            /* from oauth.clients in the config */
+    char *client_name; /* may be NULL */
+    char *client_uri;  /* may be NULL */
+    char *logo_uri;    /* may be NULL */
+    bool is_static;    /* from oauth.clients in the config */
 };
 
 void oauth_client_free(struct oauth_client *c);
@@ -175,7 +175,6 @@ int oauth_revoke_register(struct oauth_server *srv, struct http_server *http);
 struct bearer_cache *bearer_cache_new(struct oauth_server *srv);
 void bearer_cache_free(struct bearer_cache *cache);
 
-
 /* ---- grants.c: grants, codes, tokens ---------------------------------------- */
 
 /* What a grant holds, in the clear, while a request works on it. */
@@ -192,10 +191,10 @@ void oauth_grant_clear(struct oauth_grant *g); /* frees fields, wipes the key */
 
 struct oauth_new_grant {
     const char *subject;
-    const char *props_json;  /* the principal's identity (plain JSON, sealed here) */
+    const char *props_json; /* the principal's identity (plain JSON, sealed here) */
     const char *client_id;
     const char *scope;
-    const char *resource;    /* may be NULL */
+    const char *resource; /* may be NULL */
     const char *redirect_uri;
     const char *code_challenge;
     const char *idp_tokens_json; /* may be NULL: sealed into idptok:<grant> when set */

@@ -22,8 +22,8 @@ static const char *const known_native_schemes[] = {
 };
 
 static const char *const forbidden_schemes[] = {
-    "javascript", "data", "file", "vbscript", "about", "blob", "filesystem", "ftp",
-    "ws",         "wss",  "mailto", "tel",    "sms",
+    "javascript", "data", "file", "vbscript", "about", "blob", "filesystem",
+    "ftp",        "ws",   "wss",  "mailto",   "tel",   "sms",
 };
 
 bool oauth_host_is_loopback(const char *host)

@@ -30,9 +30,9 @@
 #define MAX_CONTACTS 10
 
 struct registration {
-    struct oauth_server *srv;   /* borrowed */
-    struct http_request *req;   /* borrowed until answered */
-    json_t *body;               /* owned: the parsed request */
+    struct oauth_server *srv; /* borrowed */
+    struct http_request *req; /* borrowed until answered */
+    json_t *body;             /* owned: the parsed request */
 };
 
 static void registration_free(struct registration *r)
@@ -86,8 +86,7 @@ static bool array_of_strings(json_t *a, size_t max_items, size_t max_len)
         return false;
     size_t i;
     json_t *v;
-    json_array_foreach(a, i, v)
-    {
+    json_array_foreach (a, i, v) {
         if (!json_is_string(v) || json_string_length(v) > max_len ||
             strlen(json_string_value(v)) != json_string_length(v))
             return false;
@@ -99,8 +98,7 @@ static bool array_has(json_t *a, const char *s)
 {
     size_t i;
     json_t *v;
-    json_array_foreach(a, i, v)
-    {
+    json_array_foreach (a, i, v) {
         if (json_is_string(v) && strcmp(json_string_value(v), s) == 0)
             return true;
     }
@@ -117,8 +115,7 @@ static const char *check_redirect_uris(json_t *body, const char **error)
         return "redirect_uris must be at most 20 strings";
     size_t i;
     json_t *v;
-    json_array_foreach(uris, i, v)
-    {
+    json_array_foreach (uris, i, v) {
         const char *why = oauth_redirect_uri_check(json_string_value(v));
         if (why)
             return why;
@@ -136,14 +133,12 @@ static const char *check_grants(json_t *body)
         return "response_types must be an array of strings";
     size_t i;
     json_t *v;
-    json_array_foreach(grants, i, v)
-    {
+    json_array_foreach (grants, i, v) {
         const char *g = json_string_value(v);
         if (strcmp(g, "authorization_code") != 0 && strcmp(g, "refresh_token") != 0)
             return "grant_types may hold only authorization_code and refresh_token";
     }
-    json_array_foreach(types, i, v)
-    {
+    json_array_foreach (types, i, v) {
         if (strcmp(json_string_value(v), "code") != 0)
             return "response_types may hold only code";
     }
@@ -194,17 +189,20 @@ static const char *check_scope(const struct oauth_server *srv, json_t *body)
 }
 
 /* Every rule of RFC 7591 §2 we enforce; *error gets the RFC 7591 §3.2.2 code. */
-static const char *validate(const struct oauth_server *srv, json_t *body,
-                            enum gw_client_auth *auth, const char **error)
+static const char *validate(const struct oauth_server *srv, json_t *body, enum gw_client_auth *auth,
+                            const char **error)
 {
     static const struct {
         const char *field;
         size_t max;
         bool web_uri;
     } strings[] = {
-        {"client_name", MAX_NAME_LEN, false},     {"client_uri", 2048, true},
-        {"logo_uri", 2048, true},                 {"tos_uri", 2048, true},
-        {"policy_uri", 2048, true},               {"software_id", MAX_SHORT_LEN, false},
+        {"client_name", MAX_NAME_LEN, false},
+        {"client_uri", 2048, true},
+        {"logo_uri", 2048, true},
+        {"tos_uri", 2048, true},
+        {"policy_uri", 2048, true},
+        {"software_id", MAX_SHORT_LEN, false},
         {"software_version", MAX_SHORT_LEN, false},
     };
     const char *why = check_redirect_uris(body, error);
@@ -235,10 +233,10 @@ static const char *validate(const struct oauth_server *srv, json_t *body,
 /* The registered metadata: what we validated and keep, with defaults filled in. */
 static json_t *registered_metadata(json_t *body, enum gw_client_auth auth)
 {
-    static const char *const kept[] = {"redirect_uris", "client_name",      "client_uri",
-                                       "logo_uri",      "tos_uri",          "policy_uri",
-                                       "scope",         "contacts",         "software_id",
-                                       "software_version", "application_type"};
+    static const char *const kept[] = {
+        "redirect_uris", "client_name",      "client_uri",      "logo_uri",
+        "tos_uri",       "policy_uri",       "scope",           "contacts",
+        "software_id",   "software_version", "application_type"};
     json_t *m = json_object();
     for (size_t i = 0; i < sizeof(kept) / sizeof(kept[0]); i++) {
         json_t *v = json_object_get(body, kept[i]);
@@ -291,9 +289,9 @@ static void store_client(struct registration *r, enum gw_client_auth auth)
     struct oauth_client c = {.client_id = client_id, .auth = auth};
     size_t i;
     json_t *v;
-    json_array_foreach(json_object_get(meta, "redirect_uris"), i, v)
+    json_array_foreach (json_object_get(meta, "redirect_uris"), i, v)
         mg_string_list_add(&c.redirect_uris, json_string_value(v));
-    json_array_foreach(json_object_get(meta, "grant_types"), i, v)
+    json_array_foreach (json_object_get(meta, "grant_types"), i, v)
         mg_string_list_add(&c.grant_types, json_string_value(v));
     c.client_name = (char *)json_string_value(json_object_get(meta, "client_name"));
     c.client_uri = (char *)json_string_value(json_object_get(meta, "client_uri"));

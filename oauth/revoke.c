@@ -116,7 +116,7 @@ static void on_revoke(struct http_request *req, void *arg)
 
 int oauth_revoke_register(struct oauth_server *srv, struct http_server *http)
 {
-    struct http_route_options o = {.flags = HTTP_ROUTE_CORS, .max_body_bytes = 16384,
-                                   .label = "/revoke"};
+    struct http_route_options o = {
+        .flags = HTTP_ROUTE_CORS, .max_body_bytes = 16384, .label = "/revoke"};
     return http_route_add(http, "/revoke", HTTP_POST, on_revoke, srv, &o);
 }

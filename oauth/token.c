@@ -59,8 +59,8 @@ bool oauth_read_form(struct http_request *req, struct http_params *form)
 struct client_auth {
     struct http_request *req;
     oauth_client_auth_fn cb;
-    void *arg;        /* borrowed */
-    char *secret;     /* owned, presented secret (may be NULL) */
+    void *arg;    /* borrowed */
+    char *secret; /* owned, presented secret (may be NULL) */
     bool used_basic;
     bool used_post;
 };
@@ -75,8 +75,8 @@ static void client_auth_free(struct client_auth *ca)
 
 static void reply_invalid_client(struct client_auth *ca, const char *why)
 {
-    oauth_audit(http_request_id(ca->req), "client authentication failed", "reason", why,
-                "client", http_request_client_ip(ca->req), NULL);
+    oauth_audit(http_request_id(ca->req), "client authentication failed", "reason", why, "client",
+                http_request_client_ip(ca->req), NULL);
     if (ca->used_basic)
         http_set_header(ca->req, "WWW-Authenticate", "Basic realm=\"mcpgate\"");
     oauth_reply_error(ca->req, 401, "invalid_client", why);
@@ -165,8 +165,7 @@ void oauth_authenticate_client(struct oauth_server *srv, struct http_request *re
         /* RFC 6749 §2.3: one authentication method per request. */
         if (form_secret || (form_id && strcmp(form_id, id) != 0)) {
             free(id);
-            oauth_reply_error(req, 400, "invalid_request",
-                              "use one client authentication method");
+            oauth_reply_error(req, 400, "invalid_request", "use one client authentication method");
             auth_failed(ca, NULL);
             return;
         }
@@ -187,11 +186,11 @@ void oauth_authenticate_client(struct oauth_server *srv, struct http_request *re
 /* ---- the token request ------------------------------------------------------ */
 
 struct token_req {
-    struct oauth_server *srv;  /* borrowed */
-    struct http_request *req;  /* borrowed until answered */
-    struct http_params form;   /* owned */
+    struct oauth_server *srv;    /* borrowed */
+    struct http_request *req;    /* borrowed until answered */
+    struct http_params form;     /* owned */
     struct oauth_client *client; /* owned copy of the authenticated client */
-    char hash[65];             /* of the code or refresh token */
+    char hash[65];               /* of the code or refresh token */
     struct oauth_grant grant;
 };
 
@@ -243,8 +242,7 @@ static bool load_grant(struct token_req *t, json_t *rec, const char *secret_toke
     const char *resource = json_string_value(json_object_get(rec, "resource"));
     g->resource = resource ? xstrdup(resource) : NULL;
     return oauth_grant_key_unwrap(oc->secret, oc->secret_len, secret_token,
-                                  json_string_value(json_object_get(rec, "wrapped")),
-                                  g->key) == 0;
+                                  json_string_value(json_object_get(rec, "wrapped")), g->key) == 0;
 }
 
 /* RFC 8707: a resource in the token request must agree with the grant's. */
@@ -435,8 +433,8 @@ static void on_used_refresh(const struct store_result *res, void *arg)
         json_decref(rec);
         return;
     }
-    oauth_audit(http_request_id(t->req), "refresh token reuse", "grant_id", grant_id,
-                "client_id", t->client->client_id, NULL);
+    oauth_audit(http_request_id(t->req), "refresh token reuse", "grant_id", grant_id, "client_id",
+                t->client->client_id, NULL);
     if (grant_id)
         oauth_grant_revoke(t->srv, grant_id, "refresh token reused", http_request_id(t->req));
     oauth_reply_error(t->req, 400, "invalid_grant",
@@ -546,7 +544,7 @@ static void on_token(struct http_request *req, void *arg)
 
 int oauth_token_register(struct oauth_server *srv, struct http_server *http)
 {
-    struct http_route_options o = {.flags = HTTP_ROUTE_CORS, .max_body_bytes = 16384,
-                                   .label = "/token"};
+    struct http_route_options o = {
+        .flags = HTTP_ROUTE_CORS, .max_body_bytes = 16384, .label = "/token"};
     return http_route_add(http, "/token", HTTP_POST, on_token, srv, &o);
 }

@@ -34,9 +34,9 @@
 /* ---- session ownership ------------------------------------------------------ */
 
 struct upstream_session {
-    char *id;     /* owned: the upstream's Mcp-Session-Id */
-    char *owner;  /* owned */
-    char *route;  /* owned */
+    char *id;    /* owned: the upstream's Mcp-Session-Id */
+    char *owner; /* owned */
+    char *route; /* owned */
     struct upstream_session *next;
 };
 
@@ -123,15 +123,15 @@ enum filter_mode {
 };
 
 struct exchange {
-    struct proxy_call *call;   /* owned */
-    struct httpc_call *up;     /* borrowed from httpc until it ends */
-    bool started;              /* the response head went to the client */
-    bool initialize;           /* the body was an initialize request */
-    char *body;                /* owned: the forwarded body */
-    char *list_method;         /* owned: tools/list, prompts/list or resources/list, else NULL */
+    struct proxy_call *call; /* owned */
+    struct httpc_call *up;   /* borrowed from httpc until it ends */
+    bool started;            /* the response head went to the client */
+    bool initialize;         /* the body was an initialize request */
+    char *body;              /* owned: the forwarded body */
+    char *list_method;       /* owned: tools/list, prompts/list or resources/list, else NULL */
     enum filter_mode filter;
-    struct strbuf json;        /* FILTER_JSON: the body so far */
-    struct sse_parser *sse;    /* owned, FILTER_SSE */
+    struct strbuf json;     /* FILTER_JSON: the body so far */
+    struct sse_parser *sse; /* owned, FILTER_SSE */
     bool too_big;
 };
 
@@ -228,8 +228,8 @@ static void on_up_headers(struct httpc_call *up, long status, void *arg)
     if (x->list_method && status >= 200 && status < 300) {
         x->filter = sse ? FILTER_SSE : FILTER_JSON;
         if (sse)
-            x->sse = sse_parser_new(call->proxy->cfg->server.limits.max_body_bytes * 4,
-                                    on_sse_event, x);
+            x->sse =
+                sse_parser_new(call->proxy->cfg->server.limits.max_body_bytes * 4, on_sse_event, x);
     }
     http_stream_start(call->req, (int)status, ctype);
     http_stream_on_drain(call->req, on_drain, x);
@@ -368,7 +368,9 @@ void http_upstream_handle(struct proxy_call *call, json_t *body)
     const struct gw_http_upstream *hu = &call->route->http;
     enum http_method m = http_request_method(req);
     struct httpc_request r = {
-        .method = m == HTTP_POST ? "POST" : m == HTTP_DELETE ? "DELETE" : "GET",
+        .method = m == HTTP_POST     ? "POST"
+                  : m == HTTP_DELETE ? "DELETE"
+                                     : "GET",
         .url = hu->url,
         .headers = headers,
         .n_headers = n,

@@ -89,7 +89,8 @@ static json_t *principal_claims(const struct mg_principal *p)
 {
     char *scope = mg_string_list_join(&p->scopes, " ");
     json_t *o = json_pack("{s:s, s:o, s:o, s:s}", "sub", p->subject, "roles",
-                          mg_string_list_to_json(&p->roles), "groups", mg_string_list_to_json(&p->groups), "scope", scope);
+                          mg_string_list_to_json(&p->roles), "groups",
+                          mg_string_list_to_json(&p->groups), "scope", scope);
     free(scope);
     if (p->username || p->name)
         json_object_set_new(o, "name", json_string(p->username ? p->username : p->name));
@@ -147,8 +148,7 @@ void identity_inject_meta(json_t *body, const struct mg_principal *p)
     if (json_is_array(body)) {
         size_t i;
         json_t *m;
-        json_array_foreach(body, i, m)
-        {
+        json_array_foreach (body, i, m) {
             inject_one(m, p);
         }
     } else {

@@ -27,23 +27,23 @@
 
 struct bridge {
     char id[44];
-    struct proxy *proxy;       /* borrowed */
-    char *route_name;          /* owned */
-    struct mg_principal *who;  /* owned */
-    struct http_request *sse;  /* borrowed: the client's stream, NULL once gone */
-    char *upstream_session;    /* owned: the upstream's Mcp-Session-Id */
-    char *protocol_version;    /* owned: negotiated */
-    struct httpc_call *get;    /* the upstream GET stream, or NULL */
+    struct proxy *proxy;           /* borrowed */
+    char *route_name;              /* owned */
+    struct mg_principal *who;      /* owned */
+    struct http_request *sse;      /* borrowed: the client's stream, NULL once gone */
+    char *upstream_session;        /* owned: the upstream's Mcp-Session-Id */
+    char *protocol_version;        /* owned: negotiated */
+    struct httpc_call *get;        /* the upstream GET stream, or NULL */
     struct sse_parser *get_parser; /* owned */
     size_t posts_in_flight;
     bool closing;
-    struct relay *relays;      /* owned: messages being forwarded */
-    struct bridge *next;       /* owned list in the proxy */
+    struct relay *relays; /* owned: messages being forwarded */
+    struct bridge *next;  /* owned list in the proxy */
 };
 
 /* One forwarded message. */
 struct relay {
-    struct bridge *b;          /* borrowed */
+    struct bridge *b; /* borrowed */
     struct httpc_call *up;
     bool initialize;
     bool sse;
@@ -229,8 +229,8 @@ static void on_relay_done(struct httpc_call *up, const char *error, void *arg)
         json_error_t jerr;
         json_t *req = json_loads(rl->body, 0, &jerr);
         if (jsonrpc_classify(req) == JSONRPC_REQUEST) {
-            char *text = jsonrpc_error_text(json_object_get(req, "id"),
-                                            JSONRPC_GATEWAY_UPSTREAM_ERROR, msg);
+            char *text =
+                jsonrpc_error_text(json_object_get(req, "id"), JSONRPC_GATEWAY_UPSTREAM_ERROR, msg);
             emit(b, text);
             free(text);
         }

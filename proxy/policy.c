@@ -69,9 +69,8 @@ struct policy_verdict policy_check(const struct gw_access_rules *rules,
         v.rule = r;
         return v;
     }
-    struct policy_verdict v = {.decision = rules->default_effect == GW_POLICY_DENY
-                                               ? POLICY_DENY
-                                               : POLICY_ALLOW};
+    struct policy_verdict v = {.decision = rules->default_effect == GW_POLICY_DENY ? POLICY_DENY
+                                                                                   : POLICY_ALLOW};
     return v;
 }
 
@@ -155,8 +154,8 @@ const struct gw_access_rules *policy_rules_for(const struct gw_route_config *rou
     return NULL;
 }
 
-size_t policy_filter_list(json_t *response, const char *method,
-                          const struct gw_route_config *route, const struct mg_principal *p)
+size_t policy_filter_list(json_t *response, const char *method, const struct gw_route_config *route,
+                          const struct mg_principal *p)
 {
     const char *field = NULL;
     const struct gw_access_rules *rules = policy_rules_for(route, method, &field);

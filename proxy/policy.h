@@ -62,7 +62,7 @@ const struct gw_access_rules *policy_rules_for(const struct gw_route_config *rou
  * scope stay (the call then gets the step-up challenge). nextCursor is kept.
  * Returns the number removed.
  */
-size_t policy_filter_list(json_t *response, const char *method,
-                          const struct gw_route_config *route, const struct mg_principal *p);
+size_t policy_filter_list(json_t *response, const char *method, const struct gw_route_config *route,
+                          const struct mg_principal *p);
 
 #endif

@@ -25,8 +25,7 @@ struct proxy;
 struct jws_key;
 
 /* Continue a request with its authenticated principal (borrowed for the call). */
-typedef void (*proxy_authed_fn)(struct http_request *req, const struct mg_principal *p,
-                                void *arg);
+typedef void (*proxy_authed_fn)(struct http_request *req, const struct mg_principal *p, void *arg);
 /* Authenticate REQ for ROUTE: call OK, or answer the request (401/403/503) and not call OK. */
 typedef void (*proxy_auth_fn)(void *auth_arg, struct http_request *req,
                               const struct gw_route_config *route, proxy_authed_fn ok,
@@ -37,7 +36,7 @@ struct proxy_deps {
     struct store *store;     /* borrowed */
     struct httpc *httpc;     /* borrowed */
     proxy_auth_fn auth;
-    void *auth_arg;          /* borrowed */
+    void *auth_arg;               /* borrowed */
     const struct jws_key *signer; /* borrowed; NULL: no identity assertions */
 };
 

@@ -27,14 +27,14 @@ struct proxy {
     struct store *store;         /* borrowed */
     struct httpc *httpc;         /* borrowed */
     proxy_auth_fn auth;
-    void *auth_arg;              /* borrowed */
-    const struct jws_key *signer; /* borrowed, may be NULL */
+    void *auth_arg;                                        /* borrowed */
+    const struct jws_key *signer;                          /* borrowed, may be NULL */
     struct proxy_session *sessions[PROXY_SESSION_BUCKETS]; /* live sessions, owned */
     struct proxy_session *ended; /* ended sessions waiting for their child to be reaped */
     size_t n_sessions;
-    struct route_binding *bindings; /* owned: one per registered route path */
+    struct route_binding *bindings;              /* owned: one per registered route path */
     struct http_binding_sessions *http_sessions; /* owned: upstream session → owner */
-    struct bridge *bridges;      /* owned: 2024-11-05 clients of HTTP upstreams */
+    struct bridge *bridges;                      /* owned: 2024-11-05 clients of HTTP upstreams */
 };
 
 /* What a handler knows about the request it serves. */
@@ -53,9 +53,8 @@ void proxy_reply_rpc_error(struct http_request *req, int status, const json_t *i
                            const char *message);
 /* Starts the 2024-11-05 stream on REQ: keep-alives, close callback, the endpoint event. */
 void proxy_legacy_stream_open(struct http_request *req, const char *messages_path,
-                              const char *session_id, void (*on_close)(struct http_request *,
-                                                                        void *),
-                              void *arg);
+                              const char *session_id,
+                              void (*on_close)(struct http_request *, void *), void *arg);
 
 /* ---- session.c: STDIO sessions ------------------------------------------ */
 

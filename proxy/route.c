@@ -30,8 +30,8 @@ enum binding_kind {
 };
 
 struct route_binding {
-    struct proxy *proxy;        /* borrowed */
-    char *route_name;           /* owned */
+    struct proxy *proxy; /* borrowed */
+    char *route_name;    /* owned */
     enum binding_kind kind;
     struct route_binding *next; /* owned list */
 };
@@ -56,9 +56,8 @@ void proxy_reply_rpc_error(struct http_request *req, int status, const json_t *i
 }
 
 void proxy_legacy_stream_open(struct http_request *req, const char *messages_path,
-                              const char *session_id, void (*on_close)(struct http_request *,
-                                                                        void *),
-                              void *arg)
+                              const char *session_id,
+                              void (*on_close)(struct http_request *, void *), void *arg)
 {
     http_request_on_close(req, on_close, arg);
     http_sse_keepalive(req, PROXY_KEEPALIVE_MS);
@@ -127,8 +126,7 @@ static const char *check_body(const json_t *body, const char *version)
             return "an empty batch";
         size_t i;
         json_t *m;
-        json_array_foreach(body, i, m)
-        {
+        json_array_foreach (body, i, m) {
             if (jsonrpc_classify(m) == JSONRPC_INVALID)
                 return "a batch element is not a JSON-RPC 2.0 message";
             const char *method = jsonrpc_method(m);
@@ -193,8 +191,7 @@ static bool refused_by_policy(struct proxy_call *call, const json_t *body)
         const struct gw_access_rules *rules = policy_rules_for(call->route, method, &field);
         if (rules == NULL || jsonrpc_classify(m) != JSONRPC_REQUEST || strstr(method, "/list"))
             continue;
-        const char *name =
-            json_string_value(json_object_get(json_object_get(m, "params"), field));
+        const char *name = json_string_value(json_object_get(json_object_get(m, "params"), field));
         if (name == NULL)
             continue; /* malformed params: the upstream answers that itself */
         struct policy_verdict v = policy_check(rules, call->principal, name);
@@ -298,8 +295,8 @@ static void on_authed(struct http_request *req, const struct mg_principal *princ
         return;
     }
     if (rv.decision == POLICY_DENY) {
-        gw_log(GW_LOG_INFO, "policy", http_request_id(req), "route refused", "route",
-               route->name, "subject", call->principal->subject, NULL);
+        gw_log(GW_LOG_INFO, "policy", http_request_id(req), "route refused", "route", route->name,
+               "subject", call->principal->subject, NULL);
         proxy_reply_rpc_error(req, 403, NULL, JSONRPC_GATEWAY_FORBIDDEN,
                               "this server needs a role or group you do not have");
         proxy_call_free(call);
@@ -404,8 +401,7 @@ void proxy_set_config(struct proxy *p, const struct gw_config *cfg)
     p->cfg = cfg;
 }
 
-static struct route_binding *binding_new(struct proxy *p, const char *name,
-                                         enum binding_kind kind)
+static struct route_binding *binding_new(struct proxy *p, const char *name, enum binding_kind kind)
 {
     struct route_binding *b = xcalloc(1, sizeof(*b));
     b->proxy = p;

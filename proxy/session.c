@@ -51,37 +51,37 @@ struct ring_event {
 struct proxy_stream;
 
 struct pending {
-    char *id_key;                 /* owned: jsonrpc_id_key of the request id */
-    json_t *id;                   /* owned copy, for errors we synthesize */
-    char *progress_key;           /* owned, may be NULL */
-    char *method;                 /* owned */
+    char *id_key;                   /* owned: jsonrpc_id_key of the request id */
+    json_t *id;                     /* owned copy, for errors we synthesize */
+    char *progress_key;             /* owned, may be NULL */
+    char *method;                   /* owned */
     struct mg_principal *principal; /* owned: who asked (list results are filtered for them) */
-    struct proxy_stream *stream;  /* borrowed */
-    struct pending *next;         /* owned list */
+    struct proxy_stream *stream;    /* borrowed */
+    struct pending *next;           /* owned list */
 };
 
 struct proxy_stream {
-    struct proxy_session *sess;   /* borrowed */
+    struct proxy_session *sess; /* borrowed */
     char key[24];
-    struct http_request *req;     /* borrowed; NULL when no client is attached */
-    bool json_ok;                 /* nothing sent yet: a JSON answer is still possible */
-    bool sse;                     /* an SSE response is running on req */
+    struct http_request *req; /* borrowed; NULL when no client is attached */
+    bool json_ok;             /* nothing sent yet: a JSON answer is still possible */
+    bool sse;                 /* an SSE response is running on req */
     bool batch;
-    json_t *batch_out;            /* owned: responses held for a JSON batch answer */
+    json_t *batch_out; /* owned: responses held for a JSON batch answer */
     size_t pending;
-    uint64_t delivered_seq;       /* last seq written to an attached client (GET stream) */
-    struct proxy_stream *next;    /* owned list */
+    uint64_t delivered_seq;    /* last seq written to an attached client (GET stream) */
+    struct proxy_stream *next; /* owned list */
 };
 
 struct proxy_session {
     char id[44];
-    struct proxy *proxy;          /* borrowed */
-    char *route_name;             /* owned */
-    char *owner;                  /* owned: the subject that created it */
-    char *client_id;              /* owned, may be NULL */
-    char *protocol_version;       /* owned: negotiated, from InitializeResult */
-    struct stdio_child *child;    /* owned */
-    bool legacy_sse;              /* 2024-11-05 transport: everything goes to "g" */
+    struct proxy *proxy;       /* borrowed */
+    char *route_name;          /* owned */
+    char *owner;               /* owned: the subject that created it */
+    char *client_id;           /* owned, may be NULL */
+    char *protocol_version;    /* owned: negotiated, from InitializeResult */
+    struct stdio_child *child; /* owned */
+    bool legacy_sse;           /* 2024-11-05 transport: everything goes to "g" */
     bool ended;
     uint64_t next_seq;
     unsigned next_stream;
@@ -90,9 +90,9 @@ struct proxy_session {
     struct proxy_stream get;      /* the GET stream, always present */
     struct ring_event *ring;      /* owned, capacity ring_cap */
     size_t ring_cap, ring_start, ring_len;
-    struct event *idle_timer;     /* owned */
+    struct event *idle_timer; /* owned */
     uint64_t idle_timeout_ms;
-    struct proxy_session *next;   /* bucket chain, or the ended list */
+    struct proxy_session *next; /* bucket chain, or the ended list */
 };
 
 /* ---- the session table ---------------------------------------------------- */
@@ -216,8 +216,8 @@ static void stream_event(struct proxy_stream *st, const char *data)
         st->delivered_seq = seq;
     } else {
         /* -ENOBUFS: a slow reader; it resumes from the ring with Last-Event-ID. */
-        gw_log(GW_LOG_INFO, "proxy", s->id, "ending a stream to a slow or gone client",
-               "stream", st->key, NULL);
+        gw_log(GW_LOG_INFO, "proxy", s->id, "ending a stream to a slow or gone client", "stream",
+               st->key, NULL);
         stream_detach(st);
     }
 }
@@ -232,8 +232,7 @@ static void stream_switch_to_sse(struct proxy_stream *st)
     if (st->batch_out) {
         size_t i;
         json_t *m;
-        json_array_foreach(st->batch_out, i, m)
-        {
+        json_array_foreach (st->batch_out, i, m) {
             char *text = jsonrpc_dump(m);
             stream_event(st, text);
             free(text);
@@ -371,8 +370,8 @@ static void remember_protocol(struct proxy_session *s, const struct pending *p, 
 {
     if (strcmp(p->method, "initialize") != 0)
         return;
-    const char *v = json_string_value(
-        json_object_get(json_object_get(msg, "result"), "protocolVersion"));
+    const char *v =
+        json_string_value(json_object_get(json_object_get(msg, "result"), "protocolVersion"));
     if (v) {
         free(s->protocol_version);
         s->protocol_version = xstrdup(v);
@@ -398,8 +397,7 @@ static void route_message(struct proxy_session *s, json_t *msg, const char *text
         struct pending *p = key ? pending_take(s, key) : NULL;
         free(key);
         if (p == NULL) {
-            gw_log(GW_LOG_WARN, "proxy", s->id, "dropping a response to no pending request",
-                   NULL);
+            gw_log(GW_LOG_WARN, "proxy", s->id, "dropping a response to no pending request", NULL);
             return;
         }
         remember_protocol(s, p, msg);
@@ -418,8 +416,7 @@ static void route_message(struct proxy_session *s, json_t *msg, const char *text
         return;
     }
     if (kind == JSONRPC_INVALID) {
-        gw_log(GW_LOG_WARN, "proxy", s->id, "dropping an invalid message from the upstream",
-               NULL);
+        gw_log(GW_LOG_WARN, "proxy", s->id, "dropping an invalid message from the upstream", NULL);
         return;
     }
     struct proxy_stream *st = NULL;
@@ -442,16 +439,15 @@ static void on_child_line(struct stdio_child *c, const char *line, size_t len, v
     json_error_t jerr;
     json_t *msg = json_loadb(line, len, 0, &jerr);
     if (msg == NULL) {
-        gw_log(GW_LOG_WARN, "proxy", s->id, "the upstream wrote a line that is not JSON",
-               "error", jerr.text, NULL);
+        gw_log(GW_LOG_WARN, "proxy", s->id, "the upstream wrote a line that is not JSON", "error",
+               jerr.text, NULL);
         return;
     }
     char *text = jsonrpc_dump(msg);
     if (json_is_array(msg)) { /* a 2025-03-26 batch: route each element */
         size_t i;
         json_t *m;
-        json_array_foreach(msg, i, m)
-        {
+        json_array_foreach (msg, i, m) {
             char *t = jsonrpc_dump(m);
             route_message(s, m, t);
             free(t);
@@ -516,8 +512,8 @@ static void session_end(struct proxy_session *s, const char *reason, bool failin
     if (s->ended)
         return;
     s->ended = true;
-    gw_log(GW_LOG_INFO, "proxy", s->id, "session ended", "route", s->route_name, "reason",
-           reason, NULL);
+    gw_log(GW_LOG_INFO, "proxy", s->id, "session ended", "route", s->route_name, "reason", reason,
+           NULL);
     if (failing)
         fail_pending(s, reason);
     while (s->streams)
@@ -628,12 +624,12 @@ static struct proxy_session *session_new(struct proxy_call *call, bool legacy, i
     json_t *rec = json_pack("{s:s, s:s, s:i}", "owner", s->owner, "route", s->route_name, "pid",
                             (int)stdio_child_pid(s->child));
     char *text = json_dumps(rec, JSON_COMPACT);
-    store_put(p->store, key, text, strlen(text), s->idle_timeout_ms ? s->idle_timeout_ms : 0,
-              NULL, NULL);
+    store_put(p->store, key, text, strlen(text), s->idle_timeout_ms ? s->idle_timeout_ms : 0, NULL,
+              NULL);
     free(text);
     json_decref(rec);
-    gw_log(GW_LOG_INFO, "proxy", s->id, "session started", "route", r->name, "subject",
-           s->owner, NULL);
+    gw_log(GW_LOG_INFO, "proxy", s->id, "session started", "route", r->name, "subject", s->owner,
+           NULL);
     return s;
 }
 
@@ -666,8 +662,8 @@ static void add_pending(struct proxy_session *s, struct proxy_stream *st, json_t
     p->id = json_deep_copy(json_object_get(msg, "id"));
     p->id_key = jsonrpc_id_key(p->id);
     p->method = xstrdup(jsonrpc_method(msg));
-    json_t *token = json_object_get(json_object_get(json_object_get(msg, "params"), "_meta"),
-                                    "progressToken");
+    json_t *token =
+        json_object_get(json_object_get(json_object_get(msg, "params"), "_meta"), "progressToken");
     p->progress_key = token ? jsonrpc_id_key(token) : NULL;
     p->stream = st;
     p->next = s->pending;
@@ -792,10 +788,9 @@ void session_handle_post(struct proxy_call *call, json_t *body)
         if (s == NULL) {
             if (status == 503)
                 http_set_header(call->req, "Retry-After", "5");
-            proxy_reply_rpc_error(call->req, status, json_object_get(body, "id"),
-                                  status == 503 ? JSONRPC_GATEWAY_LIMIT
-                                                : JSONRPC_GATEWAY_UPSTREAM_ERROR,
-                                  why);
+            proxy_reply_rpc_error(
+                call->req, status, json_object_get(body, "id"),
+                status == 503 ? JSONRPC_GATEWAY_LIMIT : JSONRPC_GATEWAY_UPSTREAM_ERROR, why);
             goto out;
         }
         created = true;
@@ -926,8 +921,7 @@ void session_handle_get(struct proxy_call *call)
 
 void session_handle_delete(struct proxy_call *call)
 {
-    struct proxy_session *s =
-        session_for(call, http_request_header(call->req, "Mcp-Session-Id"));
+    struct proxy_session *s = session_for(call, http_request_header(call->req, "Mcp-Session-Id"));
     if (s == NULL) {
         proxy_reply_rpc_error(call->req, 404, NULL, JSONRPC_INVALID_REQUEST,
                               "unknown or expired session");

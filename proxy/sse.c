@@ -11,14 +11,14 @@
 
 struct sse_parser {
     sse_event_fn fn;
-    void *arg;           /* borrowed */
+    void *arg; /* borrowed */
     size_t max;
-    struct strbuf line;  /* the line being read */
-    struct strbuf data;  /* data of the event being read */
-    char *id;            /* owned */
-    char *event;         /* owned */
+    struct strbuf line; /* the line being read */
+    struct strbuf data; /* data of the event being read */
+    char *id;           /* owned */
+    char *event;        /* owned */
     bool has_data;
-    bool skip_lf;        /* a CR ended the last line: a following LF belongs to it */
+    bool skip_lf; /* a CR ended the last line: a following LF belongs to it */
 };
 
 struct sse_parser *sse_parser_new(size_t max_event_bytes, sse_event_fn fn, void *arg)

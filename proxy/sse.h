@@ -10,9 +10,9 @@
 #include <stddef.h>
 
 struct sse_event {
-    const char *id;    /* NULL when the event had no id field */
-    const char *event; /* NULL: "message" */
-    const char *data;  /* the data lines joined with '\n' ("" when none) */
+    const char *id;      /* NULL when the event had no id field */
+    const char *event;   /* NULL: "message" */
+    const char *data;    /* the data lines joined with '\n' ("" when none) */
     const char *comment; /* set (and nothing else) for a comment line */
 };
 

@@ -100,8 +100,7 @@ static void setup_server(const struct http_server_options *opts)
     assert_true(fx.port > 0);
     struct http_route_options small = {.max_body_bytes = 64, .label = "small"};
     assert_int_equal(http_route_add(fx.srv, "/users/1234", HTTP_GET, on_echo, NULL, NULL), 0);
-    assert_int_equal(http_route_add(fx.srv, "/echo", HTTP_GET | HTTP_POST, on_echo, NULL, NULL),
-                     0);
+    assert_int_equal(http_route_add(fx.srv, "/echo", HTTP_GET | HTTP_POST, on_echo, NULL, NULL), 0);
     assert_int_equal(http_route_add(fx.srv, "/query", HTTP_GET, on_query, NULL, NULL), 0);
     assert_int_equal(http_route_add(fx.srv, "/small", HTTP_POST, on_echo, NULL, &small), 0);
     assert_int_equal(http_route_add(fx.srv, "/hold", HTTP_GET, on_hold, NULL, NULL), 0);
@@ -138,7 +137,7 @@ struct client_job {
     const char *unix_path;
     const char *parts[4]; /* written one by one with a pause between */
     int pause_ms;
-    bool shutdown_early;  /* close right after sending */
+    bool shutdown_early; /* close right after sending */
     struct strbuf response;
     atomic_bool done;
 };
@@ -496,8 +495,8 @@ static void test_unix_socket_listener(void **state)
     char *spec = xasprintf("unix:%s", path);
     assert_int_equal(http_server_listen(fx.srv, spec, &err), 0);
     free(spec);
-    struct client_job job = {.unix_path = path,
-                             .parts = {"GET /echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"}};
+    struct client_job job = {
+        .unix_path = path, .parts = {"GET /echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"}};
     run_client(&job);
     assert_non_null(strstr(strbuf_str(&job.response), "ip=unix"));
     strbuf_release(&job.response);
@@ -506,8 +505,8 @@ static void test_unix_socket_listener(void **state)
 static void test_bad_listen_specs(void **state)
 {
     (void)state;
-    const char *bad[] = {"127.0.0.1", "127.0.0.1:99999", "nohost:80", "[::1:80", "unix:rel",
-                         ":80x"};
+    const char *bad[] = {"127.0.0.1", "127.0.0.1:99999", "nohost:80",
+                         "[::1:80",   "unix:rel",        ":80x"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char *err = NULL;
         assert_true(http_server_listen(fx.srv, bad[i], &err) < 0);
@@ -608,8 +607,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cors_preflight_and_header, setup_default, teardown),
         cmocka_unit_test_setup_teardown(test_request_id_echo_and_generation, setup_default,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_keepalive_two_requests_one_connection,
-                                        setup_default, teardown),
+        cmocka_unit_test_setup_teardown(test_keepalive_two_requests_one_connection, setup_default,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_client_disconnect_notifies_pending_handler,
                                         setup_default, teardown),
         cmocka_unit_test_setup_teardown(test_sse_event_framing, setup_default, teardown),

@@ -22,9 +22,9 @@ static const unsigned char secret[48] = "0123456789abcdef0123456789abcdef0123456
 static void test_b64url_roundtrip_and_strictness(void **state)
 {
     (void)state;
-    const char *vectors[][2] = {{"", ""},         {"f", "Zg"},         {"fo", "Zm8"},
-                                {"foo", "Zm9v"},  {"foob", "Zm9vYg"},  {"fooba", "Zm9vYmE"},
-                                {"foobar", "Zm9vYmFy"}};
+    const char *vectors[][2] = {
+        {"", ""},           {"f", "Zg"},          {"fo", "Zm8"},         {"foo", "Zm9v"},
+        {"foob", "Zm9vYg"}, {"fooba", "Zm9vYmE"}, {"foobar", "Zm9vYmFy"}};
     for (size_t i = 0; i < sizeof(vectors) / sizeof(vectors[0]); i++) {
         char *enc = b64url_encode_new(vectors[i][0], strlen(vectors[i][0]));
         assert_string_equal(enc, vectors[i][1]);
@@ -150,8 +150,7 @@ static void test_grant_key_wrap_and_props(void **state)
     unsigned char other_secret[48];
     memset(other_secret, 1, sizeof(other_secret));
     assert_int_equal(
-        oauth_grant_key_unwrap(other_secret, sizeof(other_secret), token, wrapped, back),
-        -EBADMSG);
+        oauth_grant_key_unwrap(other_secret, sizeof(other_secret), token, wrapped, back), -EBADMSG);
     assert_int_equal(oauth_grant_key_unwrap(secret, sizeof(secret), token, "garbage", back),
                      -EBADMSG);
 
@@ -300,8 +299,7 @@ static void test_redirect_uri_matching(void **state)
     assert_false(oauth_redirect_uri_matches("http://127.0.0.1/cb", "http://127.0.0.2:5/cb"));
     assert_false(oauth_redirect_uri_matches("http://127.0.0.1/cb", "https://127.0.0.1:5/cb"));
     assert_false(oauth_redirect_uri_matches("http://127.0.0.1/cb", "http://127.0.0.1:5/cb#x"));
-    assert_false(oauth_redirect_uri_matches("http://localhost/cb",
-                                            "http://u@localhost:5/cb"));
+    assert_false(oauth_redirect_uri_matches("http://localhost/cb", "http://u@localhost:5/cb"));
     assert_false(oauth_redirect_uri_matches("https://a.example/cb", "https://a.example:5/cb"));
     assert_true(oauth_redirect_uri_matches("cursor://x.y/cb", "cursor://x.y/cb"));
     assert_false(oauth_redirect_uri_matches("cursor://x.y/cb", "cursor://x.y:5/cb"));

@@ -87,8 +87,10 @@ static int setup_rules(void **state)
         const char *match, *roles, *groups, *scopes;
         bool deny;
     } spec[] = {
-        {"delete_*", "manager", "", "", false},      {"admin_*", "", "", "", true},
-        {"report_?", "", "finance", "", false},      {"write_*", "", "", "mcp:write", false},
+        {"delete_*", "manager", "", "", false},
+        {"admin_*", "", "", "", true},
+        {"report_?", "", "finance", "", false},
+        {"write_*", "", "", "mcp:write", false},
         {"audit_[ab]*", "auditor", "audit", "", false},
         {"billing_*", "manager", "", "mcp:billing", false},
         {"*", "", "", "mcp:tools", false},
@@ -135,7 +137,7 @@ static const struct rule_case cases[] = {
     {"admin_panel", "manager", "", "mcp:tools", POLICY_DENY, 2},
     {"admin_", "", "", "", POLICY_DENY, 2},
     {"report_q", "", "finance", "", POLICY_ALLOW, 3},
-    {"report_q", "finance", "", "mcp:tools", POLICY_DENY, 3}, /* a role named like the group */
+    {"report_q", "finance", "", "mcp:tools", POLICY_DENY, 3},   /* a role named like the group */
     {"report_qq", "", "finance", "mcp:tools", POLICY_ALLOW, 7}, /* ? is one character */
     {"report_", "", "finance", "", POLICY_DENY_SCOPE, 7},
     /* scopes vs roles */
@@ -179,8 +181,8 @@ static void test_rule_table(void **state)
         if (v.decision != cases[i].want || rule != cases[i].rule)
             fail_msg("case %zu (%s roles=%s groups=%s scopes=%s): got decision %d by rule %d, "
                      "want %d by rule %d",
-                     i, cases[i].tool, cases[i].roles, cases[i].groups, cases[i].scopes,
-                     v.decision, rule, cases[i].want, cases[i].rule);
+                     i, cases[i].tool, cases[i].roles, cases[i].groups, cases[i].scopes, v.decision,
+                     rule, cases[i].want, cases[i].rule);
         principal_clear(&p);
     }
 }
@@ -250,11 +252,11 @@ static void test_filter_tools_list(void **state)
     (void)state;
     struct gw_route_config r = {0};
     r.tools = rules;
-    json_t *resp = json_loads(
-        "{\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{\"tools\":[{\"name\":\"echo\"},"
-        "{\"name\":\"delete_user\"},{\"name\":\"admin_x\"},{\"name\":\"write_file\"},"
-        "{\"nope\":1}],\"nextCursor\":\"abc\"}}",
-        0, NULL);
+    json_t *resp =
+        json_loads("{\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{\"tools\":[{\"name\":\"echo\"},"
+                   "{\"name\":\"delete_user\"},{\"name\":\"admin_x\"},{\"name\":\"write_file\"},"
+                   "{\"nope\":1}],\"nextCursor\":\"abc\"}}",
+                   0, NULL);
     struct mg_principal p;
     principal_set(&p, "employee", "", "mcp:tools");
     assert_int_equal(policy_filter_list(resp, "tools/list", &r, &p), 3);
