@@ -126,10 +126,22 @@ void oauth_admin_list_grants(struct oauth_server *srv, const char *subject, FILE
         job_finish(j, -EIO, "store unavailable");
 }
 
+static void on_barrier(const struct store_result *res, void *arg)
+{
+    struct admin_job *j = arg;
+    char msg[96];
+    snprintf(msg, sizeof(msg), "%zu grant%s revoked", j->revoked, j->revoked == 1 ? "" : "s");
+    if (res->status != STORE_OK)
+        job_finish(j, -EIO, res->error ? res->error : "store unavailable");
+    else if (j->n_ids == 1 && j->revoked == 0 && !j->delete_client && j->target == NULL)
+        job_finish(j, -ENOENT, "no such grant");
+    else
+        job_finish(j, 0, msg);
+}
+
 static void on_one_revoked(bool found, void *arg)
 {
     struct admin_job *j = arg;
-    /* A PING after the revocation's commands returns once Redis ran them all. */
     j->revoked += found;
     if (j->next < j->n_ids) {
         const char *id = j->ids[j->next++];
@@ -147,13 +159,10 @@ static void on_one_revoked(bool found, void *arg)
         store_del(j->srv->store, key, NULL, NULL);
         store_set_remove(j->srv->store, KEY_ALL_CLIENTS, j->target, NULL, NULL);
     }
-    store_ping(j->srv->store, NULL, NULL);
-    char msg[96];
-    snprintf(msg, sizeof(msg), "%zu grant%s revoked", j->revoked, j->revoked == 1 ? "" : "s");
-    if (j->n_ids == 1 && j->revoked == 0 && !j->delete_client && j->target == NULL)
-        job_finish(j, -ENOENT, "no such grant");
-    else
-        job_finish(j, 0, msg);
+    /* The deletions went out without callbacks; Redis runs commands in order,
+     * so the answer to this PING means every one of them is done. */
+    if (store_ping(j->srv->store, on_barrier, j) < 0)
+        job_finish(j, -EIO, "store unavailable");
 }
 
 static void revoke_all(struct admin_job *j)
