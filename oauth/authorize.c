@@ -47,6 +47,7 @@ struct authz {
     char *resource;            /* owned, may be NULL */
     struct mg_string_list scopes;
     bool force_consent;
+    bool redirect_explicit;    /* redirect_uri was in the request (RFC 6749 §4.1.3) */
     char handle[44];
     char csrf[44];
 };
@@ -85,6 +86,7 @@ static json_t *authz_to_json(const struct authz *a)
         json_object_set_new(o, "resource", json_string(a->resource));
     if (a->client_name)
         json_object_set_new(o, "client_name", json_string(a->client_name));
+    json_object_set_new(o, "redirect_explicit", json_boolean(a->redirect_explicit));
     return o;
 }
 
@@ -114,6 +116,7 @@ static struct authz *authz_from_json(struct oauth_server *srv, struct http_reque
     a->client_name = opt_dup(jstr(o, "client_name"));
     mg_string_list_split(&a->scopes, jstr(o, "scope"));
     snprintf(a->csrf, sizeof(a->csrf), "%s", jstr(o, "csrf"));
+    a->redirect_explicit = json_is_true(json_object_get(o, "redirect_explicit"));
     json_decref(o);
     return a;
 }
@@ -386,6 +389,7 @@ static void on_client_for_get(struct oauth_client *client, enum oauth_lookup how
         return;
     }
     a->redirect_uri = xstrdup(matched);
+    a->redirect_explicit = uri != NULL;
     a->client_name = opt_dup(client->client_name);
     a->client_uri = opt_dup(client->client_uri);
     const char *error = NULL;

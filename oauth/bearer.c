@@ -178,7 +178,8 @@ static void challenge(const struct oauth_server *srv, struct http_request *req,
 struct bearer_check {
     struct oauth_server *srv;            /* borrowed */
     struct http_request *req;            /* borrowed until handed on */
-    const struct gw_route_config *route; /* borrowed (config outlives the request) */
+    const struct gw_route_config *route; /* borrowed: re-resolved after every round trip */
+    char *route_name;                    /* owned */
     oauth_bearer_ok_fn ok;
     void *arg;   /* borrowed */
     char *token; /* owned (secret) */
@@ -189,6 +190,7 @@ struct bearer_check {
 
 static void check_free(struct bearer_check *bc)
 {
+    free(bc->route_name);
     crypto_wipe(bc->key, sizeof(bc->key));
     mg_principal_free(bc->principal);
     if (bc->token) {
@@ -268,6 +270,18 @@ static void accept_principal(struct bearer_check *bc, const struct mg_principal 
     bc->ok(bc->req, p, bc->arg);
 }
 
+/* After a round trip: a SIGHUP may have freed the config BC->route lived in. */
+static bool refresh_route(struct bearer_check *bc)
+{
+    bc->route = gw_config_route_by_name(bc->srv->cfg, bc->route_name);
+    if (bc->route == NULL) {
+        http_reply_error(bc->req, 404, "not_found", "this route was removed by a reload");
+        check_free(bc);
+        return false;
+    }
+    return true;
+}
+
 /* ---- the user's IdP access token, for routes that forward it ---------------------- */
 
 #define IDP_TOKEN_MARGIN_S 60 /* refresh this long before the IdP token expires */
@@ -309,6 +323,8 @@ static void on_idp_refreshed(const struct idp_identity *id, const char *error, b
                              void *arg)
 {
     struct bearer_check *bc = arg;
+    if (!refresh_route(bc))
+        return;
     if (id == NULL || id->access_token == NULL) {
         oauth_audit(http_request_id(bc->req), "idp failure", "grant_id", bc->principal->grant_id,
                     "error", error ? error : "no access token in the refresh answer", NULL);
@@ -328,6 +344,8 @@ static void on_idp_refreshed(const struct idp_identity *id, const char *error, b
 static void on_idp_tokens(const struct store_result *res, void *arg)
 {
     struct bearer_check *bc = arg;
+    if (!refresh_route(bc))
+        return;
     if (res->status == STORE_UNAVAILABLE || res->status == STORE_ERROR) {
         http_set_header(bc->req, "Retry-After", "2");
         http_reply_error(bc->req, 503, "temporarily_unavailable", "the token store is unavailable");
@@ -362,6 +380,8 @@ static void on_idp_tokens(const struct store_result *res, void *arg)
 static void on_token_record(const struct store_result *res, void *arg)
 {
     struct bearer_check *bc = arg;
+    if (!refresh_route(bc))
+        return;
     if (res->status == STORE_UNAVAILABLE || res->status == STORE_ERROR) {
         http_set_header(bc->req, "Retry-After", "2");
         http_reply_error(bc->req, 503, "temporarily_unavailable",
@@ -436,6 +456,7 @@ void oauth_bearer_check(struct oauth_server *srv, struct http_request *req,
     bc->srv = srv;
     bc->req = req;
     bc->route = route;
+    bc->route_name = xstrdup(route->name);
     bc->ok = ok;
     bc->arg = arg;
     bc->token = xstrdup(token);

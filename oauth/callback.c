@@ -152,6 +152,7 @@ static void on_idp_login(const struct idp_identity *id, const char *error, bool 
         .redirect_uri = login_str(cb, "redirect_uri"),
         .code_challenge = login_str(cb, "code_challenge"),
         .idp_tokens_json = idp_tokens,
+        .redirect_explicit = json_is_true(json_object_get(cb->login, "redirect_explicit")),
     };
     oauth_grant_create(cb->srv, &ng, on_code_created, cb);
     if (idp_tokens) {

@@ -12,6 +12,7 @@
  * Only hashes of codes and tokens appear in keys; identity data appears only
  * sealed under the grant key, which is stored only wrapped per token.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,7 @@ void oauth_grant_clear(struct oauth_grant *g)
     free(g->subject);
     free(g->client_id);
     free(g->scope);
+    free(g->access_scope);
     free(g->resource);
     free(g->props_sealed);
     crypto_wipe(g->key, sizeof(g->key));
@@ -105,6 +107,7 @@ void oauth_grant_create(struct oauth_server *srv, const struct oauth_new_grant *
         json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "grant_id", id, "sub", ng->subject,
                   "client_id", ng->client_id, "redirect_uri", ng->redirect_uri, "code_challenge",
                   ng->code_challenge, "scope", ng->scope, "wrapped", wrapped, "props", sealed);
+    json_object_set_new(code, "redirect_explicit", json_boolean(ng->redirect_explicit));
     if (ng->resource) {
         json_object_set_new(grant, "resource", json_string(ng->resource));
         json_object_set_new(code, "resource", json_string(ng->resource));
@@ -144,10 +147,45 @@ void oauth_grant_create(struct oauth_server *srv, const struct oauth_new_grant *
 /* ---- issuing tokens ------------------------------------------------------- */
 
 struct issuance {
+    struct oauth_server *srv; /* borrowed */
     oauth_tokens_fn cb;
-    void *arg;        /* borrowed */
-    json_t *response; /* owned */
+    void *arg;                /* borrowed */
+    json_t *response;         /* owned */
+    char *grant_id;           /* owned */
+    char *keys[2];            /* owned: the token and refresh keys written */
+    size_t n_keys;
 };
+
+static void issuance_finish(struct issuance *is, json_t *response, int status)
+{
+    is->cb(response, status, is->arg);
+    for (size_t i = 0; i < is->n_keys; i++)
+        free(is->keys[i]);
+    free(is->grant_id);
+    free(is);
+}
+
+/*
+ * Issuance and revocation race: a revocation writes its tombstone before it
+ * reads the grant's token set, and issuance looks for the tombstone after it
+ * wrote its tokens. Redis orders commands, so either the revocation saw the
+ * new tokens, or the issuance sees the tombstone and deletes them.
+ */
+static void on_tombstone(const struct store_result *res, void *arg)
+{
+    struct issuance *is = arg;
+    if (res->status == STORE_OK) {
+        for (size_t i = 0; i < is->n_keys; i++)
+            store_del(is->srv->store, is->keys[i], NULL, NULL);
+        json_decref(is->response);
+        issuance_finish(is, NULL, -EACCES);
+    } else if (res->status == STORE_NOT_FOUND) {
+        issuance_finish(is, is->response, 0);
+    } else {
+        json_decref(is->response);
+        issuance_finish(is, NULL, -EIO);
+    }
+}
 
 static void on_tokens_stored(bool ok, const char *error, void *arg)
 {
@@ -155,16 +193,22 @@ static void on_tokens_stored(bool ok, const char *error, void *arg)
     if (!ok) {
         gw_log(GW_LOG_WARN, "oauth", NULL, "storing tokens failed", "error", error, NULL);
         json_decref(is->response);
-        is->response = NULL;
+        issuance_finish(is, NULL, -EIO);
+        return;
     }
-    is->cb(is->response, is->arg);
-    free(is);
+    char key[128];
+    snprintf(key, sizeof(key), KEY_REVOKED_GRANT "%s", is->grant_id);
+    if (store_get(is->srv->store, key, on_tombstone, is) < 0) {
+        json_decref(is->response);
+        issuance_finish(is, NULL, -EIO);
+    }
 }
 
-static json_t *token_record(const struct oauth_grant *g, const char *wrapped, uint64_t exp)
+static json_t *token_record(const struct oauth_grant *g, const char *scope, const char *wrapped,
+                            uint64_t exp)
 {
     json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I}", "grant_id", g->grant_id, "sub",
-                          g->subject, "client_id", g->client_id, "scope", g->scope, "wrapped",
+                          g->subject, "client_id", g->client_id, "scope", scope, "wrapped",
                           wrapped, "props", g->props_sealed, "exp", (json_int_t)exp);
     if (g->resource)
         json_object_set_new(o, "resource", json_string(g->resource));
@@ -172,7 +216,7 @@ static json_t *token_record(const struct oauth_grant *g, const char *wrapped, ui
 }
 
 /* Stores one token of G (access or refresh) and adds it to the grant's set. */
-static void store_token(struct oauth_server *srv, struct oauth_batch *b,
+static void store_token(struct oauth_server *srv, struct oauth_batch *b, struct issuance *is,
                         const struct oauth_grant *g, const char *token, const char *prefix,
                         uint64_t ttl_ms)
 {
@@ -183,8 +227,12 @@ static void store_token(struct oauth_server *srv, struct oauth_batch *b,
     char hash[65], key[128], set[128];
     oauth_token_hash(token, hash);
     snprintf(key, sizeof(key), "%s%s", prefix, hash);
-    json_t *rec = token_record(g, wrapped, (uint64_t)time(NULL) + ttl_ms / 1000);
+    /* RFC 6749 §6: a narrower scope is for the access token; the refresh token keeps the grant's. */
+    const char *scope =
+        strcmp(prefix, KEY_TOKEN) == 0 && g->access_scope ? g->access_scope : g->scope;
+    json_t *rec = token_record(g, scope, wrapped, (uint64_t)time(NULL) + ttl_ms / 1000);
     put_json(srv, b, key, rec, ttl_ms);
+    is->keys[is->n_keys++] = xstrdup(key);
     json_decref(rec);
     free(wrapped);
     snprintf(set, sizeof(set), KEY_GRANT_TOKENS, g->grant_id);
@@ -196,20 +244,22 @@ void oauth_issue_tokens(struct oauth_server *srv, const struct oauth_grant *g, b
 {
     const struct gw_oauth_config *oc = &srv->cfg->oauth;
     struct issuance *is = xcalloc(1, sizeof(*is));
+    is->srv = srv;
     is->cb = cb;
     is->arg = arg;
+    is->grant_id = xstrdup(g->grant_id);
     char *access = oauth_token_mint(OAUTH_ACCESS_TOKEN);
     is->response =
         json_pack("{s:s, s:s, s:I, s:s}", "access_token", access, "token_type", "Bearer",
-                  "expires_in", (json_int_t)(oc->access_token_ttl_ms / 1000), "scope", g->scope);
+                  "expires_in", (json_int_t)(oc->access_token_ttl_ms / 1000), "scope", g->access_scope ? g->access_scope : g->scope);
     struct oauth_batch *b = oauth_batch_new(on_tokens_stored, is);
-    store_token(srv, b, g, access, KEY_TOKEN, oc->access_token_ttl_ms);
+    store_token(srv, b, is, g, access, KEY_TOKEN, oc->access_token_ttl_ms);
     crypto_wipe(access, strlen(access));
     free(access);
     if (with_refresh) {
         char *refresh = oauth_token_mint(OAUTH_REFRESH_TOKEN);
         json_object_set_new(is->response, "refresh_token", json_string(refresh));
-        store_token(srv, b, g, refresh, KEY_REFRESH, oc->refresh_token_ttl_ms);
+        store_token(srv, b, is, g, refresh, KEY_REFRESH, oc->refresh_token_ttl_ms);
         crypto_wipe(refresh, strlen(refresh));
         free(refresh);
     }
@@ -307,6 +357,9 @@ void oauth_grant_revoke_then(struct oauth_server *srv, const char *grant_id, con
     rv->why = xstrdup(why);
     rv->request_id = request_id ? xstrdup(request_id) : NULL;
     char key[128];
+    /* The tombstone first: tokens issued from now on delete themselves. */
+    snprintf(key, sizeof(key), KEY_REVOKED_GRANT "%s", grant_id);
+    store_put(srv->store, key, "1", 1, srv->cfg->oauth.refresh_token_ttl_ms, NULL, NULL);
     snprintf(key, sizeof(key), KEY_GRANT "%s", grant_id);
     if (store_get(srv->store, key, on_grant_for_revoke, rv) < 0)
         revocation_free(rv);

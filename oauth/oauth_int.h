@@ -43,6 +43,7 @@ struct oauth_server {
 #define KEY_CLIENT_GRANTS "clientgrants:%s"
 #define KEY_GRANT_TOKENS "granttokens:%s"
 #define KEY_IDP_TOKENS "idptok:"
+#define KEY_REVOKED_GRANT "revokedgrant:"
 #define KEY_ALL_GRANTS "grants:all"
 #define KEY_ALL_CLIENTS "clients:all"
 #define CHANNEL_REVOKED "revoked"
@@ -182,7 +183,8 @@ struct oauth_grant {
     char *grant_id;     /* owned */
     char *subject;      /* owned */
     char *client_id;    /* owned */
-    char *scope;        /* owned, space-separated */
+    char *scope;        /* owned, space-separated: the grant's (refresh tokens keep it) */
+    char *access_scope; /* owned, may be NULL: narrower scope of the new access token */
     char *resource;     /* owned, may be NULL */
     char *props_sealed; /* owned: the identity, sealed under key */
     unsigned char key[CRYPTO_KEY_LEN];
@@ -198,6 +200,7 @@ struct oauth_new_grant {
     const char *redirect_uri;
     const char *code_challenge;
     const char *idp_tokens_json; /* may be NULL: sealed into idptok:<grant> when set */
+    bool redirect_explicit;      /* the token request must repeat redirect_uri */
 };
 /* CODE is NULL when the store failed; borrowed for the call. */
 typedef void (*oauth_code_fn)(const char *code, const char *grant_id, void *arg);
@@ -206,9 +209,11 @@ void oauth_grant_create(struct oauth_server *srv, const struct oauth_new_grant *
 
 /*
  * Mints an access token (and a refresh token when WITH_REFRESH), stores them
- * and gives CB the token response (owned by CB) or NULL when the store failed.
+ * and gives CB the token response (owned by CB) with STATUS 0; or NULL with
+ * -EIO (the store failed) or -EACCES (the grant was revoked meanwhile: the
+ * new tokens were deleted again).
  */
-typedef void (*oauth_tokens_fn)(json_t *response, void *arg);
+typedef void (*oauth_tokens_fn)(json_t *response, int status, void *arg);
 void oauth_issue_tokens(struct oauth_server *srv, const struct oauth_grant *g, bool with_refresh,
                         oauth_tokens_fn cb, void *arg);
 

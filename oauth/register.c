@@ -285,6 +285,8 @@ static void store_client(struct registration *r, enum gw_client_auth auth)
     unsigned char raw[16];
     rand_bytes(raw, sizeof(raw));
     char *client_id = b64url_encode_new(raw, sizeof(raw));
+    if (client_id[0] == '-' || client_id[0] == '_') /* never like a command-line option */
+        client_id[0] = client_id[0] == '-' ? 'A' : 'B';
 
     struct oauth_client c = {.client_id = client_id, .auth = auth};
     size_t i;

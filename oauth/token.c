@@ -11,6 +11,7 @@
  * unless it comes within oauth.refresh_grace of its rotation (a client
  * retrying a response it lost): then a fresh pair is issued from it.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -211,10 +212,12 @@ static struct oauth_client *client_copy(const struct oauth_client *c)
     return d;
 }
 
-static void on_tokens(json_t *response, void *arg)
+static void on_tokens(json_t *response, int status, void *arg)
 {
     struct token_req *t = arg;
-    if (response == NULL) {
+    if (status == -EACCES) {
+        oauth_reply_error(t->req, 400, "invalid_grant", "the grant has been revoked");
+    } else if (response == NULL) {
         oauth_reply_store_down(t->req, "token issue");
     } else {
         oauth_audit(http_request_id(t->req), "token issued", "grant_id", t->grant.grant_id,
@@ -290,7 +293,10 @@ static const char *check_code(struct token_req *t, json_t *rec)
         return "the authorization code is invalid";
     if (strcmp(t->grant.client_id, t->client->client_id) != 0)
         return "the authorization code was issued to another client";
-    if (redirect == NULL || stored_redirect == NULL || strcmp(redirect, stored_redirect) != 0)
+    /* RFC 6749 §4.1.3: required when the authorization request had it; equal when sent. */
+    bool explicit_uri = json_is_true(json_object_get(rec, "redirect_explicit"));
+    if ((redirect == NULL && explicit_uri) ||
+        (redirect && (stored_redirect == NULL || strcmp(redirect, stored_redirect) != 0)))
         return "redirect_uri does not match the authorization request";
     /* A verifier for a request that had no challenge is refused as well. */
     if (verifier == NULL || challenge == NULL || !oauth_pkce_verify(verifier, challenge))
@@ -371,31 +377,33 @@ static const char *narrow_scope(struct token_req *t)
     for (size_t i = 0; why == NULL && i < asked.len; i++)
         if (!mg_string_list_contains(&granted, asked.items[i]))
             why = "scope exceeds what was granted";
-    if (why == NULL) {
-        free(t->grant.scope);
-        t->grant.scope = mg_string_list_join(&asked, " ");
-    }
+    if (why == NULL)
+        t->grant.access_scope = mg_string_list_join(&asked, " ");
     mg_string_list_clear(&granted);
     mg_string_list_clear(&asked);
     return why;
 }
 
-static void issue_refreshed(struct token_req *t, json_t *rec, bool from_grace)
+/* Every check of a refresh request; NULL when it may be served. Fills t->grant. */
+static const char *check_refresh(struct token_req *t, json_t *rec, const char **error)
 {
     const char *refresh = http_params_get(&t->form, "refresh_token");
     const char *why = NULL;
+    *error = "invalid_grant";
     if (!load_grant(t, rec, refresh))
         why = "the refresh token is invalid";
     else if (strcmp(t->grant.client_id, t->client->client_id) != 0)
         why = "the refresh token was issued to another client";
-    else if ((why = narrow_scope(t)) == NULL)
+    else if ((why = narrow_scope(t)) != NULL)
+        *error = "invalid_scope";
+    else
         why = check_resource(t);
-    if (why) {
-        oauth_reply_error(t->req, 400, strstr(why, "scope") ? "invalid_scope" : "invalid_grant",
-                          why);
-        token_req_free(t);
-        return;
-    }
+    return why;
+}
+
+/* Serves a checked refresh: remembers the rotation, then issues a new pair. */
+static void issue_refreshed(struct token_req *t, json_t *rec, bool from_grace)
+{
     if (!from_grace) {
         /* Remember the rotation, with the key wrapped for the old token, so a
          * replay is detected (and, within the grace window, served). */
@@ -429,7 +437,14 @@ static void on_used_refresh(const struct store_result *res, void *arg)
     uint64_t grace_s = t->srv->cfg->oauth.refresh_grace_ms / 1000;
     const char *grant_id = json_string_value(json_object_get(rec, "grant_id"));
     if (grace_s > 0 && (uint64_t)(time(NULL) - rotated) <= grace_s) {
-        issue_refreshed(t, rec, true);
+        const char *error;
+        const char *why = check_refresh(t, rec, &error);
+        if (why) {
+            oauth_reply_error(t->req, 400, error, why);
+            token_req_free(t);
+        } else {
+            issue_refreshed(t, rec, true);
+        }
         json_decref(rec);
         return;
     }
@@ -443,7 +458,46 @@ static void on_used_refresh(const struct store_result *res, void *arg)
     token_req_free(t);
 }
 
+static void to_used_refresh(struct token_req *t)
+{
+    char key[128];
+    snprintf(key, sizeof(key), KEY_USED_REFRESH "%s", t->hash);
+    if (store_get(t->srv->store, key, on_used_refresh, t) < 0) {
+        oauth_reply_store_down(t->req, "refresh");
+        token_req_free(t);
+    }
+}
+
+struct refresh_take {
+    struct token_req *t; /* owned until handed on */
+    json_t *rec;         /* owned: the record read and checked */
+};
+
 static void on_refresh_taken(const struct store_result *res, void *arg)
+{
+    struct refresh_take *rt = arg;
+    struct token_req *t = rt->t;
+    if (res->status == STORE_UNAVAILABLE || res->status == STORE_ERROR) {
+        oauth_reply_store_down(t->req, "refresh");
+        token_req_free(t);
+    } else if (res->status == STORE_NOT_FOUND) {
+        /* Another request took it between our read and our take: that one won,
+         * this one is a reuse. */
+        to_used_refresh(t);
+    } else {
+        issue_refreshed(t, rt->rec, false);
+    }
+    json_decref(rt->rec);
+    free(rt);
+}
+
+/*
+ * The record is read and checked first, and taken only when the request may
+ * be served, so a refused request (wrong client, wider scope, other
+ * resource) leaves the refresh token to its owner; the take keeps concurrent
+ * valid refreshes to exactly one winner.
+ */
+static void on_refresh_read(const struct store_result *res, void *arg)
 {
     struct token_req *t = arg;
     if (res->status == STORE_UNAVAILABLE || res->status == STORE_ERROR) {
@@ -452,23 +506,30 @@ static void on_refresh_taken(const struct store_result *res, void *arg)
         return;
     }
     if (res->status == STORE_NOT_FOUND) {
-        char key[128];
-        snprintf(key, sizeof(key), KEY_USED_REFRESH "%s", t->hash);
-        if (store_get(t->srv->store, key, on_used_refresh, t) < 0) {
-            oauth_reply_store_down(t->req, "refresh");
-            token_req_free(t);
-        }
+        to_used_refresh(t);
         return;
     }
     json_error_t jerr;
     json_t *rec = json_loadb(res->value, res->value_len, 0, &jerr);
-    if (rec == NULL) {
-        oauth_reply_error(t->req, 400, "invalid_grant", "the refresh token is invalid");
+    const char *error = "invalid_grant";
+    const char *why = rec ? check_refresh(t, rec, &error) : "the refresh token is invalid";
+    if (why) {
+        oauth_reply_error(t->req, 400, error, why);
+        json_decref(rec);
         token_req_free(t);
         return;
     }
-    issue_refreshed(t, rec, false);
-    json_decref(rec);
+    struct refresh_take *rt = xcalloc(1, sizeof(*rt));
+    rt->t = t;
+    rt->rec = rec;
+    char key[128];
+    snprintf(key, sizeof(key), KEY_REFRESH "%s", t->hash);
+    if (store_take(t->srv->store, key, on_refresh_taken, rt) < 0) {
+        oauth_reply_store_down(t->req, "refresh");
+        json_decref(rec);
+        free(rt);
+        token_req_free(t);
+    }
 }
 
 static void grant_refresh_token(struct token_req *t)
@@ -493,7 +554,7 @@ static void grant_refresh_token(struct token_req *t)
     oauth_token_hash(refresh, t->hash);
     char key[128];
     snprintf(key, sizeof(key), KEY_REFRESH "%s", t->hash);
-    if (store_take(t->srv->store, key, on_refresh_taken, t) < 0) {
+    if (store_get(t->srv->store, key, on_refresh_read, t) < 0) {
         oauth_reply_store_down(t->req, "refresh");
         token_req_free(t);
     }

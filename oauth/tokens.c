@@ -43,6 +43,10 @@ void oauth_random_handle(char out[44])
     unsigned char raw[32];
     rand_bytes(raw, sizeof(raw));
     b64url_encode(raw, sizeof(raw), out);
+    /* Ids end up on command lines (mcpgate grants revoke ID): never let one
+     * start like an option. Costs well under one bit of 256. */
+    if (out[0] == '-' || out[0] == '_')
+        out[0] = out[0] == '-' ? 'A' : 'B';
 }
 
 void oauth_grant_key_new(unsigned char key[CRYPTO_KEY_LEN])

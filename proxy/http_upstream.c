@@ -101,7 +101,7 @@ static void bind_session(struct proxy *p, const char *id, const char *owner, con
     b->len++;
 }
 
-void http_upstream_free_all(struct proxy *p)
+static void bindings_free(struct proxy *p)
 {
     if (p->http_sessions == NULL)
         return;
@@ -133,10 +133,19 @@ struct exchange {
     struct strbuf json;     /* FILTER_JSON: the body so far */
     struct sse_parser *sse; /* owned, FILTER_SSE */
     bool too_big;
+    bool is_get;                  /* the long-lived server stream */
+    struct exchange *prev, *next; /* in proxy->exchanges */
 };
 
 static void exchange_free(struct exchange *x)
 {
+    struct proxy *p = x->call->proxy;
+    if (x->prev)
+        x->prev->next = x->next;
+    else if (p->exchanges == x)
+        p->exchanges = x->next;
+    if (x->next)
+        x->next->prev = x->prev;
     proxy_call_free(x->call);
     free(x->body);
     free(x->list_method);
@@ -154,7 +163,9 @@ static char *filtered_text(struct exchange *x, const char *text, size_t len)
         json_decref(msg);
         return NULL;
     }
-    policy_filter_list(msg, x->list_method, x->call->route, x->call->principal);
+    const struct gw_route_config *route = proxy_call_route(x->call);
+    if (route)
+        policy_filter_list(msg, x->list_method, route, x->call->principal);
     char *out = jsonrpc_dump(msg);
     json_decref(msg);
     return out;
@@ -215,7 +226,7 @@ static void on_up_headers(struct httpc_call *up, long status, void *arg)
     struct proxy_call *call = x->call;
     const char *sid = httpc_call_header(up, "Mcp-Session-Id");
     if (sid && x->initialize && status >= 200 && status < 300)
-        bind_session(call->proxy, sid, call->principal->subject, call->route->name);
+        bind_session(call->proxy, sid, call->principal->subject, call->route_name);
     if (status == 404 && http_request_header(call->req, "Mcp-Session-Id"))
         forget_binding(call->proxy, http_request_header(call->req, "Mcp-Session-Id"));
     if (http_request_method(call->req) == HTTP_DELETE && status >= 200 && status < 300)
@@ -267,11 +278,11 @@ static void on_up_done(struct httpc_call *up, const char *error, void *arg)
     if (x->started) {
         if (error)
             gw_log(GW_LOG_WARN, "proxy", http_request_id(req), "upstream stream ended early",
-                   "route", x->call->route->name, "error", error, NULL);
+                   "route", x->call->route_name, "error", error, NULL);
         if (x->too_big)
             gw_log(GW_LOG_WARN, "proxy", http_request_id(req),
                    "a list answer exceeded 4 x server.limits.max_body and was cut", "route",
-                   x->call->route->name, NULL);
+                   x->call->route_name, NULL);
         if (x->filter == FILTER_JSON && !x->too_big && x->json.len) {
             char *f = filtered_text(x, x->json.buf, x->json.len);
             const char *out = f ? f : x->json.buf;
@@ -284,7 +295,7 @@ static void on_up_done(struct httpc_call *up, const char *error, void *arg)
         char *msg = xasprintf("upstream %s: %s", slow ? "too slow" : "unreachable",
                               error ? error : "no response");
         gw_log(GW_LOG_WARN, "proxy", http_request_id(req), "upstream failed", "route",
-               x->call->route->name, "error", error, NULL);
+               x->call->route_name, "error", error, NULL);
         proxy_reply_rpc_error(req, slow ? 504 : 502, NULL, JSONRPC_GATEWAY_UPSTREAM_ERROR, msg);
         free(msg);
     }
@@ -386,8 +397,46 @@ void http_upstream_handle(struct proxy_call *call, json_t *body)
         .on_data = on_up_data,
         .on_done = on_up_done,
     };
+    x->is_get = m == HTTP_GET;
+    x->next = call->proxy->exchanges;
+    if (x->next)
+        x->next->prev = x;
+    call->proxy->exchanges = x;
     http_request_on_close(req, on_client_gone, x);
     x->up = httpc_stream(call->proxy->httpc, &r, &cbs, x);
     for (size_t i = 0; i < n_owned; i++)
         free(owned[i]);
+}
+
+/* Ends one exchange from our side: the upstream transfer, then the client's response. */
+static void exchange_abort(struct exchange *x)
+{
+    struct http_request *req = x->call->req;
+    httpc_cancel(x->up);
+    x->up = NULL;
+    http_request_on_close(req, NULL, NULL);
+    if (x->started)
+        http_stream_end(req);
+    else
+        proxy_reply_rpc_error(req, 503, NULL, JSONRPC_GATEWAY_UPSTREAM_ERROR,
+                              "the gateway is shutting down");
+    exchange_free(x);
+}
+
+void http_upstream_drain(struct proxy *p)
+{
+    struct exchange *x = p->exchanges;
+    while (x) {
+        struct exchange *next = x->next;
+        if (x->is_get)
+            exchange_abort(x);
+        x = next;
+    }
+}
+
+void http_upstream_free_all(struct proxy *p)
+{
+    while (p->exchanges)
+        exchange_abort(p->exchanges);
+    bindings_free(p);
 }

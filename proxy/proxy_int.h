@@ -35,18 +35,27 @@ struct proxy {
     struct route_binding *bindings;              /* owned: one per registered route path */
     struct http_binding_sessions *http_sessions; /* owned: upstream session → owner */
     struct bridge *bridges;                      /* owned: 2024-11-05 clients of HTTP upstreams */
+    struct exchange *exchanges; /* borrowed list of HTTP-upstream exchanges in flight */
 };
 
 /* What a handler knows about the request it serves. */
+/*
+ * ROUTE points into the config current when the request arrived; a SIGHUP
+ * frees that config, so code that runs after the loop turned (upstream and
+ * store callbacks) must use proxy_call_route() instead.
+ */
 struct proxy_call {
     struct proxy *proxy;                 /* borrowed */
-    const struct gw_route_config *route; /* borrowed from the current config */
+    const struct gw_route_config *route; /* borrowed: valid until the loop turns */
+    char *route_name;                    /* owned */
     struct http_request *req;            /* borrowed until answered */
     struct mg_principal *principal;      /* owned */
     char *protocol_version;              /* owned: from the header, or the default */
 };
 
 void proxy_call_free(struct proxy_call *call);
+/* The call's route in the current config, or NULL when a reload removed it. */
+const struct gw_route_config *proxy_call_route(const struct proxy_call *call);
 
 /* Replies with a JSON-RPC error body and the given HTTP status. ID may be NULL. */
 void proxy_reply_rpc_error(struct http_request *req, int status, const json_t *id, int code,
@@ -86,6 +95,8 @@ void identity_inject_meta(json_t *body, const struct mg_principal *p);
 
 void http_upstream_handle(struct proxy_call *call, json_t *body);
 void http_upstream_free_all(struct proxy *p);
+/* Draining: ends the long-lived GET streams to HTTP upstreams. */
+void http_upstream_drain(struct proxy *p);
 
 /* ---- legacy_http.c: the 2024-11-05 transport in front of HTTP upstreams --------- */
 

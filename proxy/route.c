@@ -38,10 +38,16 @@ struct route_binding {
 
 static const char *const supported_versions[] = {"2025-03-26", "2025-06-18", "2025-11-25"};
 
+const struct gw_route_config *proxy_call_route(const struct proxy_call *call)
+{
+    return gw_config_route_by_name(call->proxy->cfg, call->route_name);
+}
+
 void proxy_call_free(struct proxy_call *call)
 {
     if (call == NULL)
         return;
+    free(call->route_name);
     mg_principal_free(call->principal);
     free(call->protocol_version);
     free(call);
@@ -149,8 +155,8 @@ static void reply_step_up(struct proxy_call *call, const struct gw_string_list *
     strbuf_printf(&sb,
                   "Bearer error=\"insufficient_scope\", scope=\"%s\", "
                   "resource_metadata=\"%s/.well-known/oauth-protected-resource%s\", "
-                  "error_description=\"%s needs more scope\"",
-                  scope, call->proxy->cfg->server.public_url, call->route->path, what);
+                  "error_description=\"this request needs more scope\"",
+                  scope, call->proxy->cfg->server.public_url, call->route->path);
     http_set_header(call->req, "WWW-Authenticate", strbuf_str(&sb));
     gw_log(GW_LOG_INFO, "policy", http_request_id(call->req), "step-up requested", "route",
            call->route->name, "subject", call->principal->subject, "scope", scope, NULL);
@@ -278,6 +284,7 @@ static void on_authed(struct http_request *req, const struct mg_principal *princ
     struct proxy_call *call = xcalloc(1, sizeof(*call));
     call->proxy = p;
     call->route = route;
+    call->route_name = xstrdup(route->name);
     call->req = req;
     call->principal = mg_principal_dup(principal);
     bool bad_version;
@@ -454,6 +461,7 @@ void proxy_drain(struct proxy *p)
 {
     sessions_end_get_streams(p);
     legacy_http_drain(p);
+    http_upstream_drain(p);
 }
 
 size_t proxy_shutdown(struct proxy *p)
