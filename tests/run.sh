@@ -58,7 +58,8 @@ run_node() { # $1 dir
         name=$(basename "$t" .test.mjs)
         case "$name" in *"$filter"*) ;; *) continue ;; esac
         log="$logdir/$(basename "$1")-$name.log"
-        node --test --test-reporter=tap "$t" >"$log" 2>&1
+        # Every suite is bounded: a hung one fails instead of holding CI.
+        timeout -k 10 "${SUITE_TIMEOUT:-300}" node --test --test-reporter=tap "$t" >"$log" 2>&1
         rc=$?
         p=$(count "$log" '^# pass \([0-9]*\)')
         f=$(count "$log" '^# fail \([0-9]*\)')

@@ -267,6 +267,11 @@ function track(child) {
       children.delete(child);
       resolve({ code, signal });
     });
+    // A spawn that fails (ENOENT, EACCES) emits 'error' and never 'exit'.
+    child.once('error', (err) => {
+      children.delete(child);
+      resolve({ code: null, signal: null, error: err });
+    });
   });
   return child;
 }
