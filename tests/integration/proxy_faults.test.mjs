@@ -286,6 +286,11 @@ describe('limits', () => {
     assert.equal(third.headers['mcp-session-id'], undefined);
     assert.equal(childPids(gw.pid).length, 2);
     await a.delete();
+    // A slot frees when the child is gone, not when DELETE answers: a child
+    // still in its stop sequence counts against the limit.
+    await waitFor(() => childPids(gw.pid).filter((c) => !gone(c)).length === 1, {
+      timeoutMs: 5000, what: 'the deleted session\'s child to be reaped',
+    });
     const again = new McpClient(gw.port, ROUTE);
     await again.initialize(); // a slot is free again
     await again.delete();
