@@ -1,0 +1,208 @@
+// Prints the tables of `make bench` from the JSON files bench/drive.mjs wrote, one row per
+// gateway, with the ratio mcpgate/peer, and writes the same text to --out.
+//
+//   node bench/report.mjs --dir DIR --out bench/results/latest.txt NAME...
+//
+// DIR/NAME.json is a driver result; DIR/NAME.error (plain text) says why a gateway has none.
+// Environment from bench/run.sh: BENCH_LOAD_START (/proc/loadavg at start), BENCH_T0 (start,
+// epoch seconds), MCPGATE_BIN, BENCH_SECONDS, BENCH_WARMUP.
+
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const argv = process.argv.slice(2);
+let dir;
+let out;
+const names = [];
+for (let i = 0; i < argv.length; i += 1) {
+  if (argv[i] === '--dir') dir = argv[++i];
+  else if (argv[i] === '--out') out = argv[++i];
+  else names.push(argv[i]);
+}
+
+const pkgVersion = (name) => {
+  try {
+    return JSON.parse(readFileSync(path.join(HERE, 'node_modules', name, 'package.json'), 'utf8')).version;
+  } catch {
+    return '?';
+  }
+};
+const cmdOut = (cmd, args) => {
+  try {
+    return execFileSync(cmd, args, { encoding: 'utf8', timeout: 5000, stdio: ['ignore', 'pipe', 'pipe'] }).trim();
+  } catch (e) {
+    return (e.stdout || e.stderr || '').toString().trim().split('\n')[0] || '?';
+  }
+};
+
+const LABELS = {
+  mcpgate: 'mcpgate (auth: none, memory store)',
+  supergateway: `supergateway ${pkgVersion('supergateway')} (--stateful)`,
+  'mcp-proxy': `mcp-proxy ${pkgVersion('mcp-proxy')}`,
+  'mcpgate-oauth': 'mcpgate (OAuth bearer, Redis store)',
+};
+const REF = 'mcpgate';
+
+const results = names.map((name) => {
+  const file = path.join(dir, `${name}.json`);
+  const err = path.join(dir, `${name}.error`);
+  if (existsSync(err)) return { name, error: readFileSync(err, 'utf8').trim() };
+  if (!existsSync(file)) return { name, error: 'not run' };
+  return JSON.parse(readFileSync(file, 'utf8'));
+});
+const ref = results.find((r) => r.name === REF);
+
+// ---- formatting ----------------------------------------------------------------------
+
+const f = (x, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : 'n/a');
+const int = (x) => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : 'n/a');
+const mib = (kib) => (Number.isFinite(kib) ? (kib / 1024).toFixed(1) : 'n/a');
+
+/** The ratio mcpgate/row of one metric; the reference row itself shows "ref". */
+function ratio(row, get) {
+  if (row.name === REF) return 'ref';
+  if (!ref || ref.error) return 'n/a';
+  const a = get(ref);
+  const b = get(row);
+  if (!Number.isFinite(a) || !Number.isFinite(b) || b === 0) return 'n/a';
+  return `${(a / b).toFixed(2)}x`;
+}
+
+function table(header, rows) {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r.length === 1 ? 0 : String(r[i]).length))));
+  const line = (cells) => `| ${cells.map((c, i) => (i === 0 ? String(c).padEnd(widths[i]) : String(c).padStart(widths[i]))).join(' | ')} |`;
+  const total = widths.reduce((a, w) => a + w + 3, 1);
+  const outRows = rows.map((r) => (r.length === 1 ? `| ${String(r[0]).padEnd(total - 4)} |` : line(r)));
+  return [line(header), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...outRows].join('\n');
+}
+
+/** A row for a gateway that has no numbers for this scenario: its reason, across the table. */
+const failedRow = (r, why) => [`${LABELS[r.name] ?? r.name}: ${why}`];
+
+const text = [];
+const say = (s = '') => text.push(s);
+
+// ---- header ----------------------------------------------------------------------------
+
+const cpus = os.cpus();
+const elapsed = process.env.BENCH_T0 ? Math.round(Date.now() / 1000 - Number(process.env.BENCH_T0)) : undefined;
+say(`mcpgate bench, ${new Date().toISOString()}`);
+say(`machine: ${cmdOut('nproc', [])} CPUs (nproc), ${cpus[0]?.model ?? '?'}, ${Math.round(os.totalmem() / 2 ** 20)} MiB RAM, Linux ${os.release()}`);
+say(`load average: at start ${(process.env.BENCH_LOAD_START ?? '?').split(' ').slice(0, 3).join(' ')}, at end ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+say(`versions: ${cmdOut(process.env.MCPGATE_BIN || 'mcpgate', ['--version'])}; supergateway ${pkgVersion('supergateway')}; `
+  + `mcp-proxy ${pkgVersion('mcp-proxy')}; node ${process.version}; `
+  + `${cmdOut('wrk', ['-v']).split(' ').slice(0, 2).join(' ')}; redis ${(/v=(\S+)/.exec(cmdOut('redis-server', ['--version'])) ?? [])[1] ?? 'n/a'}`);
+say(`upstream: build/rel/examples/whoami-server (STDIO) behind every gateway; all traffic on 127.0.0.1`);
+say(`each measurement: ${process.env.BENCH_WARMUP ?? '?'} s warm-up, then ${process.env.BENCH_SECONDS ?? '?'} s; `
+  + `protocol 2025-11-25; per-request logging off everywhere`);
+say('ratio columns: mcpgate (auth: none) / that row. req/s and sessions/s: above 1 = mcpgate does more;');
+say('latency, CPU per request, memory: below 1 = mcpgate needs less.');
+const loadStart = Number((process.env.BENCH_LOAD_START ?? '0').split(' ')[0]);
+if (loadStart > 0.5 || os.loadavg()[0] > cpus.length) {
+  say(`WARNING: the machine was not idle (load ${loadStart.toFixed(2)} at start): other processes shared `
+    + `the CPUs; the numbers are noisy, compare ratios, and re-run on a quiet machine.`);
+}
+for (const r of results) if (r.error) say(`${LABELS[r.name] ?? r.name}: ${r.error}`);
+say();
+
+// ---- scenario 1 --------------------------------------------------------------------------
+
+say('Scenario 1: session setup: initialize + notifications/initialized + DELETE, one after the other');
+say(table(
+  ['gateway', 'sessions/s', 'p50 ms', 'p99 ms', 'sessions', 'failed', 'other CPU', 'ratio sessions/s', 'ratio p50',
+    'ratio p99'],
+  results.map((r) => {
+    if (r.error && !r.setup) return failedRow(r, r.error);
+    const s = r.setup;
+    return [LABELS[r.name] ?? r.name, f(s.per_s, 1), f(s.p50_ms), f(s.p99_ms), int(s.sessions), int(s.failures),
+      `${f(s.other_cpu_pct, 0)}%`, ratio(r, (x) => x.setup?.per_s), ratio(r, (x) => x.setup?.p50_ms), ratio(r, (x) => x.setup?.p99_ms)];
+  }),
+));
+if (results.some((r) => r.name === 'mcp-proxy' && r.setup)) {
+  say('  mcp-proxy starts no process per session: every session shares the one upstream child it started');
+  say('  at launch, so its sessions/s is not a spawn-per-session number (mcpgate and supergateway spawn one each).');
+}
+for (const r of results) if (r.setup?.first_error) say(`  ${r.name}: first failure: ${r.setup.first_error}`);
+say();
+
+// ---- scenario 2 --------------------------------------------------------------------------
+
+const cpuPerReq = (t) => (t && t.ok > 0 ? (t.gateway_cpu_pct / 100) * t.seconds * 1e6 / t.ok : undefined);
+const concurrencies = [...new Set(results.flatMap((r) => (r.throughput ?? []).map((t) => t.concurrency)))];
+for (const c of concurrencies) {
+  say(`Scenario 2: tools/call echo, ${c} concurrent client${c > 1 ? 's' : ''}, one session and one keep-alive connection each (wrk)`);
+  const get = (r) => (r.throughput ?? []).find((t) => t.concurrency === c);
+  say(table(
+    ['gateway', 'req/s', 'p50 ms', 'p99 ms', 'gw CPU', 'CPU us/req', 'bad/err', 'other CPU', 'ratio req/s', 'ratio p50',
+      'ratio p99', 'ratio CPU/req'],
+    results.map((r) => {
+      const t = get(r);
+      if (!t) return failedRow(r, r.error ?? 'not measured');
+      return [LABELS[r.name] ?? r.name, int(t.per_s), f(t.p50_ms, 3), f(t.p99_ms, 3), `${f(t.gateway_cpu_pct, 0)}%`,
+        f(cpuPerReq(t), 0), `${t.bad}/${t.errors}`, `${f(t.other_cpu_pct, 0)}%`, ratio(r, (x) => get(x)?.per_s), ratio(r, (x) => get(x)?.p50_ms),
+        ratio(r, (x) => get(x)?.p99_ms), ratio(r, (x) => cpuPerReq(get(x)))];
+    }),
+  ));
+  for (const r of results) {
+    const t = get(r);
+    if (t?.example_bad) say(`  ${r.name}: first bad answer: ${t.example_bad}`);
+  }
+  if (c === 1) {
+    say('  One client on a 2-vCPU VM is bimodal (p50 ~55 us or ~150 us for mcpgate, flipping from one moment to');
+    say('  the next with the same work per request): between two mcpgate rows, 0.5-2x is noise (bench/README.md).');
+  }
+  if (c > 1 && results.some((r) => r.name === 'mcp-proxy' && get(r))) {
+    say(`  mcp-proxy forwards all ${c} sessions to its one shared upstream child; the others run ${c} children.`);
+  }
+  say();
+}
+say('  gw CPU: CPU time of the gateway process alone (not its upstream children, not wrk) / wall time, 100% = one');
+say('  core; CPU us/req: that CPU time per answered request. On a 2-core box shared by the gateway, its children and');
+say('  wrk, req/s is bounded by the machine; CPU per request is what the gateway itself costs.');
+say('  other CPU (also in scenario 1): CPU that processes outside the benchmark used during that measurement, in %');
+say('  of one core (machine busy time minus the gateway, its children, the driver and wrk). Above ~10% the row');
+say('  was disturbed: its req/s and latencies are low by an unknown amount, its CPU per request much less so.');
+say();
+
+// ---- scenario 3 --------------------------------------------------------------------------
+
+say('Scenario 3: memory and descriptors of the gateway process: before any load, loaded (the');
+say('throughput sessions still open), closed (those sessions DELETEd, upstream processes gone)');
+const m = (r, k) => r.memory?.[k];
+say(table(
+  ['gateway', 'RSS MiB before/loaded/closed', 'fds before/loaded/closed', 'upstream procs', 'upstream RSS MiB loaded',
+    'ratio RSS closed', 'ratio RSS+upstreams loaded'],
+  results.map((r) => {
+    if (!r.memory) return failedRow(r, r.error ?? 'not measured');
+    const [b, l, c] = ['before', 'loaded', 'closed'].map((k) => m(r, k));
+    return [LABELS[r.name] ?? r.name, `${mib(b.rss_kib)} / ${mib(l.rss_kib)} / ${mib(c.rss_kib)}`,
+      `${b.fds} / ${l.fds} / ${c.fds}`, `${b.upstreams} / ${l.upstreams} / ${c.upstreams}`, mib(l.upstreams_rss_kib),
+      ratio(r, (x) => m(x, 'closed')?.rss_kib),
+      ratio(r, (x) => (m(x, 'loaded') ? m(x, 'loaded').rss_kib + m(x, 'loaded').upstreams_rss_kib : undefined))];
+  }),
+));
+const withMem = results.find((r) => r.memory);
+if (withMem) {
+  say(`  loaded = ${withMem.memory.loaded.sessions_open} sessions open. Every gateway had by then set up and closed`);
+  say('  all the sessions of scenario 1 and served every request of scenario 2: fds and upstream processes');
+  say('  back to "before" means nothing leaked; RSS of a Node process does not shrink after a peak (V8 heap),');
+  say("  mcpgate's (glibc malloc) does not either; what matters is that it stays flat from run to run.");
+}
+for (const r of results) {
+  if (r.memory?.close_failures) say(`  ${r.name}: ${r.memory.close_failures} DELETEs failed`);
+}
+if (elapsed !== undefined) {
+  say();
+  say(`run time: ${elapsed} s`);
+}
+
+const report = `${text.join('\n')}\n`;
+process.stdout.write(report);
+if (out) {
+  mkdirSync(path.dirname(out), { recursive: true });
+  writeFileSync(out, report);
+}

@@ -1,0 +1,329 @@
+#!/bin/sh
+# make bench: mcpgate measured side by side with two npm peers that also bridge a STDIO MCP
+# server to Streamable HTTP (supergateway, mcp-proxy), in one run, all on 127.0.0.1.
+#
+# Each gateway runs alone in turn, in front of the same upstream (build/rel/examples/
+# whoami-server); bench/drive.mjs runs the scenarios against it (session setup, throughput with
+# wrk, memory and fds); then mcpgate again with OAuth on (redis-server, the test IdP of
+# tests/idp, a token obtained through the real flow by bench/token.mjs). bench/report.mjs prints
+# the tables with the ratios mcpgate/peer and writes them to bench/results/latest.txt.
+#
+# Knobs (environment): BENCH_SECONDS (8) and BENCH_WARMUP (2) per measurement,
+# BENCH_CONCURRENCY ("1,16"), BENCH_OAUTH (1; 0 skips that scenario), BENCH_PEERS
+# ("supergateway mcp-proxy"), MCPGATE_BIN (build/rel/mcpgate).
+#
+# Every process started here is in its own process group and is stopped on exit, on error and
+# on Ctrl-C; every wait is bounded; ports are picked free at run time.
+set -eu
+set +m # no job control: a background setsid then execs in place, so $! is the server itself
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+BENCH_SECONDS=${BENCH_SECONDS:-8}
+BENCH_WARMUP=${BENCH_WARMUP:-2}
+BENCH_CONCURRENCY=${BENCH_CONCURRENCY:-1,16}
+BENCH_OAUTH=${BENCH_OAUTH:-1}
+BENCH_PEERS=${BENCH_PEERS-supergateway mcp-proxy} # empty: mcpgate only
+MCPGATE_BIN=${MCPGATE_BIN:-$ROOT/build/rel/mcpgate}
+WHOAMI=$ROOT/build/rel/examples/whoami-server
+NM=$ROOT/bench/node_modules
+BENCH_T0=$(date +%s)
+BENCH_LOAD_START=$(cat /proc/loadavg)
+export BENCH_SECONDS BENCH_WARMUP MCPGATE_BIN BENCH_T0 BENCH_LOAD_START
+
+say() { echo "bench: $*" >&2; }
+die() {
+    say "$*"
+    exit 1
+}
+
+# ---- what the run needs ----------------------------------------------------------------
+
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    die "node and npm are missing: run 'make deps' (scripts/deps.sh) as root"
+fi
+if ! command -v wrk >/dev/null 2>&1; then
+    [ "$(id -u)" = 0 ] || die "wrk (the load generator) is missing: sudo apt-get install -y wrk"
+    say "installing wrk (Debian package)"
+    export DEBIAN_FRONTEND=noninteractive
+    timeout 300 apt-get update -qq || die "apt-get update failed"
+    timeout 300 apt-get install -y -qq --no-install-recommends wrk >/dev/null || die "apt-get install wrk failed"
+fi
+for tool in setsid timeout curl; do
+    command -v "$tool" >/dev/null 2>&1 || die "$tool is missing (make deps installs curl; setsid and timeout are in util-linux and coreutils)"
+done
+[ -x "$MCPGATE_BIN" ] || die "$MCPGATE_BIN is missing: run 'make' first"
+if [ ! -x "$WHOAMI" ]; then
+    say "building the upstream, $WHOAMI"
+    make --no-print-directory -s build/rel/examples/whoami-server || die "cannot build $WHOAMI"
+fi
+
+# The peers (and everything of the IdP) need Node.js 20 or later; Debian 12's own is 18.
+NODE_MAJOR=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$NODE_MAJOR" -lt 20 ]; then
+    NODE_TOO_OLD="needs Node.js >= 20 (this is $(node --version); Debian 12 ships 18: use NodeSource's nodejs 20+)"
+    say "the peers and the OAuth scenario $NODE_TOO_OLD: only mcpgate (auth: none) is measured"
+else
+    NODE_TOO_OLD=""
+fi
+
+# npm peers, exactly as bench/package-lock.json pins them (again when the lock changed).
+if [ -z "$NODE_TOO_OLD" ] && { [ ! -f "$NM/.package-lock.json" ] ||
+    [ -n "$(find bench/package-lock.json -newer "$NM/.package-lock.json")" ]; }; then
+    say "installing the peers (npm ci in bench/)"
+    (cd bench && timeout 300 npm ci --no-audit --no-fund --loglevel=error) || die "npm ci in bench/ failed"
+fi
+
+rm -f "$ROOT"/bench/results/*.log # logs of gateways that failed to start last time
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/mcpgate-bench.XXXXXX")
+chmod 700 "$TMP"
+
+# ---- process lifetimes -----------------------------------------------------------------
+
+PIDS=""
+
+alive() { # $1 pid: running, not a zombie waiting for us
+    [ -r "/proc/$1/stat" ] || return 1
+    [ "$(sed 's/.*) //' "/proc/$1/stat" | cut -c1)" != Z ]
+}
+
+stop_pid() { # $1 pid (also its process group): TERM, up to 10 s, then KILL
+    p=$1
+    kill -TERM "$p" 2>/dev/null || true
+    i=0
+    while alive "$p"; do
+        i=$((i + 1))
+        if [ "$i" -gt 100 ]; then
+            say "process $p did not stop within 10 s of SIGTERM: SIGKILL"
+            kill -KILL -- "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null || true
+            break
+        fi
+        sleep 0.1
+    done
+    wait "$p" 2>/dev/null || true
+    kill -TERM -- "-$p" 2>/dev/null || true # whatever is left in its group
+    PIDS=$(echo "$PIDS" | tr ' ' '\n' | grep -vx "$p" | tr '\n' ' ' || true)
+}
+
+cleanup() {
+    st=$?
+    trap - EXIT INT TERM
+    for p in $PIDS; do stop_pid "$p"; done
+    rm -rf "$TMP"
+    exit "$st"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# start LOG CMD...: in its own process group (setsid), stdin from /dev/null; sets PID.
+start() {
+    logf=$1
+    shift
+    setsid "$@" </dev/null >"$logf" 2>&1 &
+    PID=$!
+    PIDS="$PIDS $PID"
+}
+
+free_port() {
+    node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
+}
+
+# wait_up NAME PID URL LOG: until URL answers (any HTTP status), at most 20 s; 1 when not.
+wait_up() {
+    i=0
+    while ! curl -s -o /dev/null --max-time 1 "$3"; do
+        if ! alive "$2"; then
+            say "$1 exited during start-up; last lines of its log ($4):"
+            tail -n 15 "$4" >&2
+            return 1
+        fi
+        i=$((i + 1))
+        if [ "$i" -gt 200 ]; then
+            say "$1 did not answer $3 within 20 s; last lines of its log ($4):"
+            tail -n 15 "$4" >&2
+            return 1
+        fi
+        sleep 0.1
+    done
+}
+
+# measure NAME URL PID [driver options]: runs the scenarios, then stops the gateway.
+measure() {
+    name=$1
+    url=$2
+    pid=$3
+    shift 3
+    say "measuring $name"
+    # In the background and in its own process group (with its wrk runs), so that a signal to
+    # this script stops it at once: sh runs traps only after a foreground command ends.
+    setsid timeout 240 node bench/drive.mjs --name "$name" --url "$url" --pid "$pid" --upstream "$WHOAMI" \
+        --out "$TMP/$name.json" --seconds "$BENCH_SECONDS" --warmup "$BENCH_WARMUP" \
+        --concurrency "$BENCH_CONCURRENCY" "$@" &
+    dpid=$!
+    PIDS="$PIDS $dpid"
+    if ! wait "$dpid"; then
+        [ -f "$TMP/$name.json" ] || echo "the driver failed; see the messages above" >"$TMP/$name.error"
+    fi
+    stop_pid "$dpid"
+    stop_pid "$pid"
+}
+
+failed() { # NAME WHY: a row that says why instead of numbers
+    say "$1: $2"
+    echo "$2" >"$TMP/$1.error"
+}
+
+# start_failed NAME LOG: the row says why, and the log outlives the run.
+start_failed() {
+    mkdir -p "$ROOT/bench/results"
+    cp "$2" "$ROOT/bench/results/$1.log" 2>/dev/null || true
+    why=$(grep -m1 -iE 'error|cannot|unknown|invalid|EADDRINUSE' "$2" | cut -c1-120 || true)
+    failed "$1" "failed to start${why:+: $why} (log: bench/results/$1.log)"
+}
+
+NAMES="mcpgate"
+
+# ---- mcpgate, auth: none, memory store -------------------------------------------------
+
+# Per-request logging is off for every gateway (mcpgate: access_log; supergateway: --logLevel
+# none, as its info level logs every message; mcp-proxy logs nothing per request by default).
+write_config() { # $1 port, $2 extra top-level YAML (flow style), $3 route auth
+    cat <<EOF
+server:
+  listen: ["127.0.0.1:$1"]
+  public_url: "http://127.0.0.1:$1"
+  limits: { max_sessions_per_user: 10000 }
+routes:
+  - name: whoami
+    path: /mcp
+    auth: $3
+    stdio: { command: ["$WHOAMI"] }
+log: { level: warn, access_log: false }
+$2
+EOF
+}
+
+port=$(free_port)
+write_config "$port" "store: { backend: memory }" none >"$TMP/mcpgate.yaml"
+"$MCPGATE_BIN" check-config "$TMP/mcpgate.yaml" >"$TMP/check.log" 2>&1 ||
+    { cat "$TMP/check.log" >&2; die "mcpgate refused the benchmark configuration"; }
+start "$TMP/mcpgate.log" "$MCPGATE_BIN" -c "$TMP/mcpgate.yaml"
+if wait_up mcpgate "$PID" "http://127.0.0.1:$port/healthz" "$TMP/mcpgate.log"; then
+    measure mcpgate "http://127.0.0.1:$port/mcp" "$PID"
+else
+    stop_pid "$PID"
+    start_failed mcpgate "$TMP/mcpgate.log"
+fi
+
+# ---- peers -----------------------------------------------------------------------------
+
+for peer in $BENCH_PEERS; do
+    NAMES="$NAMES $peer"
+    if [ -n "$NODE_TOO_OLD" ]; then
+        failed "$peer" "not run: $NODE_TOO_OLD"
+        continue
+    fi
+    port=$(free_port)
+    case $peer in
+    supergateway)
+        # --stateful: one child per session, as mcpgate. bench/loopback.cjs keeps its listener
+        # on 127.0.0.1 (it has no flag for that). No --sessionTimeout: sessions end by DELETE.
+        start "$TMP/$peer.log" node --require "$ROOT/bench/loopback.cjs" \
+            "$NM/supergateway/dist/index.js" --stdio "$WHOAMI" --outputTransport streamableHttp \
+            --stateful --port "$port" --streamableHttpPath /mcp --healthEndpoint /healthz --logLevel none
+        health=/healthz
+        ;;
+    mcp-proxy)
+        # Streamable HTTP only (--server stream); never a tunnel, whatever MCP_PROXY_* says.
+        start "$TMP/$peer.log" node "$NM/mcp-proxy/dist/bin/mcp-proxy.mjs" --host 127.0.0.1 \
+            --port "$port" --server stream --streamEndpoint /mcp --no-tunnel -- "$WHOAMI"
+        health=/ping
+        ;;
+    *)
+        failed "$peer" "unknown peer"
+        continue
+        ;;
+    esac
+    if wait_up "$peer" "$PID" "http://127.0.0.1:$port$health" "$TMP/$peer.log"; then
+        measure "$peer" "http://127.0.0.1:$port/mcp" "$PID"
+    else
+        stop_pid "$PID"
+        start_failed "$peer" "$TMP/$peer.log"
+    fi
+done
+
+# ---- mcpgate with OAuth: redis, the test IdP, a real token -----------------------------
+
+oauth_scenario() {
+    command -v redis-server >/dev/null 2>&1 || { failed mcpgate-oauth "skipped: redis-server is missing (make deps)"; return; }
+    [ -z "$NODE_TOO_OLD" ] || { failed mcpgate-oauth "skipped: the test IdP $NODE_TOO_OLD"; return; }
+    if [ ! -f tests/idp/node_modules/.package-lock.json ]; then
+        say "installing the test IdP (npm ci in tests/idp)"
+        (cd tests/idp && timeout 300 npm ci --no-audit --no-fund --loglevel=error) ||
+            { failed mcpgate-oauth "skipped: npm ci in tests/idp failed"; return; }
+    fi
+
+    rport=$(free_port)
+    start "$TMP/redis.log" redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --dir "$TMP"
+    rpid=$PID
+    i=0
+    until node -e 'const s=require("net").connect(+process.argv[1],"127.0.0.1",()=>process.exit(0));s.on("error",()=>process.exit(1))' "$rport"; do
+        i=$((i + 1))
+        if [ "$i" -gt 100 ] || ! alive "$rpid"; then
+            tail -n 5 "$TMP/redis.log" >&2
+            failed mcpgate-oauth "redis-server did not start"
+            return
+        fi
+        sleep 0.1
+    done
+
+    gport=$(free_port)
+    iport=$(free_port)
+    start "$TMP/idp.log" node tests/idp/server.mjs --port "$iport" \
+        --redirect-uri "http://127.0.0.1:$gport/callback"
+    ipid=$PID
+    issuer="http://127.0.0.1:$iport/t/demo/oauth2/token"
+    wait_up "test IdP" "$ipid" "$issuer/.well-known/openid-configuration" "$TMP/idp.log" ||
+        { start_failed idp "$TMP/idp.log"; failed mcpgate-oauth "the test IdP did not start"; return; }
+
+    head -c 48 /dev/urandom | base64 >"$TMP/secret"
+    write_config "$gport" "store: { backend: redis, redis: { url: \"redis://127.0.0.1:$rport/0\" } }
+idp: { preset: oidc, issuer: \"$issuer\", client_id: mcpgate-demo, client_secret: mcpgate-demo-secret }
+oauth: { secret_file: \"$TMP/secret\", scopes: { \"mcp:tools\": \"Use the benchmark tools\" } }" oauth \
+        >"$TMP/mcpgate-oauth.yaml"
+    "$MCPGATE_BIN" check-config "$TMP/mcpgate-oauth.yaml" >"$TMP/check.log" 2>&1 ||
+        { cat "$TMP/check.log" >&2; failed mcpgate-oauth "mcpgate refused the OAuth configuration"; return; }
+    start "$TMP/mcpgate-oauth.log" "$MCPGATE_BIN" -c "$TMP/mcpgate-oauth.yaml"
+    gpid=$PID
+    wait_up mcpgate-oauth "$gpid" "http://127.0.0.1:$gport/healthz" "$TMP/mcpgate-oauth.log" ||
+        { start_failed mcpgate-oauth "$TMP/mcpgate-oauth.log"; return; }
+    i=0 # /readyz: the store answers and the IdP metadata is loaded
+    until [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$gport/readyz")" = 200 ]; do
+        i=$((i + 1))
+        [ "$i" -le 150 ] || { tail -n 5 "$TMP/mcpgate-oauth.log" >&2; failed mcpgate-oauth "mcpgate not ready within 15 s"; return; }
+        sleep 0.1
+    done
+
+    say "obtaining an access token through the real flow (register, consent, IdP login, /token)"
+    if ! timeout 60 node bench/token.mjs --base "http://127.0.0.1:$gport" --route /mcp >"$TMP/token"; then
+        failed mcpgate-oauth "could not obtain a token through the OAuth flow (see above)"
+        return
+    fi
+    chmod 600 "$TMP/token"
+    measure mcpgate-oauth "http://127.0.0.1:$gport/mcp" "$gpid" --auth-file "$TMP/token"
+    stop_pid "$ipid"
+    stop_pid "$rpid"
+}
+
+if [ "$BENCH_OAUTH" = 1 ]; then
+    NAMES="$NAMES mcpgate-oauth"
+    oauth_scenario
+fi
+
+# ---- report ------------------------------------------------------------------------------
+
+say "all gateways stopped; the report:"
+echo
+# shellcheck disable=SC2086
+node bench/report.mjs --dir "$TMP" --out "$ROOT/bench/results/latest.txt" $NAMES
