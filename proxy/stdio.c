@@ -621,6 +621,12 @@ int stdio_child_send(struct stdio_child *c, const char *msg, size_t len)
         fprintf(stderr, "mcpgate: out of memory (evbuffer_add)\n");
         abort();
     }
+    /* The pipe is nearly always writable: with nothing queued before, write
+     * now, which saves a loop pass and two epoll_ctl per message (measured by
+     * make bench). What is left, and any error, goes through on_stdin. */
+    if (queued == 0 && evbuffer_write(c->in_buf, c->in_fd) >= 0 &&
+        evbuffer_get_length(c->in_buf) == 0)
+        return 0;
     event_add(c->in_ev, NULL);
     return 0;
 }
