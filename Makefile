@@ -120,7 +120,8 @@ install: mcpgate ## Install to $(DESTDIR)$(PREFIX) (bin, share/mcpgate, systemd 
 	install -m 0644 deploy/conf/*.yaml $(DESTDIR)$(PREFIX)/share/mcpgate/conf/
 	@if [ -f deploy/mcpgate.service ]; then \
 	    install -d $(DESTDIR)$(PREFIX)/lib/systemd/system && \
-	    install -m 0644 deploy/mcpgate.service $(DESTDIR)$(PREFIX)/lib/systemd/system/; fi
+	    sed 's#/usr/local/bin/#$(PREFIX)/bin/#g' deploy/mcpgate.service \
+	        >$(DESTDIR)$(PREFIX)/lib/systemd/system/mcpgate.service; fi
 
 clean: ## Remove build output
 	rm -rf $(BUILD) mcpgate
