@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
@@ -632,8 +633,14 @@ static struct proxy_session *session_new(struct proxy_call *call, bool legacy, i
     p->n_sessions++;
     char key[96];
     snprintf(key, sizeof(key), "session:%s", s->id);
-    json_t *rec = json_pack("{s:s, s:s, s:i}", "owner", s->owner, "route", s->route_name, "pid",
+    /* Which instance owns the session, so several instances can route to it. */
+    char host[256] = "";
+    gethostname(host, sizeof(host) - 1);
+    char *instance = xasprintf("%s:%d", host, (int)getpid());
+    json_t *rec = json_pack("{s:s, s:s, s:s, s:s?, s:i}", "owner", s->owner, "route",
+                            s->route_name, "instance", instance, "client", s->client_id, "pid",
                             (int)stdio_child_pid(s->child));
+    free(instance);
     char *text = json_dumps(rec, JSON_COMPACT);
     store_put(p->store, key, text, strlen(text), s->idle_timeout_ms ? s->idle_timeout_ms : 0, NULL,
               NULL);

@@ -78,9 +78,17 @@ pids="$pids $!"
 base="http://127.0.0.1:$MCPGATE_PORT"
 wait_http "$base/readyz" "mcpgate" "$DEMO_DIR/mcpgate.log"
 
+everything=""
+if command -v npx >/dev/null 2>&1; then
+    # Fetch the reference server now, so the first session does not wait for npm.
+    (npx -y @modelcontextprotocol/server-everything@2026.8.31 stdio </dev/null >/dev/null 2>&1 &)
+    everything="  also            $base/mcp/everything   (the MCP reference server)"
+fi
+
 cat <<MSG
 demo: everything is up
   MCP server URL   $base/mcp/whoami      (paste this into an MCP client)
+$everything
   sign in as       alice / alice-pass (roles manager, employee) or bob / bob-pass (employee)
   gateway          $base/healthz  $base/readyz  $base/metrics
   identity keys    $base/.well-known/jwks.json
