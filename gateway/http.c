@@ -697,8 +697,10 @@ int http_sse_event(struct http_request *req, const char *id, const char *event, 
     if (event)
         evbuffer_add_printf(buf, "event: %s\n", event);
     /* SSE: every line of the payload is its own data: field (WHATWG HTML §9.2.6). */
+    /* A trailing newline gives an empty last data: line, so the client's
+     * parser rebuilds DATA exactly. */
     size_t pos = 0;
-    do {
+    for (;;) {
         const char *nl = memchr(data + pos, '\n', len - pos);
         size_t n = nl ? (size_t)(nl - (data + pos)) : len - pos;
         if (n > 0 && data[pos + n - 1] == '\r')
@@ -706,8 +708,10 @@ int http_sse_event(struct http_request *req, const char *id, const char *event, 
         evbuffer_add(buf, "data: ", 6);
         evbuffer_add(buf, data + pos, n);
         evbuffer_add(buf, "\n", 1);
-        pos = nl ? (size_t)(nl - data) + 1 : len;
-    } while (pos < len);
+        if (nl == NULL)
+            break;
+        pos = (size_t)(nl - data) + 1;
+    }
     evbuffer_add(buf, "\n", 1);
     size_t n = evbuffer_get_length(buf);
     int rc = http_stream_write(req, evbuffer_pullup(buf, -1), n);

@@ -125,16 +125,18 @@ char *sse_format(const char *id, const char *event, const char *data)
         strbuf_printf(&sb, "id: %s\n", id);
     if (event)
         strbuf_printf(&sb, "event: %s\n", event);
+    /* One data: line per line of DATA, a trailing newline included (an
+     * empty last line), so parsing gives DATA back exactly. */
     const char *p = data;
-    do {
+    for (;;) {
         size_t n = strcspn(p, "\n");
         strbuf_puts(&sb, "data: ");
         strbuf_append(&sb, p, n);
         strbuf_puts(&sb, "\n");
-        p += n;
-        if (*p == '\n')
-            p++;
-    } while (*p);
+        if (p[n] == '\0')
+            break;
+        p += n + 1;
+    }
     strbuf_puts(&sb, "\n");
     return strbuf_detach(&sb, NULL);
 }

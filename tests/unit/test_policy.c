@@ -334,6 +334,14 @@ static void test_sse_format(void **state)
     s = sse_format(NULL, "endpoint", "");
     assert_string_equal(s, "event: endpoint\ndata: \n\n");
     free(s);
+    /* Found by fuzz_jsonrpc_sse: a trailing newline must survive format → parse. */
+    s = sse_format(NULL, NULL, "a\n");
+    assert_string_equal(s, "data: a\ndata: \n\n");
+    struct collected c = {STRBUF_INIT, 0};
+    feed_bytewise(s, &c);
+    assert_string_equal(strbuf_str(&c.out), "[id=- event=- data=a\n]");
+    strbuf_release(&c.out);
+    free(s);
 }
 
 int main(void)
