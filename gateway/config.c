@@ -303,9 +303,13 @@ static struct node *node_from_event(const yaml_event_t *ev)
     switch (ev->type) {
     case YAML_SCALAR_EVENT:
         n->kind = NODE_SCALAR;
-        n->text = xstrndup((const char *)ev->data.scalar.value, ev->data.scalar.length);
-        /* xstrndup stops at a NUL: keep the real length to reject "\0" later */
+        /* The whole value, NULs included (a YAML "\0" escape makes one): the
+         * length is kept to reject it later, and the buffer must really be that
+         * long, since freeing wipes text_len bytes (found by fuzz_config). */
         n->text_len = ev->data.scalar.length;
+        n->text = xmalloc(n->text_len + 1);
+        memcpy(n->text, ev->data.scalar.value, n->text_len);
+        n->text[n->text_len] = '\0';
         n->plain = ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
         anchor = ev->data.scalar.anchor, tag = ev->data.scalar.tag;
         break;

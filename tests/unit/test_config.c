@@ -499,6 +499,22 @@ static void test_bad_configs(void **state)
 }
 
 /* All errors are collected, not just the first, and sorted into file order. */
+/* Found by fuzz_config: a "\0" escape used to overrun the scalar's buffer when
+ * it was wiped at free (ASan: bad free). Now it is a clean error. */
+static void test_nul_escape_is_an_error(void **state)
+{
+    (void)state;
+    const char *yaml = "server:\n  listen: [\"127.0.0.1:8080\"]\n"
+                       "  public_url: \"http://127.0.0.1:8080\\0xxxxxxxxxxxxxxxxx\"\n"
+                       "store: { backend: memory }\n";
+    struct gw_config_errors errs = {0};
+    struct gw_config *cfg = gw_config_load_string(yaml, strlen(yaml), "t.yaml", &errs);
+    assert_null(cfg);
+    assert_true(errs.len >= 1);
+    assert_string_equal(errs.messages[0], "t.yaml:3:15: server.public_url: contains a NUL character");
+    gw_config_errors_clear(&errs);
+}
+
 static void test_errors_collected(void **state)
 {
     (void)state;
@@ -1253,6 +1269,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bad_configs),
+        cmocka_unit_test(test_nul_escape_is_an_error),
         cmocka_unit_test(test_errors_collected),
         cmocka_unit_test(test_design_example),
         cmocka_unit_test(test_defaults),
