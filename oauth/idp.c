@@ -766,6 +766,21 @@ static json_t *decode_segment(const char *start, size_t len)
     return v;
 }
 
+/*
+ * The signature segment must be canonical base64url, not merely in the
+ * alphabet: libjwt decodes leniently, so stray low bits in the last character
+ * would let one signature stand in several spellings (found by fuzz_idtoken).
+ */
+static bool segment_is_canonical(const char *s, size_t n)
+{
+    size_t out_len = 0;
+    unsigned char *raw = b64url_decode_new(s, n, &out_len);
+    bool ok = raw != NULL;
+    free(raw);
+    return ok;
+}
+
+
 /* idp_verify_id_token with the parsed payload as the result (*claims_out owned). */
 static int verify_jwt(const struct idp_client *idp, const char *jwt, const char *nonce, int64_t now,
                       json_t **claims_out, const char **why)
@@ -785,7 +800,7 @@ static int verify_jwt(const struct idp_client *idp, const char *jwt, const char 
     *why = WHY_MALFORMED;
     if (!dot1 || !dot2 || len > IDP_MAX_JWT_BYTES || dot1 == jwt || dot2 == dot1 + 1 ||
         dot2 + 1 == jwt + len || memchr(dot2 + 1, '.', len - (size_t)(dot2 + 1 - jwt)) ||
-        !b64url_is_valid(dot2 + 1, len - (size_t)(dot2 + 1 - jwt)))
+        !segment_is_canonical(dot2 + 1, len - (size_t)(dot2 + 1 - jwt)))
         goto out;
     /* Our own parse, duplicates rejected (quirk 3). */
     if (!(hdr = decode_segment(jwt, (size_t)(dot1 - jwt)))) {

@@ -262,6 +262,28 @@ static void test_valid_es256(void **state)
     expect_ok(sign(JWT_ALG_ES256, fx.ec1, "ec1", good_claims()));
 }
 
+/* Found by fuzz_idtoken: libjwt accepts a signature whose last base64url
+ * character carries stray low bits (one signature, several spellings). */
+static void test_noncanonical_signature_rejected(void **state)
+{
+    (void)state;
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    char *claims = NULL;
+    const char *why = NULL;
+    char *tok = sign(JWT_ALG_ES256, fx.ec1, "ec1", good_claims());
+    assert_int_equal(idp_verify_id_token(fx.idp, tok, NONCE, NOW, &claims, &why), 0);
+    free(claims);
+    claims = NULL;
+    size_t n = strlen(tok);
+    const char *at = strchr(alphabet, tok[n - 1]);
+    assert_non_null(at);
+    tok[n - 1] = alphabet[(at - alphabet) ^ 1]; /* same decoded bytes, other spelling */
+    assert_int_equal(idp_verify_id_token(fx.idp, tok, NONCE, NOW, &claims, &why), -EBADMSG);
+    assert_null(claims);
+    free(tok);
+}
+
 static void test_real_numeric_dates_ok(void **state)
 {
     (void)state;
@@ -976,6 +998,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_valid_rs256),
         T(test_valid_es256),
+        T(test_noncanonical_signature_rejected),
         T(test_real_numeric_dates_ok),
         T(test_alg_confusion_hs256_rejected),
         T(test_alg_none_rejected),
