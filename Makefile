@@ -99,6 +99,49 @@ $(BUILD)/san/examples/whoami-server: $(WHOAMI_DEPS)
 # test_whoami.c includes the example's sources.
 $(BUILD)/san/tests/test_whoami: $(WHOAMI_DEPS)
 
+# --- fuzzing: libFuzzer targets with clang, apart from `make test` -------
+# tests/fuzz/fuzz_<thing>.c + seeds in tests/fuzz/corpus/<thing>/; the
+# project's sources are built again with clang into $(BUILD)/fuzz/.
+
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 20
+FUZZ_DIR     := $(BUILD)/fuzz
+FUZZ_CFLAGS  := $(BASE_CFLAGS) -O1 -fno-omit-frame-pointer -fno-sanitize-recover=undefined \
+                -fsanitize=fuzzer-no-link,address,undefined
+FUZZ_SRCS    := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_NAMES   := $(FUZZ_SRCS:tests/fuzz/fuzz_%.c=%)
+FUZZ_BINS    := $(FUZZ_NAMES:%=$(FUZZ_DIR)/fuzz_%)
+FUZZ_OBJS    := $(LIB_SRCS:%.c=$(FUZZ_DIR)/obj/%.o)
+
+.PHONY: fuzz-smoke fuzz-build
+
+fuzz: ## Build the fuzz targets and fuzz each for FUZZ_SECONDS (default 20); fails on a crash
+	@sh tests/fuzz/run.sh deps
+	@$(MAKE) --no-print-directory fuzz-build
+	@sh tests/fuzz/run.sh fuzz $(FUZZ_DIR) $(FUZZ_SECONDS) $(FUZZ_NAMES)
+
+fuzz-smoke: ## Build the fuzz targets and run each seed corpus once
+	@sh tests/fuzz/run.sh deps
+	@$(MAKE) --no-print-directory fuzz-build
+	@sh tests/fuzz/run.sh smoke $(FUZZ_DIR) $(FUZZ_NAMES)
+
+fuzz-build: $(FUZZ_BINS)
+
+$(FUZZ_DIR)/libmcpgate.a: $(FUZZ_OBJS)
+	@rm -f $@
+	$(Q)ar rcs $@ $^
+
+$(FUZZ_DIR)/obj/%.o: %.c $(HDRS) Makefile
+	@mkdir -p $(dir $@)
+	@echo "  CC fuzz $<"
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) $(DEFS) $(PKG_CFLAGS) -c -o $@ $<
+
+$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_DIR)/libmcpgate.a $(wildcard tests/fuzz/*.h)
+	@mkdir -p $(dir $@)
+	@echo "  FUZZ    $<"
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $(DEFS) $(PKG_CFLAGS) -o $@ $< \
+	    $(FUZZ_DIR)/libmcpgate.a $(PKG_LIBS) -lm
+
 deps: ## Install the Debian packages the build, tests and demo need (idempotent)
 	@sh scripts/deps.sh
 
