@@ -502,7 +502,6 @@ static struct http_conn *conn_for(struct http_server *srv, struct evhttp_connect
     return c;
 }
 
-
 /* ---- responses -------------------------------------------------------- */
 
 static void add_common_headers(struct http_request *req)

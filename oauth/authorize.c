@@ -47,7 +47,7 @@ struct authz {
     char *resource;            /* owned, may be NULL */
     struct mg_string_list scopes;
     bool force_consent;
-    bool redirect_explicit;    /* redirect_uri was in the request (RFC 6749 §4.1.3) */
+    bool redirect_explicit; /* redirect_uri was in the request (RFC 6749 §4.1.3) */
     char handle[44];
     char csrf[44];
 };

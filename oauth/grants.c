@@ -149,10 +149,10 @@ void oauth_grant_create(struct oauth_server *srv, const struct oauth_new_grant *
 struct issuance {
     struct oauth_server *srv; /* borrowed */
     oauth_tokens_fn cb;
-    void *arg;                /* borrowed */
-    json_t *response;         /* owned */
-    char *grant_id;           /* owned */
-    char *keys[2];            /* owned: the token and refresh keys written */
+    void *arg;        /* borrowed */
+    json_t *response; /* owned */
+    char *grant_id;   /* owned */
+    char *keys[2];    /* owned: the token and refresh keys written */
     size_t n_keys;
 };
 
@@ -208,8 +208,8 @@ static json_t *token_record(const struct oauth_grant *g, const char *scope, cons
                             uint64_t exp)
 {
     json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I}", "grant_id", g->grant_id, "sub",
-                          g->subject, "client_id", g->client_id, "scope", scope, "wrapped",
-                          wrapped, "props", g->props_sealed, "exp", (json_int_t)exp);
+                          g->subject, "client_id", g->client_id, "scope", scope, "wrapped", wrapped,
+                          "props", g->props_sealed, "exp", (json_int_t)exp);
     if (g->resource)
         json_object_set_new(o, "resource", json_string(g->resource));
     return o;
@@ -227,7 +227,8 @@ static void store_token(struct oauth_server *srv, struct oauth_batch *b, struct 
     char hash[65], key[128], set[128];
     oauth_token_hash(token, hash);
     snprintf(key, sizeof(key), "%s%s", prefix, hash);
-    /* RFC 6749 §6: a narrower scope is for the access token; the refresh token keeps the grant's. */
+    /* RFC 6749 §6: a narrower scope is for the access token; the refresh token keeps the grant's.
+     */
     const char *scope =
         strcmp(prefix, KEY_TOKEN) == 0 && g->access_scope ? g->access_scope : g->scope;
     json_t *rec = token_record(g, scope, wrapped, (uint64_t)time(NULL) + ttl_ms / 1000);
@@ -249,9 +250,9 @@ void oauth_issue_tokens(struct oauth_server *srv, const struct oauth_grant *g, b
     is->arg = arg;
     is->grant_id = xstrdup(g->grant_id);
     char *access = oauth_token_mint(OAUTH_ACCESS_TOKEN);
-    is->response =
-        json_pack("{s:s, s:s, s:I, s:s}", "access_token", access, "token_type", "Bearer",
-                  "expires_in", (json_int_t)(oc->access_token_ttl_ms / 1000), "scope", g->access_scope ? g->access_scope : g->scope);
+    is->response = json_pack("{s:s, s:s, s:I, s:s}", "access_token", access, "token_type", "Bearer",
+                             "expires_in", (json_int_t)(oc->access_token_ttl_ms / 1000), "scope",
+                             g->access_scope ? g->access_scope : g->scope);
     struct oauth_batch *b = oauth_batch_new(on_tokens_stored, is);
     store_token(srv, b, is, g, access, KEY_TOKEN, oc->access_token_ttl_ms);
     crypto_wipe(access, strlen(access));

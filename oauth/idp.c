@@ -780,7 +780,6 @@ static bool segment_is_canonical(const char *s, size_t n)
     return ok;
 }
 
-
 /* idp_verify_id_token with the parsed payload as the result (*claims_out owned). */
 static int verify_jwt(const struct idp_client *idp, const char *jwt, const char *nonce, int64_t now,
                       json_t **claims_out, const char **why)

@@ -637,8 +637,8 @@ static struct proxy_session *session_new(struct proxy_call *call, bool legacy, i
     char host[256] = "";
     gethostname(host, sizeof(host) - 1);
     char *instance = xasprintf("%s:%d", host, (int)getpid());
-    json_t *rec = json_pack("{s:s, s:s, s:s, s:s?, s:i}", "owner", s->owner, "route",
-                            s->route_name, "instance", instance, "client", s->client_id, "pid",
+    json_t *rec = json_pack("{s:s, s:s, s:s, s:s?, s:i}", "owner", s->owner, "route", s->route_name,
+                            "instance", instance, "client", s->client_id, "pid",
                             (int)stdio_child_pid(s->child));
     free(instance);
     char *text = json_dumps(rec, JSON_COMPACT);

@@ -511,7 +511,8 @@ static void test_nul_escape_is_an_error(void **state)
     struct gw_config *cfg = gw_config_load_string(yaml, strlen(yaml), "t.yaml", &errs);
     assert_null(cfg);
     assert_true(errs.len >= 1);
-    assert_string_equal(errs.messages[0], "t.yaml:3:15: server.public_url: contains a NUL character");
+    assert_string_equal(errs.messages[0],
+                        "t.yaml:3:15: server.public_url: contains a NUL character");
     gw_config_errors_clear(&errs);
 }
 
