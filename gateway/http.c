@@ -1379,7 +1379,11 @@ static char *form_decode(const char *s, size_t n, int *err)
     char *out = xmalloc(n + 1);
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
-        if (s[i] == '+') {
+        if (s[i] == '\0') { /* a raw NUL would cut the value short: refuse it like %00 */
+            *err = -EINVAL;
+            free(out);
+            return NULL;
+        } else if (s[i] == '+') {
             out[o++] = ' ';
         } else if (s[i] == '%') {
             int hi = i + 1 < n ? hex_value(s[i + 1]) : -1;

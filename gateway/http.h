@@ -205,7 +205,7 @@ struct http_params {
 /*
  * Decodes application/x-www-form-urlencoded text (also a query string):
  * '&'-separated pairs, '+' is a space, %XX escapes. Returns 0 or -EINVAL for
- * a malformed escape or a decoded NUL byte (nothing legitimate sends one).
+ * a malformed escape or a NUL byte, raw or decoded (nothing legitimate sends one).
  * The result keeps repeated names; out is reset first.
  */
 int http_params_parse(const char *text, size_t len, struct http_params *out);

@@ -577,6 +577,9 @@ static void test_params_decoding(void **state)
         assert_int_equal(http_params_parse(bad[i], strlen(bad[i]), &p), -EINVAL);
         assert_int_equal(p.len, 0);
     }
+    /* A raw NUL is refused like %00 (it would cut a value short). */
+    assert_int_equal(http_params_parse("a=b\0c", 5, &p), -EINVAL);
+    assert_int_equal(p.len, 0);
     assert_int_equal(http_params_parse("", 0, &p), 0);
     assert_int_equal(p.len, 0);
 }
