@@ -49,21 +49,6 @@ void OPENSSL_cleanse(void *ptr, size_t len)
     wipe(ptr, 0, len);
 }
 
-/*
- * Known bugs a driver tolerates so that fuzzing goes on past them (each one
- * named where it is tolerated, with its input under tests/fuzz/crashes/).
- * FUZZ_STRICT=1 in the environment makes them crashes again, to check a fix.
- */
-static inline int fuzz_strict(void)
-{
-    static int strict = -1;
-    if (strict < 0) {
-        const char *v = getenv("FUZZ_STRICT");
-        strict = v && *v && strcmp(v, "0") != 0;
-    }
-    return strict;
-}
-
 /* The input as a NUL-terminated string (owned; it stops at an inner NUL when read as one). */
 static inline char *fuzz_strndup(const uint8_t *data, size_t size)
 {

@@ -1,13 +1,14 @@
 #!/bin/sh
 # Writes the seed corpora of tests/fuzz/corpus/ (committed; run again after a
 # format or fixture change). Seeds are small realistic inputs, one per case
-# worth reaching, named for what they are.
+# worth reaching, named for what they are. Files named crash-* are inputs that
+# once crashed project code: they are kept as they are, never rewritten here.
 # Needs: openssl, xxd (idtoken seeds are signed with tests/fixtures/idp keys).
 set -eu
 cd "$(dirname "$0")"
 C=corpus
 FIX=../fixtures/idp
-rm -rf "$C"
+find "$C" -type f ! -name 'crash-*' -delete 2>/dev/null || true
 mkdir -p "$C/config" "$C/form" "$C/redirect_uri" "$C/b64url" "$C/jsonrpc_sse" "$C/idtoken"
 
 seed() { # DIR NAME TEXT (printf format: \n, \r, \000 work)

@@ -100,6 +100,7 @@ run_target() { # MODE DIR SECONDS NAME
                 "$log" | cut -c1-160)
             echo "    $f: $reason"
         done
+        [ -n "$new" ] && echo "    reproduce: $bin FILE; once fixed, keep FILE as $seeds/crash-<what>"
         return 1
     fi
     echo "fuzz $name: $summary, crashes 0"
