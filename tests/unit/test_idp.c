@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "gateway/http.h"
+#include "test_fixture_util.h"
 
 #define ISSUER "https://idp.example.com/t/acme/oauth2/token"
 #define CLIENT "mcpgate-client"
@@ -35,39 +36,6 @@ struct fixture {
 };
 
 static struct fixture fx;
-
-/* tests/fixtures/idp, from the repo root or relative to the binary (build/san/tests/). */
-static char *fixture_read(const char *name)
-{
-    char exe[PATH_MAX] = "";
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    exe[n > 0 ? n : 0] = '\0';
-    char *slash = strrchr(exe, '/');
-    if (slash)
-        *slash = '\0';
-    const char *env = getenv("MCPGATE_FIXTURES");
-    char *paths[3] = {env ? xasprintf("%s/%s", env, name) : NULL,
-                      xasprintf("tests/fixtures/idp/%s", name),
-                      xasprintf("%s/../../../tests/fixtures/idp/%s", exe, name)};
-    char *text = NULL;
-    for (int i = 0; i < 3 && !text; i++) {
-        FILE *f = paths[i] ? fopen(paths[i], "rb") : NULL;
-        if (!f)
-            continue;
-        struct strbuf sb = STRBUF_INIT;
-        char buf[4096];
-        size_t got;
-        while ((got = fread(buf, 1, sizeof(buf), f)) > 0)
-            strbuf_append(&sb, buf, got);
-        fclose(f);
-        text = strbuf_detach(&sb, NULL);
-    }
-    for (int i = 0; i < 3; i++)
-        free(paths[i]);
-    if (!text)
-        fail_msg("fixture %s not found (run from the repo root or set MCPGATE_FIXTURES)", name);
-    return text;
-}
 
 static char *jwks_of(const char *a, const char *b)
 {
