@@ -25,10 +25,13 @@ import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
 import { CookieJar, loginViaForm, makePkce } from '../idp/browserless.mjs';
 import { startIdpProcess } from '../idp/launch.mjs';
 import {
+  IDP_CLIENT_ID, IDP_CLIENT_SECRET, MemoryOAuthProvider, USERS, consentRule, parseChallenge, recordingFetch,
+} from '../lib/oauth.mjs';
+import {
   REPO, freePort, runCli, sleep, startGateway, startRedis, tmpDir, waitFor, withTimeout, writeSecret,
 } from '../lib/harness.mjs';
 
-export { CookieJar };
+export { CookieJar, IDP_CLIENT_ID, IDP_CLIENT_SECRET, USERS, consentRule, parseChallenge, recordingFetch };
 
 // ---- jose ----------------------------------------------------------------------------
 // tests/e2e/package.json does not list jose (it is only there as a dependency of the SDK):
@@ -42,11 +45,6 @@ export const jose = await import(pathToFileURL(joseEntry).href);
 // ---- constants -----------------------------------------------------------------------
 
 export const WHOAMI_BIN = process.env.WHOAMI_BIN || path.join(REPO, 'build', 'san', 'examples', 'whoami-server');
-export const IDP_CLIENT_ID = 'mcpgate-demo';
-export const IDP_CLIENT_SECRET = 'mcpgate-demo-secret';
-const usersFile = JSON.parse(fs.readFileSync(path.join(REPO, 'tests', 'idp', 'users.json'), 'utf8'));
-/** The IdP's users by username: {sub, password, roles, groups, email, ...}. */
-export const USERS = Object.fromEntries(usersFile.users.map((u) => [u.username, u]));
 /** server.limits.shutdown_grace of the suite's gateways. */
 export const SHUTDOWN_GRACE = '3s';
 export const SCOPES = {
@@ -332,12 +330,6 @@ export async function startIdentityStack() {
 
 // ---- tokens through the real flow ----------------------------------------------------------------
 
-/** A followFlow rule that approves mcpgate's consent page. */
-export const consentRule = (base) => ({
-  match: (f) => f.action === `${base}/authorize` && f.buttons.some((b) => b.value === 'approve'),
-  button: 'approve',
-});
-
 /** DCR of a public client (token_endpoint_auth_method none); returns the registration. */
 export async function registerPublicClient(base, { redirectUri, refresh = true, name = 'identity-policy e2e' } = {}) {
   redirectUri = redirectUri || `http://127.0.0.1:${await freePort()}/callback`;
@@ -397,103 +389,28 @@ export async function obtainToken(base, { user, resource, scope = 'mcp:tools', c
 // ---- an OAuthClientProvider for the SDK ----------------------------------------------------------
 
 /**
- * Keeps everything in memory; its "browser" (redirectToAuthorization) is the browserless client:
- * consent approve, IdP login as USER, back to the redirect URI, whose code it keeps in lastCode.
+ * The SDK provider of tests/lib/oauth.mjs for a client registered already, logging in as one of
+ * the IdP's users; a refused authorization or a state that does not match throws, and the code
+ * of the last callback is in lastCode.
  */
-export class FlowProvider {
+export class FlowProvider extends MemoryOAuthProvider {
   constructor({ base, client, tokens, user, jar = new CookieJar() }) {
-    this.base = base;
-    this.client = client;
-    this._tokens = tokens;
-    this.user = user;
-    this.jar = jar;
-    this.tokenHistory = tokens ? [tokens] : [];
-    this.authorizationUrls = [];
-    this.states = [];
-    this.lastCode = undefined;
-    this.verifier = undefined;
-  }
-
-  get redirectUrl() {
-    return this.client.redirect_uris[0];
-  }
-
-  get clientMetadata() {
-    return {
-      client_name: this.client.client_name,
-      redirect_uris: this.client.redirect_uris,
-      grant_types: this.client.grant_types,
-      response_types: ['code'],
-      token_endpoint_auth_method: 'none',
-    };
-  }
-
-  state() {
-    const s = randomBytes(12).toString('base64url');
-    this.states.push(s);
-    return s;
-  }
-
-  clientInformation() {
-    return this.client;
-  }
-
-  saveClientInformation(info) {
-    this.client = info;
-  }
-
-  tokens() {
-    return this._tokens;
-  }
-
-  saveTokens(t) {
-    this._tokens = t;
-    this.tokenHistory.push(t);
-  }
-
-  saveCodeVerifier(v) {
-    this.verifier = v;
-  }
-
-  codeVerifier() {
-    return this.verifier;
+    super({ base, client, tokens, user, password: USERS[user].password, jar });
   }
 
   async redirectToAuthorization(url) {
-    this.authorizationUrls.push(new URL(url.href));
-    const cb = new URL(await loginViaForm({
-      authorizeUrl: url.href, username: this.user, password: USERS[this.user].password, jar: this.jar,
-      forms: [consentRule(this.base)], redirectUri: this.redirectUrl,
-    }));
+    await super.redirectToAuthorization(url);
+    const cb = this.lastCallback;
     if (cb.searchParams.get('error')) throw new Error(`authorization refused: ${cb.href}`);
-    if (cb.searchParams.get('state') !== this.states[this.states.length - 1]) throw new Error(`state mismatch at ${cb.href}`);
-    this.lastCode = cb.searchParams.get('code');
+    if (cb.searchParams.get('state') !== this.states.at(-1)) throw new Error(`state mismatch at ${cb.href}`);
+  }
+
+  get lastCode() {
+    return this.lastCallback?.searchParams.get('code') ?? undefined;
   }
 }
 
 // ---- the SDK client ------------------------------------------------------------------------------
-
-/** A fetch that records every exchange: {method, url, requestHeaders, status, headers, bodyText?}. */
-export function recordingFetch(log) {
-  return async (url, init = {}) => {
-    const res = await fetch(url, init);
-    const entry = {
-      method: (init.method || 'GET').toUpperCase(),
-      url: String(url),
-      requestHeaders: new Headers(init.headers || {}),
-      requestBody: typeof init.body === 'string' ? init.body
-        : init.body instanceof URLSearchParams ? init.body.toString() : undefined,
-      status: res.status,
-      headers: res.headers,
-    };
-    if (!res.ok) {
-      // keep the body of errors (the SDK reads it too: hand it a copy)
-      entry.bodyText = await res.clone().text().catch(() => undefined);
-    }
-    log.push(entry);
-    return res;
-  };
-}
 
 /**
  * Connects the SDK Client to URL. TOKEN as Authorization (requestInit), or AUTHPROVIDER.
@@ -587,17 +504,6 @@ export async function rawSession(url, token, opts = {}) {
   const n = await mcpPost(url, { jsonrpc: '2.0', method: 'notifications/initialized' }, { token, sessionId: sid, ...opts });
   if (n.status !== 202) throw new Error(`notifications/initialized: ${n.status} ${n.text}`);
   return sid;
-}
-
-/** Parses `Bearer a="b", c=d` into {scheme, params}. */
-export function parseChallenge(header) {
-  const m = /^\s*([A-Za-z]+)\s*(.*)$/.exec(header || '');
-  if (!m) return null;
-  const params = {};
-  const re = /([a-zA-Z_]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))/g;
-  let p;
-  while ((p = re.exec(m[2]))) params[p[1]] = p[2] !== undefined ? p[2].replace(/\\(.)/g, '$1') : p[3];
-  return { scheme: m[1], params };
 }
 
 /** The JSON object of a tool result's first text block. */

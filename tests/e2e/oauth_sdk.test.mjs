@@ -6,7 +6,6 @@
 // public client (token_endpoint_auth_method none) and a confidential one
 // (client_secret_basic).
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 
 import { UnauthorizedError, auth, refreshAuthorization } from '@modelcontextprotocol/sdk/client/auth.js';
@@ -15,102 +14,10 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { InvalidGrantError } from '@modelcontextprotocol/sdk/server/auth/errors.js';
 
 import {
-  CookieJar, USERS, assertNoSecretsInLog, callRoute, consentRule, startOAuthStack, waitRefused,
+  MemoryOAuthProvider, USERS, assertNoSecretsInLog, callRoute, recordingFetch, startOAuthStack, waitRefused,
 } from '../lib/oauth.mjs';
-import { loginViaForm } from '../idp/browserless.mjs';
 
 const ROUTE = '/mcp/whoami';
-
-/** An OAuthClientProvider that keeps everything in memory and logs in through the browserless client. */
-class MemoryProvider {
-  constructor({ gatewayUrl, redirectUrl, metadata, user = 'alice' }) {
-    this.gatewayUrl = gatewayUrl;
-    this._redirectUrl = redirectUrl;
-    this._metadata = metadata;
-    this.user = user;
-    this.jar = new CookieJar();
-    this.client = undefined;
-    this.savedClients = [];
-    this._tokens = undefined;
-    this.tokenHistory = [];
-    this.verifier = undefined;
-    this.states = [];
-    this.authorizationUrls = [];
-    this.callbacks = [];
-  }
-
-  get redirectUrl() {
-    return this._redirectUrl;
-  }
-
-  get clientMetadata() {
-    return this._metadata;
-  }
-
-  state() {
-    const s = randomBytes(16).toString('base64url');
-    this.states.push(s);
-    return s;
-  }
-
-  clientInformation() {
-    return this.client;
-  }
-
-  saveClientInformation(info) {
-    this.client = info;
-    this.savedClients.push(info);
-  }
-
-  tokens() {
-    return this._tokens;
-  }
-
-  saveTokens(tokens) {
-    this._tokens = tokens;
-    this.tokenHistory.push(tokens);
-  }
-
-  saveCodeVerifier(v) {
-    this.verifier = v;
-  }
-
-  codeVerifier() {
-    return this.verifier;
-  }
-
-  /** The "browser": consent page (approve), IdP login form, back to our redirect URI. */
-  async redirectToAuthorization(url) {
-    this.authorizationUrls.push(new URL(url.href));
-    const callback = await loginViaForm({
-      authorizeUrl: url.href,
-      username: this.user,
-      password: USERS[this.user].password,
-      jar: this.jar,
-      forms: [consentRule(this.gatewayUrl, 'approve')],
-      redirectUri: this._redirectUrl,
-    });
-    this.callbacks.push(new URL(callback));
-  }
-
-  get lastCallback() {
-    return this.callbacks[this.callbacks.length - 1];
-  }
-}
-
-/** A fetch that records what the SDK asks for. */
-function recordingFetch(log) {
-  return async (url, init = {}) => {
-    const headers = new Headers(init.headers || {});
-    log.push({
-      url: String(url),
-      method: (init.method || 'GET').toUpperCase(),
-      headers,
-      body: typeof init.body === 'string' ? init.body : init.body instanceof URLSearchParams ? init.body.toString() : undefined,
-    });
-    return fetch(url, init);
-  };
-}
 
 describe('the MCP SDK client auth() against mcpgate', () => {
   let s;
@@ -136,8 +43,8 @@ describe('the MCP SDK client auth() against mcpgate', () => {
 
       test('auth() discovers through the route PRM, registers (DCR) and redirects to /authorize', async () => {
         const redirectUrl = `http://127.0.0.1:${kind === 'public' ? 33418 : 33419}/oauth/callback`;
-        provider = new MemoryProvider({
-          gatewayUrl: s.url,
+        provider = new MemoryOAuthProvider({
+          base: s.url,
           redirectUrl,
           metadata: {
             client_name: `SDK ${kind} client`,
@@ -162,7 +69,7 @@ describe('the MCP SDK client auth() against mcpgate', () => {
         // DCR happened, with our metadata.
         const reg = log.find((e) => e.method === 'POST' && e.url === `${s.url}/register`);
         assert.ok(reg, 'a registration request was sent');
-        assert.equal(JSON.parse(reg.body).token_endpoint_auth_method, kind === 'public' ? 'none' : 'client_secret_basic');
+        assert.equal(JSON.parse(reg.requestBody).token_endpoint_auth_method, kind === 'public' ? 'none' : 'client_secret_basic');
         assert.equal(provider.savedClients.length, 1);
         const ci = provider.client;
         assert.match(ci.client_id, /^[A-Za-z0-9_-]{16,}$/);
@@ -205,14 +112,14 @@ describe('the MCP SDK client auth() against mcpgate', () => {
 
         const tok = log.find((e) => e.method === 'POST' && e.url === `${s.url}/token`);
         assert.ok(tok, 'a token request was sent');
-        const body = new URLSearchParams(tok.body);
+        const body = new URLSearchParams(tok.requestBody);
         assert.equal(body.get('grant_type'), 'authorization_code');
         assert.equal(body.get('resource'), serverUrl);
         if (kind === 'confidential') {
-          assert.match(tok.headers.get('authorization') || '', /^Basic /, 'client_secret_basic used');
+          assert.match(tok.requestHeaders.get('authorization') || '', /^Basic /, 'client_secret_basic used');
           assert.equal(body.get('client_secret'), null);
         } else {
-          assert.equal(tok.headers.get('authorization'), null);
+          assert.equal(tok.requestHeaders.get('authorization'), null);
           assert.equal(body.get('client_id'), provider.client.client_id);
         }
       });
@@ -230,7 +137,7 @@ describe('the MCP SDK client auth() against mcpgate', () => {
         assert.equal(r, 'AUTHORIZED');
         const second = provider.tokens();
         const tok = log.find((e) => e.method === 'POST' && e.url === `${s.url}/token`);
-        assert.equal(new URLSearchParams(tok.body).get('grant_type'), 'refresh_token');
+        assert.equal(new URLSearchParams(tok.requestBody).get('grant_type'), 'refresh_token');
         assert.equal(provider.authorizationUrls.length, 1, 'no new browser authorization');
         assert.match(second.access_token, /^mcpgate_at_/);
         assert.match(second.refresh_token, /^mcpgate_rt_/);
@@ -270,8 +177,8 @@ describe('the MCP SDK client auth() against mcpgate', () => {
     test('401 → auth() → finishAuth(code) → connect → tools/call whoami shows alice', async () => {
       const redirectUrl = 'http://127.0.0.1:33420/oauth/callback';
       const log = [];
-      const provider = new MemoryProvider({
-        gatewayUrl: s.url,
+      const provider = new MemoryOAuthProvider({
+        base: s.url,
         redirectUrl,
         metadata: {
           client_name: 'SDK host', redirect_uris: [redirectUrl], grant_types: ['authorization_code', 'refresh_token'],

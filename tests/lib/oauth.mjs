@@ -18,7 +18,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after } from 'node:test';
 
-import { CookieJar, FlowError, basicAuth, followFlow, makePkce, request as browserRequest } from '../idp/browserless.mjs';
+import {
+  CookieJar, FlowError, basicAuth, followFlow, loginViaForm, makePkce, request as browserRequest,
+} from '../idp/browserless.mjs';
 import { startIdpProcess } from '../idp/launch.mjs';
 import { REPO, freePort, startGateway, startRedis, waitFor, writeSecret } from './harness.mjs';
 
@@ -26,10 +28,9 @@ export { CookieJar, FlowError, basicAuth, makePkce };
 
 export const IDP_CLIENT_ID = 'mcpgate-demo';
 export const IDP_CLIENT_SECRET = 'mcpgate-demo-secret';
-export const USERS = {
-  alice: { password: 'alice-pass', sub: '7f3c2a9e-4b1d-4c8e-9a6f-1d2e3f4a5b6c' },
-  bob: { password: 'bob-pass', sub: '2b8e6d41-9c3a-4f7e-b5d2-8a1c0e9f7d34' },
-};
+const usersFile = JSON.parse(fs.readFileSync(path.join(REPO, 'tests', 'idp', 'users.json'), 'utf8'));
+/** The test IdP's users by username: {sub, password, roles, groups, email, ...}. */
+export const USERS = Object.fromEntries(usersFile.users.map((u) => [u.username, u]));
 const BUILD_DIR = process.env.MCPGATE_BUILD || path.join(REPO, 'build');
 /** The example STDIO server behind the routes: $WHOAMI_BIN, else the release build, else the ASan one. */
 export const WHOAMI_BIN = process.env.WHOAMI_BIN
@@ -43,7 +44,7 @@ export const DEFAULT_ROUTES = [
   { name: 'other', path: '/mcp/other', stdio: { command: [WHOAMI_BIN] } },
 ];
 /** Strings that must never appear in the gateway's log. */
-export const SECRET_MARKERS = ['mcpgate_at_', 'mcpgate_rt_', 'mcpgate_ac_', IDP_CLIENT_SECRET, 'alice-pass', 'bob-pass'];
+export const SECRET_MARKERS = ['mcpgate_at_', 'mcpgate_rt_', 'mcpgate_ac_', IDP_CLIENT_SECRET, ...Object.values(USERS).map((u) => u.password)];
 
 // ---- process lifetimes ------------------------------------------------------------
 
@@ -310,9 +311,126 @@ export async function callRoute(base, route, token, { query, headers = {}, timeo
   return { status: res.status, headers: res.headers, text, www, challenge: www ? parseChallenge(www) : null };
 }
 
+// ---- the MCP SDK client's side ------------------------------------------------------
+
+/**
+ * An OAuthClientProvider for the MCP TypeScript SDK that keeps everything in memory. Its
+ * "browser" (redirectToAuthorization) is the browserless client: mcpgate's consent page
+ * (approve), the IdP login as USER with PASSWORD, back to the redirect URI; each final
+ * redirect is kept in callbacks. CLIENT is a registration made already (then the redirect
+ * URI and metadata are its own), or the SDK registers one from METADATA and REDIRECTURL.
+ */
+export class MemoryOAuthProvider {
+  constructor({ base, user = 'alice', password = USERS[user]?.password, jar = new CookieJar(), client, tokens, redirectUrl, metadata }) {
+    this.base = base;
+    this.user = user;
+    this.password = password;
+    this.jar = jar;
+    this.client = client;
+    this._redirectUrl = redirectUrl;
+    this._metadata = metadata;
+    this._tokens = tokens;
+    this.savedClients = [];
+    this.tokenHistory = tokens ? [tokens] : [];
+    this.verifier = undefined;
+    this.states = [];
+    this.authorizationUrls = [];
+    this.callbacks = [];
+  }
+
+  get redirectUrl() {
+    return this._redirectUrl ?? this.client.redirect_uris[0];
+  }
+
+  get clientMetadata() {
+    return this._metadata ?? {
+      client_name: this.client.client_name,
+      redirect_uris: this.client.redirect_uris,
+      grant_types: this.client.grant_types,
+      response_types: ['code'],
+      token_endpoint_auth_method: this.client.token_endpoint_auth_method ?? 'none',
+    };
+  }
+
+  state() {
+    const s = randomBytes(16).toString('base64url');
+    this.states.push(s);
+    return s;
+  }
+
+  clientInformation() {
+    return this.client;
+  }
+
+  saveClientInformation(info) {
+    this.client = info;
+    this.savedClients.push(info);
+  }
+
+  tokens() {
+    return this._tokens;
+  }
+
+  saveTokens(tokens) {
+    this._tokens = tokens;
+    this.tokenHistory.push(tokens);
+  }
+
+  saveCodeVerifier(v) {
+    this.verifier = v;
+  }
+
+  codeVerifier() {
+    return this.verifier;
+  }
+
+  async redirectToAuthorization(url) {
+    this.authorizationUrls.push(new URL(url.href));
+    const callback = await loginViaForm({
+      authorizeUrl: url.href,
+      username: this.user,
+      password: this.password,
+      jar: this.jar,
+      forms: [consentRule(this.base)],
+      redirectUri: this.redirectUrl,
+    });
+    this.callbacks.push(new URL(callback));
+  }
+
+  get lastCallback() {
+    return this.callbacks.at(-1);
+  }
+}
+
+/**
+ * A fetch that records every exchange in LOG: {method, url, requestHeaders, requestBody,
+ * status, headers, bodyText (error responses only)}.
+ */
+export function recordingFetch(log) {
+  return async (url, init = {}) => {
+    const res = await fetch(url, init);
+    const entry = {
+      method: (init.method || 'GET').toUpperCase(),
+      url: String(url),
+      requestHeaders: new Headers(init.headers || {}),
+      requestBody: typeof init.body === 'string' ? init.body
+        : init.body instanceof URLSearchParams ? init.body.toString() : undefined,
+      status: res.status,
+      headers: res.headers,
+    };
+    if (!res.ok) {
+      // keep the body of errors (the SDK reads it too: hand it a copy)
+      entry.bodyText = await res.clone().text().catch(() => undefined);
+    }
+    log.push(entry);
+    return res;
+  };
+}
+
 /** Parses `Bearer a="b", c="d"` into {scheme, params}. */
 export function parseChallenge(header) {
-  const m = /^\s*([A-Za-z]+)\s*(.*)$/.exec(header);
+  const m = /^\s*([A-Za-z]+)\s*(.*)$/.exec(header || '');
+  if (!m) return null;
   const params = {};
   const re = /([a-zA-Z_]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))/g;
   let p;
