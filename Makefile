@@ -21,7 +21,7 @@ VERSION := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
 GIT_REV := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 DEFS    := -DMCPGATE_VERSION='"$(VERSION)"' -DMCPGATE_GIT_REV='"$(GIT_REV)"'
 
-MODULE_DIRS := common gateway store oauth proxy
+MODULE_DIRS := common conf http store oauth proxy gateway
 LIB_SRCS  := $(filter-out gateway/main.c,$(sort $(wildcard $(addsuffix /*.c,$(MODULE_DIRS)))))
 HDRS      := $(wildcard $(addsuffix /*.h,$(MODULE_DIRS)))
 UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))

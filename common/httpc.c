@@ -43,7 +43,7 @@
 
 #include "common/strbuf.h"
 #include "common/xalloc.h"
-#include "gateway/log.h"
+#include "common/log.h"
 
 #if LIBCURL_VERSION_NUM < 0x075500
 #error "libcurl 7.85 or newer is required (CURLOPT_PROTOCOLS_STR)"

@@ -11,7 +11,7 @@
 #ifndef MCPGATE_GATEWAY_APP_H
 #define MCPGATE_GATEWAY_APP_H
 
-#include "gateway/config.h"
+#include "conf/config.h"
 
 struct gw_app;
 

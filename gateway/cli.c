@@ -15,7 +15,7 @@
 #include "common/principal.h"
 #include "common/xalloc.h"
 #include "gateway/app.h"
-#include "gateway/log.h"
+#include "common/log.h"
 #include "oauth/oauth.h"
 #include "proxy/policy.h"
 #include "store/store.h"

@@ -11,7 +11,7 @@
 
 #include <stdio.h>
 
-#include "gateway/config.h"
+#include "conf/config.h"
 
 int cli_grants(int argc, char **argv);
 int cli_clients(int argc, char **argv);

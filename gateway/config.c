@@ -26,7 +26,7 @@
  * freed without further code. Secrets are wiped with OPENSSL_cleanse, and so
  * is the text of every YAML scalar, since secrets may be written inline.
  */
-#include "gateway/config.h"
+#include "conf/config.h"
 
 #include <arpa/inet.h>
 #include <assert.h>
@@ -43,7 +43,7 @@
 #include <yaml.h>
 
 #include "common/xalloc.h"
-#include "gateway/log.h"
+#include "common/log.h"
 
 #define CONFIG_MAX_FILE_BYTES (16u << 20) /* a config file is never this large */
 #define SECRET_MAX_FILE_BYTES (64u << 10)

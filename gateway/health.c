@@ -9,7 +9,7 @@
 #include <stdlib.h>
 
 #include "common/xalloc.h"
-#include "gateway/http.h"
+#include "http/http.h"
 #include "store/store.h"
 
 struct gw_health {

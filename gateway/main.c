@@ -12,8 +12,8 @@
 #include "common/jws.h"
 #include "gateway/app.h"
 #include "gateway/cli.h"
-#include "gateway/config.h"
-#include "gateway/log.h"
+#include "conf/config.h"
+#include "common/log.h"
 
 #define EXIT_USAGE 2
 

@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "common/xalloc.h"
-#include "gateway/http.h"
+#include "http/http.h"
 #include "oauth/oauth_int.h"
 
 static json_t *string_array(const char *const *items, size_t n)

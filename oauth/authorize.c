@@ -24,7 +24,7 @@
 
 #include "common/crypto.h"
 #include "common/xalloc.h"
-#include "gateway/http.h"
+#include "http/http.h"
 #include "oauth/consent.h"
 #include "oauth/idp.h"
 #include "oauth/oauth_int.h"

@@ -19,8 +19,8 @@
 
 #include "common/strbuf.h"
 #include "common/xalloc.h"
-#include "gateway/http.h"
-#include "gateway/log.h"
+#include "http/http.h"
+#include "common/log.h"
 #include "oauth/idp.h"
 #include "oauth/oauth_int.h"
 #include "oauth/tokens.h"

@@ -18,8 +18,8 @@
 
 #include "common/crypto.h"
 #include "common/xalloc.h"
-#include "gateway/http.h"
-#include "gateway/log.h"
+#include "http/http.h"
+#include "common/log.h"
 #include "oauth/idp.h"
 #include "oauth/oauth_int.h"
 #include "oauth/tokens.h"

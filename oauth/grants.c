@@ -19,7 +19,7 @@
 #include <time.h>
 
 #include "common/xalloc.h"
-#include "gateway/log.h"
+#include "common/log.h"
 #include "oauth/oauth_int.h"
 #include "oauth/tokens.h"
 #include "store/store.h"

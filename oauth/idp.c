@@ -46,7 +46,7 @@
 #include "common/httpc.h"
 #include "common/strbuf.h"
 #include "common/xalloc.h"
-#include "gateway/log.h"
+#include "common/log.h"
 #include "oauth/idp_presets.h"
 
 /*

@@ -32,7 +32,7 @@
 #include <stdint.h>
 
 #include "common/principal.h"
-#include "gateway/config.h"
+#include "conf/config.h"
 
 struct event_base;
 struct httpc;

@@ -7,7 +7,7 @@
 #ifndef MCPGATE_OAUTH_IDP_PRESETS_H
 #define MCPGATE_OAUTH_IDP_PRESETS_H
 
-#include "gateway/config.h"
+#include "conf/config.h"
 
 struct idp_preset {
     const char *name;         /* for logs: "asgardeo", "oidc" */

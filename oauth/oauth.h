@@ -16,7 +16,7 @@
 #include <stdio.h>
 
 #include "common/principal.h"
-#include "gateway/config.h"
+#include "conf/config.h"
 
 struct event_base;
 struct http_server;

@@ -15,8 +15,8 @@
 #include "common/crypto.h"
 #include "common/strbuf.h"
 #include "common/xalloc.h"
-#include "gateway/http.h"
-#include "gateway/log.h"
+#include "http/http.h"
+#include "common/log.h"
 #include "store/store.h"
 
 /* ---- replies ------------------------------------------------------------ */

@@ -13,7 +13,7 @@
 
 #include "common/crypto.h"
 #include "common/principal.h"
-#include "gateway/config.h"
+#include "conf/config.h"
 #include "oauth/oauth.h"
 
 struct http_request;

@@ -19,7 +19,7 @@
 #include "common/crypto.h"
 #include "common/rand.h"
 #include "common/xalloc.h"
-#include "gateway/http.h"
+#include "http/http.h"
 #include "oauth/oauth_int.h"
 #include "oauth/redirect_uri.h"
 #include "store/store.h"

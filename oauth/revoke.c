@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "common/xalloc.h"
-#include "gateway/http.h"
+#include "http/http.h"
 #include "oauth/oauth_int.h"
 #include "oauth/tokens.h"
 #include "store/store.h"

@@ -20,8 +20,8 @@
 
 #include "common/b64url.h"
 #include "common/xalloc.h"
-#include "gateway/http.h"
-#include "gateway/log.h"
+#include "http/http.h"
+#include "common/log.h"
 #include "oauth/oauth_int.h"
 #include "oauth/pkce.h"
 #include "oauth/tokens.h"

@@ -18,7 +18,7 @@
 #include <jansson.h>
 
 #include "common/principal.h"
-#include "gateway/config.h"
+#include "conf/config.h"
 
 enum policy_decision {
     POLICY_ALLOW = 0,

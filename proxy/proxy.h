@@ -14,7 +14,7 @@
 #include <stddef.h>
 
 #include "common/principal.h"
-#include "gateway/config.h"
+#include "conf/config.h"
 
 struct event_base;
 struct http_server;

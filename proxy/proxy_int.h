@@ -11,7 +11,7 @@
 #include <jansson.h>
 
 #include "common/principal.h"
-#include "gateway/config.h"
+#include "conf/config.h"
 #include "proxy/proxy.h"
 
 struct http_request;

@@ -15,8 +15,8 @@
 #include <strings.h>
 
 #include "common/xalloc.h"
-#include "gateway/http.h"
-#include "gateway/log.h"
+#include "http/http.h"
+#include "common/log.h"
 #include "common/strbuf.h"
 #include "proxy/jsonrpc.h"
 #include "proxy/policy.h"

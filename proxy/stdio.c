@@ -83,7 +83,7 @@
 
 #include "common/strbuf.h"
 #include "common/xalloc.h"
-#include "gateway/log.h"
+#include "common/log.h"
 
 #define STDIO_DEFAULT_PATH "/usr/local/bin:/usr/bin:/bin"
 #define STDIO_OUT_CHUNK_BYTES (64u * 1024u)

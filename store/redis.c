@@ -48,7 +48,7 @@
 #include <hiredis/adapters/libevent.h>
 
 #include "common/xalloc.h"
-#include "gateway/log.h"
+#include "common/log.h"
 #include "store/store_int.h"
 
 #define REDIS_HEALTH_INTERVAL_MS 1000

@@ -18,7 +18,7 @@
 #include <event2/event.h>
 
 #include "common/xalloc.h"
-#include "gateway/log.h"
+#include "common/log.h"
 #include "store/store_int.h"
 
 struct store_sub {

@@ -18,8 +18,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include "gateway/config.h"
-#include "gateway/log.h"
+#include "conf/config.h"
+#include "common/log.h"
 
 #define NAME "fuzz.yaml"
 

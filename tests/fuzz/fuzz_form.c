@@ -1,6 +1,6 @@
 /*
  * fuzz_form: application/x-www-form-urlencoded decoding (http_params_parse in
- * gateway/http.c), which reads every OAuth request body (/token, /revoke,
+ * http/http.c), which reads every OAuth request body (/token, /revoke,
  * /register's consent form) and every query string (/authorize, /callback).
  *
  * Checked: no crash or leak; -EINVAL leaves the list empty; http_params_get
@@ -12,7 +12,7 @@
 #include <errno.h>
 
 #include "common/strbuf.h"
-#include "gateway/http.h"
+#include "http/http.h"
 
 /* Names the OAuth endpoints read (RFC 6749 §4.1, RFC 7636, RFC 8707). */
 static const char *const names[] = {

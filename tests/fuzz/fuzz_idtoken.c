@@ -35,7 +35,7 @@
 
 #include "common/b64url.h"
 #include "common/httpc.h"
-#include "gateway/log.h"
+#include "common/log.h"
 #include "oauth/idp.h"
 
 /* Must match tests/fuzz/gen_seeds.sh. */

@@ -25,8 +25,8 @@
 #include <unistd.h>
 
 #include "common/xalloc.h"
-#include "gateway/config.h"
-#include "gateway/log.h"
+#include "conf/config.h"
+#include "common/log.h"
 
 static char tmp_dir[] = "/tmp/mcpgate-test-config-XXXXXX";
 

@@ -26,8 +26,8 @@
 
 #include "common/strbuf.h"
 #include "common/xalloc.h"
-#include "gateway/http.h"
-#include "gateway/log.h"
+#include "http/http.h"
+#include "common/log.h"
 
 /* ---- fixture ----------------------------------------------------------- */
 

@@ -1,6 +1,6 @@
 /*
  * test_httpc: the outbound HTTP client against a real loopback server. The
- * server (gateway/http.h) and the client share this thread's event loop, so
+ * server (http/http.h) and the client share this thread's event loop, so
  * every exchange is real HTTP over 127.0.0.1 and every wait is bounded.
  */
 #include <stdarg.h>
@@ -27,8 +27,8 @@
 #include "common/httpc.h"
 #include "common/strbuf.h"
 #include "common/xalloc.h"
-#include "gateway/http.h"
-#include "gateway/log.h"
+#include "http/http.h"
+#include "common/log.h"
 
 #define BIG_BYTES (2u * 1024u * 1024u)
 #define SSE_EVENTS 5

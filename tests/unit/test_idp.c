@@ -14,7 +14,7 @@
 #include <limits.h>
 #include <unistd.h>
 
-#include "gateway/http.h"
+#include "http/http.h"
 #include "test_fixture_util.h"
 
 #define ISSUER "https://idp.example.com/t/acme/oauth2/token"

@@ -1,6 +1,6 @@
 /*
  * test_idp_flow: oauth/idp against a real test IdP on loopback. The IdP is a
- * gateway/http server on the same event loop as the client (httpc), serving
+ * http/ server on the same event loop as the client (httpc), serving
  * discovery, JWKS, token and userinfo, and checking what mcpgate sends:
  * client authentication, the form fields, the PKCE verifier. It counts the
  * requests per endpoint so the tests can prove what was (not) fetched.
@@ -30,9 +30,9 @@
 #include "common/httpc.h"
 #include "common/strbuf.h"
 #include "common/xalloc.h"
-#include "gateway/http.h"
+#include "http/http.h"
 #include "test_fixture_util.h"
-#include "gateway/log.h"
+#include "common/log.h"
 #include "oauth/idp.h"
 
 #define BASE_PATH "/t/acme/oauth2"

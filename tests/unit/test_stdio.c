@@ -29,7 +29,7 @@
 
 #include "common/strbuf.h"
 #include "common/xalloc.h"
-#include "gateway/log.h"
+#include "common/log.h"
 #include "proxy/stdio.h"
 
 #define GRACE_MS 200u

@@ -23,7 +23,7 @@
 #include <event2/event.h>
 
 #include "common/xalloc.h"
-#include "gateway/log.h"
+#include "common/log.h"
 #include "store/store.h"
 #include "store/store_int.h"
 #include "tests/unit/test_store_util.h"

@@ -11,8 +11,8 @@
  * Secrets (idp.client_secret, store.redis.password, oauth secret) are held in
  * memory only; gw_config_free() wipes them with OPENSSL_cleanse.
  */
-#ifndef MCPGATE_GATEWAY_CONFIG_H
-#define MCPGATE_GATEWAY_CONFIG_H
+#ifndef MCPGATE_CONF_CONFIG_H
+#define MCPGATE_CONF_CONFIG_H
 
 #include <stdbool.h>
 #include <stddef.h>

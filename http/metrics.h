@@ -14,8 +14,8 @@
  *   mcpgate_build_info{version,revision}             gauge (1)
  *   mcpgate_start_time_seconds                       gauge
  */
-#ifndef MCPGATE_GATEWAY_METRICS_H
-#define MCPGATE_GATEWAY_METRICS_H
+#ifndef MCPGATE_HTTP_METRICS_H
+#define MCPGATE_HTTP_METRICS_H
 
 #include <stdbool.h>
 #include <stdint.h>

@@ -3,7 +3,7 @@
  * grows on the heap only for long lines, then written with one write(2) so
  * lines from the gateway and its children never interleave mid-line.
  */
-#include "gateway/log.h"
+#include "common/log.h"
 
 #include <ctype.h>
 #include <errno.h>

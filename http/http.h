@@ -17,14 +17,14 @@
  * while at the limit), per-connection read/idle timeouts, and a high-water
  * mark on each streamed response's output buffer.
  */
-#ifndef MCPGATE_GATEWAY_HTTP_H
-#define MCPGATE_GATEWAY_HTTP_H
+#ifndef MCPGATE_HTTP_HTTP_H
+#define MCPGATE_HTTP_HTTP_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "gateway/config.h"
+#include "conf/config.h"
 
 struct event_base;
 struct http_server;

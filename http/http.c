@@ -16,7 +16,7 @@
  *   write fails). A pending request gets an EV_CLOSED (EPOLLRDHUP) watcher on
  *   the socket, which fires the moment the peer closes.
  */
-#include "gateway/http.h"
+#include "http/http.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -46,7 +46,7 @@
 
 #include "common/rand.h"
 #include "common/xalloc.h"
-#include "gateway/log.h"
+#include "common/log.h"
 
 #define HTTP_N_METHODS 7
 #define HTTP_ROUTE_BUCKETS 64

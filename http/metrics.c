@@ -4,7 +4,7 @@
  * fixed route table ("-" for unknown paths), so label cardinality is bounded
  * by configuration, never by what clients send.
  */
-#include "gateway/metrics.h"
+#include "http/metrics.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -11,8 +11,8 @@
  *
  * Not thread-safe by design: mcpgate has one thread (the event loop).
  */
-#ifndef MCPGATE_GATEWAY_LOG_H
-#define MCPGATE_GATEWAY_LOG_H
+#ifndef MCPGATE_COMMON_LOG_H
+#define MCPGATE_COMMON_LOG_H
 
 #include <stdbool.h>
 #include <stddef.h>
