@@ -41,7 +41,9 @@
 #include <curl/curl.h>
 #include <event2/event.h>
 
+#include "common/net.h"
 #include "common/strbuf.h"
+#include "common/timeutil.h"
 #include "common/xalloc.h"
 #include "common/log.h"
 
@@ -173,13 +175,6 @@ static void call_end(struct httpc_call *call, CURLcode rc);
 
 /* ---- small helpers -------------------------------------------------------- */
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static struct timeval ms_to_tv(uint64_t ms)
 {
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
@@ -214,28 +209,6 @@ static bool is_token(const char *s)
             return false;
     }
     return true;
-}
-
-static bool is_loopback_host(const char *host)
-{
-    /* libcurl resolves "localhost" itself, to loopback, without DNS (7.78+). */
-    if (strcasecmp(host, "localhost") == 0)
-        return true;
-    struct in_addr a4;
-    if (inet_pton(AF_INET, host, &a4) == 1)
-        return (ntohl(a4.s_addr) >> 24) == 127;
-    size_t n = strlen(host);
-    char inner[INET6_ADDRSTRLEN];
-    if (n < 3 || host[0] != '[' || host[n - 1] != ']' || n - 2 >= sizeof(inner))
-        return false;
-    memcpy(inner, host + 1, n - 2);
-    inner[n - 2] = '\0';
-    struct in6_addr a6;
-    if (inet_pton(AF_INET6, inner, &a6) != 1)
-        return false; /* also zone ids ("fe80::1%25eth0"): not loopback */
-    if (IN6_IS_ADDR_LOOPBACK(&a6))
-        return true;
-    return IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127;
 }
 
 /* The shared libcurl state, set up by the first client and torn down by the last. */
@@ -301,7 +274,7 @@ static void log_call(const struct httpc_call *call, const char *msg, const char 
         long status = 0;
         curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &status);
         gw_log_int(line, "status", status);
-        gw_log_int(line, "duration_ms", (int64_t)(now_ms() - call->started_ms));
+        gw_log_int(line, "duration_ms", (int64_t)(time_mono_ms() - call->started_ms));
     }
     if (error)
         gw_log_str(line, "error", error);
@@ -573,7 +546,7 @@ static size_t on_curl_header(char *buf, size_t size, size_t nitems, void *arg)
     size_t total = size * nitems;
     if (call->cancelled)
         return 0; /* any other count than total aborts the transfer */
-    call->last_byte_ms = now_ms();
+    call->last_byte_ms = time_mono_ms();
     size_t len = total;
     while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
         len--;
@@ -610,7 +583,7 @@ static size_t on_curl_body(char *data, size_t size, size_t nmemb, void *arg)
     size_t total = size * nmemb;
     if (call->cancelled)
         return 0;
-    call->last_byte_ms = now_ms();
+    call->last_byte_ms = time_mono_ms();
     /* Bytes the caller consumed before pausing come again first: drop them. */
     size_t skip = call->skip < total ? call->skip : total;
     call->skip -= skip;
@@ -710,7 +683,7 @@ static char *describe_failure(struct httpc_call *call, CURLcode rc)
             return xasprintf("connect to %s timed out after %" PRIu64 " ms", where, limit);
         }
         return xasprintf("timed out after %" PRIu64 " ms",
-                         call->timeout_ms ? call->timeout_ms : now_ms() - call->started_ms);
+                         call->timeout_ms ? call->timeout_ms : time_mono_ms() - call->started_ms);
     }
     case CURLE_COULDNT_RESOLVE_HOST:
         return xasprintf("resolve %s failed: %s", call->host ? call->host : "?", detail);
@@ -768,7 +741,7 @@ static void on_idle(evutil_socket_t fd, short what, void *arg)
     struct httpc *c = call->c;
     if (!call->attached || call->paused || call->cancelled)
         return;
-    uint64_t quiet = now_ms() - call->last_byte_ms;
+    uint64_t quiet = time_mono_ms() - call->last_byte_ms;
     if (quiet < call->idle_ms) {
         struct timeval tv = ms_to_tv(call->idle_ms - quiet);
         evtimer_add(call->idle, &tv);
@@ -785,7 +758,7 @@ static void arm_idle(struct httpc_call *call)
 {
     if (call->idle == NULL)
         return;
-    call->last_byte_ms = now_ms();
+    call->last_byte_ms = time_mono_ms();
     struct timeval tv = ms_to_tv(call->idle_ms);
     evtimer_add(call->idle, &tv);
 }
@@ -806,7 +779,7 @@ static void call_start(struct httpc_call *call)
         return;
     }
     call->started = call->attached = true;
-    call->started_ms = now_ms();
+    call->started_ms = time_mono_ms();
     c->stats.requests_started++;
     arm_idle(call);
     log_call(call, "request start", NULL);
@@ -883,7 +856,7 @@ static char *setup_url(struct httpc_call *call, const struct httpc_request *req)
         err = xasprintf("unsupported URL scheme \"%s\" (http and https only)", scheme);
         goto out;
     }
-    if (!https && req->https_only_except_loopback && !is_loopback_host(host))
+    if (!https && req->https_only_except_loopback && !net_host_is_loopback(host))
         err = xasprintf("refused plain http to %s: https is required for non-loopback hosts", host);
 out:
     curl_free(scheme);

@@ -20,6 +20,8 @@
 #include <stdio.h>
 #include <netinet/in.h>
 
+#include "common/net.h"
+
 /* ---- small shared pieces -------------------------------------------- */
 
 struct gw_string_list {
@@ -32,13 +34,6 @@ struct gw_string_map {
     char **keys;   /* owned */
     char **values; /* owned */
     size_t len;
-};
-
-/* An IPv4 or IPv6 network, from "10.0.0.0/8", "::1/128" or a bare address. */
-struct gw_cidr {
-    int family; /* AF_INET or AF_INET6 */
-    uint8_t addr[16];
-    unsigned prefix_len;
 };
 
 /* ---- server ---------------------------------------------------------- */
@@ -64,7 +59,7 @@ struct gw_server_config {
     bool public_url_https;        /* derived: scheme is https */
     char *tls_cert;               /* NULL when TLS is off */
     char *tls_key;
-    struct gw_cidr *trusted_proxies; /* owned */
+    struct net_cidr *trusted_proxies; /* owned */
     size_t n_trusted_proxies;
     struct gw_string_list allowed_origins;
     bool allow_unauthenticated_routes;
@@ -310,7 +305,6 @@ const struct gw_route_config *gw_config_route_by_path(const struct gw_config *cf
                                                       const char *path);
 const struct gw_route_config *gw_config_route_by_name(const struct gw_config *cfg,
                                                       const char *name);
-bool gw_cidr_contains(const struct gw_cidr *net, const struct sockaddr *addr);
 
 /* Parsers shared with the CLI; return 0 or -EINVAL. */
 int gw_parse_duration_ms(const char *text, uint64_t *out_ms); /* "250ms" "60s" "15m" "1h" "30d" */

@@ -16,6 +16,7 @@
 
 #include "common/httpc.h"
 #include "common/jws.h"
+#include "common/timeutil.h"
 #include "common/xalloc.h"
 #include "gateway/health.h"
 #include "http/http.h"
@@ -47,17 +48,10 @@ struct gw_app {
     bool stopping_children;
     struct event *signals[3];  /* owned: TERM, INT, HUP */
     struct event *drain_timer; /* owned */
-    struct timespec drain_deadline;
+    uint64_t drain_deadline_ms; /* monotonic */
     bool draining;
     int exit_status;
 };
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 /* ---- access log and metrics ---------------------------------------- */
 
@@ -278,20 +272,19 @@ static void drain_check(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct gw_app *app = arg;
     size_t busy = http_server_in_flight(app->http);
-    uint64_t deadline = (uint64_t)app->drain_deadline.tv_sec * 1000 +
-                        (uint64_t)app->drain_deadline.tv_nsec / 1000000;
-    if (!app->stopping_children && (busy == 0 || now_ms() >= deadline)) {
+    uint64_t deadline = app->drain_deadline_ms;
+    if (!app->stopping_children && (busy == 0 || time_mono_ms() >= deadline)) {
         if (busy)
             gw_log(GW_LOG_WARN, "app", NULL, "shutdown grace over; closing in-flight requests",
                    NULL);
         /* Children get the stop sequence (stdin closed, SIGTERM, SIGKILL);
          * keep the loop running until they are reaped, bounded by the grace. */
         app->stopping_children = true;
-        app->drain_deadline.tv_sec += (time_t)(app->cfg->server.limits.shutdown_grace_ms / 1000);
-        deadline += app->cfg->server.limits.shutdown_grace_ms;
+        app->drain_deadline_ms += app->cfg->server.limits.shutdown_grace_ms;
+        deadline = app->drain_deadline_ms;
         proxy_shutdown(app->proxy);
     }
-    if (app->stopping_children && (proxy_children_alive(app->proxy) == 0 || now_ms() >= deadline)) {
+    if (app->stopping_children && (proxy_children_alive(app->proxy) == 0 || time_mono_ms() >= deadline)) {
         event_base_loopexit(app->base, NULL);
         return;
     }
@@ -312,9 +305,7 @@ static void start_drain(struct gw_app *app, const char *why)
     if (app->metrics_http)
         http_server_stop_accepting(app->metrics_http);
     proxy_drain(app->proxy);
-    uint64_t deadline = now_ms() + app->cfg->server.limits.shutdown_grace_ms;
-    app->drain_deadline.tv_sec = (time_t)(deadline / 1000);
-    app->drain_deadline.tv_nsec = (long)(deadline % 1000) * 1000000;
+    app->drain_deadline_ms = time_mono_ms() + app->cfg->server.limits.shutdown_grace_ms;
     drain_check(-1, 0, app);
 }
 

@@ -42,6 +42,7 @@
 #include <openssl/crypto.h>
 #include <yaml.h>
 
+#include "common/net.h"
 #include "common/xalloc.h"
 #include "common/log.h"
 
@@ -684,69 +685,6 @@ static void fmt_size(uint64_t bytes, char *out, size_t size)
     snprintf(out, size, "%llu", (unsigned long long)bytes);
 }
 
-/* Parses "10.0.0.0/8", "::1/128" or a bare address; NULL or why not. */
-static const char *parse_cidr(const char *text, struct gw_cidr *out)
-{
-    char host[INET6_ADDRSTRLEN];
-    const char *slash = strchr(text, '/');
-    size_t host_len = slash ? (size_t)(slash - text) : strlen(text);
-    if (host_len == 0 || host_len >= sizeof(host))
-        return "not an IP address";
-    memcpy(host, text, host_len);
-    host[host_len] = '\0';
-    memset(out, 0, sizeof(*out));
-    out->family = inet_pton(AF_INET, host, out->addr) == 1    ? AF_INET
-                  : inet_pton(AF_INET6, host, out->addr) == 1 ? AF_INET6
-                                                              : 0;
-    if (out->family == 0)
-        return "not an IP address";
-    unsigned max = out->family == AF_INET ? 32 : 128;
-    uint64_t prefix = max;
-    size_t digits = slash ? parse_digits(slash + 1, &prefix) : 1;
-    if (digits == 0 || (slash && slash[1 + digits] != '\0'))
-        return "the prefix length is not a number";
-    if (prefix > max)
-        return out->family == AF_INET ? "the prefix length must be 0..32"
-                                      : "the prefix length must be 0..128";
-    out->prefix_len = (unsigned)prefix;
-    for (unsigned bit = out->prefix_len; bit < max; bit++)
-        if (out->addr[bit / 8] & (0x80 >> (bit % 8)))
-            return "host bits are set after the prefix length";
-    return NULL;
-}
-
-static bool ipv4_is_loopback(const char *host)
-{
-    struct in_addr a;
-    return inet_pton(AF_INET, host, &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
-}
-
-/* host is without brackets; "localhost", 127.0.0.0/8 and ::1 are loopback. */
-static bool host_is_loopback(const char *host)
-{
-    struct in6_addr a6;
-    if (strcasecmp(host, "localhost") == 0 || ipv4_is_loopback(host))
-        return true;
-    return inet_pton(AF_INET6, host, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
-}
-
-static bool is_hostname(const char *s, size_t n)
-{
-    if (n == 0 || n > 253)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
-              (s[i] >= '0' && s[i] <= '9') || s[i] == '-' || s[i] == '.' || s[i] == '_'))
-            return false;
-    return true;
-}
-
-static bool parse_port(const char *s, size_t n, uint64_t min)
-{
-    uint64_t port;
-    return n > 0 && n <= 5 && parse_digits(s, &port) == n && port >= min && port <= 65535;
-}
-
 /*
  * "host:port" or "[v6]:port", the n bytes at s. Copies the host, without
  * brackets, into host. A listen address needs a port and may use 0 (a free
@@ -756,39 +694,8 @@ static bool parse_port(const char *s, size_t n, uint64_t min)
 static const char *parse_authority(const char *s, size_t n, bool listen, char *host,
                                    size_t host_size)
 {
-    const char *port = NULL;
-    const char *h = s;
-    size_t hn;
-    bool bracketed = n > 0 && s[0] == '[';
-    if (bracketed) {
-        const char *close = memchr(s, ']', n);
-        if (close == NULL)
-            return "missing ']' after an IPv6 address";
-        h = s + 1, hn = (size_t)(close - s - 1);
-        if (close + 1 < s + n && close[1] != ':')
-            return "expected ':' after ']'";
-        port = close + 1 < s + n ? close + 2 : NULL;
-    } else {
-        const char *colon = memchr(s, ':', n);
-        if (colon && memchr(colon + 1, ':', (size_t)(s + n - colon - 1)))
-            return "an IPv6 address needs brackets, e.g. [::1]:8080";
-        hn = colon ? (size_t)(colon - s) : n;
-        port = colon ? colon + 1 : NULL;
-    }
-    if (hn == 0)
-        return "the host is missing";
-    if (hn >= host_size)
-        return "invalid host";
-    memcpy(host, h, hn);
-    host[hn] = '\0';
-    struct in6_addr a6;
-    if (bracketed ? inet_pton(AF_INET6, host, &a6) != 1 : !is_hostname(host, hn))
-        return "invalid host";
-    if (port == NULL && listen)
-        return "the port is missing";
-    if (port && !parse_port(port, (size_t)(s + n - port), listen ? 0 : 1))
-        return listen ? "the port must be 0..65535" : "the port must be 1..65535";
-    return NULL;
+    unsigned port;
+    return net_split_hostport(s, n, listen, listen ? 0 : 1, host, host_size, &port);
 }
 
 /*
@@ -811,7 +718,7 @@ static const char *parse_listen(const char *s, bool *loopback)
     if (why == NULL && strcmp(host, "localhost") != 0 && inet_pton(AF_INET, host, &a4) != 1 &&
         inet_pton(AF_INET6, host, &a6) != 1)
         why = "the host must be an IP address or localhost";
-    *loopback = why == NULL && host_is_loopback(host);
+    *loopback = why == NULL && net_host_is_loopback(host);
     return why;
 }
 
@@ -871,7 +778,7 @@ static bool check_origin_url(struct loader *ld, const struct node *at, const cha
 static bool check_https_or_loopback(struct loader *ld, const struct node *at, const char *v)
 {
     struct url_parts u;
-    if (parse_url(v, &u) == NULL && !u.https && !host_is_loopback(u.host)) {
+    if (parse_url(v, &u) == NULL && !u.https && !net_host_is_loopback(u.host)) {
         node_error(ld, at, "\"%s\" must use https (http only for a loopback host)", v);
         return false;
     }
@@ -940,7 +847,7 @@ static bool check_redirect_uri(struct loader *ld, const struct node *at, const c
         why = "must not have a fragment";
     else if (strncmp(v, "http:", 5) == 0 || strncmp(v, "https:", 6) == 0) {
         why = parse_url(v, &u);
-        if (why == NULL && !u.https && !host_is_loopback(u.host))
+        if (why == NULL && !u.https && !net_host_is_loopback(u.host))
             why = "may use http only with a loopback host";
     }
     if (why)
@@ -1056,7 +963,7 @@ enum field_type {
     T_RATE,         /* uint32_t count at off, uint64_t window ms at off2 */
     T_STRLIST,      /* struct gw_string_list */
     T_STRMAP,       /* struct gw_string_map; check applies to keys */
-    T_CIDRS,        /* struct gw_cidr * at off, size_t count at off2 */
+    T_CIDRS,        /* struct net_cidr * at off, size_t count at off2 */
     T_SECTION,      /* a nested mapping read with sub, into base + off */
     T_LIST,         /* a list of mappings: array at off, count at off2 */
 };
@@ -1464,7 +1371,7 @@ static bool set_string_map(struct loader *ld, const struct field *f, const struc
 
 static bool set_cidrs(struct loader *ld, const struct field *f, const struct node *n, void *base)
 {
-    struct gw_cidr **slot = (struct gw_cidr **)((char *)base + f->off);
+    struct net_cidr **slot = (struct net_cidr **)((char *)base + f->off);
     size_t *count = (size_t *)((char *)base + f->off2);
     if (!node_is_null(n) && !expect_kind(ld, n, NODE_SEQ, "a list"))
         return false;
@@ -1476,7 +1383,7 @@ static bool set_cidrs(struct loader *ld, const struct field *f, const struct nod
     for (size_t i = 0; i < total; i++) {
         size_t old = path_push_index(ld, i);
         char *s = scalar_text(ld, n->kids[i], "an address or network");
-        const char *why = s ? parse_cidr(s, &(*slot)[*count]) : "";
+        const char *why = s ? net_cidr_parse(s, &(*slot)[*count]) : "";
         if (why && s)
             node_error(ld, n->kids[i],
                        "invalid network \"%.60s\": %s (write e.g. 10.0.0.0/8, "
@@ -2336,7 +2243,7 @@ static void field_free(const struct field *f, void *base)
         free(m->keys), free(m->values);
         break;
     }
-    case T_CIDRS: free(*(struct gw_cidr **)slot); break;
+    case T_CIDRS: free(*(struct net_cidr **)slot); break;
     case T_SECTION: section_free(f->sub, slot); break;
     case T_LIST: {
         char *arr = *(char **)slot;
@@ -2481,32 +2388,6 @@ const struct gw_route_config *gw_config_route_by_name(const struct gw_config *cf
 }
 
 /* IPv4-mapped IPv6 peers (::ffff:a.b.c.d, from dual-stack listeners) match IPv4 networks. */
-bool gw_cidr_contains(const struct gw_cidr *net, const struct sockaddr *addr)
-{
-    static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-    uint8_t bytes[16];
-    int family = addr ? addr->sa_family : AF_UNSPEC;
-    if (family == AF_INET) {
-        struct sockaddr_in sin;
-        memcpy(&sin, addr, sizeof(sin));
-        memcpy(bytes, &sin.sin_addr, 4);
-    } else if (family == AF_INET6) {
-        struct sockaddr_in6 sin6;
-        memcpy(&sin6, addr, sizeof(sin6));
-        memcpy(bytes, &sin6.sin6_addr, 16);
-        if (net->family == AF_INET && memcmp(bytes, v4mapped, 12) == 0) {
-            memmove(bytes, bytes + 12, 4);
-            family = AF_INET;
-        }
-    }
-    if (net == NULL || family != net->family)
-        return false;
-    unsigned full = net->prefix_len / 8, rest = net->prefix_len % 8;
-    if (memcmp(bytes, net->addr, full) != 0)
-        return false;
-    uint8_t mask = (uint8_t)(0xff << (8 - rest));
-    return rest == 0 || (bytes[full] & mask) == (net->addr[full] & mask);
-}
 
 /* ---- check-config summary ------------------------------------------------ */
 

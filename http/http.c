@@ -44,7 +44,10 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "common/net.h"
 #include "common/rand.h"
+#include "common/timeutil.h"
+#include "common/url.h"
 #include "common/xalloc.h"
 #include "common/log.h"
 
@@ -120,7 +123,7 @@ struct http_request {
     bool body_terminated;
     int status;
     uint64_t bytes_out;
-    struct timespec started;
+    uint64_t started_us;
     http_close_fn close_fn;
     void *close_arg; /* borrowed */
     http_drain_fn drain_fn;
@@ -131,15 +134,6 @@ struct http_request {
 };
 
 /* ---- small helpers ---------------------------------------------------- */
-
-static uint64_t elapsed_us(const struct timespec *since)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    int64_t us =
-        (int64_t)(now.tv_sec - since->tv_sec) * 1000000 + (now.tv_nsec - since->tv_nsec) / 1000;
-    return us < 0 ? 0 : (uint64_t)us;
-}
 
 static unsigned route_bucket(const char *path)
 {
@@ -216,28 +210,10 @@ static bool request_id_is_sane(const char *id)
     return true;
 }
 
-static bool sockaddr_is_loopback(const struct sockaddr *sa)
-{
-    if (sa->sa_family == AF_UNIX)
-        return true;
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-        return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
-    }
-    if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-        if (IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr))
-            return true;
-        if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr))
-            return in6->sin6_addr.s6_addr[12] == 127;
-    }
-    return false;
-}
-
 static bool addr_is_trusted(const struct http_server *srv, const struct sockaddr *sa)
 {
     for (size_t i = 0; i < srv->opts.n_trusted_proxies; i++)
-        if (gw_cidr_contains(&srv->opts.trusted_proxies[i], sa))
+        if (net_cidr_contains(&srv->opts.trusted_proxies[i], sa))
             return true;
     return false;
 }
@@ -266,7 +242,7 @@ static bool text_to_sockaddr(const char *text, struct sockaddr_storage *ss)
 static void resolve_client(struct http_request *req, const struct sockaddr *peer,
                            const struct evkeyvalq *headers)
 {
-    req->peer_local = sockaddr_is_loopback(peer);
+    req->peer_local = net_sockaddr_is_loopback(peer);
     if (peer->sa_family == AF_UNIX) {
         snprintf(req->client_ip, sizeof(req->client_ip), "unix");
     } else if (peer->sa_family == AF_INET) {
@@ -356,7 +332,7 @@ static void report_access(struct http_request *req)
         .client_ip = req->client_ip,
         .status = req->status,
         .bytes_out = req->bytes_out,
-        .duration_us = elapsed_us(&req->started),
+        .duration_us = time_mono_us() - req->started_us,
         .client_gone = req->client_gone,
     };
     srv->observer(&rec, srv->observer_arg);
@@ -1008,7 +984,7 @@ static void on_request(struct evhttp_request *ev, void *arg)
 {
     struct http_server *srv = arg;
     struct http_request *req = xcalloc(1, sizeof(*req));
-    clock_gettime(CLOCK_MONOTONIC, &req->started);
+    req->started_us = time_mono_us();
     req->srv = srv;
     req->ev = ev;
     req->evcon = evhttp_request_get_connection(ev);
@@ -1358,17 +1334,6 @@ void http_server_free(struct http_server *srv)
 
 /* ---- form and query decoding ------------------------------------------ */
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /*
  * libevent's evhttp_parse_query_str() does not decode '+' (it calls
  * evhttp_decode_uri with decode_plus off) and passes malformed escapes such
@@ -1376,30 +1341,9 @@ static int hex_value(char c)
  */
 static char *form_decode(const char *s, size_t n, int *err)
 {
-    char *out = xmalloc(n + 1);
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '\0') { /* a raw NUL would cut the value short: refuse it like %00 */
-            *err = -EINVAL;
-            free(out);
-            return NULL;
-        } else if (s[i] == '+') {
-            out[o++] = ' ';
-        } else if (s[i] == '%') {
-            int hi = i + 1 < n ? hex_value(s[i + 1]) : -1;
-            int lo = i + 2 < n ? hex_value(s[i + 2]) : -1;
-            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
-                *err = -EINVAL;
-                free(out);
-                return NULL;
-            }
-            out[o++] = (char)(hi << 4 | lo);
-            i += 2;
-        } else {
-            out[o++] = s[i];
-        }
-    }
-    out[o] = '\0';
+    char *out = url_pct_decode(s, n, true, NULL);
+    if (out == NULL)
+        *err = -EINVAL;
     return out;
 }
 

@@ -24,7 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "conf/config.h"
+#include "common/net.h"
 
 struct event_base;
 struct http_server;
@@ -69,7 +69,7 @@ struct http_server_options {
     uint64_t sse_high_water_bytes;
     const char *tls_cert_file; /* NULL: plain HTTP */
     const char *tls_key_file;
-    const struct gw_cidr *trusted_proxies; /* borrowed; must outlive the server or be reset */
+    const struct net_cidr *trusted_proxies; /* borrowed; must outlive the server or be reset */
     size_t n_trusted_proxies;
 };
 

@@ -44,7 +44,10 @@
 #include "common/b64url.h"
 #include "common/crypto.h"
 #include "common/httpc.h"
+#include "common/net.h"
 #include "common/strbuf.h"
+#include "common/url.h"
+#include "common/timeutil.h"
 #include "common/xalloc.h"
 #include "common/log.h"
 #include "oauth/idp_presets.h"
@@ -173,13 +176,6 @@ struct idp_op {
 
 /* ---- small helpers ------------------------------------------------------ */
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static void free_secret(char *s)
 {
     if (s) {
@@ -263,19 +259,6 @@ static bool claim_text_ok(const char *s)
     return true;
 }
 
-static bool host_is_loopback(const char *host, size_t len)
-{
-    if ((len == 9 && strncasecmp(host, "localhost", 9) == 0) ||
-        (len == 5 && memcmp(host, "[::1]", 5) == 0))
-        return true;
-    if (len < 4 || memcmp(host, "127.", 4) != 0)
-        return false;
-    for (size_t i = 4; i < len; i++)
-        if (!((host[i] >= '0' && host[i] <= '9') || host[i] == '.'))
-            return false;
-    return true;
-}
-
 /*
  * An endpoint URL from discovery: absolute https (or http to a loopback
  * host, for tests and local IdPs), no user info, no fragment, no spaces or
@@ -286,25 +269,14 @@ static bool endpoint_url_ok(const char *url)
     for (const unsigned char *p = (const unsigned char *)url; *p; p++)
         if (*p <= 0x20 || *p == 0x7f || *p == '#')
             return false;
-    bool https = strncasecmp(url, "https://", 8) == 0;
-    if (!https && strncasecmp(url, "http://", 7) != 0)
+    struct url_parts u;
+    if (!url_split(url, &u))
         return false;
-    const char *host = url + (https ? 8 : 7);
-    size_t auth_len = strcspn(host, "/?");
-    if (auth_len == 0 || memchr(host, '@', auth_len))
-        return false;
-    if (https)
-        return true;
-    size_t host_len = auth_len;
-    if (host[0] == '[') {
-        const char *close = memchr(host, ']', auth_len);
-        host_len = close ? (size_t)(close - host) + 1 : auth_len;
-    } else {
-        const char *colon = memchr(host, ':', auth_len);
-        if (colon)
-            host_len = (size_t)(colon - host);
-    }
-    return host_is_loopback(host, host_len);
+    bool ok = u.scheme && u.host && u.user == NULL &&
+              (strcmp(u.scheme, "https") == 0 ||
+               (strcmp(u.scheme, "http") == 0 && net_host_is_loopback(u.host)));
+    url_parts_clear(&u);
+    return ok;
 }
 
 static void set_last_error(struct idp_client *idp, const char *msg)
@@ -1347,7 +1319,7 @@ static void op_verify(struct idp_op *op)
     json_t *claims = NULL;
     int rc = verify_jwt(idp, op->id_token, op->nonce, (int64_t)time(NULL), &claims, &why);
     if (rc == -EKEYREJECTED && !op->jwks_retried) {
-        uint64_t now = mono_ms();
+        uint64_t now = time_mono_ms();
         bool allowed =
             idp->kid_refetch_at_ms == 0 || now - idp->kid_refetch_at_ms >= IDP_KID_REFETCH_MIN_MS;
         if (idp->jwks_call || (allowed && idp->jwks_uri)) {

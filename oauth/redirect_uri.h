@@ -22,8 +22,6 @@
 /* NULL when URI may be registered; otherwise a static, client-safe reason. */
 const char *oauth_redirect_uri_check(const char *uri);
 bool oauth_redirect_uri_matches(const char *registered, const char *presented);
-/* localhost, 127.0.0.0/8 or ::1 (with or without brackets). */
-bool oauth_host_is_loopback(const char *host);
 /* The host part to show a person on the consent page (owned), or NULL. */
 char *oauth_redirect_uri_display_host(const char *uri);
 

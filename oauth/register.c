@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "common/b64url.h"
+#include "common/net.h"
 #include "common/crypto.h"
 #include "common/rand.h"
 #include "common/xalloc.h"
@@ -59,7 +60,7 @@ static bool web_uri_ok(const char *uri)
             return false;
         memcpy(host, uri + 7, h);
         host[h] = '\0';
-        return oauth_host_is_loopback(host);
+        return net_host_is_loopback(host);
     }
     return false;
 }

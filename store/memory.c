@@ -25,6 +25,7 @@
 
 #include <event2/event.h>
 
+#include "common/timeutil.h"
 #include "common/xalloc.h"
 #include "store/store_int.h"
 
@@ -67,13 +68,6 @@ struct mem_backend {
     size_t sweep_cursor;    /* next bucket the sweep looks at */
     uint64_t seed;          /* hash seed */
 };
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 /* FNV-1a, seeded. */
 static uint64_t hash_bytes(uint64_t seed, const char *p, size_t len)
@@ -192,7 +186,7 @@ static struct mem_entry *lookup(struct mem_backend *mb, const char *key,
     size_t len = strlen(key);
     uint64_t h = hash_bytes(mb->seed, key, len);
     struct mem_entry **slot = table_slot(&mb->table, h, key, len);
-    if (*slot != NULL && (*slot)->expires_ms != 0 && (*slot)->expires_ms <= now_ms()) {
+    if (*slot != NULL && (*slot)->expires_ms != 0 && (*slot)->expires_ms <= time_mono_ms()) {
         table_unlink(&mb->table, slot);
         slot = table_slot(&mb->table, h, key, len);
     }
@@ -215,7 +209,7 @@ static struct mem_entry *create(struct mem_backend *mb, const char *key, enum me
 
 static uint64_t deadline(uint64_t ttl_ms)
 {
-    return ttl_ms == 0 ? 0 : now_ms() + ttl_ms;
+    return ttl_ms == 0 ? 0 : time_mono_ms() + ttl_ms;
 }
 
 static void set_string(struct mem_entry *e, const void *val, size_t len)
@@ -304,7 +298,7 @@ static void op_ttl(struct mem_backend *mb, const struct store_op *op, struct sto
     else if (e->expires_ms == 0)
         d->integer = -1;
     else
-        d->integer = (long long)(e->expires_ms - now_ms());
+        d->integer = (long long)(e->expires_ms - time_mono_ms());
 }
 
 /* Same errors as Redis' INCR, so callers see one behaviour. */
@@ -468,7 +462,7 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
 {
     struct mem_backend *mb = arg;
     struct mem_table *t = &mb->table;
-    uint64_t now = now_ms();
+    uint64_t now = time_mono_ms();
     (void)fd;
     (void)what;
 
@@ -538,7 +532,7 @@ void *store_memory_new(struct store *s, struct event_base *base)
     mb->s = s;
     table_init(&mb->table);
     if (getrandom(&mb->seed, sizeof(mb->seed), GRND_NONBLOCK) != (ssize_t)sizeof(mb->seed))
-        mb->seed = now_ms() ^ (uint64_t)(uintptr_t)mb; /* only spreads buckets; not a secret */
+        mb->seed = time_mono_ms() ^ (uint64_t)(uintptr_t)mb; /* only spreads buckets; not a secret */
     mb->sweep_ev = event_new(base, -1, 0, on_sweep, mb);
     if (mb->sweep_ev == NULL) {
         /* event_new fails only on allocation failure: treat it like xmalloc does. */

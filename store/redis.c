@@ -47,6 +47,8 @@
 #include <hiredis/async.h>
 #include <hiredis/adapters/libevent.h>
 
+#include "common/timeutil.h"
+#include "common/url.h"
 #include "common/xalloc.h"
 #include "common/log.h"
 #include "store/store_int.h"
@@ -140,13 +142,6 @@ struct redis_cmd {
 static void conn_connect(struct redis_conn *c);
 static void sub_send(struct redis_conn *c, struct redis_channel *ch);
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static struct timeval ms_to_tv(uint64_t ms)
 {
     struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
@@ -160,41 +155,6 @@ static void replace_str(char **dst, char *src)
 }
 
 /* --- URL ----------------------------------------------------------------- */
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* %-decodes p[0..len) into a new string; NULL on a bad escape or an embedded NUL. */
-static char *percent_decode(const char *p, size_t len)
-{
-    char *out = xmalloc(len + 1);
-    size_t n = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (p[i] != '%') {
-            out[n++] = p[i];
-            continue;
-        }
-        int hi = i + 2 < len ? hexval(p[i + 1]) : -1;
-        int lo = i + 2 < len ? hexval(p[i + 2]) : -1;
-        if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
-            explicit_bzero(out, len + 1);
-            free(out);
-            return NULL;
-        }
-        out[n++] = (char)(hi * 16 + lo);
-        i += 2;
-    }
-    out[n] = '\0';
-    return out;
-}
 
 /* Parses a decimal in [min, max] spanning exactly p[0..len). */
 static bool parse_uint(const char *p, size_t len, long min, long max, long *out)
@@ -248,7 +208,7 @@ static int parse_userinfo(const char *p, size_t len, struct store_redis_url *out
     int rc = 0;
 
     if (colon != NULL && colon > p) {
-        out->user = percent_decode(p, (size_t)(colon - p));
+        out->user = url_pct_decode(p, (size_t)(colon - p), false, NULL);
         if (out->user == NULL)
             goto bad;
     }
@@ -257,7 +217,7 @@ static int parse_userinfo(const char *p, size_t len, struct store_redis_url *out
         p = colon + 1;
     }
     if (len > 0) {
-        out->password = percent_decode(p, len);
+        out->password = url_pct_decode(p, len, false, NULL);
         if (out->password == NULL)
             goto bad;
     }
@@ -516,7 +476,7 @@ static void conn_ready(struct redis_conn *c)
     c->state = CONN_READY;
     event_del(c->timer);
     c->backoff_ms = rb->reconnect_min_ms;
-    c->last_reply_ms = now_ms();
+    c->last_reply_ms = time_mono_ms();
     replace_str(&c->error, NULL);
     replace_str(&c->logged_error, NULL);
     if (c->is_data) {
@@ -575,7 +535,7 @@ static bool handshake_step(redisAsyncContext *ac, redisReply *reply, struct redi
     }
     if (c->ac != ac)
         goto out;
-    c->last_reply_ms = now_ms();
+    c->last_reply_ms = time_mono_ms();
     if (reply->type == REDIS_REPLY_ERROR) {
         reason = xasprintf("%s failed: %s", what, reply->str);
         /* Inside a reply callback: hiredis defers the free until we return. */
@@ -655,7 +615,7 @@ static void conn_connect(struct redis_conn *c)
         redisEnableKeepAlive(&ac->c);
     ac->data = c;
     c->ac = ac;
-    c->last_reply_ms = now_ms();
+    c->last_reply_ms = time_mono_ms();
     redisLibeventAttach(ac, rb->base);
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
@@ -951,7 +911,7 @@ static void on_cmd_reply(redisAsyncContext *ac, void *r, void *privdata)
                                          : "redis connection lost");
         goto out_free;
     }
-    c->last_reply_ms = now_ms();
+    c->last_reply_ms = time_mono_ms();
     rb->healthy = true;
     if (cmd->done)
         goto out_free; /* the deadline passed: the caller has its answer */
@@ -1040,7 +1000,7 @@ static int cmd_start(struct redis_backend *rb, const struct store_op *op, bool i
     cmd->cb = op->cb;
     cmd->arg = op->arg;
     cmd->internal = internal;
-    cmd->sent_ms = now_ms();
+    cmd->sent_ms = time_mono_ms();
     cmd->key = op->kind == STORE_OP_TAKE ? xstrdup(op->key) : NULL;
     cmd->deadline = event_new(rb->base, -1, 0, on_cmd_deadline, cmd);
     if (cmd->deadline == NULL) {
@@ -1098,7 +1058,7 @@ static void on_sub_reply(redisAsyncContext *ac, void *r, void *privdata)
     }
     if (c->ac != ac)
         return;
-    c->last_reply_ms = now_ms();
+    c->last_reply_ms = time_mono_ms();
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
         reply->element[0]->type != REDIS_REPLY_STRING ||
         reply->element[1]->type != REDIS_REPLY_STRING)
@@ -1292,7 +1252,7 @@ void *store_redis_new(struct store *s, struct event_base *base, const struct sto
                "SIGPIPE is not ignored: a Redis connection dropped mid-write will kill the "
                "process (hiredis writes with write(2))",
                NULL);
-    rb->rng = now_ms() ^ ((uint64_t)(uintptr_t)rb << 16) ^ 0x9e3779b97f4a7c15ull;
+    rb->rng = time_mono_ms() ^ ((uint64_t)(uintptr_t)rb << 16) ^ 0x9e3779b97f4a7c15ull;
     conn_init(rb, &rb->data, "data", true);
     conn_init(rb, &rb->pubsub, "pubsub", false);
     rb->health_ev = event_new(base, -1, EV_PERSIST, on_health, rb);

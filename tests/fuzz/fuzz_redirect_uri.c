@@ -10,12 +10,13 @@
  */
 #include "tests/fuzz/fuzz.h"
 
+#include "common/net.h"
 #include "oauth/redirect_uri.h"
 
 static void one(const char *uri)
 {
     (void)oauth_redirect_uri_check(uri);
-    (void)oauth_host_is_loopback(uri);
+    (void)net_host_is_loopback(uri);
     free(oauth_redirect_uri_display_host(uri));
     FUZZ_CHECK(oauth_redirect_uri_matches(uri, uri), "a URI does not match itself");
 }

@@ -1080,7 +1080,7 @@ static void test_cidr_contains(void **state)
     (void)state;
     struct gw_config *cfg = load_ok(SRV "  trusted_proxies: [10.0.0.0/8, 192.168.1.10, "
                                         "\"fd00::/8\", \"::1\", 0.0.0.0/0, 172.16.0.0/12]\n");
-    const struct gw_cidr *n = cfg->server.trusted_proxies;
+    const struct net_cidr *n = cfg->server.trusted_proxies;
     assert_int_equal(cfg->server.n_trusted_proxies, 6);
     static const struct {
         size_t net;
@@ -1106,11 +1106,11 @@ static void test_cidr_contains(void **state)
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct sockaddr_storage ss = cases[i].v6 ? v6(cases[i].addr) : v4(cases[i].addr);
-        if (gw_cidr_contains(&n[cases[i].net], (struct sockaddr *)&ss) != cases[i].in)
+        if (net_cidr_contains(&n[cases[i].net], (struct sockaddr *)&ss) != cases[i].in)
             fail_msg("net %zu and %s: expected %d", cases[i].net, cases[i].addr, cases[i].in);
     }
     struct sockaddr unix_addr = {.sa_family = AF_UNIX};
-    assert_false(gw_cidr_contains(&n[4], &unix_addr));
+    assert_false(net_cidr_contains(&n[4], &unix_addr));
     assert_int_equal(n[1].prefix_len, 32);
     assert_int_equal(n[3].prefix_len, 128);
     gw_config_free(cfg);

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "common/b64url.h"
+#include "common/net.h"
 #include "common/crypto.h"
 #include "oauth/pkce.h"
 #include "oauth/redirect_uri.h"
@@ -317,11 +318,11 @@ static void test_redirect_display_host(void **state)
     h = oauth_redirect_uri_display_host("com.example.app:/cb");
     assert_string_equal(h, "com.example.app: (app)");
     free(h);
-    assert_true(oauth_host_is_loopback("127.0.0.1"));
-    assert_true(oauth_host_is_loopback("[::1]"));
-    assert_true(oauth_host_is_loopback("LOCALHOST"));
-    assert_false(oauth_host_is_loopback("128.0.0.1"));
-    assert_false(oauth_host_is_loopback("localhost.example"));
+    assert_true(net_host_is_loopback("127.0.0.1"));
+    assert_true(net_host_is_loopback("[::1]"));
+    assert_true(net_host_is_loopback("LOCALHOST"));
+    assert_false(net_host_is_loopback("128.0.0.1"));
+    assert_false(net_host_is_loopback("localhost.example"));
 }
 
 int main(void)
