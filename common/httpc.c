@@ -46,6 +46,7 @@
 #include "common/timeutil.h"
 #include "common/xalloc.h"
 #include "common/log.h"
+#include "common/xevent.h"
 
 #if LIBCURL_VERSION_NUM < 0x075500
 #error "libcurl 7.85 or newer is required (CURLOPT_PROTOCOLS_STR)"
@@ -184,18 +185,6 @@ static struct timeval ms_to_tv(uint64_t ms)
 static long clamp_long(uint64_t v)
 {
     return v > (uint64_t)LONG_MAX ? LONG_MAX : (long)v;
-}
-
-/* libevent only fails these on OOM or a bad fd; like xmalloc, there is no way on. */
-static struct event *event_new_or_die(struct event_base *base, evutil_socket_t fd, short what,
-                                      event_callback_fn fn, void *arg)
-{
-    struct event *ev = event_new(base, fd, what, fn, arg);
-    if (ev == NULL) {
-        fprintf(stderr, "mcpgate: httpc: event_new failed\n");
-        abort();
-    }
-    return ev;
 }
 
 /* RFC 9110 §5.6.2 token characters. */
@@ -434,7 +423,7 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, v
     if (sk == NULL) {
         sk = xcalloc(1, sizeof(*sk));
         sk->c = c;
-        sk->ev = event_new_or_die(c->base, fd, kind, on_socket_ready, sk);
+        sk->ev = xevent_new(c->base, fd, kind, on_socket_ready, sk);
         link_add_tail(&c->socks, &sk->link);
         curl_multi_assign(c->multi, fd, sk); /* allowed inside this callback */
     } else {
@@ -1003,7 +992,7 @@ static char *call_setup(struct httpc_call *call, const struct httpc_request *req
     if (rc != CURLE_OK)
         return xasprintf("cannot configure libcurl: %s", curl_easy_strerror(rc));
     if (call->idle_ms)
-        call->idle = event_new_or_die(call->c->base, -1, 0, on_idle, call);
+        call->idle = xevent_new(call->c->base, -1, 0, on_idle, call);
     return NULL;
 }
 
@@ -1075,8 +1064,8 @@ struct httpc *httpc_new(struct event_base *base, char **err_out)
         *err_out = xstrdup("curl_multi_init failed");
         goto fail;
     }
-    c->timer = event_new_or_die(base, -1, 0, on_curl_timeout, c);
-    c->kick = event_new_or_die(base, -1, 0, on_kick, c);
+    c->timer = xevent_new(base, -1, 0, on_curl_timeout, c);
+    c->kick = xevent_new(base, -1, 0, on_kick, c);
     CURLMcode mrc = curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
     if (mrc == CURLM_OK)
         mrc = curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, (void *)c);

@@ -17,6 +17,7 @@
 
 #include "common/b64url.h"
 #include "common/crypto.h"
+#include "common/panic.h"
 #include "common/xalloc.h"
 
 struct jws_key {
@@ -151,7 +152,7 @@ char *jws_sign(const struct jws_key *k, const json_t *payload)
     EVP_MD_CTX_free(ctx);
     free(signing_input);
     if (out == NULL)
-        abort(); /* signing with a loaded P-256 key does not fail */
+        GW_PANIC("ES256 signing failed with a loaded P-256 key");
     return out;
 }
 

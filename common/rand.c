@@ -2,15 +2,14 @@
 #include "common/rand.h"
 
 #include <openssl/rand.h>
-#include <stdio.h>
-#include <stdlib.h>
+
+#include "common/b64url.h"
+#include "common/panic.h"
 
 void rand_bytes(void *buf, size_t len)
 {
-    if (len > 0 && RAND_bytes(buf, (int)len) != 1) {
-        fprintf(stderr, "mcpgate: the random number generator failed\n");
-        abort();
-    }
+    if (len > 0 && RAND_bytes(buf, (int)len) != 1)
+        GW_PANIC("the random number generator failed");
 }
 
 void hex_encode(const void *bytes, size_t len, char *out)
@@ -34,4 +33,15 @@ void rand_hex(char *out, size_t nbytes)
         out += 2 * n;
         nbytes -= n;
     }
+}
+
+void rand_handle(char out[RAND_HANDLE_LEN + 1])
+{
+    unsigned char raw[32];
+    rand_bytes(raw, sizeof(raw));
+    b64url_encode(raw, sizeof(raw), out);
+    /* Ids end up on command lines (mcpgate grants revoke ID): never let one
+     * start like an option. Costs well under one bit of 256. */
+    if (out[0] == '-' || out[0] == '_')
+        out[0] = out[0] == '-' ? 'A' : 'B';
 }

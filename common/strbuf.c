@@ -37,12 +37,9 @@ void strbuf_printf(struct strbuf *sb, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    char *text = NULL;
-    int n = vasprintf(&text, fmt, ap);
+    char *text = xvasprintf(fmt, ap);
     va_end(ap);
-    if (n < 0)
-        abort(); /* out of memory, as in xalloc */
-    strbuf_append(sb, text, (size_t)n);
+    strbuf_append(sb, text, strlen(text));
     free(text);
 }
 

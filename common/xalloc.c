@@ -6,10 +6,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void xalloc_die(size_t size)
+#include "common/panic.h"
+
+static _Noreturn void xalloc_die(size_t size)
 {
-    fprintf(stderr, "mcpgate: out of memory (allocating %zu bytes)\n", size);
-    abort();
+    char msg[64];
+    snprintf(msg, sizeof(msg), "out of memory (allocating %zu bytes)", size);
+    GW_PANIC(msg);
 }
 
 void *xmalloc(size_t size)
@@ -50,15 +53,19 @@ char *xstrndup(const char *s, size_t n)
     return p;
 }
 
+char *xvasprintf(const char *fmt, va_list ap)
+{
+    char *out = NULL;
+    if (vasprintf(&out, fmt, ap) < 0)
+        xalloc_die(0);
+    return out;
+}
+
 char *xasprintf(const char *fmt, ...)
 {
     va_list ap;
-    char *out = NULL;
-
     va_start(ap, fmt);
-    int n = vasprintf(&out, fmt, ap);
+    char *out = xvasprintf(fmt, ap);
     va_end(ap);
-    if (n < 0)
-        xalloc_die(0);
     return out;
 }

@@ -6,6 +6,7 @@
 #ifndef MCPGATE_COMMON_XALLOC_H
 #define MCPGATE_COMMON_XALLOC_H
 
+#include <stdarg.h>
 #include <stddef.h>
 
 void *xmalloc(size_t size);
@@ -15,5 +16,6 @@ char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
 /* Like asprintf(3), aborting on failure. */
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+char *xvasprintf(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
 
 #endif

@@ -21,6 +21,7 @@
 #include "gateway/health.h"
 #include "http/http.h"
 #include "common/log.h"
+#include "common/xevent.h"
 #include "http/metrics.h"
 #include "oauth/idp.h"
 #include "oauth/oauth.h"
@@ -413,7 +414,7 @@ struct gw_app *gw_app_new(struct gw_config *cfg, const struct gw_app_options *op
         goto fail;
     }
     app->metrics = gw_metrics_new();
-    app->drain_timer = evtimer_new(app->base, drain_check, app);
+    app->drain_timer = xevtimer_new(app->base, drain_check, app);
     if (load_identity_keys(cfg, &app->sign_key, &app->previous_key, err_out) < 0 ||
         open_store(app, err_out) < 0 || open_oauth(app, err_out) < 0)
         goto fail;

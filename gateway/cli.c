@@ -16,6 +16,7 @@
 #include "common/xalloc.h"
 #include "gateway/app.h"
 #include "common/log.h"
+#include "common/xevent.h"
 #include "oauth/oauth.h"
 #include "proxy/policy.h"
 #include "store/store.h"
@@ -87,7 +88,7 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 /* Runs the loop until the operation is done (or the deadline); returns the exit status. */
 static int ctx_run(struct cli_ctx *ctx)
 {
-    struct event *deadline = evtimer_new(ctx->base, on_deadline, ctx->base);
+    struct event *deadline = xevtimer_new(ctx->base, on_deadline, ctx->base);
     struct timeval tv = {CLI_DEADLINE_S, 0};
     evtimer_add(deadline, &tv);
     while (!ctx->finished && event_base_loop(ctx->base, EVLOOP_ONCE) == 0 &&

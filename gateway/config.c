@@ -43,6 +43,7 @@
 #include <yaml.h>
 
 #include "common/net.h"
+#include "common/panic.h"
 #include "common/xalloc.h"
 #include "common/log.h"
 
@@ -209,9 +210,7 @@ struct loader {
 __attribute__((format(printf, 4, 0))) static void
 verror_at(struct loader *ld, unsigned line, unsigned column, const char *fmt, va_list ap)
 {
-    char *msg = NULL;
-    if (vasprintf(&msg, fmt, ap) < 0)
-        abort();
+    char *msg = xvasprintf(fmt, ap);
     struct gw_config_errors *e = ld->errs;
     e->messages = xrealloc(e->messages, (e->len + 1) * sizeof(*e->messages));
     e->messages[e->len++] = xasprintf("%s:%u:%u: %s: %s", ld->name, line, column,
@@ -405,7 +404,7 @@ static struct node *build_tree(struct loader *ld)
     yaml_event_t ev;
     struct node *root = NULL;
     if (!yaml_parser_initialize(&p))
-        abort(); /* only fails on out-of-memory */
+        GW_PANIC("out of memory (yaml_parser_initialize)");
     yaml_parser_set_input_string(&p, (const unsigned char *)ld->input, ld->input_len);
     if (!expect_event(ld, &p, YAML_STREAM_START_EVENT, &ev))
         goto out;
@@ -1014,7 +1013,7 @@ static int field_index(const struct section *sec, const char *key)
     for (size_t i = 0; i < sec->n_fields; i++)
         if (strcmp(sec->fields[i].key, key) == 0)
             return (int)i;
-    abort(); /* a post hook named a key its own table lacks: a bug, not bad input */
+    GW_PANIC("a post hook named a key its own table lacks"); /* a bug, not bad input */
 }
 
 static bool key_given(const struct section *sec, const struct keys_seen *ks, const char *key)

@@ -50,6 +50,7 @@
 #include "common/url.h"
 #include "common/xalloc.h"
 #include "common/log.h"
+#include "common/xevent.h"
 
 #define HTTP_N_METHODS 7
 #define HTTP_ROUTE_BUCKETS 64
@@ -452,9 +453,8 @@ static void watch_hangup(struct http_conn *c)
     evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
     if (fd < 0)
         return;
-    c->rdhup = event_new(c->srv->base, fd, EV_CLOSED | EV_PERSIST, on_conn_rdhup, c);
-    if (c->rdhup)
-        event_add(c->rdhup, NULL);
+    c->rdhup = xevent_new(c->srv->base, fd, EV_CLOSED | EV_PERSIST, on_conn_rdhup, c);
+    event_add(c->rdhup, NULL);
 }
 
 /* The connection of a request, registered on its first request. */
@@ -720,7 +720,7 @@ void http_sse_keepalive(struct http_request *req, uint64_t interval_ms)
         return;
     }
     if (req->keepalive == NULL)
-        req->keepalive = event_new(req->srv->base, -1, EV_PERSIST, on_keepalive, req);
+        req->keepalive = xevent_new(req->srv->base, -1, EV_PERSIST, on_keepalive, req);
     struct timeval tv = {(time_t)(interval_ms / 1000), (suseconds_t)(interval_ms % 1000) * 1000};
     event_add(req->keepalive, &tv);
 }

@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include "common/crypto.h"
+#include "common/rand.h"
 #include "common/xalloc.h"
 #include "http/http.h"
 #include "oauth/consent.h"
@@ -186,8 +187,8 @@ static void start_login(struct authz *a)
     struct login_start *ls = xcalloc(1, sizeof(*ls));
     ls->a = a;
     char nonce[44], verifier[44], challenge[OAUTH_PKCE_CHALLENGE_LEN + 1];
-    oauth_random_handle(ls->state);
-    oauth_random_handle(nonce);
+    rand_handle(ls->state);
+    rand_handle(nonce);
     oauth_pkce_new(verifier, challenge);
     char *callback = xasprintf("%s/callback", srv->cfg->server.public_url);
     ls->idp_url = idp_authorize_url(srv->idp, callback, ls->state, nonce, challenge);
@@ -283,8 +284,8 @@ static void show_consent(struct authz *a)
 
 static void store_authreq(struct authz *a)
 {
-    oauth_random_handle(a->handle);
-    oauth_random_handle(a->csrf);
+    rand_handle(a->handle);
+    rand_handle(a->csrf);
     json_t *rec = authz_to_json(a);
     if (a->client_uri)
         json_object_set_new(rec, "client_uri", json_string(a->client_uri));
@@ -402,7 +403,7 @@ static void on_client_for_get(struct oauth_client *client, enum oauth_lookup how
     if (!a->force_consent &&
         consent_is_remembered(a->srv, a->req, a->client_id, (uint64_t)time(NULL))) {
         oauth_audit(http_request_id(a->req), "consent remembered", "client_id", a->client_id, NULL);
-        oauth_random_handle(a->csrf);
+        rand_handle(a->csrf);
         start_login(a);
         return;
     }

@@ -18,6 +18,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/panic.h"
+#include "common/rand.h"
 #include "common/xalloc.h"
 #include "common/log.h"
 #include "oauth/oauth_int.h"
@@ -87,7 +89,7 @@ void oauth_grant_create(struct oauth_server *srv, const struct oauth_new_grant *
     gc->cb = cb;
     gc->arg = arg;
     char id[44];
-    oauth_random_handle(id);
+    rand_handle(id);
     gc->grant_id = xstrdup(id);
     gc->code = oauth_token_mint(OAUTH_AUTH_CODE);
 
@@ -97,7 +99,7 @@ void oauth_grant_create(struct oauth_server *srv, const struct oauth_new_grant *
     if (oauth_props_seal(key, id, ng->props_json, &sealed) < 0 ||
         oauth_grant_key_wrap(oc->secret, oc->secret_len, gc->code, key, &wrapped) < 0 ||
         (ng->idp_tokens_json && oauth_props_seal(key, id, ng->idp_tokens_json, &sealed_idp) < 0))
-        abort(); /* AES-GCM and HKDF do not fail on valid inputs */
+        GW_PANIC("AES-GCM and HKDF do not fail on valid inputs");
     crypto_wipe(key, sizeof(key));
 
     json_t *grant = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I}", "id", id, "sub", ng->subject,
@@ -223,7 +225,7 @@ static void store_token(struct oauth_server *srv, struct oauth_batch *b, struct 
     const struct gw_oauth_config *oc = &srv->cfg->oauth;
     char *wrapped = NULL;
     if (oauth_grant_key_wrap(oc->secret, oc->secret_len, token, g->key, &wrapped) < 0)
-        abort();
+        GW_PANIC("HKDF and AES-GCM do not fail on valid inputs");
     char hash[65], key[128], set[128];
     oauth_token_hash(token, hash);
     snprintf(key, sizeof(key), "%s%s", prefix, hash);

@@ -45,11 +45,13 @@
 #include "common/crypto.h"
 #include "common/httpc.h"
 #include "common/net.h"
+#include "common/panic.h"
 #include "common/strbuf.h"
 #include "common/url.h"
 #include "common/timeutil.h"
 #include "common/xalloc.h"
 #include "common/log.h"
+#include "common/xevent.h"
 #include "oauth/idp_presets.h"
 
 /*
@@ -821,7 +823,7 @@ int idp_verify_id_token(const struct idp_client *idp, const char *jwt, const cha
     if (rc == 0) {
         char *text = json_dumps(claims, JSON_COMPACT);
         if (!text)
-            abort(); /* jansson fails only on OOM here; house rule: OOM aborts */
+            GW_PANIC("out of memory (json_dumps)");
         *claims_json_out = xstrdup(text);
         free(text); /* jansson allocates with malloc */
     }
@@ -1179,9 +1181,7 @@ static void op_failf(struct idp_op *op, bool denied, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    char *msg = NULL;
-    if (vasprintf(&msg, fmt, ap) < 0)
-        abort();
+    char *msg = xvasprintf(fmt, ap);
     va_end(ap);
     op_fail(op, denied, msg);
     free(msg);
@@ -1211,9 +1211,7 @@ static struct idp_op *op_new(struct idp_client *idp, bool refresh, idp_login_fn 
     op->refresh = refresh;
     op->cb = cb;
     op->arg = arg;
-    op->ev = evtimer_new(idp->base, on_op_event, op);
-    if (!op->ev)
-        abort();
+    op->ev = xevtimer_new(idp->base, on_op_event, op);
     op->next = idp->ops;
     if (idp->ops)
         idp->ops->prev = op;
@@ -1510,9 +1508,7 @@ struct idp_client *idp_client_new(struct event_base *base, struct httpc *httpc,
     idp->base = base;
     idp->httpc = httpc;
     idp->cfg = cfg;
-    idp->timer = evtimer_new(base, on_timer, idp);
-    if (!idp->timer)
-        abort();
+    idp->timer = xevtimer_new(base, on_timer, idp);
     return idp;
 }
 

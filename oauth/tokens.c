@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "common/b64url.h"
+#include "common/panic.h"
 #include "common/rand.h"
 #include "common/xalloc.h"
 
@@ -36,17 +37,6 @@ bool oauth_token_has_shape(const char *token, enum oauth_token_kind kind)
 void oauth_token_hash(const char *token, char out[OAUTH_HASH_HEX_LEN + 1])
 {
     crypto_sha256_hex(token, out);
-}
-
-void oauth_random_handle(char out[44])
-{
-    unsigned char raw[32];
-    rand_bytes(raw, sizeof(raw));
-    b64url_encode(raw, sizeof(raw), out);
-    /* Ids end up on command lines (mcpgate grants revoke ID): never let one
-     * start like an option. Costs well under one bit of 256. */
-    if (out[0] == '-' || out[0] == '_')
-        out[0] = out[0] == '-' ? 'A' : 'B';
 }
 
 void oauth_grant_key_new(unsigned char key[CRYPTO_KEY_LEN])
@@ -138,7 +128,7 @@ static void mac_raw(const unsigned char *secret, size_t secret_len, const char *
     char info[128];
     snprintf(info, sizeof(info), "mcpgate/v1/mac/%s", purpose);
     if (crypto_hkdf(secret, secret_len, "", 0, info, key, sizeof(key)) != 0)
-        abort(); /* HKDF-SHA256 is always available in OpenSSL 3 */
+        GW_PANIC("HKDF-SHA256 failed (it is always available in OpenSSL 3)");
     crypto_hmac_sha256(key, sizeof(key), data, strlen(data), out);
     crypto_wipe(key, sizeof(key));
 }

@@ -33,10 +33,6 @@ bool oauth_token_has_shape(const char *token, enum oauth_token_kind kind);
 /* The store key part: lowercase hex SHA-256 of the token (out holds 65 bytes). */
 void oauth_token_hash(const char *token, char out[OAUTH_HASH_HEX_LEN + 1]);
 
-/* A random opaque handle (43 base64url chars + NUL) for ids and one-time values;
- * it never starts with '-' or '_'. */
-void oauth_random_handle(char out[44]);
-
 /* A fresh per-grant key. */
 void oauth_grant_key_new(unsigned char key[CRYPTO_KEY_LEN]);
 /* Wraps KEY for TOKEN; *wrapped_out (owned) is base64url text. 0 or -errno. */

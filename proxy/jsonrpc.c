@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/panic.h"
 #include "common/xalloc.h"
 
 enum jsonrpc_kind jsonrpc_classify(const json_t *msg)
@@ -64,6 +65,6 @@ char *jsonrpc_dump(const json_t *msg)
     /* JSON_COMPACT never emits a raw newline: strings escape \n. */
     char *text = json_dumps(msg, JSON_COMPACT | JSON_ENCODE_ANY);
     if (text == NULL)
-        abort(); /* out of memory inside jansson */
+        GW_PANIC("out of memory (json_dumps)");
     return text;
 }

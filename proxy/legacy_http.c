@@ -15,11 +15,11 @@
 #include <strings.h>
 
 #include "common/httpc.h"
+#include "common/rand.h"
 #include "common/strbuf.h"
 #include "common/xalloc.h"
 #include "http/http.h"
 #include "common/log.h"
-#include "oauth/tokens.h"
 #include "proxy/jsonrpc.h"
 #include "proxy/policy.h"
 #include "proxy/proxy_int.h"
@@ -345,7 +345,7 @@ static void on_client_closed(struct http_request *req, void *arg)
 void legacy_http_open(struct proxy_call *call, const char *messages_path)
 {
     struct bridge *b = xcalloc(1, sizeof(*b));
-    oauth_random_handle(b->id);
+    rand_handle(b->id);
     b->proxy = call->proxy;
     b->route_name = xstrdup(call->route->name);
     b->who = mg_principal_dup(call->principal);

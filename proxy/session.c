@@ -36,7 +36,7 @@
 #include "common/xalloc.h"
 #include "http/http.h"
 #include "common/log.h"
-#include "oauth/tokens.h"
+#include "common/xevent.h"
 #include "proxy/jsonrpc.h"
 #include "proxy/policy.h"
 #include "proxy/proxy_int.h"
@@ -578,7 +578,7 @@ static struct proxy_session *session_new(struct proxy_call *call, bool legacy, i
         return NULL;
     }
     struct proxy_session *s = xcalloc(1, sizeof(*s));
-    oauth_random_handle(s->id); /* 256 bits, base64url: visible ASCII */
+    rand_handle(s->id); /* 256 bits, base64url: visible ASCII */
     s->proxy = p;
     s->route_name = xstrdup(r->name);
     s->owner = xstrdup(call->principal->subject);
@@ -589,7 +589,7 @@ static struct proxy_session *session_new(struct proxy_call *call, bool legacy, i
     s->ring_cap = lim->event_ring;
     s->ring = xcalloc(s->ring_cap ? s->ring_cap : 1, sizeof(*s->ring));
     s->idle_timeout_ms = r->stdio.idle_timeout_ms;
-    s->idle_timer = evtimer_new(p->base, on_idle, s);
+    s->idle_timer = xevtimer_new(p->base, on_idle, s);
 
     char **env = identity_child_env(p, r, call->principal);
     /* The config's lists are length-counted; posix_spawn wants a NULL end. */

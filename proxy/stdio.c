@@ -81,9 +81,11 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
+#include "common/panic.h"
 #include "common/strbuf.h"
 #include "common/xalloc.h"
 #include "common/log.h"
+#include "common/xevent.h"
 
 #define STDIO_DEFAULT_PATH "/usr/local/bin:/usr/bin:/bin"
 #define STDIO_OUT_CHUNK_BYTES (64u * 1024u)
@@ -148,17 +150,6 @@ static size_t children_alive;
 static bool sigpipe_warned;
 
 /* ---- small helpers -------------------------------------------------------- */
-
-static struct event *xevent_new(struct event_base *base, int fd, short what, event_callback_fn fn,
-                                void *arg)
-{
-    struct event *ev = event_new(base, fd, what, fn, arg);
-    if (ev == NULL) {
-        fprintf(stderr, "mcpgate: out of memory (event_new)\n");
-        abort();
-    }
-    return ev;
-}
 
 static void close_fd(int *fd)
 {
@@ -617,10 +608,8 @@ int stdio_child_send(struct stdio_child *c, const char *msg, size_t len)
         c->want_writable = true;
         return -ENOBUFS;
     }
-    if (evbuffer_add(c->in_buf, msg, len) != 0 || evbuffer_add(c->in_buf, "\n", 1) != 0) {
-        fprintf(stderr, "mcpgate: out of memory (evbuffer_add)\n");
-        abort();
-    }
+    if (evbuffer_add(c->in_buf, msg, len) != 0 || evbuffer_add(c->in_buf, "\n", 1) != 0)
+        GW_PANIC("out of memory (evbuffer_add)");
     /* The pipe is nearly always writable: with nothing queued before, write
      * now, which saves a loop pass and two epoll_ctl per message (measured by
      * make bench). What is left, and any error, goes through on_stdin. */
@@ -820,11 +809,7 @@ static void child_init_events(struct stdio_child *c)
     c->err_ev = xevent_new(c->base, c->err_fd, EV_READ | EV_PERSIST, on_stderr, c);
     c->stop_ev = xevent_new(c->base, -1, 0, on_stop_timer, c);
     c->eof_ev = xevent_new(c->base, -1, 0, on_eof_timer, c);
-    c->in_buf = evbuffer_new();
-    if (c->in_buf == NULL) {
-        fprintf(stderr, "mcpgate: out of memory (evbuffer_new)\n");
-        abort();
-    }
+    c->in_buf = xevbuffer_new();
     event_add(c->pid_ev, NULL);
     event_add(c->out_ev, NULL);
     event_add(c->err_ev, NULL);

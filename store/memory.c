@@ -27,6 +27,7 @@
 
 #include "common/timeutil.h"
 #include "common/xalloc.h"
+#include "common/xevent.h"
 #include "store/store_int.h"
 
 #define MEM_INITIAL_BUCKETS 64
@@ -533,12 +534,7 @@ void *store_memory_new(struct store *s, struct event_base *base)
     table_init(&mb->table);
     if (getrandom(&mb->seed, sizeof(mb->seed), GRND_NONBLOCK) != (ssize_t)sizeof(mb->seed))
         mb->seed = time_mono_ms() ^ (uint64_t)(uintptr_t)mb; /* only spreads buckets; not a secret */
-    mb->sweep_ev = event_new(base, -1, 0, on_sweep, mb);
-    if (mb->sweep_ev == NULL) {
-        /* event_new fails only on allocation failure: treat it like xmalloc does. */
-        fprintf(stderr, "mcpgate: out of memory (event_new)\n");
-        abort();
-    }
+    mb->sweep_ev = xevtimer_new(base, on_sweep, mb);
     sweep_arm(mb, MEM_SWEEP_INTERVAL_MS);
     return mb;
 }

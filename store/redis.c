@@ -47,10 +47,12 @@
 #include <hiredis/async.h>
 #include <hiredis/adapters/libevent.h>
 
+#include "common/panic.h"
 #include "common/timeutil.h"
 #include "common/url.h"
 #include "common/xalloc.h"
 #include "common/log.h"
+#include "common/xevent.h"
 #include "store/store_int.h"
 
 #define REDIS_HEALTH_INTERVAL_MS 1000
@@ -599,10 +601,8 @@ static void conn_connect(struct redis_conn *c)
     c->state = CONN_CONNECTING;
     ac = u->unix_path != NULL ? redisAsyncConnectUnix(u->unix_path)
                               : redisAsyncConnect(u->host, u->port);
-    if (ac == NULL) {
-        fprintf(stderr, "mcpgate: out of memory (redisAsyncConnect)\n");
-        abort();
-    }
+    if (ac == NULL)
+        GW_PANIC("out of memory (redisAsyncConnect)");
     if (ac->err != 0) {
         /* Failed before any event was attached: ours to free, no callback has run. */
         reason = xasprintf("connect to %s failed: %s", rb->addr, ac->errstr);
@@ -1002,11 +1002,7 @@ static int cmd_start(struct redis_backend *rb, const struct store_op *op, bool i
     cmd->internal = internal;
     cmd->sent_ms = time_mono_ms();
     cmd->key = op->kind == STORE_OP_TAKE ? xstrdup(op->key) : NULL;
-    cmd->deadline = event_new(rb->base, -1, 0, on_cmd_deadline, cmd);
-    if (cmd->deadline == NULL) {
-        fprintf(stderr, "mcpgate: out of memory (event_new)\n");
-        abort();
-    }
+    cmd->deadline = xevtimer_new(rb->base, on_cmd_deadline, cmd);
     rc = cmd_send_op(cmd, rb->data.ac, op);
     if (rc < 0) {
         cmd_free(cmd);
@@ -1148,11 +1144,7 @@ static void conn_init(struct redis_backend *rb, struct redis_conn *c, const char
     c->name = name;
     c->is_data = is_data;
     c->backoff_ms = rb->reconnect_min_ms;
-    c->timer = event_new(rb->base, -1, 0, on_conn_timer, c);
-    if (c->timer == NULL) {
-        fprintf(stderr, "mcpgate: out of memory (event_new)\n");
-        abort();
-    }
+    c->timer = xevtimer_new(rb->base, on_conn_timer, c);
 }
 
 /* Frees the context first: its pending callbacks run now, reporting "store shutting down". */
@@ -1255,11 +1247,7 @@ void *store_redis_new(struct store *s, struct event_base *base, const struct sto
     rb->rng = time_mono_ms() ^ ((uint64_t)(uintptr_t)rb << 16) ^ 0x9e3779b97f4a7c15ull;
     conn_init(rb, &rb->data, "data", true);
     conn_init(rb, &rb->pubsub, "pubsub", false);
-    rb->health_ev = event_new(base, -1, EV_PERSIST, on_health, rb);
-    if (rb->health_ev == NULL) {
-        fprintf(stderr, "mcpgate: out of memory (event_new)\n");
-        abort();
-    }
+    rb->health_ev = xevent_new(base, -1, EV_PERSIST, on_health, rb);
     struct timeval hv = ms_to_tv(REDIS_HEALTH_INTERVAL_MS);
     event_add(rb->health_ev, &hv);
     conn_connect(&rb->data);

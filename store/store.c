@@ -17,8 +17,10 @@
 
 #include <event2/event.h>
 
+#include "common/panic.h"
 #include "common/xalloc.h"
 #include "common/log.h"
+#include "common/xevent.h"
 #include "store/store_int.h"
 
 struct store_sub {
@@ -210,11 +212,7 @@ struct store *store_new(struct event_base *base, const struct store_options *opt
     s->base = base;
     s->prefix = xstrdup(opts->prefix != NULL ? opts->prefix : "");
     s->prefix_len = strlen(s->prefix);
-    s->drain_ev = event_new(base, -1, 0, on_drain, s);
-    if (s->drain_ev == NULL) {
-        err = xstrdup("store: cannot create an event");
-        goto out;
-    }
+    s->drain_ev = xevtimer_new(base, on_drain, s);
     switch (opts->backend) {
     case STORE_BACKEND_REDIS:
         s->ops = &store_redis_ops;
@@ -252,8 +250,7 @@ void store_free(struct store *s)
         return;
     if (s->cb_depth > 0) {
         /* A contract violation, not an input error: see store.h. */
-        gw_log(GW_LOG_ERROR, "store", NULL, "store_free called from inside a store callback", NULL);
-        abort();
+        GW_PANIC("store_free called from inside a store callback");
     }
     s->closing = true;
 
