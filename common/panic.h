@@ -10,6 +10,7 @@
 _Noreturn void gw_panic(const char *file, int line, const char *msg);
 
 #define GW_PANIC(msg) gw_panic(__FILE__, __LINE__, (msg))
-#define GW_ASSERT(cond) ((cond) ? (void)0 : gw_panic(__FILE__, __LINE__, "assertion failed: " #cond))
+#define GW_ASSERT(cond)                                                                            \
+    ((cond) ? (void)0 : gw_panic(__FILE__, __LINE__, "assertion failed: " #cond))
 
 #endif

@@ -32,6 +32,14 @@ struct mg_principal {
     uint64_t expires_at;    /* Unix seconds */
 };
 
+/*
+ * The one hand-off from authentication (oauth/, or the anonymous principal
+ * of an `auth: none` route) to the proxy (proxy/): continue REQ as P. P is
+ * borrowed for the call: dup what you keep.
+ */
+struct http_request;
+typedef void (*mg_authed_fn)(struct http_request *req, const struct mg_principal *p, void *arg);
+
 struct mg_principal *mg_principal_dup(const struct mg_principal *p);
 void mg_principal_free(struct mg_principal *p);
 

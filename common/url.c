@@ -39,8 +39,8 @@ bool url_split(const char *uri, struct url_parts *u)
 {
     memset(u, 0, sizeof(*u));
     const char *authority = strstr(uri, "://");
-    if (authority && (authority[3] == '/' || authority[3] == '\0' || authority[3] == '?' ||
-                      authority[3] == '#'))
+    if (authority &&
+        (authority[3] == '/' || authority[3] == '\0' || authority[3] == '?' || authority[3] == '#'))
         return false;
     CURLU *h = curl_url();
     if (h == NULL)
@@ -48,8 +48,8 @@ bool url_split(const char *uri, struct url_parts *u)
     bool ok = curl_url_set(h, CURLUPART_URL, uri, CURLU_NON_SUPPORT_SCHEME) == CURLUE_OK;
     if (ok) {
         char *v[7] = {0};
-        static const CURLUPart parts[7] = {CURLUPART_SCHEME, CURLUPART_USER,  CURLUPART_HOST,
-                                           CURLUPART_PORT,   CURLUPART_PATH,  CURLUPART_QUERY,
+        static const CURLUPart parts[7] = {CURLUPART_SCHEME,  CURLUPART_USER, CURLUPART_HOST,
+                                           CURLUPART_PORT,    CURLUPART_PATH, CURLUPART_QUERY,
                                            CURLUPART_FRAGMENT};
         for (int i = 0; i < 7; i++)
             curl_url_get(h, parts[i], &v[i], 0);

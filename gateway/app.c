@@ -248,7 +248,7 @@ static void on_jwks(struct http_request *req, void *arg)
 
 /* proxy/ and oauth/ never include each other: this shim joins them. */
 static void auth_route(void *arg, struct http_request *req, const struct gw_route_config *route,
-                       proxy_authed_fn ok, void *ok_arg)
+                       mg_authed_fn ok, void *ok_arg)
 {
     struct gw_app *app = arg;
     oauth_bearer_check(app->oauth, req, route, ok, ok_arg);

@@ -180,7 +180,7 @@ struct bearer_check {
     struct http_request *req;            /* borrowed until handed on */
     const struct gw_route_config *route; /* borrowed: re-resolved after every round trip */
     char *route_name;                    /* owned */
-    oauth_bearer_ok_fn ok;
+    mg_authed_fn ok;
     void *arg;   /* borrowed */
     char *token; /* owned (secret) */
     char hash[65];
@@ -426,7 +426,7 @@ static const char *bearer_token(const char *header)
 }
 
 void oauth_bearer_check(struct oauth_server *srv, struct http_request *req,
-                        const struct gw_route_config *route, oauth_bearer_ok_fn ok, void *arg)
+                        const struct gw_route_config *route, mg_authed_fn ok, void *arg)
 {
     const char *q = http_request_query(req);
     if (q && (strncmp(q, "access_token=", 13) == 0 || strstr(q, "&access_token="))) {

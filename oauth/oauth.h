@@ -46,10 +46,8 @@ int oauth_server_register_routes(struct oauth_server *srv, struct http_server *h
  * WWW-Authenticate: Bearer resource_metadata=…, scope=… (and
  * error="invalid_token" when a token was sent), 503 when the store is down.
  */
-typedef void (*oauth_bearer_ok_fn)(struct http_request *req, const struct mg_principal *p,
-                                   void *arg);
 void oauth_bearer_check(struct oauth_server *srv, struct http_request *req,
-                        const struct gw_route_config *route, oauth_bearer_ok_fn ok, void *arg);
+                        const struct gw_route_config *route, mg_authed_fn ok, void *arg);
 
 /*
  * Administration (the `mcpgate grants …` and `mcpgate clients …` commands).

@@ -19,6 +19,7 @@
 #include <errno.h>
 
 #include "common/httpc.h"
+#include "common/panic.h"
 #include "common/strbuf.h"
 #include "common/xalloc.h"
 #include "http/http.h"
@@ -302,44 +303,24 @@ static void on_up_done(struct httpc_call *up, const char *error, void *arg)
     exchange_free(x);
 }
 
-/* The request headers the upstream gets: MCP's own, and the caller's identity. */
+/* The request headers the upstream gets: MCP's own, then the caller's identity. */
 static size_t build_headers(struct proxy_call *call, struct httpc_header *h, size_t cap,
-                            char **owned, size_t *n_owned)
+                            struct identity_headers *ih)
 {
     static const char *const forwarded[] = {"Accept",         "Content-Type",
                                             "Mcp-Session-Id", "MCP-Protocol-Version",
                                             "Last-Event-ID",  "User-Agent"};
     size_t n = 0;
-    for (size_t i = 0; i < sizeof(forwarded) / sizeof(forwarded[0]) && n < cap; i++) {
+    for (size_t i = 0; i < sizeof(forwarded) / sizeof(forwarded[0]); i++) {
         const char *v = http_request_header(call->req, forwarded[i]);
         if (v)
             h[n++] = (struct httpc_header){forwarded[i], v};
     }
     h[n++] = (struct httpc_header){"X-Request-Id", http_request_id(call->req)};
-    const struct mg_principal *p = call->principal;
-    if (call->route->identity.headers && p) {
-        owned[(*n_owned)++] = mg_string_list_join(&p->roles, ",");
-        owned[(*n_owned)++] = mg_string_list_join(&p->groups, ",");
-        owned[(*n_owned)++] = mg_string_list_join(&p->scopes, " ");
-        h[n++] = (struct httpc_header){"X-MCP-User-Sub", p->subject};
-        if (p->username || p->name)
-            h[n++] = (struct httpc_header){"X-MCP-User-Name", p->username ? p->username : p->name};
-        if (p->email)
-            h[n++] = (struct httpc_header){"X-MCP-User-Email", p->email};
-        h[n++] = (struct httpc_header){"X-MCP-User-Roles", owned[*n_owned - 3]};
-        h[n++] = (struct httpc_header){"X-MCP-User-Groups", owned[*n_owned - 2]};
-        h[n++] = (struct httpc_header){"X-MCP-Scopes", owned[*n_owned - 1]};
-        if (p->client_id)
-            h[n++] = (struct httpc_header){"X-MCP-Client-Id", p->client_id};
-    }
-    if (call->route->identity.idp_access_token && p && p->idp_access_token)
-        h[n++] = (struct httpc_header){"X-MCP-IdP-Access-Token", p->idp_access_token};
-    char *jwt = identity_jwt(call->proxy, call->route, p);
-    if (jwt) {
-        owned[(*n_owned)++] = jwt;
-        h[n++] = (struct httpc_header){"X-MCP-Identity", jwt};
-    }
-    return n;
+    identity_headers_build(ih, call->proxy, call->route, call->principal);
+    GW_ASSERT(n + ih->n <= cap);
+    memcpy(h + n, ih->h, ih->n * sizeof(*h));
+    return n + ih->n;
 }
 
 void http_upstream_handle(struct proxy_call *call, json_t *body)
@@ -372,10 +353,9 @@ void http_upstream_handle(struct proxy_call *call, json_t *body)
         x->body = jsonrpc_dump(body);
         json_decref(body);
     }
-    struct httpc_header headers[24];
-    char *owned[5];
-    size_t n_owned = 0;
-    size_t n = build_headers(call, headers, 8, owned, &n_owned);
+    struct httpc_header headers[8 + IDENTITY_MAX_HEADERS];
+    struct identity_headers ih;
+    size_t n = build_headers(call, headers, sizeof(headers) / sizeof(headers[0]), &ih);
     const struct gw_http_upstream *hu = &call->route->http;
     enum http_method m = http_request_method(req);
     struct httpc_request r = {
@@ -404,8 +384,7 @@ void http_upstream_handle(struct proxy_call *call, json_t *body)
     call->proxy->exchanges = x;
     http_request_on_close(req, on_client_gone, x);
     x->up = httpc_stream(call->proxy->httpc, &r, &cbs, x);
-    for (size_t i = 0; i < n_owned; i++)
-        free(owned[i]);
+    identity_headers_clear(&ih);
 }
 
 /* Ends one exchange from our side: the upstream transfer, then the client's response. */

@@ -4,13 +4,16 @@
  * the route's env, then only the gateway variables named in
  * env_passthrough, then the caller's identity as MCP_USER_* variables (one
  * child serves one session, so one user). The identity goes last so a
- * route's env cannot spoof it.
+ * route's env cannot spoof it. For HTTP upstreams: the request headers
+ * (identity_headers_build, one builder for Streamable HTTP and the 2024-11-05
+ * bridge). For both: the signed assertion and the optional _meta principal.
  */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "common/jws.h"
+#include "common/panic.h"
 #include "common/rand.h"
 #include "common/xalloc.h"
 #include "proxy/jsonrpc.h"
@@ -121,6 +124,50 @@ char *identity_jwt(const struct proxy *proxy, const struct gw_route_config *rout
     char *jwt = jws_sign(proxy->signer, claims);
     json_decref(claims);
     return jwt;
+}
+
+static void add_header(struct identity_headers *ih, const char *name, const char *value)
+{
+    GW_ASSERT(ih->n < IDENTITY_MAX_HEADERS);
+    ih->h[ih->n++] = (struct httpc_header){name, value};
+}
+
+static const char *own(struct identity_headers *ih, char *value)
+{
+    GW_ASSERT(ih->n_owned < sizeof(ih->owned) / sizeof(ih->owned[0]));
+    return ih->owned[ih->n_owned++] = value;
+}
+
+void identity_headers_build(struct identity_headers *ih, const struct proxy *proxy,
+                            const struct gw_route_config *route, const struct mg_principal *p)
+{
+    memset(ih, 0, sizeof(*ih));
+    if (p == NULL)
+        return;
+    if (route->identity.headers) {
+        add_header(ih, "X-MCP-User-Sub", p->subject);
+        if (p->username || p->name)
+            add_header(ih, "X-MCP-User-Name", p->username ? p->username : p->name);
+        if (p->email)
+            add_header(ih, "X-MCP-User-Email", p->email);
+        add_header(ih, "X-MCP-User-Roles", own(ih, mg_string_list_join(&p->roles, ",")));
+        add_header(ih, "X-MCP-User-Groups", own(ih, mg_string_list_join(&p->groups, ",")));
+        add_header(ih, "X-MCP-Scopes", own(ih, mg_string_list_join(&p->scopes, " ")));
+        if (p->client_id)
+            add_header(ih, "X-MCP-Client-Id", p->client_id);
+    }
+    if (route->identity.idp_access_token && p->idp_access_token)
+        add_header(ih, "X-MCP-IdP-Access-Token", p->idp_access_token);
+    char *jwt = identity_jwt(proxy, route, p);
+    if (jwt)
+        add_header(ih, "X-MCP-Identity", own(ih, jwt));
+}
+
+void identity_headers_clear(struct identity_headers *ih)
+{
+    for (size_t i = 0; i < ih->n_owned; i++)
+        free(ih->owned[i]);
+    memset(ih, 0, sizeof(*ih));
 }
 
 static void inject_one(json_t *msg, const struct mg_principal *p)

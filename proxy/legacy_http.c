@@ -15,6 +15,7 @@
 #include <strings.h>
 
 #include "common/httpc.h"
+#include "common/panic.h"
 #include "common/rand.h"
 #include "common/strbuf.h"
 #include "common/xalloc.h"
@@ -89,9 +90,11 @@ static void on_event(const struct sse_event *ev, void *arg)
 
 /* ---- the upstream request headers ------------------------------------------------ */
 
-static size_t bridge_headers(struct bridge *b, struct httpc_header *h, char **owned)
+/* What every upstream request of the bridge carries: MCP's headers, then the caller's identity. */
+static size_t bridge_headers(struct bridge *b, struct httpc_header *h, size_t cap,
+                             struct identity_headers *ih)
 {
-    size_t n = 0, o = 0;
+    size_t n = 0;
     h[n++] = (struct httpc_header){"Accept", "application/json, text/event-stream"};
     h[n++] = (struct httpc_header){"Content-Type", "application/json"};
     if (b->upstream_session)
@@ -99,33 +102,12 @@ static size_t bridge_headers(struct bridge *b, struct httpc_header *h, char **ow
     if (b->protocol_version)
         h[n++] = (struct httpc_header){"MCP-Protocol-Version", b->protocol_version};
     const struct gw_route_config *r = gw_config_route_by_name(b->proxy->cfg, b->route_name);
-    const struct mg_principal *p = b->who;
-    if (r && r->identity.headers) {
-        owned[o++] = mg_string_list_join(&p->roles, ",");
-        owned[o++] = mg_string_list_join(&p->groups, ",");
-        owned[o++] = mg_string_list_join(&p->scopes, " ");
-        h[n++] = (struct httpc_header){"X-MCP-User-Sub", p->subject};
-        h[n++] = (struct httpc_header){"X-MCP-User-Roles", owned[0]};
-        h[n++] = (struct httpc_header){"X-MCP-User-Groups", owned[1]};
-        h[n++] = (struct httpc_header){"X-MCP-Scopes", owned[2]};
-        if (p->email)
-            h[n++] = (struct httpc_header){"X-MCP-User-Email", p->email};
-        if (p->client_id)
-            h[n++] = (struct httpc_header){"X-MCP-Client-Id", p->client_id};
-    }
-    char *jwt = r ? identity_jwt(b->proxy, r, p) : NULL;
-    if (jwt) {
-        owned[o++] = jwt;
-        h[n++] = (struct httpc_header){"X-MCP-Identity", jwt};
-    }
-    owned[o] = NULL;
-    return n;
-}
-
-static void free_owned(char **owned)
-{
-    for (char **s = owned; *s; s++)
-        free(*s);
+    memset(ih, 0, sizeof(*ih));
+    if (r)
+        identity_headers_build(ih, b->proxy, r, b->who);
+    GW_ASSERT(n + ih->n <= cap);
+    memcpy(h + n, ih->h, ih->n * sizeof(*h));
+    return n + ih->n;
 }
 
 static void bridge_free(struct bridge *b);
@@ -151,9 +133,9 @@ static void on_get_done(struct httpc_call *up, const char *error, void *arg)
 
 static void open_get_stream(struct bridge *b, const struct gw_route_config *r)
 {
-    struct httpc_header h[16];
-    char *owned[6];
-    size_t n = bridge_headers(b, h, owned);
+    struct httpc_header h[4 + IDENTITY_MAX_HEADERS];
+    struct identity_headers ih;
+    size_t n = bridge_headers(b, h, sizeof(h) / sizeof(h[0]), &ih);
     h[0].value = "text/event-stream";
     struct httpc_request req = {.method = "GET",
                                 .url = r->http.url,
@@ -164,7 +146,7 @@ static void open_get_stream(struct bridge *b, const struct gw_route_config *r)
                                                       .on_done = on_get_done};
     b->get_parser = sse_parser_new(b->proxy->cfg->server.limits.max_body_bytes * 4, on_event, b);
     b->get = httpc_stream(b->proxy->httpc, &req, &cbs, b);
-    free_owned(owned);
+    identity_headers_clear(&ih);
 }
 
 /* ---- forwarding one message --------------------------------------------------------- */
@@ -268,9 +250,9 @@ static void forward(struct bridge *b, const struct gw_route_config *r, json_t *m
     if (method && strstr(method, "/list") && jsonrpc_classify(msg) == JSONRPC_REQUEST)
         rl->list_method = xstrdup(method);
     rl->body = jsonrpc_dump(msg);
-    struct httpc_header h[16];
-    char *owned[6];
-    size_t n = bridge_headers(b, h, owned);
+    struct httpc_header h[4 + IDENTITY_MAX_HEADERS];
+    struct identity_headers ih;
+    size_t n = bridge_headers(b, h, sizeof(h) / sizeof(h[0]), &ih);
     struct httpc_request req = {.method = "POST",
                                 .url = r->http.url,
                                 .headers = h,
@@ -285,7 +267,7 @@ static void forward(struct bridge *b, const struct gw_route_config *r, json_t *m
     rl->next = b->relays;
     b->relays = rl;
     rl->up = httpc_stream(b->proxy->httpc, &req, &cbs, rl);
-    free_owned(owned);
+    identity_headers_clear(&ih);
     if (method && strcmp(method, "notifications/initialized") == 0 && b->get == NULL)
         open_get_stream(b, r);
 }
@@ -326,9 +308,9 @@ static void on_client_closed(struct http_request *req, void *arg)
     b->closing = true;
     const struct gw_route_config *r = gw_config_route_by_name(b->proxy->cfg, b->route_name);
     if (r && b->upstream_session) { /* end the upstream session too */
-        struct httpc_header h[16];
-        char *owned[6];
-        size_t n = bridge_headers(b, h, owned);
+        struct httpc_header h[4 + IDENTITY_MAX_HEADERS];
+        struct identity_headers ih;
+        size_t n = bridge_headers(b, h, sizeof(h) / sizeof(h[0]), &ih);
         struct httpc_request req_del = {.method = "DELETE",
                                         .url = r->http.url,
                                         .headers = h,
@@ -336,7 +318,7 @@ static void on_client_closed(struct http_request *req, void *arg)
                                         .timeout_ms = 5000};
         static const struct httpc_stream_callbacks none = {0};
         httpc_stream(b->proxy->httpc, &req_del, &none, NULL);
-        free_owned(owned);
+        identity_headers_clear(&ih);
     }
     if (b->posts_in_flight == 0)
         bridge_free(b);

@@ -24,12 +24,9 @@ struct store;
 struct proxy;
 struct jws_key;
 
-/* Continue a request with its authenticated principal (borrowed for the call). */
-typedef void (*proxy_authed_fn)(struct http_request *req, const struct mg_principal *p, void *arg);
 /* Authenticate REQ for ROUTE: call OK, or answer the request (401/403/503) and not call OK. */
 typedef void (*proxy_auth_fn)(void *auth_arg, struct http_request *req,
-                              const struct gw_route_config *route, proxy_authed_fn ok,
-                              void *ok_arg);
+                              const struct gw_route_config *route, mg_authed_fn ok, void *ok_arg);
 
 struct proxy_deps {
     struct event_base *base; /* borrowed */

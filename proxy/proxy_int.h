@@ -10,6 +10,7 @@
 
 #include <jansson.h>
 
+#include "common/httpc.h"
 #include "common/principal.h"
 #include "conf/config.h"
 #include "proxy/proxy.h"
@@ -53,6 +54,8 @@ struct proxy_call {
     char *protocol_version;              /* owned: from the header, or the default */
 };
 
+/* ---- call.c ------------------------------------------------------------------- */
+
 void proxy_call_free(struct proxy_call *call);
 /* The call's route in the current config, or NULL when a reload removed it. */
 const struct gw_route_config *proxy_call_route(const struct proxy_call *call);
@@ -64,6 +67,11 @@ void proxy_reply_rpc_error(struct http_request *req, int status, const json_t *i
 void proxy_legacy_stream_open(struct http_request *req, const char *messages_path,
                               const char *session_id,
                               void (*on_close)(struct http_request *, void *), void *arg);
+
+/* ---- route.c ---------------------------------------------------------------- */
+
+/* Frees the route bindings (proxy_free). */
+void route_bindings_free(struct proxy *p);
 
 /* ---- session.c: STDIO sessions ------------------------------------------ */
 
@@ -88,6 +96,24 @@ void identity_env_free(char **env);
 /* The signed identity assertion for ROUTE (owned), or NULL when none is configured. */
 char *identity_jwt(const struct proxy *proxy, const struct gw_route_config *route,
                    const struct mg_principal *p);
+/*
+ * The identity an HTTP upstream gets as request headers (DESIGN §6): the
+ * X-MCP-User-* and X-MCP-Scopes/-Client-Id headers when the route's
+ * identity.headers is on, X-MCP-IdP-Access-Token when it forwards the IdP
+ * token, X-MCP-Identity when assertions are signed. Values are borrowed from
+ * P or owned by the struct; identity_headers_clear() frees them.
+ */
+#define IDENTITY_MAX_HEADERS 10
+struct identity_headers {
+    struct httpc_header h[IDENTITY_MAX_HEADERS];
+    size_t n;
+    char *owned[4];
+    size_t n_owned;
+};
+void identity_headers_build(struct identity_headers *out, const struct proxy *proxy,
+                            const struct gw_route_config *route, const struct mg_principal *p);
+void identity_headers_clear(struct identity_headers *ih);
+
 /* params._meta["io.mcpgate/principal"] on every request of BODY (a client's value is replaced). */
 void identity_inject_meta(json_t *body, const struct mg_principal *p);
 

@@ -1,5 +1,5 @@
 /*
- * route: the HTTP surface of every route and the proxy object.
+ * route: the HTTP surface of every route.
  *
  * A request to a route path is checked in this order: Origin (DNS
  * rebinding, MCP transports: 403 when present and not allowed), then the
@@ -7,7 +7,8 @@
  * (Accept 406, Content-Type 415, MCP-Protocol-Version 400, JSON 400 with
  * -32700), and only then is it handed to the STDIO sessions or the HTTP
  * upstream. Routes are found by name in the current config on every request,
- * so a reload applies to new requests at once.
+ * so a reload applies to new requests at once. The proxy object is proxy.c;
+ * the call helpers and JSON-RPC replies are call.c.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,41 +38,6 @@ struct route_binding {
 };
 
 static const char *const supported_versions[] = {"2025-03-26", "2025-06-18", "2025-11-25"};
-
-const struct gw_route_config *proxy_call_route(const struct proxy_call *call)
-{
-    return gw_config_route_by_name(call->proxy->cfg, call->route_name);
-}
-
-void proxy_call_free(struct proxy_call *call)
-{
-    if (call == NULL)
-        return;
-    free(call->route_name);
-    mg_principal_free(call->principal);
-    free(call->protocol_version);
-    free(call);
-}
-
-void proxy_reply_rpc_error(struct http_request *req, int status, const json_t *id, int code,
-                           const char *message)
-{
-    char *text = jsonrpc_error_text(id, code, message);
-    http_reply_json_text(req, status, text);
-    free(text);
-}
-
-void proxy_legacy_stream_open(struct http_request *req, const char *messages_path,
-                              const char *session_id,
-                              void (*on_close)(struct http_request *, void *), void *arg)
-{
-    http_request_on_close(req, on_close, arg);
-    http_sse_keepalive(req, PROXY_KEEPALIVE_MS);
-    /* TR 2024-11-05: the first event names the URI the client POSTs its messages to. */
-    char *endpoint = xasprintf("%s?session_id=%s", messages_path, session_id);
-    http_sse_event(req, NULL, "endpoint", endpoint, strlen(endpoint));
-    free(endpoint);
-}
 
 /* ---- checks --------------------------------------------------------------- */
 
@@ -383,31 +349,6 @@ static void on_route_request(struct http_request *req, void *arg)
         p->auth(p->auth_arg, req, route, on_authed, b);
 }
 
-/* ---- the proxy object ---------------------------------------------------------- */
-
-struct proxy *proxy_new(const struct gw_config *cfg, const struct proxy_deps *deps)
-{
-    struct proxy *p = xcalloc(1, sizeof(*p));
-    p->cfg = cfg;
-    p->base = deps->base;
-    p->store = deps->store;
-    p->httpc = deps->httpc;
-    p->auth = deps->auth;
-    p->auth_arg = deps->auth_arg;
-    p->signer = deps->signer;
-    return p;
-}
-
-void proxy_set_signer(struct proxy *p, const struct jws_key *signer)
-{
-    p->signer = signer;
-}
-
-void proxy_set_config(struct proxy *p, const struct gw_config *cfg)
-{
-    p->cfg = cfg;
-}
-
 static struct route_binding *binding_new(struct proxy *p, const char *name, enum binding_kind kind)
 {
     struct route_binding *b = xcalloc(1, sizeof(*b));
@@ -425,6 +366,16 @@ static bool bound(const struct proxy *p, const char *name)
         if (strcmp(b->route_name, name) == 0)
             return true;
     return false;
+}
+
+void route_bindings_free(struct proxy *p)
+{
+    while (p->bindings) {
+        struct route_binding *b = p->bindings;
+        p->bindings = b->next;
+        free(b->route_name);
+        free(b);
+    }
 }
 
 /* Registers the routes not registered yet: at start, and after a reload
@@ -455,44 +406,4 @@ int proxy_register_routes(struct proxy *p, struct http_server *http)
                    "path", r->path, NULL);
     }
     return rc;
-}
-
-void proxy_drain(struct proxy *p)
-{
-    sessions_end_get_streams(p);
-    legacy_http_drain(p);
-    http_upstream_drain(p);
-}
-
-size_t proxy_shutdown(struct proxy *p)
-{
-    sessions_end_all(p, "gateway shutting down");
-    return stdio_children_alive();
-}
-
-void proxy_free(struct proxy *p)
-{
-    if (p == NULL)
-        return;
-    sessions_free_all(p);
-    legacy_http_free_all(p);
-    http_upstream_free_all(p);
-    while (p->bindings) {
-        struct route_binding *b = p->bindings;
-        p->bindings = b->next;
-        free(b->route_name);
-        free(b);
-    }
-    free(p);
-}
-
-size_t proxy_session_count(const struct proxy *p)
-{
-    return p->n_sessions;
-}
-
-size_t proxy_children_alive(const struct proxy *p)
-{
-    (void)p;
-    return stdio_children_alive();
 }

@@ -1,0 +1,69 @@
+/*
+ * proxy: the proxy object. It owns the live sessions (session.c), the HTTP
+ * upstream exchanges and bindings (http_upstream.c), the 2024-11-05 bridges
+ * (legacy_http.c) and the route bindings (route.c), and borrows the loop,
+ * the store, the outbound HTTP client and the config from the gateway.
+ */
+#include <stdlib.h>
+
+#include "common/xalloc.h"
+#include "proxy/proxy_int.h"
+#include "proxy/stdio.h"
+
+struct proxy *proxy_new(const struct gw_config *cfg, const struct proxy_deps *deps)
+{
+    struct proxy *p = xcalloc(1, sizeof(*p));
+    p->cfg = cfg;
+    p->base = deps->base;
+    p->store = deps->store;
+    p->httpc = deps->httpc;
+    p->auth = deps->auth;
+    p->auth_arg = deps->auth_arg;
+    p->signer = deps->signer;
+    return p;
+}
+
+void proxy_set_signer(struct proxy *p, const struct jws_key *signer)
+{
+    p->signer = signer;
+}
+
+void proxy_set_config(struct proxy *p, const struct gw_config *cfg)
+{
+    p->cfg = cfg;
+}
+
+void proxy_drain(struct proxy *p)
+{
+    sessions_end_get_streams(p);
+    legacy_http_drain(p);
+    http_upstream_drain(p);
+}
+
+size_t proxy_shutdown(struct proxy *p)
+{
+    sessions_end_all(p, "gateway shutting down");
+    return stdio_children_alive();
+}
+
+void proxy_free(struct proxy *p)
+{
+    if (p == NULL)
+        return;
+    sessions_free_all(p);
+    legacy_http_free_all(p);
+    http_upstream_free_all(p);
+    route_bindings_free(p);
+    free(p);
+}
+
+size_t proxy_session_count(const struct proxy *p)
+{
+    return p->n_sessions;
+}
+
+size_t proxy_children_alive(const struct proxy *p)
+{
+    (void)p;
+    return stdio_children_alive();
+}
