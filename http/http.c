@@ -44,6 +44,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "common/hash.h"
 #include "common/net.h"
 #include "common/rand.h"
 #include "common/timeutil.h"
@@ -138,10 +139,7 @@ struct http_request {
 
 static unsigned route_bucket(const char *path)
 {
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (const unsigned char *p = (const unsigned char *)path; *p; p++)
-        h = (h ^ *p) * 16777619u;
-    return h % HTTP_ROUTE_BUCKETS;
+    return hash_str(path) % HTTP_ROUTE_BUCKETS;
 }
 
 static int method_index(enum http_method m)
@@ -633,7 +631,7 @@ int http_stream_push(struct http_request *req, const void *data, size_t len)
     evbuffer_free(chunk);
     uint64_t high = req->srv->opts.sse_high_water_bytes ? req->srv->opts.sse_high_water_bytes
                                                         : HTTP_DEFAULT_HIGH_WATER;
-    return http_stream_buffered(req) > high ? 1 : 0;
+    return http_stream_buffered(req) > high ? HTTP_STREAM_FULL : 0;
 }
 
 void http_stream_on_drain(struct http_request *req, http_drain_fn fn, void *arg)

@@ -173,9 +173,11 @@ int http_stream_start(struct http_request *req, int status, const char *content_
 int http_stream_write(struct http_request *req, const void *data, size_t len);
 /*
  * Queues DATA whatever the buffer holds (for producers that can pause, such
- * as an upstream transfer): 0, 1 when the buffer is now over the high-water
- * mark (pause until the drain callback), or -EPIPE when the client is gone.
+ * as an upstream transfer): 0, HTTP_STREAM_FULL when the buffer is now over
+ * the high-water mark (pause until the drain callback), or -EPIPE when the
+ * client is gone.
  */
+#define HTTP_STREAM_FULL 1
 int http_stream_push(struct http_request *req, const void *data, size_t len);
 size_t http_stream_buffered(const struct http_request *req);
 void http_stream_on_drain(struct http_request *req, http_drain_fn fn, void *arg);

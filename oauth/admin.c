@@ -85,7 +85,7 @@ static void on_grant_record(const struct store_result *res, void *arg)
                 json_string_value(json_object_get(g, "scope")) ?: "", when);
         json_decref(g);
     } else if (res->status == STORE_NOT_FOUND) {
-        store_set_remove(j->srv->store, j->set_key, id, NULL, NULL); /* expired */
+        store_set_remove_detached(j->srv->store, j->set_key, id, "grant index: expired grant");
     } else {
         job_finish(j, -EIO, res->error ? res->error : "store unavailable");
         return;
@@ -154,12 +154,13 @@ static void on_one_revoked(bool found, void *arg)
     if (j->delete_client) {
         char key[300];
         snprintf(key, sizeof(key), KEY_CLIENT "%s", j->target);
-        store_del(j->srv->store, key, NULL, NULL);
+        store_del_detached(j->srv->store, key, "client deletion: record");
         snprintf(key, sizeof(key), KEY_CLIENT_GRANTS, j->target);
-        store_del(j->srv->store, key, NULL, NULL);
-        store_set_remove(j->srv->store, KEY_ALL_CLIENTS, j->target, NULL, NULL);
+        store_del_detached(j->srv->store, key, "client deletion: grant index");
+        store_set_remove_detached(j->srv->store, KEY_ALL_CLIENTS, j->target,
+                                  "client deletion: client list");
     }
-    /* The deletions went out without callbacks; Redis runs commands in order,
+    /* The deletions went out detached; Redis runs commands in order,
      * so the answer to this PING means every one of them is done. */
     if (store_ping(j->srv->store, on_barrier, j) < 0)
         job_finish(j, -EIO, "store unavailable");
@@ -217,7 +218,8 @@ static void on_client_record(const struct store_result *res, void *arg)
         free(uris);
         oauth_client_free(c);
     } else if (res->status == STORE_NOT_FOUND) {
-        store_set_remove(j->srv->store, KEY_ALL_CLIENTS, id, NULL, NULL); /* expired */
+        store_set_remove_detached(j->srv->store, KEY_ALL_CLIENTS, id,
+                                  "client list: expired client");
     } else {
         job_finish(j, -EIO, res->error ? res->error : "store unavailable");
         return;

@@ -523,7 +523,7 @@ static void on_authorize_post(struct http_request *req, void *arg)
     if (handle && strlen(handle) < 100) {
         char cookie[64];
         authreq_cookie(handle, cookie, sizeof(cookie));
-        cookie_value = oauth_cookie_get(srv, req, cookie);
+        cookie_value = oauth_cookie_dup(srv, req, cookie);
     }
     /* Double submit: the form's token must equal this browser's cookie. */
     if (handle == NULL || csrf == NULL || decision == NULL || cookie_value == NULL ||

@@ -17,6 +17,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "common/hash.h"
 #include "common/strbuf.h"
 #include "common/xalloc.h"
 #include "http/http.h"
@@ -47,10 +48,7 @@ struct bearer_cache {
 
 static unsigned bucket_of(const char *hash)
 {
-    unsigned h = 0;
-    for (int i = 0; i < 8; i++)
-        h = h * 16 + (unsigned)(hash[i] <= '9' ? hash[i] - '0' : hash[i] - 'a' + 10);
-    return h % CACHE_BUCKETS;
+    return hash_str(hash) % CACHE_BUCKETS;
 }
 
 static void entry_unlink(struct bearer_cache *c, struct bearer_entry *e)
@@ -123,7 +121,10 @@ struct bearer_cache *bearer_cache_new(struct oauth_server *srv)
 {
     struct bearer_cache *c = xcalloc(1, sizeof(*c));
     c->srv = srv;
-    store_subscribe(srv->store, CHANNEL_REVOKED, on_revoked, c);
+    int rc = store_subscribe(srv->store, CHANNEL_REVOKED, on_revoked, c);
+    if (rc < 0) /* only on a programming error: the store is new and the channel valid */
+        gw_log(GW_LOG_ERROR, "oauth", NULL, "cannot subscribe to revocations", "error",
+               strerror(-rc), NULL);
     return c;
 }
 
@@ -311,8 +312,8 @@ static void store_idp_tokens(struct bearer_check *bc, const char *at, const char
     if (oauth_props_seal(bc->key, bc->principal->grant_id, text, &sealed) == 0) {
         char key[128];
         snprintf(key, sizeof(key), KEY_IDP_TOKENS "%s", bc->principal->grant_id);
-        store_put(bc->srv->store, key, sealed, strlen(sealed),
-                  bc->srv->cfg->oauth.refresh_token_ttl_ms, NULL, NULL);
+        store_put_detached(bc->srv->store, key, sealed, strlen(sealed),
+                           bc->srv->cfg->oauth.refresh_token_ttl_ms, "IdP token renewal");
     }
     crypto_wipe(text, strlen(text));
     free(text);
@@ -347,8 +348,7 @@ static void on_idp_tokens(const struct store_result *res, void *arg)
     if (!refresh_route(bc))
         return;
     if (res->status == STORE_UNAVAILABLE || res->status == STORE_ERROR) {
-        http_set_header(bc->req, "Retry-After", "2");
-        http_reply_error(bc->req, 503, "temporarily_unavailable", "the token store is unavailable");
+        oauth_reply_store_down(bc->req, "IdP token");
         check_free(bc);
         return;
     }
@@ -383,9 +383,7 @@ static void on_token_record(const struct store_result *res, void *arg)
     if (!refresh_route(bc))
         return;
     if (res->status == STORE_UNAVAILABLE || res->status == STORE_ERROR) {
-        http_set_header(bc->req, "Retry-After", "2");
-        http_reply_error(bc->req, 503, "temporarily_unavailable",
-                         "the token store is unavailable; try again shortly");
+        oauth_reply_store_down(bc->req, "bearer check");
         check_free(bc);
         return;
     }
@@ -473,8 +471,7 @@ void oauth_bearer_check(struct oauth_server *srv, struct http_request *req,
     char key[128];
     snprintf(key, sizeof(key), KEY_TOKEN "%s", bc->hash);
     if (store_get(srv->store, key, on_token_record, bc) < 0) {
-        http_set_header(req, "Retry-After", "2");
-        http_reply_error(req, 503, "temporarily_unavailable", "the token store is unavailable");
+        oauth_reply_store_down(req, "bearer check");
         check_free(bc);
     }
 }

@@ -228,7 +228,7 @@ static void on_callback(struct http_request *req, void *arg)
     char hex[65], name[64];
     crypto_sha256_hex(state, hex);
     snprintf(name, sizeof(name), "mcpgate_li_%.12s", hex);
-    char *mac = oauth_cookie_get(srv, req, name);
+    char *mac = oauth_cookie_dup(srv, req, name);
     const struct gw_oauth_config *oc = &srv->cfg->oauth;
     if (mac == NULL || !oauth_mac_verify(oc->secret, oc->secret_len, "login", state, mac)) {
         oauth_audit(http_request_id(req), "callback rejected", "reason",

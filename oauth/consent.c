@@ -134,7 +134,7 @@ char *consent_render(const struct oauth_server *srv, const struct consent_view *
 /* The signed list, or NULL when absent or forged. Owned. */
 static char *remembered_list(const struct oauth_server *srv, struct http_request *req)
 {
-    char *cookie = oauth_cookie_get(srv, req, CONSENT_COOKIE);
+    char *cookie = oauth_cookie_dup(srv, req, CONSENT_COOKIE);
     if (cookie == NULL)
         return NULL;
     char *dot = strrchr(cookie, '.');

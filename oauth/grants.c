@@ -178,7 +178,7 @@ static void on_tombstone(const struct store_result *res, void *arg)
     struct issuance *is = arg;
     if (res->status == STORE_OK) {
         for (size_t i = 0; i < is->n_keys; i++)
-            store_del(is->srv->store, is->keys[i], NULL, NULL);
+            store_del_detached(is->srv->store, is->keys[i], "issue after revocation: token");
         json_decref(is->response);
         issuance_finish(is, NULL, -EACCES);
     } else if (res->status == STORE_NOT_FOUND) {
@@ -297,15 +297,16 @@ static void on_grant_tokens(const struct store_result *res, void *arg)
     struct store *st = rv->srv->store;
     for (size_t i = 0; res->status == STORE_OK && i < res->n_members; i++) {
         const char *key = res->members[i];
-        store_del(st, key, NULL, NULL);
+        store_del_detached(st, key, "grant revocation: token");
         /* Every instance drops the token from its bearer cache at once. */
         const char *colon = strchr(key, ':');
         if (colon && strncmp(key, KEY_TOKEN, strlen(KEY_TOKEN)) == 0)
-            store_publish(st, CHANNEL_REVOKED, colon + 1, strlen(colon + 1), NULL, NULL);
+            store_publish_detached(st, CHANNEL_REVOKED, colon + 1, strlen(colon + 1),
+                                   "grant revocation: broadcast");
     }
     char set[128];
     snprintf(set, sizeof(set), KEY_GRANT_TOKENS, rv->grant_id);
-    store_del(st, set, NULL, NULL);
+    store_del_detached(st, set, "grant revocation: token index");
     revocation_free(rv);
 }
 
@@ -313,7 +314,7 @@ static void on_grant_for_revoke(const struct store_result *res, void *arg)
 {
     struct revocation *rv = arg;
     struct store *st = rv->srv->store;
-    store_set_remove(st, KEY_ALL_GRANTS, rv->grant_id, NULL, NULL);
+    store_set_remove_detached(st, KEY_ALL_GRANTS, rv->grant_id, "grant revocation: grant list");
     if (res->status == STORE_OK) {
         rv->found = true;
         json_error_t jerr;
@@ -323,11 +324,11 @@ static void on_grant_for_revoke(const struct store_result *res, void *arg)
         char key[512];
         if (sub) {
             snprintf(key, sizeof(key), KEY_USER_GRANTS, sub);
-            store_set_remove(st, key, rv->grant_id, NULL, NULL);
+            store_set_remove_detached(st, key, rv->grant_id, "grant revocation: user index");
         }
         if (client) {
             snprintf(key, sizeof(key), KEY_CLIENT_GRANTS, client);
-            store_set_remove(st, key, rv->grant_id, NULL, NULL);
+            store_set_remove_detached(st, key, rv->grant_id, "grant revocation: client index");
         }
         oauth_audit(rv->request_id, "grant revoked", "grant_id", rv->grant_id, "subject", sub,
                     "client_id", client, "reason", rv->why, NULL);
@@ -335,9 +336,9 @@ static void on_grant_for_revoke(const struct store_result *res, void *arg)
     }
     char key[128];
     snprintf(key, sizeof(key), KEY_GRANT "%s", rv->grant_id);
-    store_del(st, key, NULL, NULL);
+    store_del_detached(st, key, "grant revocation: grant record");
     snprintf(key, sizeof(key), KEY_IDP_TOKENS "%s", rv->grant_id);
-    store_del(st, key, NULL, NULL);
+    store_del_detached(st, key, "grant revocation: IdP tokens");
     snprintf(key, sizeof(key), KEY_GRANT_TOKENS, rv->grant_id);
     if (store_set_members(st, key, on_grant_tokens, rv) < 0)
         revocation_free(rv);
@@ -362,7 +363,8 @@ void oauth_grant_revoke_then(struct oauth_server *srv, const char *grant_id, con
     char key[128];
     /* The tombstone first: tokens issued from now on delete themselves. */
     snprintf(key, sizeof(key), KEY_REVOKED_GRANT "%s", grant_id);
-    store_put(srv->store, key, "1", 1, srv->cfg->oauth.refresh_token_ttl_ms, NULL, NULL);
+    store_put_detached(srv->store, key, "1", 1, srv->cfg->oauth.refresh_token_ttl_ms,
+                       "grant revocation: tombstone");
     snprintf(key, sizeof(key), KEY_GRANT "%s", grant_id);
     if (store_get(srv->store, key, on_grant_for_revoke, rv) < 0)
         revocation_free(rv);

@@ -158,7 +158,7 @@ void oauth_cookie_name(const struct oauth_server *srv, const char *base, char *o
     snprintf(out, cap, "%s%s", srv->cfg->server.public_url_https ? "__Host-" : "", base);
 }
 
-char *oauth_cookie_get(const struct oauth_server *srv, struct http_request *req, const char *base)
+char *oauth_cookie_dup(const struct oauth_server *srv, struct http_request *req, const char *base)
 {
     char name[96];
     oauth_cookie_name(srv, base, name, sizeof(name));
@@ -394,8 +394,8 @@ static void on_client_loaded(const struct store_result *res, void *arg)
         /* Registrations expire when unused: each use renews client_ttl. */
         char key[300];
         snprintf(key, sizeof(key), KEY_CLIENT "%s", c->client_id);
-        store_expire(lk->srv->store, key, lk->srv->cfg->oauth.registration_client_ttl_ms, NULL,
-                     NULL);
+        store_expire_detached(lk->srv->store, key, lk->srv->cfg->oauth.registration_client_ttl_ms,
+                              "client registration renewal");
     }
     lk->cb(c, how, lk->arg);
     oauth_client_free(c);

@@ -87,7 +87,7 @@ char *oauth_html_escape(const char *text);
  */
 void oauth_cookie_name(const struct oauth_server *srv, const char *base, char *out, size_t cap);
 /* The value of cookie BASE (owned), or NULL. */
-char *oauth_cookie_get(const struct oauth_server *srv, struct http_request *req, const char *base);
+char *oauth_cookie_dup(const struct oauth_server *srv, struct http_request *req, const char *base);
 /* Sets cookie BASE (HttpOnly, SameSite=Lax, Path=/, Secure on https). max_age 0 deletes. */
 void oauth_cookie_set(const struct oauth_server *srv, struct http_request *req, const char *base,
                       const char *value, uint64_t max_age_s);

@@ -270,7 +270,7 @@ static void on_client_stored(const struct store_result *res, void *arg)
         oauth_reply_store_down(sr->req, "registration");
         json_decref(sr->response);
     } else {
-        store_set_add(sr->store, KEY_ALL_CLIENTS, sr->client_id, 0, NULL, NULL);
+        store_set_add_detached(sr->store, KEY_ALL_CLIENTS, sr->client_id, 0, "client list");
         oauth_audit(http_request_id(sr->req), "client registered", "client_id", sr->client_id,
                     "client", http_request_client_ip(sr->req), NULL);
         oauth_reply_json(sr->req, 201, sr->response);

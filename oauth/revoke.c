@@ -64,8 +64,9 @@ static void on_record(const struct store_result *res, void *arg)
     } else {
         char key[128];
         snprintf(key, sizeof(key), KEY_TOKEN "%s", r->hash);
-        store_del(r->srv->store, key, NULL, NULL);
-        store_publish(r->srv->store, CHANNEL_REVOKED, r->hash, strlen(r->hash), NULL, NULL);
+        store_del_detached(r->srv->store, key, "token revocation");
+        store_publish_detached(r->srv->store, CHANNEL_REVOKED, r->hash, strlen(r->hash),
+                               "token revocation: broadcast");
         oauth_audit(rid, "token revoked", "grant_id", grant_id, "client_id", r->client_id, NULL);
     }
     json_decref(rec);

@@ -327,7 +327,8 @@ static void on_code_taken(const struct store_result *res, void *arg)
     const char *grant_id = json_string_value(json_object_get(rec, "grant_id"));
     if (grant_id) {
         snprintf(key, sizeof(key), KEY_USED_CODE "%s", t->hash);
-        store_put(srv->store, key, grant_id, strlen(grant_id), USED_CODE_TTL_MS, NULL, NULL);
+        store_put_detached(srv->store, key, grant_id, strlen(grant_id), USED_CODE_TTL_MS,
+                           "code replay marker");
     }
     const char *why = rec ? check_code(t, rec) : "the authorization code is invalid";
     json_decref(rec);
@@ -411,8 +412,8 @@ static void issue_refreshed(struct token_req *t, json_t *rec, bool from_grace)
         char *text = json_dumps(rec, JSON_COMPACT);
         char key[128];
         snprintf(key, sizeof(key), KEY_USED_REFRESH "%s", t->hash);
-        store_put(t->srv->store, key, text, strlen(text), t->srv->cfg->oauth.refresh_token_ttl_ms,
-                  NULL, NULL);
+        store_put_detached(t->srv->store, key, text, strlen(text),
+                           t->srv->cfg->oauth.refresh_token_ttl_ms, "refresh reuse marker");
         free(text);
     }
     oauth_issue_tokens(t->srv, &t->grant, true, on_tokens, t);

@@ -266,7 +266,8 @@ static int on_up_data(struct httpc_call *up, const char *data, size_t len, void 
         return HTTPC_CONTINUE;
     }
     /* Over the client's high-water mark: pause the upstream until it drains. */
-    return http_stream_push(x->call->req, data, len) == 1 ? HTTPC_PAUSE : HTTPC_CONTINUE;
+    return http_stream_push(x->call->req, data, len) == HTTP_STREAM_FULL ? HTTPC_PAUSE
+                                                                         : HTTPC_CONTINUE;
 }
 
 static void on_up_done(struct httpc_call *up, const char *error, void *arg)

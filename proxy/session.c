@@ -31,6 +31,7 @@
 
 #include <event2/event.h>
 
+#include "common/hash.h"
 #include "common/rand.h"
 #include "common/strbuf.h"
 #include "common/xalloc.h"
@@ -100,10 +101,7 @@ struct proxy_session {
 
 static unsigned bucket_of(const char *id)
 {
-    unsigned h = 2166136261u;
-    for (const unsigned char *p = (const unsigned char *)id; *p; p++)
-        h = (h ^ *p) * 16777619u;
-    return h % PROXY_SESSION_BUCKETS;
+    return hash_str(id) % PROXY_SESSION_BUCKETS;
 }
 
 static struct proxy_session *session_lookup(struct proxy *p, const char *id)
@@ -535,7 +533,7 @@ static void session_end(struct proxy_session *s, const char *reason, bool failin
     table_remove(s->proxy, s);
     char key[96];
     snprintf(key, sizeof(key), "session:%s", s->id);
-    store_del(s->proxy->store, key, NULL, NULL);
+    store_del_detached(s->proxy->store, key, "session end: record");
     stdio_child_stop(s->child);
 }
 
@@ -642,8 +640,7 @@ static struct proxy_session *session_new(struct proxy_call *call, bool legacy, i
                             (int)stdio_child_pid(s->child));
     free(instance);
     char *text = json_dumps(rec, JSON_COMPACT);
-    store_put(p->store, key, text, strlen(text), s->idle_timeout_ms ? s->idle_timeout_ms : 0, NULL,
-              NULL);
+    store_put_detached(p->store, key, text, strlen(text), s->idle_timeout_ms, "session record");
     free(text);
     json_decref(rec);
     gw_log(GW_LOG_INFO, "proxy", s->id, "session started", "route", r->name, "subject", s->owner,

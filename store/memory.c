@@ -533,7 +533,8 @@ void *store_memory_new(struct store *s, struct event_base *base)
     mb->s = s;
     table_init(&mb->table);
     if (getrandom(&mb->seed, sizeof(mb->seed), GRND_NONBLOCK) != (ssize_t)sizeof(mb->seed))
-        mb->seed = time_mono_ms() ^ (uint64_t)(uintptr_t)mb; /* only spreads buckets; not a secret */
+        mb->seed =
+            time_mono_ms() ^ (uint64_t)(uintptr_t)mb; /* only spreads buckets; not a secret */
     mb->sweep_ev = xevtimer_new(base, on_sweep, mb);
     sweep_arm(mb, MEM_SWEEP_INTERVAL_MS);
     return mb;

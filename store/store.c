@@ -500,3 +500,56 @@ void store_get_stats(const struct store *s, struct store_stats *out)
     if (!s->closing)
         s->ops->get_stats(s->impl, out);
 }
+
+/* ---- best-effort writes ------------------------------------------------ */
+
+static void on_detached_done(const struct store_result *res, void *arg)
+{
+    if (res->status == STORE_UNAVAILABLE || res->status == STORE_ERROR)
+        gw_log(GW_LOG_WARN, "store", NULL, "best-effort write failed", "write", (const char *)arg,
+               "status", store_status_name(res->status), "error", res->error, NULL);
+}
+
+static void detached_queued(int rc, const char *what)
+{
+    if (rc < 0)
+        gw_log(GW_LOG_WARN, "store", NULL, "best-effort write refused", "write", what, "error",
+               strerror(-rc), NULL);
+}
+
+/* WHAT is a static string: it is the callback's argument until the write ends. */
+#define DETACHED(what) on_detached_done, (void *)(what)
+
+void store_put_detached(struct store *s, const char *key, const void *val, size_t len,
+                        uint64_t ttl_ms, const char *what)
+{
+    detached_queued(store_put(s, key, val, len, ttl_ms, DETACHED(what)), what);
+}
+
+void store_del_detached(struct store *s, const char *key, const char *what)
+{
+    detached_queued(store_del(s, key, DETACHED(what)), what);
+}
+
+void store_expire_detached(struct store *s, const char *key, uint64_t ttl_ms, const char *what)
+{
+    detached_queued(store_expire(s, key, ttl_ms, DETACHED(what)), what);
+}
+
+void store_set_add_detached(struct store *s, const char *key, const char *member, uint64_t ttl_ms,
+                            const char *what)
+{
+    detached_queued(store_set_add(s, key, member, ttl_ms, DETACHED(what)), what);
+}
+
+void store_set_remove_detached(struct store *s, const char *key, const char *member,
+                               const char *what)
+{
+    detached_queued(store_set_remove(s, key, member, DETACHED(what)), what);
+}
+
+void store_publish_detached(struct store *s, const char *channel, const void *msg, size_t len,
+                            const char *what)
+{
+    detached_queued(store_publish(s, channel, msg, len, DETACHED(what)), what);
+}

@@ -204,6 +204,24 @@ struct store_stats {
 };
 void store_get_stats(const struct store *s, struct store_stats *out);
 
+/*
+ * Best-effort writes: the caller does not wait for the outcome (index
+ * clean-up, invalidation broadcasts, audit markers). A failure, refused at
+ * once or STORE_UNAVAILABLE/STORE_ERROR later, is logged at warn with WHAT
+ * (a static string naming the write, e.g. "revocation: token record"), so
+ * "fire and forget" is visible in the log; nothing else happens.
+ */
+void store_put_detached(struct store *s, const char *key, const void *val, size_t len,
+                        uint64_t ttl_ms, const char *what);
+void store_del_detached(struct store *s, const char *key, const char *what);
+void store_expire_detached(struct store *s, const char *key, uint64_t ttl_ms, const char *what);
+void store_set_add_detached(struct store *s, const char *key, const char *member, uint64_t ttl_ms,
+                            const char *what);
+void store_set_remove_detached(struct store *s, const char *key, const char *member,
+                               const char *what);
+void store_publish_detached(struct store *s, const char *channel, const void *msg, size_t len,
+                            const char *what);
+
 /* "ok", "not_found", "exists", "unavailable", "error": for logs and tests. */
 const char *store_status_name(enum store_status status);
 
