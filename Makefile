@@ -32,7 +32,7 @@ SAN_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/san/%.o)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/san/tests/%)
 HELPER_BINS := $(HELPER_SRCS:tests/integration/%.c=$(BUILD)/san/helpers/%)
 
-.PHONY: all test unit integration demo bench install clean fmt fmt-check help deps \
+.PHONY: all test unit integration demo bench install clean fmt fmt-check help deps layers \
         san-binary fuzz
 
 all: mcpgate $(BUILD)/rel/examples/whoami-server ## Build mcpgate and the example server (release flags)
@@ -180,3 +180,6 @@ fmt-check: ## Fail when a C source is not clang-formatted
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
+
+layers: ## Check the include rules of ARCHITECTURE.md (layers, private headers, library confinement)
+	@sh scripts/layers.sh
