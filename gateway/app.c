@@ -16,12 +16,13 @@
 
 #include "common/httpc.h"
 #include "common/jws.h"
+#include "common/log.h"
 #include "common/timeutil.h"
 #include "common/xalloc.h"
+#include "common/xevent.h"
+#include "gateway/config.h"
 #include "gateway/health.h"
 #include "http/http.h"
-#include "common/log.h"
-#include "common/xevent.h"
 #include "http/metrics.h"
 #include "oauth/idp.h"
 #include "oauth/oauth.h"
@@ -47,8 +48,8 @@ struct gw_app {
     struct jws_key *sign_key;         /* owned; NULL: no identity assertions */
     struct jws_key *previous_key;     /* owned; published in the JWKS only */
     bool stopping_children;
-    struct event *signals[3];  /* owned: TERM, INT, HUP */
-    struct event *drain_timer; /* owned */
+    struct event *signals[3];   /* owned: TERM, INT, HUP */
+    struct event *drain_timer;  /* owned */
     uint64_t drain_deadline_ms; /* monotonic */
     bool draining;
     int exit_status;
@@ -285,7 +286,8 @@ static void drain_check(evutil_socket_t fd, short what, void *arg)
         deadline = app->drain_deadline_ms;
         proxy_shutdown(app->proxy);
     }
-    if (app->stopping_children && (proxy_children_alive(app->proxy) == 0 || time_mono_ms() >= deadline)) {
+    if (app->stopping_children &&
+        (proxy_children_alive(app->proxy) == 0 || time_mono_ms() >= deadline)) {
         event_base_loopexit(app->base, NULL);
         return;
     }

@@ -1,5 +1,6 @@
 /*
- * test_config: the YAML configuration loader (gateway/config.c).
+ * test_config: the gateway's configuration schema and loader (gateway/config.c and the
+ * modules' *_conf.c tables, read by the engine in conf/conf.c).
  *
  * Bad configs are one table: each case is a YAML text and the exact first
  * message, "t.yaml:line:column: key.path: message", plus how many errors the
@@ -24,9 +25,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "common/xalloc.h"
-#include "conf/config.h"
 #include "common/log.h"
+#include "common/xalloc.h"
+#include "conf/conf.h"
+#include "gateway/config.h"
 
 static char tmp_dir[] = "/tmp/mcpgate-test-config-XXXXXX";
 
