@@ -22,6 +22,7 @@
 #include "common/net.h"
 #include "common/xalloc.h"
 #include "conf/conf.h"
+#include "oauth/redirect_uri.h"
 
 #define ROUTE_NAME_MAX 64
 #define OAUTH_SECRET_MIN_BYTES 32
@@ -181,29 +182,17 @@ static bool check_redis_url(struct conf_loader *ld, const struct conf_node *at, 
 }
 
 /*
- * OAuth 2.1 §2.3.1 / RFC 8252: https anywhere, http only to loopback, a
- * private-use scheme for native apps; never a fragment.
+ * A static client's redirect URIs obey the one rule of dynamic registration
+ * (oauth/redirect_uri.c: https, http on loopback, private-use schemes with a
+ * dot; never javascript:, data:, a fragment, …); only the message is ours.
  */
 static bool check_redirect_uri(struct conf_loader *ld, const struct conf_node *at, const char *v)
 {
-    struct url_parts u;
-    size_t scheme = strspn(v, "abcdefghijklmnopqrstuvwxyz0123456789+.-");
-    const char *why = NULL;
-    if (scheme == 0 || v[scheme] != ':' || v[scheme + 1] == '\0' || !(v[0] >= 'a' && v[0] <= 'z'))
-        why = "is not an absolute URI";
-    else if (strchr(v, '#'))
-        why = "must not have a fragment";
-    else if (strncmp(v, "http:", 5) == 0 || strncmp(v, "https:", 6) == 0) {
-        why = parse_url(v, &u);
-        if (why == NULL && !u.https && !net_host_is_loopback(u.host))
-            why = "may use http only with a loopback host";
-    }
+    const char *why = oauth_redirect_uri_check(v);
     if (why)
         conf_node_error(ld, at, "\"%s\" %s", v, why);
     return why == NULL;
 }
-
-/* RFC 6749 §3.3 scope-token: %x21 / %x23-5B / %x5D-7E */
 
 static bool check_organization(struct conf_loader *ld, const struct conf_node *at, const char *v)
 {

@@ -439,8 +439,13 @@ static const struct bad_case bad_cases[] = {
     /* oauth clients */
     {SRV
      "oauth:\n  clients:\n    - {client_id: c, redirect_uris: [\"http://app.example.com/cb\"]}\n",
-     "t.yaml:5:38: oauth.clients[0].redirect_uris[0]: \"http://app.example.com/cb\" may use http "
-     "only with a loopback host",
+     "t.yaml:5:38: oauth.clients[0].redirect_uris[0]: \"http://app.example.com/cb\" http "
+     "redirect URIs are allowed only on loopback hosts; use https",
+     1},
+    /* the rule of dynamic registration (oauth/redirect_uri.c) holds for static clients too */
+    {SRV "oauth:\n  clients:\n    - {client_id: c, redirect_uris: [\"javascript:alert(1)\"]}\n",
+     "t.yaml:5:38: oauth.clients[0].redirect_uris[0]: \"javascript:alert(1)\" redirect_uri "
+     "scheme is not allowed",
      1},
     {SRV "oauth:\n  clients:\n    - {client_id: c, redirect_uris: [\"https://a.example/cb\"], "
          "auth: client_secret_basic}\n",
