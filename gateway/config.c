@@ -20,6 +20,7 @@
 
 #include "common/log.h"
 #include "common/net.h"
+#include "common/url.h"
 #include "common/xalloc.h"
 #include "conf/conf.h"
 #include "oauth/redirect_uri.h"
@@ -36,16 +37,15 @@ CONF_ENUM_IS_INT(gw_route_auth);
 CONF_ENUM_IS_INT(gw_log_format);
 
 /*
- * "host:port" or "[v6]:port", the n bytes at s. Copies the host, without
- * brackets, into host. A listen address needs a port and may use 0 (a free
- * port, which tests use); a URL may omit it but never says 0. Returns NULL or
- * why not.
+ * A listen address's "host:port" or "[v6]:port": a thin wrapper over
+ * net_split_hostport() that copies the host, without brackets, into host.
+ * The port is required and may be 0 (a free port, which tests use).
+ * Returns NULL or why not.
  */
-static const char *parse_authority(const char *s, size_t n, bool listen, char *host,
-                                   size_t host_size)
+static const char *parse_authority(const char *s, char *host, size_t host_size)
 {
     unsigned port;
-    return net_split_hostport(s, n, listen, listen ? 0 : 1, host, host_size, &port);
+    return net_split_hostport(s, strlen(s), true, 0, host, host_size, &port);
 }
 
 /*
@@ -64,7 +64,7 @@ static const char *parse_listen(const char *s, bool *loopback)
             return "a unix socket needs an absolute path";
         return strlen(s + 5) < 108 ? NULL : "the socket path is longer than 107 bytes";
     }
-    const char *why = parse_authority(s, strlen(s), true, host, sizeof(host));
+    const char *why = parse_authority(s, host, sizeof(host));
     if (why == NULL && strcmp(host, "localhost") != 0 && inet_pton(AF_INET, host, &a4) != 1 &&
         inet_pton(AF_INET6, host, &a6) != 1)
         why = "the host must be an IP address or localhost";
@@ -72,27 +72,42 @@ static const char *parse_listen(const char *s, bool *loopback)
     return why;
 }
 
-struct url_parts {
-    bool https;
-    char host[256];   /* without brackets */
-    const char *rest; /* path, query and fragment: from the first '/', '?' or '#' */
-};
-
-/* http(s)://host[:port]… Returns NULL or why not. */
-static const char *parse_url(const char *s, struct url_parts *u)
+/*
+ * http(s)://host[:port]…, split by url_split() (common/url.h, libcurl's URL
+ * API). On NULL, U holds the parts and the caller clears it; otherwise U is
+ * cleared and the reason is returned. libcurl is more lenient than a URL we
+ * advertise or fetch should be, so the host must also pass net's host rules
+ * (a DNS name, an IPv4 literal or a bracketed IPv6 one: no UTF-8 names) and
+ * the port must be 1..65535 and not empty. Path, query and fragment are the
+ * caller's to check on the raw text (url_after_authority()): url_split()
+ * reports an empty path as "/".
+ */
+static const char *url_problem(const char *s, struct url_parts *u)
 {
-    const char *auth;
-    if (strncasecmp(s, "https://", 8) == 0)
-        u->https = true, auth = s + 8;
-    else if (strncasecmp(s, "http://", 7) == 0)
-        u->https = false, auth = s + 7;
-    else
+    size_t prefix = strncasecmp(s, "https://", 8) == 0  ? 8
+                    : strncasecmp(s, "http://", 7) == 0 ? 7
+                                                        : 0;
+    memset(u, 0, sizeof(*u));
+    if (prefix == 0)
         return "must start with http:// or https://";
-    size_t n = strcspn(auth, "/?#");
-    u->rest = auth + n;
-    if (memchr(auth, '@', n))
-        return "must not contain user info (user@)";
-    return parse_authority(auth, n, false, u->host, sizeof(u->host));
+    const char *end = url_after_authority(s); /* where the authority ends */
+    if (end == s + prefix)
+        return "the host is missing"; /* url_split() refuses it without saying why */
+    if (!url_split(s, u))
+        return "is not a valid URL";
+    const char *why = NULL;
+    char host[256];
+    unsigned port;
+    uint64_t n;
+    if (u->user)
+        why = "must not contain user info (user@)";
+    else if (end[-1] == ':' || (u->port && !net_parse_uint(u->port, strlen(u->port), 1, 65535, &n)))
+        why = "the port must be 1..65535"; /* libcurl takes "host:" and port 0 */
+    else
+        why = net_split_hostport(u->host, strlen(u->host), false, 1, host, sizeof(host), &port);
+    if (why)
+        url_parts_clear(u);
+    return why;
 }
 
 /* ---- string checks: each reports its own error and returns false ------- */
@@ -113,25 +128,29 @@ static bool check_listen(struct conf_loader *ld, const struct conf_node *at, con
 static bool check_origin_url(struct conf_loader *ld, const struct conf_node *at, const char *v)
 {
     struct url_parts u;
-    const char *why = parse_url(v, &u);
-    if (why == NULL && strcmp(u.rest, "/") == 0)
+    const char *why = url_problem(v, &u);
+    const char *rest = why ? NULL : url_after_authority(v);
+    if (rest && strcmp(rest, "/") == 0)
         why = "must not end with '/'";
-    else if (why == NULL && u.rest[0])
+    else if (rest && rest[0])
         why = "must not have a path, query or fragment";
+    url_parts_clear(&u);
     if (why)
         conf_node_error(ld, at, "\"%s\" %s", v, why);
     return why == NULL;
 }
 
+/* Reports nothing for a URL url_problem() refuses: its own check does. */
 static bool check_https_or_loopback(struct conf_loader *ld, const struct conf_node *at,
                                     const char *v)
 {
     struct url_parts u;
-    if (parse_url(v, &u) == NULL && !u.https && !net_host_is_loopback(u.host)) {
+    bool ok = url_problem(v, &u) != NULL || strcmp(u.scheme, "https") == 0 ||
+              net_host_is_loopback(u.host);
+    url_parts_clear(&u);
+    if (!ok)
         conf_node_error(ld, at, "\"%s\" must use https (http only for a loopback host)", v);
-        return false;
-    }
-    return true;
+    return ok;
 }
 
 static bool check_base_url(struct conf_loader *ld, const struct conf_node *at, const char *v)
@@ -143,9 +162,10 @@ static bool check_base_url(struct conf_loader *ld, const struct conf_node *at, c
 static bool check_issuer(struct conf_loader *ld, const struct conf_node *at, const char *v)
 {
     struct url_parts u;
-    const char *why = parse_url(v, &u);
-    if (why == NULL && strpbrk(u.rest, "?#"))
+    const char *why = url_problem(v, &u);
+    if (why == NULL && strpbrk(url_after_authority(v), "?#"))
         why = "must not have a query or fragment";
+    url_parts_clear(&u);
     if (why) {
         conf_node_error(ld, at, "\"%s\" %s", v, why);
         return false;
@@ -156,9 +176,10 @@ static bool check_issuer(struct conf_loader *ld, const struct conf_node *at, con
 static bool check_http_url(struct conf_loader *ld, const struct conf_node *at, const char *v)
 {
     struct url_parts u;
-    const char *why = parse_url(v, &u);
-    if (why == NULL && strchr(u.rest, '#'))
+    const char *why = url_problem(v, &u);
+    if (why == NULL && strchr(url_after_authority(v), '#'))
         why = "must not have a fragment";
+    url_parts_clear(&u);
     if (why)
         conf_node_error(ld, at, "\"%s\" %s", v, why);
     return why == NULL;
