@@ -1,12 +1,15 @@
 /*
- * config: the YAML configuration (DESIGN §3) parsed with libyaml into one
- * immutable struct gw_config. Every key is typed and range-checked; unknown
- * keys, duplicate keys, anchors/aliases and YAML 1.1 booleans ("on", "no", …)
- * are errors. Every error reads "file:line:column: key.path: message".
+ * config: the types of the gateway's configuration (DESIGN §3), one
+ * immutable struct gw_config, and the lookups modules make on it. Neutral
+ * ground: every module reads these types, none of them loads them. The
+ * schema that fills them is split by owner (http/http_conf.c,
+ * store/store_conf.c, oauth/oauth_conf.c, proxy/route_conf.c,
+ * gateway/config.c), the engine is conf/conf.h, and loading is
+ * gateway/config.h.
  *
- * Ownership: gw_config_load() returns a config that owns every string and
- * array inside it; gw_config_free() releases it all. A loaded config is never
- * modified: SIGHUP loads a new one and swaps the pointer.
+ * Ownership: a loaded config owns every string and array inside it;
+ * gw_config_free() (gateway/config.h) releases it all. A loaded config is
+ * never modified: SIGHUP loads a new one and swaps the pointer.
  *
  * Secrets (idp.client_secret, store.redis.password, oauth secret) are held in
  * memory only; gw_config_free() wipes them with OPENSSL_cleanse.
@@ -17,7 +20,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <netinet/in.h>
 
 #include "common/net.h"
@@ -285,30 +287,10 @@ struct gw_config_errors {
     size_t len;
 };
 
-/*
- * Loads and validates FILE. On success returns the config and leaves errs
- * empty; on failure returns NULL with at least one message in errs. Never
- * stops at the first error when later ones can still be found.
- */
-struct gw_config *gw_config_load(const char *path, struct gw_config_errors *errs);
-/* Same, from a string; `name` stands for the file name in messages. */
-struct gw_config *gw_config_load_string(const char *yaml, size_t len, const char *name,
-                                        struct gw_config_errors *errs);
-void gw_config_free(struct gw_config *cfg);
-void gw_config_errors_clear(struct gw_config_errors *errs);
-
-/* The `check-config` summary: listeners, store, IdP preset, each route and its upstream. */
-void gw_config_print_summary(const struct gw_config *cfg, FILE *out);
-
-/* Lookups used across modules. */
+/* Lookups used across modules (conf/config.c); NULL when absent. */
 const struct gw_route_config *gw_config_route_by_path(const struct gw_config *cfg,
                                                       const char *path);
 const struct gw_route_config *gw_config_route_by_name(const struct gw_config *cfg,
                                                       const char *name);
-
-/* Parsers shared with the CLI; return 0 or -EINVAL. */
-int gw_parse_duration_ms(const char *text, uint64_t *out_ms); /* "250ms" "60s" "15m" "1h" "30d" */
-int gw_parse_size_bytes(const char *text,
-                        uint64_t *out_bytes); /* "512", "64KiB", "4MiB", "1GiB", "10kB" */
 
 #endif

@@ -12,11 +12,12 @@
 
 #include <event2/event.h>
 
+#include "common/log.h"
 #include "common/principal.h"
 #include "common/xalloc.h"
-#include "gateway/app.h"
-#include "common/log.h"
 #include "common/xevent.h"
+#include "gateway/app.h"
+#include "gateway/config.h"
 #include "oauth/oauth.h"
 #include "proxy/policy.h"
 #include "store/store.h"

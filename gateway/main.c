@@ -10,10 +10,11 @@
 #include <string.h>
 
 #include "common/jws.h"
+#include "common/log.h"
+#include "conf/config.h"
 #include "gateway/app.h"
 #include "gateway/cli.h"
-#include "conf/config.h"
-#include "common/log.h"
+#include "gateway/config.h"
 
 #define EXIT_USAGE 2
 

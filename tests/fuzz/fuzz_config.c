@@ -18,8 +18,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include "conf/config.h"
 #include "common/log.h"
+#include "gateway/config.h"
 
 #define NAME "fuzz.yaml"
 

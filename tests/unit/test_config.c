@@ -1,5 +1,6 @@
 /*
- * test_config: the YAML configuration loader (gateway/config.c).
+ * test_config: the gateway's configuration schema and loader (gateway/config.c and the
+ * modules' *_conf.c tables, read by the engine in conf/conf.c).
  *
  * Bad configs are one table: each case is a YAML text and the exact first
  * message, "t.yaml:line:column: key.path: message", plus how many errors the
@@ -24,9 +25,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "common/xalloc.h"
-#include "conf/config.h"
 #include "common/log.h"
+#include "common/xalloc.h"
+#include "conf/conf.h"
+#include "gateway/config.h"
 
 static char tmp_dir[] = "/tmp/mcpgate-test-config-XXXXXX";
 
@@ -437,8 +439,13 @@ static const struct bad_case bad_cases[] = {
     /* oauth clients */
     {SRV
      "oauth:\n  clients:\n    - {client_id: c, redirect_uris: [\"http://app.example.com/cb\"]}\n",
-     "t.yaml:5:38: oauth.clients[0].redirect_uris[0]: \"http://app.example.com/cb\" may use http "
-     "only with a loopback host",
+     "t.yaml:5:38: oauth.clients[0].redirect_uris[0]: \"http://app.example.com/cb\" http "
+     "redirect URIs are allowed only on loopback hosts; use https",
+     1},
+    /* the rule of dynamic registration (oauth/redirect_uri.c) holds for static clients too */
+    {SRV "oauth:\n  clients:\n    - {client_id: c, redirect_uris: [\"javascript:alert(1)\"]}\n",
+     "t.yaml:5:38: oauth.clients[0].redirect_uris[0]: \"javascript:alert(1)\" redirect_uri "
+     "scheme is not allowed",
      1},
     {SRV "oauth:\n  clients:\n    - {client_id: c, redirect_uris: [\"https://a.example/cb\"], "
          "auth: client_secret_basic}\n",
