@@ -27,10 +27,9 @@ void proxy_call_free(struct proxy_call *call)
     free(call);
 }
 
-void proxy_reply_rpc_error(struct http_request *req, int status, const json_t *id, int code,
-                           const char *message)
+void proxy_reply_rpc_error(struct http_request *req, int status, int code, const char *message)
 {
-    char *text = jsonrpc_error_text(id, code, message);
+    char *text = jsonrpc_error_text(NULL, 0, code, message);
     http_reply_json_text(req, status, text);
     free(text);
 }

@@ -128,7 +128,6 @@ struct exchange {
     struct httpc_call *up;   /* borrowed from httpc until it ends */
     bool started;            /* the response head went to the client */
     bool initialize;         /* the body was an initialize request */
-    char *body;              /* owned: the forwarded body */
     char *list_method;       /* owned: tools/list, prompts/list or resources/list, else NULL */
     enum filter_mode filter;
     struct strbuf json;     /* FILTER_JSON: the body so far */
@@ -148,28 +147,20 @@ static void exchange_free(struct exchange *x)
     if (x->next)
         x->next->prev = x->prev;
     proxy_call_free(x->call);
-    free(x->body);
     free(x->list_method);
     strbuf_release(&x->json);
     sse_parser_free(x->sse);
     free(x);
 }
 
-/* Filters one JSON-RPC message text of a list answer for the caller (owned result). */
-static char *filtered_text(struct exchange *x, const char *text, size_t len)
+/* Filters one JSON-RPC message text of a list answer for the caller (owned result, *OUT_LEN),
+ * or NULL to send it as it is. */
+static char *filtered_text(struct exchange *x, const char *text, size_t len, size_t *out_len)
 {
-    json_error_t jerr;
-    json_t *msg = json_loadb(text, len, 0, &jerr);
-    if (msg == NULL || jsonrpc_classify(msg) != JSONRPC_RESPONSE) {
-        json_decref(msg);
-        return NULL;
-    }
     const struct gw_route_config *route = proxy_call_route(x->call);
-    if (route)
-        policy_filter_list(msg, x->list_method, route, x->call->principal);
-    char *out = jsonrpc_dump(msg);
-    json_decref(msg);
-    return out;
+    if (route == NULL)
+        return NULL;
+    return policy_filter_text(text, len, x->list_method, route, x->call->principal, out_len);
 }
 
 static void on_sse_event(const struct sse_event *ev, void *arg)
@@ -179,7 +170,8 @@ static void on_sse_event(const struct sse_event *ev, void *arg)
     if (ev->comment) {
         wire = xasprintf(":%s\n\n", ev->comment);
     } else {
-        char *f = filtered_text(x, ev->data, strlen(ev->data));
+        size_t flen;
+        char *f = filtered_text(x, ev->data, strlen(ev->data), &flen);
         wire = sse_format(ev->id, ev->event, f ? f : ev->data);
         free(f);
     }
@@ -286,9 +278,9 @@ static void on_up_done(struct httpc_call *up, const char *error, void *arg)
                    "a list answer exceeded 4 x server.limits.max_body and was cut", "route",
                    x->call->route_name, NULL);
         if (x->filter == FILTER_JSON && !x->too_big && x->json.len) {
-            char *f = filtered_text(x, x->json.buf, x->json.len);
-            const char *out = f ? f : x->json.buf;
-            http_stream_push(req, out, strlen(out));
+            size_t flen = x->json.len;
+            char *f = filtered_text(x, x->json.buf, x->json.len, &flen);
+            http_stream_push(req, f ? f : x->json.buf, flen);
             free(f);
         }
         http_stream_end(req);
@@ -298,7 +290,7 @@ static void on_up_done(struct httpc_call *up, const char *error, void *arg)
                               error ? error : "no response");
         gw_log(GW_LOG_WARN, "proxy", http_request_id(req), "upstream failed", "route",
                x->call->route_name, "error", error, NULL);
-        proxy_reply_rpc_error(req, slow ? 504 : 502, NULL, JSONRPC_GATEWAY_UPSTREAM_ERROR, msg);
+        proxy_reply_rpc_error(req, slow ? 504 : 502, JSONRPC_GATEWAY_UPSTREAM_ERROR, msg);
         free(msg);
     }
     exchange_free(x);
@@ -324,7 +316,7 @@ static size_t build_headers(struct proxy_call *call, struct httpc_header *h, siz
     return n + ih->n;
 }
 
-void http_upstream_handle(struct proxy_call *call, json_t *body)
+void http_upstream_handle(struct proxy_call *call, const struct guard_body *body)
 {
     struct http_request *req = call->req;
     const char *sid = http_request_header(req, "Mcp-Session-Id");
@@ -332,28 +324,20 @@ void http_upstream_handle(struct proxy_call *call, json_t *body)
         struct upstream_session *u = *find_binding(call->proxy, sid);
         if (u == NULL || strcmp(u->owner, call->principal->subject) != 0 ||
             strcmp(u->route, call->route->name) != 0) {
-            proxy_reply_rpc_error(req, 404, NULL, JSONRPC_INVALID_REQUEST,
+            proxy_reply_rpc_error(req, 404, JSONRPC_INVALID_REQUEST,
                                   "unknown or expired session: initialize again");
-            json_decref(body);
             proxy_call_free(call);
             return;
         }
     }
     struct exchange *x = xcalloc(1, sizeof(*x));
     x->call = call;
-    const char *method = body ? jsonrpc_method(body) : NULL;
-    x->initialize = method && strcmp(method, "initialize") == 0;
-    const char *field;
-    const struct gw_access_rules *rules =
-        method && strstr(method, "/list") ? policy_rules_for(call->route, method, &field) : NULL;
+    const struct jsonrpc_msg *first = body && !body->batch ? &body->msgs[0].info : NULL;
+    x->initialize = first && first->kind == JSONRPC_REQUEST && jsonrpc_is(first, "initialize");
     /* Parse the answer only when a rule could remove something from it. */
-    if (rules && (rules->len || rules->default_effect == GW_POLICY_DENY) &&
-        jsonrpc_classify(body) == JSONRPC_REQUEST)
-        x->list_method = xstrdup(method);
-    if (body) {
-        x->body = jsonrpc_dump(body);
-        json_decref(body);
-    }
+    if (first && first->kind == JSONRPC_REQUEST && policy_list_filtered(call->route, first->method))
+        x->list_method = xstrdup(first->method);
+
     struct httpc_header headers[8 + IDENTITY_MAX_HEADERS];
     struct identity_headers ih;
     size_t n = build_headers(call, headers, sizeof(headers) / sizeof(headers[0]), &ih);
@@ -366,8 +350,8 @@ void http_upstream_handle(struct proxy_call *call, json_t *body)
         .url = hu->url,
         .headers = headers,
         .n_headers = n,
-        .body = x->body,
-        .body_len = x->body ? strlen(x->body) : 0,
+        .body = body ? body->text : NULL, /* httpc copies it */
+        .body_len = body ? body->len : 0,
         .connect_timeout_ms = hu->connect_timeout_ms,
         /* A GET is the long-lived server stream: no total deadline for it. */
         .timeout_ms = m == HTTP_GET ? 0 : hu->timeout_ms,
@@ -398,7 +382,7 @@ static void exchange_abort(struct exchange *x)
     if (x->started)
         http_stream_end(req);
     else
-        proxy_reply_rpc_error(req, 503, NULL, JSONRPC_GATEWAY_UPSTREAM_ERROR,
+        proxy_reply_rpc_error(req, 503, JSONRPC_GATEWAY_UPSTREAM_ERROR,
                               "the gateway is shutting down");
     exchange_free(x);
 }

@@ -12,11 +12,12 @@
 #include <string.h>
 #include <time.h>
 
+#include <jansson.h>
+
 #include "common/jws.h"
 #include "common/panic.h"
 #include "common/rand.h"
 #include "common/xalloc.h"
-#include "proxy/jsonrpc.h"
 #include "proxy/proxy_int.h"
 
 #define IDENTITY_JWT_MAX_TTL_S 300
@@ -170,35 +171,12 @@ void identity_headers_clear(struct identity_headers *ih)
     memset(ih, 0, sizeof(*ih));
 }
 
-static void inject_one(json_t *msg, const struct mg_principal *p)
+char *identity_meta_json(const struct mg_principal *p)
 {
-    if (jsonrpc_classify(msg) != JSONRPC_REQUEST)
-        return;
-    json_t *params = json_object_get(msg, "params");
-    if (params == NULL) {
-        params = json_object();
-        json_object_set_new(msg, "params", params);
-    }
-    if (!json_is_object(params))
-        return;
-    json_t *meta = json_object_get(params, "_meta");
-    if (meta == NULL) {
-        meta = json_object();
-        json_object_set_new(params, "_meta", meta);
-    }
-    if (json_is_object(meta))
-        json_object_set_new(meta, "io.mcpgate/principal", principal_claims(p));
-}
-
-void identity_inject_meta(json_t *body, const struct mg_principal *p)
-{
-    if (json_is_array(body)) {
-        size_t i;
-        json_t *m;
-        json_array_foreach (body, i, m) {
-            inject_one(m, p);
-        }
-    } else {
-        inject_one(body, p);
-    }
+    json_t *o = principal_claims(p);
+    char *text = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (text == NULL)
+        GW_PANIC("out of memory (json_dumps)");
+    return text;
 }

@@ -1,7 +1,22 @@
 /*
- * jsonrpc: inspection of JSON-RPC 2.0 messages as MCP uses them. The proxy
- * parses every message it forwards (to route responses to the right stream
- * and to apply policy) but passes unknown fields through untouched.
+ * jsonrpc: what the proxy reads of a JSON-RPC 2.0 message, in one pass over
+ * its text (common/json_scan.h), and the few edits it makes to one.
+ *
+ * The proxy never builds a tree of a message it forwards: it finds the
+ * members that routing and policy need (jsonrpc, id, method, result, error,
+ * params.name, params.uri, params.ref.*, params._meta.progressToken, the
+ * io.mcpgate/principal member of params._meta), and forwards the original
+ * bytes, or the bytes with that one _meta member replaced. Everything else
+ * passes through untouched (STYLE: unknown fields of MCP messages pass).
+ *
+ * Classification is strict on purpose (one rule for every transport): a
+ * message is a request (method + id that is a string or an integer), a
+ * notification (method, no id), a response (id + exactly one of result and
+ * error), or invalid. A method with an id that is null, a real, a boolean,
+ * an object or an array is invalid: peers disagree on what such ids mean
+ * (the TypeScript SDK reads 1.0 as 1), so the gateway refuses rather than
+ * guess. A key the proxy reads appearing twice in one object is invalid too,
+ * since parsers disagree on which copy wins.
  */
 #ifndef MCPGATE_PROXY_JSONRPC_H
 #define MCPGATE_PROXY_JSONRPC_H
@@ -9,7 +24,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include <jansson.h>
+#include "common/json_scan.h"
 
 enum jsonrpc_kind {
     JSONRPC_INVALID = 0,
@@ -25,24 +40,76 @@ enum jsonrpc_kind {
 #define JSONRPC_INVALID_PARAMS (-32602)
 #define JSONRPC_INTERNAL_ERROR (-32603)
 #define JSONRPC_REQUEST_CANCELLED (-32800)
+#define JSONRPC_RESOURCE_NOT_FOUND (-32002) /* MCP */
 /* mcpgate's own server errors, from the implementation-defined range -32000…-32019. */
 #define JSONRPC_GATEWAY_UPSTREAM_ERROR (-32000)
 #define JSONRPC_GATEWAY_LIMIT (-32001)
 #define JSONRPC_GATEWAY_FORBIDDEN (-32003)
 
-enum jsonrpc_kind jsonrpc_classify(const json_t *msg);
-/* The method of a request or notification (borrowed), else NULL. */
-const char *jsonrpc_method(const json_t *msg);
+#define JSONRPC_METHOD_MAX 128 /* longer methods are none MCP defines: kept as "" + flag */
+
+/* The io.mcpgate/principal key mcpgate owns in params._meta. */
+#define JSONRPC_PRINCIPAL_KEY "io.mcpgate/principal"
+
+/* One message as the proxy sees it. Refs index the text that was inspected. */
+struct jsonrpc_msg {
+    enum jsonrpc_kind kind;
+    const char *invalid;             /* static: why kind is JSONRPC_INVALID; NULL otherwise */
+    char method[JSONRPC_METHOD_MAX]; /* decoded; "" when absent or too long */
+    bool method_long;
+    struct json_ref id;     /* JSON_KIND_NONE when absent */
+    char *id_key;           /* owned: jsonrpc_id_key of id, NULL when none */
+    struct json_ref params; /* JSON_KIND_NONE when absent */
+    struct json_ref result, error;
+    /* params.name, params.uri, params.ref and its type/name/uri, params.requestId */
+    struct json_ref name, uri, ref, ref_type, ref_name, ref_uri, request_id;
+    struct json_ref meta;                  /* params._meta */
+    struct json_ref progress_token;        /* params._meta.progressToken */
+    size_t principal_start, principal_end; /* the io.mcpgate/principal member; 0, 0: none */
+    bool meta_protocol_version; /* params._meta has io.modelcontextprotocol/protocolVersion */
+    size_t end;                 /* the message's closing '}' */
+    unsigned params_members, meta_members;
+};
+
 /*
- * A canonical text key for an id, for maps: "s:<string>" or "n:<integer>"
- * (owned). NULL for ids MCP forbids (null, fractions, objects, arrays).
+ * Inspects TEXT[0 .. LEN), one message (not a batch). Returns 0 with *M
+ * filled (M->kind may be JSONRPC_INVALID with M->invalid saying why), or
+ * -EINVAL when the text is not JSON at all (a parse error). Release with
+ * jsonrpc_msg_clear().
  */
-char *jsonrpc_id_key(const json_t *id);
-/* A complete error response, compact JSON text (owned). ID may be NULL (null id). */
-char *jsonrpc_error_text(const json_t *id, int code, const char *message);
-/* The error response as an object (new reference). */
-json_t *jsonrpc_error_new(const json_t *id, int code, const char *message);
-/* Compact JSON without a trailing newline, as STDIO and SSE need (owned). */
-char *jsonrpc_dump(const json_t *msg);
+int jsonrpc_inspect(const char *text, size_t len, struct jsonrpc_msg *m);
+void jsonrpc_msg_clear(struct jsonrpc_msg *m);
+
+/*
+ * A top-level array (a JSON-RPC batch)? Returns 0 and sets *ELEMS (owned,
+ * *N entries: each element's ref in TEXT) when TEXT is an array, 0 with
+ * *ELEMS NULL when it is some other JSON value, -EINVAL when it is not JSON.
+ */
+int jsonrpc_batch_split(const char *text, size_t len, struct json_ref **elems, size_t *n);
+
+/*
+ * A canonical text key for an id, for maps: "s:<decoded string>" or
+ * "n:<integer as written, -0 as 0>" (owned). NULL for ids MCP forbids.
+ */
+char *jsonrpc_id_key(const char *text, const struct json_ref *id);
+/* M's method equals METHOD. */
+bool jsonrpc_is(const struct jsonrpc_msg *m, const char *method);
+
+/*
+ * M (inspected from TEXT, LEN) with params._meta["io.mcpgate/principal"]
+ * removed and, when PRINCIPAL_JSON is not NULL, set to it (a JSON object
+ * text); params and _meta are created as needed. ONE_LINE: CR and LF (only
+ * possible as whitespace between tokens) become spaces, for the STDIO
+ * framing. Returns the new text (owned, *OUT_LEN bytes), or NULL when
+ * nothing needs to change, so the caller forwards TEXT as it is.
+ */
+char *jsonrpc_rewrite(const char *text, size_t len, const struct jsonrpc_msg *m,
+                      const char *principal_json, bool one_line, size_t *out_len);
+
+/*
+ * A complete error response, compact JSON text (owned). ID_JSON is the id as
+ * JSON text (ID_LEN bytes, copied as is), or NULL for a null id.
+ */
+char *jsonrpc_error_text(const char *id_json, size_t id_len, int code, const char *message);
 
 #endif

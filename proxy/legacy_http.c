@@ -14,6 +14,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <jansson.h>
+
 #include "common/httpc.h"
 #include "common/panic.h"
 #include "common/rand.h"
@@ -50,34 +52,27 @@ struct relay {
     bool sse;
     struct sse_parser *parser; /* owned */
     struct strbuf json;        /* JSON answers, read whole (bounded) */
-    char *body;                /* owned */
+    char *id_json;             /* owned: the request's id, for an error if the upstream fails */
     char *list_method;         /* owned: a list request whose answer is filtered, or NULL */
     struct relay *next;        /* in b->relays */
 };
 
-/* A list answer filtered for the bridge's caller (owned text), or NULL to send as is. */
-static char *filter_for(struct bridge *b, const char *method, const char *text, size_t len)
+/* A list answer filtered for the bridge's caller (owned text, *OUT_LEN), or NULL to send as is. */
+static char *filter_for(struct bridge *b, const char *method, const char *text, size_t len,
+                        size_t *out_len)
 {
     const struct gw_route_config *r = gw_config_route_by_name(b->proxy->cfg, b->route_name);
     if (method == NULL || r == NULL)
         return NULL;
-    json_error_t jerr;
-    json_t *msg = json_loadb(text, len, 0, &jerr);
-    char *out = NULL;
-    if (msg && jsonrpc_classify(msg) == JSONRPC_RESPONSE &&
-        policy_filter_list(msg, method, r, b->who) > 0)
-        out = jsonrpc_dump(msg);
-    json_decref(msg);
-    return out;
+    return policy_filter_text(text, len, method, r, b->who, out_len);
 }
-
 /* ---- to the client ------------------------------------------------------------- */
 
-static void emit(struct bridge *b, const char *data)
+static void emit(struct bridge *b, const char *data, size_t len)
 {
-    if (b->sse == NULL || data[0] == '\0')
+    if (b->sse == NULL || len == 0)
         return;
-    if (http_sse_event(b->sse, NULL, "message", data, strlen(data)) < 0)
+    if (http_sse_event(b->sse, NULL, "message", data, len) < 0)
         gw_log(GW_LOG_INFO, "proxy", b->id, "legacy client is not reading; event dropped", NULL);
 }
 
@@ -85,7 +80,7 @@ static void on_event(const struct sse_event *ev, void *arg)
 {
     struct bridge *b = arg;
     if (ev->comment == NULL && (ev->event == NULL || strcmp(ev->event, "message") == 0))
-        emit(b, ev->data);
+        emit(b, ev->data, strlen(ev->data));
 }
 
 /* ---- the upstream request headers ------------------------------------------------ */
@@ -156,8 +151,9 @@ static void on_relay_event(const struct sse_event *ev, void *arg)
     struct relay *rl = arg;
     if (ev->comment || (ev->event && strcmp(ev->event, "message") != 0))
         return;
-    char *f = filter_for(rl->b, rl->list_method, ev->data, strlen(ev->data));
-    emit(rl->b, f ? f : ev->data);
+    size_t len = strlen(ev->data);
+    char *f = filter_for(rl->b, rl->list_method, ev->data, len, &len);
+    emit(rl->b, f ? f : ev->data, len);
     free(f);
 }
 
@@ -172,7 +168,7 @@ static void relay_free(struct relay *rl)
     }
     sse_parser_free(rl->parser);
     strbuf_release(&rl->json);
-    free(rl->body);
+    free(rl->id_json);
     free(rl);
 }
 
@@ -207,33 +203,32 @@ static void on_relay_done(struct httpc_call *up, const char *error, void *arg)
     struct bridge *b = rl->b;
     (void)up;
     if (error) {
-        char *msg = xasprintf("upstream unreachable: %s", error);
-        json_error_t jerr;
-        json_t *req = json_loads(rl->body, 0, &jerr);
-        if (jsonrpc_classify(req) == JSONRPC_REQUEST) {
-            char *text =
-                jsonrpc_error_text(json_object_get(req, "id"), JSONRPC_GATEWAY_UPSTREAM_ERROR, msg);
-            emit(b, text);
+        if (rl->id_json) {
+            char *msg = xasprintf("upstream unreachable: %s", error);
+            char *text = jsonrpc_error_text(rl->id_json, strlen(rl->id_json),
+                                            JSONRPC_GATEWAY_UPSTREAM_ERROR, msg);
+            emit(b, text, strlen(text));
             free(text);
+            free(msg);
         }
-        json_decref(req);
-        free(msg);
     } else if (!rl->sse && rl->json.len) {
-        json_error_t jerr;
-        json_t *msg = json_loadb(rl->json.buf, rl->json.len, 0, &jerr);
-        if (rl->initialize && msg) {
-            const char *v = json_string_value(
-                json_object_get(json_object_get(msg, "result"), "protocolVersion"));
-            if (v && b->protocol_version == NULL)
-                b->protocol_version = xstrdup(v);
+        struct jsonrpc_msg m;
+        if (jsonrpc_inspect(rl->json.buf, rl->json.len, &m) == 0 && m.kind != JSONRPC_INVALID) {
+            if (rl->initialize) {
+                json_error_t jerr;
+                json_t *msg = json_loadb(rl->json.buf, rl->json.len, 0, &jerr);
+                const char *v = json_string_value(
+                    json_object_get(json_object_get(msg, "result"), "protocolVersion"));
+                if (v && b->protocol_version == NULL)
+                    b->protocol_version = xstrdup(v);
+                json_decref(msg);
+            }
+            size_t len = rl->json.len;
+            char *f = filter_for(b, rl->list_method, rl->json.buf, len, &len);
+            emit(b, f ? f : rl->json.buf, len);
+            free(f);
         }
-        char *text = msg ? jsonrpc_dump(msg) : NULL;
-        char *f = text ? filter_for(b, rl->list_method, text, strlen(text)) : NULL;
-        if (text)
-            emit(b, f ? f : text);
-        free(f);
-        free(text);
-        json_decref(msg);
+        jsonrpc_msg_clear(&m);
     }
     b->posts_in_flight--;
     relay_free(rl);
@@ -241,15 +236,17 @@ static void on_relay_done(struct httpc_call *up, const char *error, void *arg)
         bridge_free(b);
 }
 
-static void forward(struct bridge *b, const struct gw_route_config *r, json_t *msg)
+static void forward(struct bridge *b, const struct gw_route_config *r, const struct guard_msg *g)
 {
     struct relay *rl = xcalloc(1, sizeof(*rl));
     rl->b = b;
-    const char *method = jsonrpc_method(msg);
-    rl->initialize = method && strcmp(method, "initialize") == 0;
-    if (method && strstr(method, "/list") && jsonrpc_classify(msg) == JSONRPC_REQUEST)
-        rl->list_method = xstrdup(method);
-    rl->body = jsonrpc_dump(msg);
+    const struct jsonrpc_msg *m = &g->info;
+    bool request = m->kind == JSONRPC_REQUEST;
+    rl->initialize = request && jsonrpc_is(m, "initialize");
+    if (request && policy_list_filtered(r, m->method))
+        rl->list_method = xstrdup(m->method);
+    if (request)
+        rl->id_json = xstrndup(g->orig + m->id.off, m->id.len);
     struct httpc_header h[4 + IDENTITY_MAX_HEADERS];
     struct identity_headers ih;
     size_t n = bridge_headers(b, h, sizeof(h) / sizeof(h[0]), &ih);
@@ -257,8 +254,8 @@ static void forward(struct bridge *b, const struct gw_route_config *r, json_t *m
                                 .url = r->http.url,
                                 .headers = h,
                                 .n_headers = n,
-                                .body = rl->body,
-                                .body_len = strlen(rl->body),
+                                .body = g->text, /* httpc copies it */
+                                .body_len = g->len,
                                 .connect_timeout_ms = r->http.connect_timeout_ms,
                                 .timeout_ms = r->http.timeout_ms};
     static const struct httpc_stream_callbacks cbs = {
@@ -268,7 +265,7 @@ static void forward(struct bridge *b, const struct gw_route_config *r, json_t *m
     b->relays = rl;
     rl->up = httpc_stream(b->proxy->httpc, &req, &cbs, rl);
     identity_headers_clear(&ih);
-    if (method && strcmp(method, "notifications/initialized") == 0 && b->get == NULL)
+    if (jsonrpc_is(m, "notifications/initialized") && b->get == NULL)
         open_get_stream(b, r);
 }
 
@@ -344,7 +341,8 @@ void legacy_http_open(struct proxy_call *call, const char *messages_path)
     proxy_call_free(call);
 }
 
-void legacy_http_post(struct proxy_call *call, const char *session_id, json_t *body)
+void legacy_http_post(struct proxy_call *call, const char *session_id,
+                      const struct guard_body *body, const struct guard_refusal *refusal)
 {
     struct bridge *b = NULL;
     for (struct bridge *it = call->proxy->bridges; it && session_id; it = it->next)
@@ -353,16 +351,16 @@ void legacy_http_post(struct proxy_call *call, const char *session_id, json_t *b
     /* Another user's bridge is answered like an unknown one. */
     if (b == NULL || strcmp(b->who->subject, call->principal->subject) != 0 ||
         strcmp(b->route_name, call->route->name) != 0) {
-        proxy_reply_rpc_error(call->req, 404, NULL, JSONRPC_INVALID_REQUEST,
+        proxy_reply_rpc_error(call->req, 404, JSONRPC_INVALID_REQUEST,
                               "unknown session: open the SSE stream first");
-    } else if (json_is_array(body)) {
-        proxy_reply_rpc_error(call->req, 400, NULL, JSONRPC_INVALID_REQUEST,
-                              "batches are not part of the 2024-11-05 transport");
+    } else if (refusal) {
+        /* The client waits for the answer on its stream, not on this POST. */
+        emit(b, refusal->body, strlen(refusal->body));
+        http_reply_empty(call->req, 202);
     } else {
-        forward(b, call->route, body);
+        forward(b, call->route, &body->msgs[0]);
         http_reply_empty(call->req, 202);
     }
-    json_decref(body);
     proxy_call_free(call);
 }
 

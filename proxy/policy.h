@@ -52,17 +52,54 @@ char *policy_stepup_scope(const struct mg_principal *p, const struct gw_string_l
 char *policy_explain(const struct gw_access_rules *rules, const struct policy_verdict *v,
                      const char *name);
 
-/* Which rule list governs METHOD, and which field names the thing. NULL: none. */
+/* What a governed method names (guard.h lists where the name is). */
+enum policy_target {
+    POLICY_TARGET_NONE = 0,
+    POLICY_TARGET_TOOL,       /* tools/call */
+    POLICY_TARGET_PROMPT,     /* prompts/get */
+    POLICY_TARGET_RESOURCE,   /* resources/read, resources/subscribe, resources/unsubscribe */
+    POLICY_TARGET_COMPLETION, /* completion/complete: a prompt or a resource, by params.ref */
+};
+enum policy_target policy_target_of(const char *method);
+/* The rules of a tool, prompt or resource target. */
+const struct gw_access_rules *policy_rules_of(const struct gw_route_config *route,
+                                              enum policy_target t);
+
+/*
+ * A resource URI as the rules see it (owned): scheme and host lowercased,
+ * %XX of unreserved characters decoded and other escapes uppercased, "." and
+ * ".." path segments removed (RFC 3986 §6.2.2, §5.2.4), so that
+ * file:///public/../secret and file:///p%75blic/x match the rules their
+ * upstream will resolve them to. A URI that still holds an encoded '/' or
+ * '\', a backslash or an encoded NUL is returned as "\invalid": no rule
+ * glob should allow it, and default allow routes should list a deny rule
+ * for it if their upstream decodes such escapes (README: policy).
+ */
+char *policy_normalize_uri(const char *uri);
+
+/* Which rule list filters the result of the list METHOD, and which field names an entry
+ * ("name", "uri", "uriTemplate"). NULL: not a filtered list. */
 const struct gw_access_rules *policy_rules_for(const struct gw_route_config *route,
                                                const char *method, const char **name_field);
 
 /*
- * Filters a list result (tools/list, prompts/list, resources/list) in place:
- * entries the caller may not use are removed; entries that need only more
- * scope stay (the call then gets the step-up challenge). nextCursor is kept.
- * Returns the number removed.
+ * Filters a list result (tools/list, prompts/list, resources/list,
+ * resources/templates/list) in place: entries the caller may not use are
+ * removed; entries that need only more scope stay (the call then gets the
+ * step-up challenge). nextCursor is kept. Returns the number removed.
  */
 size_t policy_filter_list(json_t *response, const char *method, const struct gw_route_config *route,
                           const struct mg_principal *p);
+
+/* Would a list answer to METHOD on ROUTE ever be filtered (a rule or a deny default)? */
+bool policy_list_filtered(const struct gw_route_config *route, const char *method);
+
+/*
+ * The same on a response's text (LEN bytes): the filtered text (owned, *OUT_LEN bytes), or
+ * NULL when nothing was removed (or the text is not a response), so the original goes out.
+ */
+char *policy_filter_text(const char *text, size_t len, const char *method,
+                         const struct gw_route_config *route, const struct mg_principal *p,
+                         size_t *out_len);
 
 #endif

@@ -8,11 +8,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <jansson.h>
-
 #include "common/httpc.h"
 #include "common/principal.h"
 #include "conf/config.h"
+#include "proxy/guard.h"
 #include "proxy/proxy.h"
 
 struct http_request;
@@ -60,9 +59,8 @@ void proxy_call_free(struct proxy_call *call);
 /* The call's route in the current config, or NULL when a reload removed it. */
 const struct gw_route_config *proxy_call_route(const struct proxy_call *call);
 
-/* Replies with a JSON-RPC error body and the given HTTP status. ID may be NULL. */
-void proxy_reply_rpc_error(struct http_request *req, int status, const json_t *id, int code,
-                           const char *message);
+/* Replies with a JSON-RPC error body (null id) and the given HTTP status. */
+void proxy_reply_rpc_error(struct http_request *req, int status, int code, const char *message);
 /* Starts the 2024-11-05 stream on REQ: keep-alives, close callback, the endpoint event. */
 void proxy_legacy_stream_open(struct http_request *req, const char *messages_path,
                               const char *session_id,
@@ -75,13 +73,15 @@ void route_bindings_free(struct proxy *p);
 
 /* ---- session.c: STDIO sessions ------------------------------------------ */
 
-/* Answers the POST of CALL (BODY: one message or a batch, stolen). */
-void session_handle_post(struct proxy_call *call, json_t *body);
+/* Answers the POST of CALL with the messages the guard passed (borrowed: copy what you keep). */
+void session_handle_post(struct proxy_call *call, const struct guard_body *body);
 void session_handle_get(struct proxy_call *call);
 void session_handle_delete(struct proxy_call *call);
 /* Legacy 2024-11-05 transport: GET <route>/sse and POST <route>/messages. */
 void session_handle_legacy_sse(struct proxy_call *call, const char *messages_path);
-void session_handle_legacy_post(struct proxy_call *call, const char *session_id, json_t *body);
+/* Exactly one of BODY and REFUSAL (a refused request, answered on the session's stream). */
+void session_handle_legacy_post(struct proxy_call *call, const char *session_id,
+                                const struct guard_body *body, const struct guard_refusal *refusal);
 void sessions_end_all(struct proxy *p, const char *reason);
 void sessions_end_get_streams(struct proxy *p);
 void sessions_free_all(struct proxy *p);
@@ -114,12 +114,13 @@ void identity_headers_build(struct identity_headers *out, const struct proxy *pr
                             const struct gw_route_config *route, const struct mg_principal *p);
 void identity_headers_clear(struct identity_headers *ih);
 
-/* params._meta["io.mcpgate/principal"] on every request of BODY (a client's value is replaced). */
-void identity_inject_meta(json_t *body, const struct mg_principal *p);
+/* The JSON object text params._meta["io.mcpgate/principal"] carries for P (owned). */
+char *identity_meta_json(const struct mg_principal *p);
 
 /* ---- http_upstream.c --------------------------------------------------------- */
 
-void http_upstream_handle(struct proxy_call *call, json_t *body);
+/* BODY: what the guard passed (borrowed), or NULL for GET and DELETE. */
+void http_upstream_handle(struct proxy_call *call, const struct guard_body *body);
 void http_upstream_free_all(struct proxy *p);
 /* Draining: ends the long-lived GET streams to HTTP upstreams. */
 void http_upstream_drain(struct proxy *p);
@@ -127,7 +128,8 @@ void http_upstream_drain(struct proxy *p);
 /* ---- legacy_http.c: the 2024-11-05 transport in front of HTTP upstreams --------- */
 
 void legacy_http_open(struct proxy_call *call, const char *messages_path);
-void legacy_http_post(struct proxy_call *call, const char *session_id, json_t *body);
+void legacy_http_post(struct proxy_call *call, const char *session_id,
+                      const struct guard_body *body, const struct guard_refusal *refusal);
 void legacy_http_drain(struct proxy *p);
 void legacy_http_free_all(struct proxy *p);
 

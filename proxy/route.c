@@ -3,26 +3,25 @@
  *
  * A request to a route path is checked in this order: Origin (DNS
  * rebinding, MCP transports: 403 when present and not allowed), then the
- * caller (the gateway's authentication: 401/403), then the transport rules
- * (Accept 406, Content-Type 415, MCP-Protocol-Version 400, JSON 400 with
- * -32700), and only then is it handed to the STDIO sessions or the HTTP
- * upstream. Routes are found by name in the current config on every request,
- * so a reload applies to new requests at once. The proxy object is proxy.c;
- * the call helpers and JSON-RPC replies are call.c.
+ * caller (the gateway's authentication: 401/403) and the route's require:
+ * (guard_route), then the transport rules (Accept 406, Content-Type 415,
+ * MCP-Protocol-Version 400), then every message of the body (guard_check:
+ * JSON, JSON-RPC, policy, the principal in _meta), and only then is it
+ * handed to the STDIO sessions or the HTTP upstream. Routes are found by name in the current config
+ * on every request, so a reload applies to new requests at once. The proxy object is proxy.c; the
+ * call helpers and JSON-RPC replies are call.c.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include "common/log.h"
 #include "common/xalloc.h"
 #include "http/http.h"
-#include "common/log.h"
-#include "common/strbuf.h"
+#include "proxy/guard.h"
 #include "proxy/jsonrpc.h"
-#include "proxy/policy.h"
 #include "proxy/proxy_int.h"
-#include "proxy/stdio.h"
 
 enum binding_kind {
     BINDING_MCP = 0,     /* <path>: Streamable HTTP */
@@ -63,16 +62,12 @@ static bool accepts(const char *accept, const char *type)
  * revision's codes (-32020…-32022), so dual-era clients fall back (MCP
  * versioning, "Backward Compatibility").
  */
-static bool is_modern(const char *version, const json_t *body)
+static bool is_modern(const char *version, const struct guard_body *gb)
 {
     if (version && strcmp(version, "2026-07-28") >= 0)
         return true;
-    const json_t *msg = json_is_array(body) ? json_array_get(body, 0) : body;
-    const char *method = jsonrpc_method(msg);
-    if (method && strcmp(method, "server/discover") == 0)
-        return true;
-    return json_object_get(json_object_get(json_object_get(msg, "params"), "_meta"),
-                           "io.modelcontextprotocol/protocolVersion") != NULL;
+    const struct jsonrpc_msg *m = gb->n ? &gb->msgs[0].info : NULL;
+    return m && (jsonrpc_is(m, "server/discover") || m->meta_protocol_version);
 }
 
 static const char *version_of(struct http_request *req, bool *bad)
@@ -88,98 +83,25 @@ static const char *version_of(struct http_request *req, bool *bad)
     return v;
 }
 
-/* Every message of a POST body must be JSON-RPC; batches only in 2025-03-26. */
-static const char *check_body(const json_t *body, const char *version)
+static void guard_ctx_of(const struct proxy_call *call, bool legacy, struct guard_ctx *ctx)
 {
-    if (json_is_array(body)) {
-        if (strcmp(version, "2025-03-26") != 0)
-            return "JSON-RPC batches are only part of protocol version 2025-03-26";
-        if (json_array_size(body) == 0)
-            return "an empty batch";
-        size_t i;
-        json_t *m;
-        json_array_foreach (body, i, m) {
-            if (jsonrpc_classify(m) == JSONRPC_INVALID)
-                return "a batch element is not a JSON-RPC 2.0 message";
-            const char *method = jsonrpc_method(m);
-            if (method && strcmp(method, "initialize") == 0)
-                return "initialize must not be part of a batch";
-        }
-        return NULL;
-    }
-    return jsonrpc_classify(body) == JSONRPC_INVALID ? "not a JSON-RPC 2.0 message" : NULL;
+    *ctx = (struct guard_ctx){
+        .route = call->route,
+        .principal = call->principal,
+        .public_url = call->proxy->cfg->server.public_url,
+        .request_id = http_request_id(call->req),
+        .protocol_version = call->protocol_version,
+        .legacy = legacy,
+        .one_line = call->route->kind == GW_UPSTREAM_STDIO,
+    };
 }
 
-/* ---- policy ------------------------------------------------------------------- */
-
-/* 403 with the step-up challenge (MCP authorization, "Runtime Insufficient Scope"). */
-static void reply_step_up(struct proxy_call *call, const struct gw_string_list *needed,
-                          const char *what)
+/* A refusal answered on the POST itself. */
+static void reply_refusal(struct http_request *req, const struct guard_refusal *r)
 {
-    char *scope = policy_stepup_scope(call->principal, needed);
-    struct strbuf sb = STRBUF_INIT;
-    strbuf_printf(&sb,
-                  "Bearer error=\"insufficient_scope\", scope=\"%s\", "
-                  "resource_metadata=\"%s/.well-known/oauth-protected-resource%s\", "
-                  "error_description=\"this request needs more scope\"",
-                  scope, call->proxy->cfg->server.public_url, call->route->path);
-    http_set_header(call->req, "WWW-Authenticate", strbuf_str(&sb));
-    gw_log(GW_LOG_INFO, "policy", http_request_id(call->req), "step-up requested", "route",
-           call->route->name, "subject", call->principal->subject, "scope", scope, NULL);
-    char *msg = xasprintf("insufficient scope for %s: ask for \"%s\"", what, scope);
-    proxy_reply_rpc_error(call->req, 403, NULL, JSONRPC_GATEWAY_FORBIDDEN, msg);
-    free(msg);
-    strbuf_release(&sb);
-    free(scope);
-}
-
-/* The answer the upstream itself gives for a name it does not know, so that a
- * refused tool, prompt or resource looks exactly like a missing one. */
-static void reply_unknown(struct proxy_call *call, const json_t *msg, const char *method,
-                          const char *name)
-{
-    int code = JSONRPC_INVALID_PARAMS;
-    char *text;
-    if (strcmp(method, "tools/call") == 0)
-        text = xasprintf("Unknown tool: %s", name);
-    else if (strcmp(method, "prompts/get") == 0)
-        text = xasprintf("Unknown prompt: %s", name);
-    else {
-        code = -32002; /* MCP: resource not found */
-        text = xasprintf("Resource not found: %s", name);
-    }
-    proxy_reply_rpc_error(call->req, 200, json_object_get(msg, "id"), code, text);
-    free(text);
-}
-
-/* Checks every request of BODY; answers and returns true when one is refused. */
-static bool refused_by_policy(struct proxy_call *call, const json_t *body)
-{
-    size_t n = json_is_array(body) ? json_array_size(body) : 1;
-    for (size_t i = 0; i < n; i++) {
-        const json_t *m = json_is_array(body) ? json_array_get(body, i) : body;
-        const char *method = jsonrpc_method(m);
-        const char *field = NULL;
-        const struct gw_access_rules *rules = policy_rules_for(call->route, method, &field);
-        if (rules == NULL || jsonrpc_classify(m) != JSONRPC_REQUEST || strstr(method, "/list"))
-            continue;
-        const char *name = json_string_value(json_object_get(json_object_get(m, "params"), field));
-        if (name == NULL)
-            continue; /* malformed params: the upstream answers that itself */
-        struct policy_verdict v = policy_check(rules, call->principal, name);
-        if (v.decision == POLICY_ALLOW)
-            continue;
-        char *why = policy_explain(rules, &v, name);
-        gw_log(GW_LOG_INFO, "policy", http_request_id(call->req), "request refused", "route",
-               call->route->name, "subject", call->principal->subject, "decision", why, NULL);
-        free(why);
-        if (v.decision == POLICY_DENY_SCOPE)
-            reply_step_up(call, v.scopes_needed, name);
-        else
-            reply_unknown(call, m, method, name);
-        return true;
-    }
-    return false;
+    if (r->www_authenticate)
+        http_set_header(req, "WWW-Authenticate", r->www_authenticate);
+    http_reply_json_text(req, r->http_status, r->body);
 }
 
 /* ---- POST/GET/DELETE on the MCP endpoint ----------------------------------- */
@@ -189,53 +111,75 @@ static void mcp_post(struct proxy_call *call)
     struct http_request *req = call->req;
     const char *accept = http_request_header(req, "Accept");
     if (!accepts(accept, "application/json") || !accepts(accept, "text/event-stream")) {
-        proxy_reply_rpc_error(req, 406, NULL, JSONRPC_INVALID_REQUEST,
+        proxy_reply_rpc_error(req, 406, JSONRPC_INVALID_REQUEST,
                               "Accept must list application/json and text/event-stream");
         proxy_call_free(call);
         return;
     }
     const char *ctype = http_request_header(req, "Content-Type");
     if (ctype == NULL || strncasecmp(ctype, "application/json", 16) != 0) {
-        proxy_reply_rpc_error(req, 415, NULL, JSONRPC_INVALID_REQUEST,
+        proxy_reply_rpc_error(req, 415, JSONRPC_INVALID_REQUEST,
                               "Content-Type must be application/json");
         proxy_call_free(call);
         return;
     }
     size_t len;
     const char *text = http_request_body(req, &len);
-    json_error_t jerr;
-    json_t *body = json_loadb(text, len, 0, &jerr);
-    if (body == NULL) {
-        proxy_reply_rpc_error(req, 400, NULL, JSONRPC_PARSE_ERROR, "parse error: invalid JSON");
+    struct guard_ctx ctx;
+    guard_ctx_of(call, false, &ctx);
+    struct guard_body gb;
+    struct guard_refusal refusal;
+    if (guard_check(&ctx, text, len, &gb, &refusal) != GUARD_PASS) {
+        reply_refusal(req, &refusal);
+        guard_refusal_clear(&refusal);
         proxy_call_free(call);
         return;
     }
-    if (is_modern(call->protocol_version, body)) {
-        proxy_reply_rpc_error(req, 400, NULL, JSONRPC_INVALID_REQUEST,
+    if (is_modern(call->protocol_version, &gb)) {
+        proxy_reply_rpc_error(req, 400, JSONRPC_INVALID_REQUEST,
                               "this endpoint speaks MCP 2025-11-25 and earlier: send "
                               "initialize and use the session it returns");
-        json_decref(body);
+        guard_body_clear(&gb);
         proxy_call_free(call);
         return;
     }
-    const char *why = check_body(body, call->protocol_version);
-    if (why) {
-        proxy_reply_rpc_error(req, 400, NULL, JSONRPC_INVALID_REQUEST, why);
-        json_decref(body);
-        proxy_call_free(call);
-        return;
-    }
-    if (refused_by_policy(call, body)) {
-        json_decref(body);
-        proxy_call_free(call);
-        return;
-    }
-    if (call->route->identity.meta)
-        identity_inject_meta(body, call->principal);
     if (call->route->kind == GW_UPSTREAM_STDIO)
-        session_handle_post(call, body);
+        session_handle_post(call, &gb);
     else
-        http_upstream_handle(call, body);
+        http_upstream_handle(call, &gb);
+    guard_body_clear(&gb);
+}
+
+/* POST <route>/messages?session_id=…: the 2024-11-05 transport. Refusals of a
+ * request go to the client's SSE stream, where it waits for the answer. */
+static void legacy_post(struct proxy_call *call)
+{
+    struct http_request *req = call->req;
+    const char *q = http_request_query(req);
+    struct http_params params = {0};
+    const char *sid = NULL;
+    if (q && http_params_parse(q, strlen(q), &params) == 0)
+        sid = http_params_get(&params, "session_id");
+    size_t len;
+    const char *text = http_request_body(req, &len);
+    struct guard_ctx ctx;
+    guard_ctx_of(call, true, &ctx);
+    struct guard_body gb;
+    struct guard_refusal refusal;
+    enum guard_result res = guard_check(&ctx, text, len, &gb, &refusal);
+    if (res != GUARD_PASS && !refusal.has_id) {
+        reply_refusal(req, &refusal);
+        proxy_call_free(call);
+    } else if (call->route->kind == GW_UPSTREAM_STDIO) {
+        session_handle_legacy_post(call, sid, res == GUARD_PASS ? &gb : NULL,
+                                   res == GUARD_PASS ? NULL : &refusal);
+    } else {
+        legacy_http_post(call, sid, res == GUARD_PASS ? &gb : NULL,
+                         res == GUARD_PASS ? NULL : &refusal);
+    }
+    guard_body_clear(&gb);
+    guard_refusal_clear(&refusal);
+    http_params_clear(&params);
 }
 
 static void on_authed(struct http_request *req, const struct mg_principal *principal, void *arg)
@@ -244,7 +188,7 @@ static void on_authed(struct http_request *req, const struct mg_principal *princ
     struct proxy *p = b->proxy;
     const struct gw_route_config *route = gw_config_route_by_name(p->cfg, b->route_name);
     if (route == NULL) { /* removed by a reload while we authenticated */
-        proxy_reply_rpc_error(req, 404, NULL, JSONRPC_INVALID_REQUEST, "no such route");
+        proxy_reply_rpc_error(req, 404, JSONRPC_INVALID_REQUEST, "no such route");
         return;
     }
     struct proxy_call *call = xcalloc(1, sizeof(*call));
@@ -256,22 +200,17 @@ static void on_authed(struct http_request *req, const struct mg_principal *princ
     bool bad_version;
     call->protocol_version = xstrdup(version_of(req, &bad_version));
     if (bad_version) {
-        proxy_reply_rpc_error(req, 400, NULL, JSONRPC_INVALID_REQUEST,
+        proxy_reply_rpc_error(req, 400, JSONRPC_INVALID_REQUEST,
                               "unsupported MCP-Protocol-Version");
         proxy_call_free(call);
         return;
     }
-    struct policy_verdict rv = policy_route_check(route, call->principal);
-    if (rv.decision == POLICY_DENY_SCOPE) {
-        reply_step_up(call, rv.scopes_needed, "this server");
-        proxy_call_free(call);
-        return;
-    }
-    if (rv.decision == POLICY_DENY) {
-        gw_log(GW_LOG_INFO, "policy", http_request_id(req), "route refused", "route", route->name,
-               "subject", call->principal->subject, NULL);
-        proxy_reply_rpc_error(req, 403, NULL, JSONRPC_GATEWAY_FORBIDDEN,
-                              "this server needs a role or group you do not have");
+    struct guard_ctx ctx;
+    guard_ctx_of(call, false, &ctx);
+    struct guard_refusal refusal;
+    if (guard_route(&ctx, &refusal) != GUARD_PASS) {
+        reply_refusal(req, &refusal);
+        guard_refusal_clear(&refusal);
         proxy_call_free(call);
         return;
     }
@@ -284,30 +223,7 @@ static void on_authed(struct http_request *req, const struct mg_principal *princ
             legacy_http_open(call, messages);
         free(messages);
     } else if (b->kind == BINDING_LEGACY_POST) {
-        const char *q = http_request_query(req);
-        struct http_params params = {0};
-        size_t len;
-        const char *text = http_request_body(req, &len);
-        json_error_t jerr;
-        json_t *body = json_loadb(text, len, 0, &jerr);
-        const char *sid = NULL;
-        if (q && http_params_parse(q, strlen(q), &params) == 0)
-            sid = http_params_get(&params, "session_id");
-        if (body == NULL) {
-            proxy_reply_rpc_error(req, 400, NULL, JSONRPC_PARSE_ERROR, "parse error");
-            proxy_call_free(call);
-        } else if (refused_by_policy(call, body)) {
-            json_decref(body);
-            proxy_call_free(call);
-        } else {
-            if (route->identity.meta)
-                identity_inject_meta(body, call->principal);
-            if (route->kind == GW_UPSTREAM_STDIO)
-                session_handle_legacy_post(call, sid, body);
-            else
-                legacy_http_post(call, sid, body);
-        }
-        http_params_clear(&params);
+        legacy_post(call);
     } else if (m == HTTP_POST) {
         mcp_post(call);
     } else if (route->kind == GW_UPSTREAM_HTTP) {
@@ -333,13 +249,13 @@ static void on_route_request(struct http_request *req, void *arg)
     struct proxy *p = b->proxy;
     const struct gw_route_config *route = gw_config_route_by_name(p->cfg, b->route_name);
     if (route == NULL) {
-        proxy_reply_rpc_error(req, 404, NULL, JSONRPC_INVALID_REQUEST, "no such route");
+        proxy_reply_rpc_error(req, 404, JSONRPC_INVALID_REQUEST, "no such route");
         return;
     }
     http_request_set_label(req, route->name);
     const char *origin = http_request_header(req, "Origin");
     if (origin && !origin_allowed(p, origin)) {
-        proxy_reply_rpc_error(req, 403, NULL, JSONRPC_GATEWAY_FORBIDDEN,
+        proxy_reply_rpc_error(req, 403, JSONRPC_GATEWAY_FORBIDDEN,
                               "Origin not allowed (server.allowed_origins)");
         return;
     }

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <jansson.h>
 
 #include "common/hash.h"
 #include "common/rand.h"
@@ -53,10 +54,10 @@ struct ring_event {
 struct proxy_stream;
 
 struct pending {
-    char *id_key;                   /* owned: jsonrpc_id_key of the request id */
-    json_t *id;                     /* owned copy, for errors we synthesize */
-    char *progress_key;             /* owned, may be NULL */
-    char *method;                   /* owned */
+    char *id_key;       /* owned: jsonrpc_id_key of the request id */
+    char *id_json;      /* owned: the id as the client wrote it, for our errors */
+    char *progress_key; /* owned, may be NULL */
+    char method[JSONRPC_METHOD_MAX];
     struct mg_principal *principal; /* owned: who asked (list results are filtered for them) */
     struct proxy_stream *stream;    /* borrowed */
     struct pending *next;           /* owned list */
@@ -69,7 +70,8 @@ struct proxy_stream {
     bool json_ok;             /* nothing sent yet: a JSON answer is still possible */
     bool sse;                 /* an SSE response is running on req */
     bool batch;
-    json_t *batch_out; /* owned: responses held for a JSON batch answer */
+    char **batch_out; /* owned: responses held for a JSON batch answer, n_batch_out of them */
+    size_t n_batch_out;
     size_t pending;
     uint64_t delivered_seq;    /* last seq written to an attached client (GET stream) */
     struct proxy_stream *next; /* owned list */
@@ -149,7 +151,8 @@ static size_t processes_of(const struct proxy *p, const char *route)
 
 /* ---- the ring --------------------------------------------------------------- */
 
-static void ring_push(struct proxy_session *s, const char *stream, uint64_t seq, const char *data)
+static void ring_push(struct proxy_session *s, const char *stream, uint64_t seq, const char *data,
+                      size_t len)
 {
     if (s->ring_cap == 0)
         return;
@@ -161,7 +164,7 @@ static void ring_push(struct proxy_session *s, const char *stream, uint64_t seq,
     struct ring_event *e = &s->ring[(s->ring_start + s->ring_len) % s->ring_cap];
     snprintf(e->stream, sizeof(e->stream), "%s", stream);
     e->seq = seq;
-    e->data = xstrdup(data);
+    e->data = xstrndup(data, len);
     s->ring_len++;
 }
 
@@ -208,20 +211,20 @@ static void sse_begin(struct proxy_stream *st)
 }
 
 /* One SSE event on ST: into the ring, and to the client when one is attached. */
-static void stream_event(struct proxy_stream *st, const char *data)
+static void stream_event(struct proxy_stream *st, const char *data, size_t len)
 {
     struct proxy_session *s = st->sess;
     uint64_t seq = ++s->next_seq;
     char id[48];
     snprintf(id, sizeof(id), "%s_%llu", st->key, (unsigned long long)seq);
-    ring_push(s, st->key, seq, data);
+    ring_push(s, st->key, seq, data, len);
     if (st->req == NULL)
         return;
     sse_begin(st);
     if (st->req == NULL)
         return;
-    const char *event = s->legacy_sse && data[0] ? "message" : NULL;
-    int rc = http_sse_event(st->req, id, event, data, strlen(data));
+    const char *event = s->legacy_sse && len ? "message" : NULL;
+    int rc = http_sse_event(st->req, id, event, data, len);
     if (rc == 0) {
         st->delivered_seq = seq;
     } else {
@@ -232,29 +235,30 @@ static void stream_event(struct proxy_stream *st, const char *data)
     }
 }
 
+static void batch_out_clear(struct proxy_stream *st)
+{
+    for (size_t i = 0; i < st->n_batch_out; i++)
+        free(st->batch_out[i]);
+    free(st->batch_out);
+    st->batch_out = NULL;
+    st->n_batch_out = 0;
+}
+
 /* The first SSE event of a POST stream is a priming event with an empty payload. */
 static void stream_switch_to_sse(struct proxy_stream *st)
 {
     if (!st->json_ok)
         return;
     st->json_ok = false;
-    stream_event(st, "");
-    if (st->batch_out) {
-        size_t i;
-        json_t *m;
-        json_array_foreach (st->batch_out, i, m) {
-            char *text = jsonrpc_dump(m);
-            stream_event(st, text);
-            free(text);
-        }
-        json_decref(st->batch_out);
-        st->batch_out = NULL;
-    }
+    stream_event(st, "", 0);
+    for (size_t i = 0; i < st->n_batch_out; i++)
+        stream_event(st, st->batch_out[i], strlen(st->batch_out[i]));
+    batch_out_clear(st);
 }
 
 static void stream_free(struct proxy_stream *st)
 {
-    json_decref(st->batch_out);
+    batch_out_clear(st);
     free(st);
 }
 
@@ -262,13 +266,17 @@ static void stream_free(struct proxy_stream *st)
 static void stream_finish(struct proxy_stream *st)
 {
     struct proxy_session *s = st->sess;
-    if (st->req && st->json_ok && st->batch_out) {
-        char *text = jsonrpc_dump(st->batch_out);
+    if (st->req && st->json_ok && st->batch) {
+        struct strbuf sb = STRBUF_INIT;
+        strbuf_append(&sb, "[", 1);
+        for (size_t i = 0; i < st->n_batch_out; i++)
+            strbuf_printf(&sb, "%s%s", i ? "," : "", st->batch_out[i]);
+        strbuf_append(&sb, "]", 1);
         struct http_request *req = st->req;
         st->req = NULL;
         http_request_on_close(req, NULL, NULL);
-        http_reply(req, 200, "application/json", text, strlen(text));
-        free(text);
+        http_reply(req, 200, "application/json", sb.buf, sb.len);
+        strbuf_release(&sb);
     }
     stream_detach(st);
     struct proxy_stream **pp = &s->streams;
@@ -280,7 +288,7 @@ static void stream_finish(struct proxy_stream *st)
 }
 
 /* Delivers a response to the stream of its request. */
-static void stream_response(struct proxy_stream *st, json_t *msg, const char *text)
+static void stream_response(struct proxy_stream *st, const char *text, size_t len)
 {
     st->pending--;
     if (st->json_ok && !st->batch && st->req) {
@@ -288,12 +296,13 @@ static void stream_response(struct proxy_stream *st, json_t *msg, const char *te
         st->req = NULL;
         st->json_ok = false;
         http_request_on_close(req, NULL, NULL);
-        http_reply(req, 200, "application/json", text, strlen(text));
+        http_reply(req, 200, "application/json", text, len);
     } else if (st->json_ok && st->batch) {
-        json_array_append(st->batch_out, msg);
+        st->batch_out = xrealloc(st->batch_out, (st->n_batch_out + 1) * sizeof(*st->batch_out));
+        st->batch_out[st->n_batch_out++] = xstrndup(text, len);
     } else {
         stream_switch_to_sse(st);
-        stream_event(st, text);
+        stream_event(st, text, len);
     }
     if (st->pending == 0)
         stream_finish(st);
@@ -343,9 +352,8 @@ static struct pending *pending_take(struct proxy_session *s, const char *id_key)
 static void pending_free(struct pending *p)
 {
     free(p->id_key);
-    json_decref(p->id);
+    free(p->id_json);
     free(p->progress_key);
-    free(p->method);
     mg_principal_free(p->principal);
     free(p);
 }
@@ -364,10 +372,20 @@ static struct proxy_stream *unrelated_target(struct proxy_session *s)
     return open == 1 ? only : &s->get;
 }
 
-static struct proxy_stream *progress_target(struct proxy_session *s, json_t *msg)
+static struct proxy_stream *progress_target(struct proxy_session *s, const char *text,
+                                            const struct jsonrpc_msg *m)
 {
-    json_t *token = json_object_get(json_object_get(msg, "params"), "progressToken");
-    char *key = token ? jsonrpc_id_key(token) : NULL;
+    /* notifications/progress names its request by params.progressToken, which the
+     * inspection does not index: read it from the (small) notification itself. */
+    json_error_t jerr;
+    json_t *msg = json_loadb(text + m->params.off, m->params.len, 0, &jerr);
+    json_t *token = json_object_get(msg, "progressToken");
+    char *key = NULL;
+    if (json_is_string(token))
+        key = xasprintf("s:%s", json_string_value(token));
+    else if (json_is_integer(token))
+        key = xasprintf("n:%lld", (long long)json_integer_value(token));
+    json_decref(msg);
     struct proxy_stream *target = NULL;
     for (struct pending *p = s->pending; key && p && !target; p = p->next)
         if (p->progress_key && strcmp(p->progress_key, key) == 0)
@@ -376,68 +394,81 @@ static struct proxy_stream *progress_target(struct proxy_session *s, json_t *msg
     return target;
 }
 
-static void remember_protocol(struct proxy_session *s, const struct pending *p, json_t *msg)
+static void remember_protocol(struct proxy_session *s, const struct pending *p, const char *text,
+                              size_t len)
 {
     if (strcmp(p->method, "initialize") != 0)
         return;
+    json_error_t jerr;
+    json_t *msg = json_loadb(text, len, 0, &jerr);
     const char *v =
         json_string_value(json_object_get(json_object_get(msg, "result"), "protocolVersion"));
     if (v) {
         free(s->protocol_version);
         s->protocol_version = xstrdup(v);
     }
+    json_decref(msg);
 }
 
-/* List results are filtered for the caller; returns new text (owned) or NULL. */
-static char *filter_response(struct proxy_session *s, const struct pending *p, json_t *msg)
+/* List results are filtered for the caller; returns new text (owned, *LEN) or NULL. */
+static char *filter_response(struct proxy_session *s, const struct pending *p, const char *text,
+                             size_t *len)
 {
     const struct gw_route_config *route = gw_config_route_by_name(s->proxy->cfg, s->route_name);
-    if (route == NULL || p->principal == NULL || strstr(p->method, "/list") == NULL)
+    if (route == NULL || p->principal == NULL || !policy_list_filtered(route, p->method))
         return NULL;
-    if (policy_filter_list(msg, p->method, route, p->principal) == 0)
-        return NULL;
-    return jsonrpc_dump(msg);
+    return policy_filter_text(text, *len, p->method, route, p->principal, len);
 }
 
-static void route_message(struct proxy_session *s, json_t *msg, const char *text)
+static void route_message(struct proxy_session *s, const struct jsonrpc_msg *m, const char *text,
+                          size_t len)
 {
-    enum jsonrpc_kind kind = jsonrpc_classify(msg);
-    if (kind == JSONRPC_RESPONSE) {
-        char *key = jsonrpc_id_key(json_object_get(msg, "id"));
-        struct pending *p = key ? pending_take(s, key) : NULL;
-        free(key);
+    if (m->kind == JSONRPC_RESPONSE) {
+        struct pending *p = m->id_key ? pending_take(s, m->id_key) : NULL;
         if (p == NULL) {
             gw_log(GW_LOG_WARN, "proxy", s->id, "dropping a response to no pending request", NULL);
             return;
         }
-        remember_protocol(s, p, msg);
-        char *filtered = filter_response(s, p, msg);
+        remember_protocol(s, p, text, len);
+        char *filtered = filter_response(s, p, text, &len);
         if (filtered)
             text = filtered;
         struct proxy_stream *st = s->legacy_sse ? &s->get : p->stream;
         if (st == &s->get)
-            stream_event(st, text);
+            stream_event(st, text, len);
         else
-            stream_response(st, msg, text);
+            stream_response(st, text, len);
         pending_free(p);
         free(filtered);
         if (session_is_idle(s))
             touch(s);
         return;
     }
-    if (kind == JSONRPC_INVALID) {
-        gw_log(GW_LOG_WARN, "proxy", s->id, "dropping an invalid message from the upstream", NULL);
+    if (m->kind == JSONRPC_INVALID) {
+        gw_log(GW_LOG_WARN, "proxy", s->id, "dropping an invalid message from the upstream",
+               "error", m->invalid, NULL);
         return;
     }
     struct proxy_stream *st = NULL;
-    const char *method = jsonrpc_method(msg);
-    if (!s->legacy_sse && method && strcmp(method, "notifications/progress") == 0)
-        st = progress_target(s, msg);
+    if (!s->legacy_sse && jsonrpc_is(m, "notifications/progress") &&
+        m->params.kind == JSON_KIND_OBJECT)
+        st = progress_target(s, text, m);
     if (st == NULL)
         st = unrelated_target(s);
     if (st != &s->get)
         stream_switch_to_sse(st);
-    stream_event(st, text);
+    stream_event(st, text, len);
+}
+
+static void on_child_message(struct proxy_session *s, const char *text, size_t len)
+{
+    struct jsonrpc_msg m;
+    if (jsonrpc_inspect(text, len, &m) < 0) {
+        gw_log(GW_LOG_WARN, "proxy", s->id, "the upstream wrote a line that is not JSON", NULL);
+        return;
+    }
+    route_message(s, &m, text, len);
+    jsonrpc_msg_clear(&m);
 }
 
 static void on_child_line(struct stdio_child *c, const char *line, size_t len, void *arg)
@@ -446,27 +477,19 @@ static void on_child_line(struct stdio_child *c, const char *line, size_t len, v
     (void)c;
     if (s->ended)
         return;
-    json_error_t jerr;
-    json_t *msg = json_loadb(line, len, 0, &jerr);
-    if (msg == NULL) {
-        gw_log(GW_LOG_WARN, "proxy", s->id, "the upstream wrote a line that is not JSON", "error",
-               jerr.text, NULL);
+    struct json_ref *elems;
+    size_t n;
+    if (jsonrpc_batch_split(line, len, &elems, &n) < 0) {
+        gw_log(GW_LOG_WARN, "proxy", s->id, "the upstream wrote a line that is not JSON", NULL);
         return;
     }
-    char *text = jsonrpc_dump(msg);
-    if (json_is_array(msg)) { /* a 2025-03-26 batch: route each element */
-        size_t i;
-        json_t *m;
-        json_array_foreach (msg, i, m) {
-            char *t = jsonrpc_dump(m);
-            route_message(s, m, t);
-            free(t);
-        }
-    } else {
-        route_message(s, msg, text);
+    if (elems == NULL) {
+        on_child_message(s, line, len);
+        return;
     }
-    free(text);
-    json_decref(msg);
+    for (size_t i = 0; i < n && !s->ended; i++) /* a 2025-03-26 batch: route each element */
+        on_child_message(s, line + elems[i].off, elems[i].len);
+    free(elems);
 }
 
 /* ---- ending ----------------------------------------------------------------- */
@@ -476,14 +499,13 @@ static void fail_pending(struct proxy_session *s, const char *why)
     while (s->pending) {
         struct pending *p = s->pending;
         s->pending = p->next;
-        json_t *err = jsonrpc_error_new(p->id, JSONRPC_GATEWAY_UPSTREAM_ERROR, why);
-        char *text = jsonrpc_dump(err);
+        char *text =
+            jsonrpc_error_text(p->id_json, strlen(p->id_json), JSONRPC_GATEWAY_UPSTREAM_ERROR, why);
         if (s->legacy_sse || p->stream == &s->get)
-            stream_event(&s->get, text);
+            stream_event(&s->get, text, strlen(text));
         else
-            stream_response(p->stream, err, text);
+            stream_response(p->stream, text, strlen(text));
         free(text);
-        json_decref(err);
         pending_free(p);
     }
 }
@@ -661,25 +683,21 @@ static struct proxy_session *session_for(struct proxy_call *call, const char *id
 
 /* ---- POST ------------------------------------------------------------------------ */
 
-static int send_to_child(struct proxy_session *s, json_t *msg)
+static int send_to_child(struct proxy_session *s, const struct guard_msg *g)
 {
-    char *text = jsonrpc_dump(msg);
-    int rc = stdio_child_send(s->child, text, strlen(text));
-    free(text);
-    return rc;
+    return stdio_child_send(s->child, g->text, g->len);
 }
 
-static void add_pending(struct proxy_session *s, struct proxy_stream *st, json_t *msg,
+static void add_pending(struct proxy_session *s, struct proxy_stream *st, const struct guard_msg *g,
                         const struct mg_principal *who)
 {
+    const struct jsonrpc_msg *m = &g->info;
     struct pending *p = xcalloc(1, sizeof(*p));
     p->principal = who ? mg_principal_dup(who) : NULL;
-    p->id = json_deep_copy(json_object_get(msg, "id"));
-    p->id_key = jsonrpc_id_key(p->id);
-    p->method = xstrdup(jsonrpc_method(msg));
-    json_t *token =
-        json_object_get(json_object_get(json_object_get(msg, "params"), "_meta"), "progressToken");
-    p->progress_key = token ? jsonrpc_id_key(token) : NULL;
+    p->id_json = xstrndup(g->orig + m->id.off, m->id.len);
+    p->id_key = xstrdup(m->id_key);
+    snprintf(p->method, sizeof(p->method), "%s", m->method);
+    p->progress_key = m->progress_token.kind ? jsonrpc_id_key(g->orig, &m->progress_token) : NULL;
     p->stream = st;
     p->next = s->pending;
     s->pending = p;
@@ -687,70 +705,62 @@ static void add_pending(struct proxy_session *s, struct proxy_stream *st, json_t
 }
 
 /* The client cancelled a request: the child will not answer it, so end its wait. */
-static void client_cancelled(struct proxy_session *s, json_t *msg)
+static void client_cancelled(struct proxy_session *s, const struct guard_msg *g)
 {
-    json_t *rid = json_object_get(json_object_get(msg, "params"), "requestId");
-    char *key = rid ? jsonrpc_id_key(rid) : NULL;
+    const struct json_ref *rid = &g->info.request_id;
+    char *key = rid->kind ? jsonrpc_id_key(g->orig, rid) : NULL;
     struct pending *p = key ? pending_take(s, key) : NULL;
     free(key);
     if (p == NULL)
         return;
     struct proxy_stream *st = p->stream;
     if (st != &s->get) {
-        json_t *err = jsonrpc_error_new(p->id, JSONRPC_REQUEST_CANCELLED, "request cancelled");
-        char *text = jsonrpc_dump(err);
+        char *text = jsonrpc_error_text(p->id_json, strlen(p->id_json), JSONRPC_REQUEST_CANCELLED,
+                                        "request cancelled");
         /* Nothing more goes out for it (MCP cancellation), but the HTTP
          * exchange still needs an end: the stream closes without this error
          * in SSE mode, and a JSON answer carries it. */
         if (st->json_ok && !st->batch) {
-            stream_response(st, err, text);
+            stream_response(st, text, strlen(text));
         } else {
             st->pending--;
             if (st->pending == 0)
                 stream_finish(st);
         }
         free(text);
-        json_decref(err);
     }
     pending_free(p);
 }
 
-static bool id_in_use(struct proxy_session *s, json_t *msg)
+static bool id_in_use(struct proxy_session *s, const char *key)
 {
-    char *key = jsonrpc_id_key(json_object_get(msg, "id"));
-    bool used = false;
-    for (struct pending *p = s->pending; key && p && !used; p = p->next)
-        used = strcmp(p->id_key, key) == 0;
-    free(key);
-    return used;
+    for (struct pending *p = s->pending; key && p; p = p->next)
+        if (strcmp(p->id_key, key) == 0)
+            return true;
+    return false;
 }
 
-static void post_messages(struct proxy_call *call, struct proxy_session *s, json_t *body,
-                          bool created)
+static void post_messages(struct proxy_call *call, struct proxy_session *s,
+                          const struct guard_body *body, bool created)
 {
-    bool batch = json_is_array(body);
-    size_t n = batch ? json_array_size(body) : 1;
-    size_t requests = 0;
-    for (size_t i = 0; i < n; i++) {
-        json_t *m = batch ? json_array_get(body, i) : body;
-        if (jsonrpc_classify(m) == JSONRPC_REQUEST) {
-            if (id_in_use(s, m)) {
-                proxy_reply_rpc_error(call->req, 400, json_object_get(m, "id"),
-                                      JSONRPC_INVALID_REQUEST,
-                                      "a request with this id is already in progress");
-                return;
-            }
-            requests++;
+    for (size_t i = 0; i < body->n; i++) {
+        const struct jsonrpc_msg *m = &body->msgs[i].info;
+        if (m->kind == JSONRPC_REQUEST && id_in_use(s, m->id_key)) {
+            char *text = jsonrpc_error_text(body->msgs[i].orig + m->id.off, m->id.len,
+                                            JSONRPC_INVALID_REQUEST,
+                                            "a request with this id is already in progress");
+            http_reply_json_text(call->req, 400, text);
+            free(text);
+            return;
         }
     }
     struct proxy_stream *st = NULL;
-    if (requests) {
+    if (body->requests) {
         st = xcalloc(1, sizeof(*st));
         st->sess = s;
         snprintf(st->key, sizeof(st->key), "p%u", ++s->next_stream);
         st->json_ok = true;
-        st->batch = batch;
-        st->batch_out = batch ? json_array() : NULL;
+        st->batch = body->batch;
         st->req = call->req;
         st->next = s->streams;
         s->streams = st;
@@ -758,42 +768,37 @@ static void post_messages(struct proxy_call *call, struct proxy_session *s, json
         if (created)
             http_set_header(call->req, "Mcp-Session-Id", s->id);
     }
-    for (size_t i = 0; i < n; i++) {
-        json_t *m = batch ? json_array_get(body, i) : body;
-        enum jsonrpc_kind kind = jsonrpc_classify(m);
-        if (kind == JSONRPC_REQUEST)
-            add_pending(s, st, m, call->principal);
-        const char *method = jsonrpc_method(m);
-        if (kind == JSONRPC_NOTIFICATION && method &&
-            strcmp(method, "notifications/cancelled") == 0)
-            client_cancelled(s, m);
-        if (send_to_child(s, m) < 0 && !s->ended) {
+    for (size_t i = 0; i < body->n; i++) {
+        const struct guard_msg *g = &body->msgs[i];
+        if (g->info.kind == JSONRPC_REQUEST)
+            add_pending(s, st, g, call->principal);
+        if (g->info.kind == JSONRPC_NOTIFICATION && jsonrpc_is(&g->info, "notifications/cancelled"))
+            client_cancelled(s, g);
+        if (send_to_child(s, g) < 0 && !s->ended) {
             gw_log(GW_LOG_WARN, "proxy", s->id, "the upstream does not take input", NULL);
             session_end(s, "the upstream process stopped reading its input", true);
             break;
         }
     }
     touch(s);
-    if (requests == 0) {
+    if (body->requests == 0) {
         if (created)
             http_set_header(call->req, "Mcp-Session-Id", s->id);
         http_reply_empty(call->req, 202);
     }
 }
 
-void session_handle_post(struct proxy_call *call, json_t *body)
+void session_handle_post(struct proxy_call *call, const struct guard_body *body)
 {
     const char *sid = http_request_header(call->req, "Mcp-Session-Id");
-    bool batch = json_is_array(body);
-    json_t *first = batch ? json_array_get(body, 0) : body;
-    const char *method = jsonrpc_method(first);
-    bool initialize = !batch && method && strcmp(method, "initialize") == 0 &&
-                      jsonrpc_classify(body) == JSONRPC_REQUEST;
+    const struct jsonrpc_msg *first = &body->msgs[0].info;
+    bool initialize =
+        !body->batch && first->kind == JSONRPC_REQUEST && jsonrpc_is(first, "initialize");
     struct proxy_session *s = NULL;
     bool created = false;
     if (sid == NULL) {
         if (!initialize) {
-            proxy_reply_rpc_error(call->req, 400, NULL, JSONRPC_INVALID_REQUEST,
+            proxy_reply_rpc_error(call->req, 400, JSONRPC_INVALID_REQUEST,
                                   "no Mcp-Session-Id: initialize a session first");
             goto out;
         }
@@ -803,16 +808,18 @@ void session_handle_post(struct proxy_call *call, json_t *body)
         if (s == NULL) {
             if (status == 503)
                 http_set_header(call->req, "Retry-After", "5");
-            proxy_reply_rpc_error(
-                call->req, status, json_object_get(body, "id"),
+            char *text = jsonrpc_error_text(
+                body->msgs[0].orig + first->id.off, first->id.len,
                 status == 503 ? JSONRPC_GATEWAY_LIMIT : JSONRPC_GATEWAY_UPSTREAM_ERROR, why);
+            http_reply_json_text(call->req, status, text);
+            free(text);
             goto out;
         }
         created = true;
     } else {
         s = session_for(call, sid);
         if (s == NULL) {
-            proxy_reply_rpc_error(call->req, 404, NULL, JSONRPC_INVALID_REQUEST,
+            proxy_reply_rpc_error(call->req, 404, JSONRPC_INVALID_REQUEST,
                                   "unknown or expired session: initialize again");
             goto out;
         }
@@ -823,7 +830,6 @@ void session_handle_post(struct proxy_call *call, json_t *body)
     }
     post_messages(call, s, body, created);
 out:
-    json_decref(body);
     proxy_call_free(call);
 }
 
@@ -877,7 +883,7 @@ void session_handle_get(struct proxy_call *call)
     struct http_request *req = call->req;
     const char *accept = http_request_header(req, "Accept");
     if (accept == NULL || strstr(accept, "text/event-stream") == NULL) {
-        proxy_reply_rpc_error(req, 406, NULL, JSONRPC_INVALID_REQUEST,
+        proxy_reply_rpc_error(req, 406, JSONRPC_INVALID_REQUEST,
                               "GET needs Accept: text/event-stream");
         proxy_call_free(call);
         return;
@@ -885,7 +891,7 @@ void session_handle_get(struct proxy_call *call)
     struct proxy_session *s = session_for(call, http_request_header(req, "Mcp-Session-Id"));
     if (s == NULL) {
         const char *sid = http_request_header(req, "Mcp-Session-Id");
-        proxy_reply_rpc_error(req, sid ? 404 : 400, NULL, JSONRPC_INVALID_REQUEST,
+        proxy_reply_rpc_error(req, sid ? 404 : 400, JSONRPC_INVALID_REQUEST,
                               sid ? "unknown or expired session: initialize again"
                                   : "no Mcp-Session-Id: initialize a session first");
         proxy_call_free(call);
@@ -907,7 +913,7 @@ void session_handle_get(struct proxy_call *call)
     /* Taking over a stream that has a client does not add one. */
     if (max && (target == NULL || target->req == NULL) && attached_streams(s) >= max) {
         http_set_header(req, "Retry-After", "5");
-        proxy_reply_rpc_error(req, 503, NULL, JSONRPC_GATEWAY_LIMIT,
+        proxy_reply_rpc_error(req, 503, JSONRPC_GATEWAY_LIMIT,
                               "stream limit of this session reached "
                               "(server.limits.max_streams_per_session)");
         proxy_call_free(call);
@@ -935,7 +941,7 @@ void session_handle_delete(struct proxy_call *call)
 {
     struct proxy_session *s = session_for(call, http_request_header(call->req, "Mcp-Session-Id"));
     if (s == NULL) {
-        proxy_reply_rpc_error(call->req, 404, NULL, JSONRPC_INVALID_REQUEST,
+        proxy_reply_rpc_error(call->req, 404, JSONRPC_INVALID_REQUEST,
                               "unknown or expired session");
     } else {
         session_end(s, "deleted by the client", true);
@@ -961,7 +967,7 @@ void session_handle_legacy_sse(struct proxy_call *call, const char *messages_pat
     const char *why;
     struct proxy_session *s = session_new(call, true, &status, &why);
     if (s == NULL) {
-        proxy_reply_rpc_error(call->req, status, NULL, JSONRPC_GATEWAY_LIMIT, why);
+        proxy_reply_rpc_error(call->req, status, JSONRPC_GATEWAY_LIMIT, why);
         proxy_call_free(call);
         return;
     }
@@ -978,23 +984,33 @@ void session_handle_legacy_sse(struct proxy_call *call, const char *messages_pat
     proxy_call_free(call);
 }
 
-void session_handle_legacy_post(struct proxy_call *call, const char *session_id, json_t *body)
+void session_handle_legacy_post(struct proxy_call *call, const char *session_id,
+                                const struct guard_body *body, const struct guard_refusal *refusal)
 {
     struct proxy_session *s = session_for(call, session_id);
     if (s == NULL || !s->legacy_sse) {
-        proxy_reply_rpc_error(call->req, 404, NULL, JSONRPC_INVALID_REQUEST,
+        proxy_reply_rpc_error(call->req, 404, JSONRPC_INVALID_REQUEST,
                               "unknown session: open the SSE stream first");
-    } else if (json_is_array(body)) {
-        proxy_reply_rpc_error(call->req, 400, NULL, JSONRPC_INVALID_REQUEST,
-                              "batches are not part of the 2024-11-05 transport");
+    } else if (refusal) {
+        /* The client waits for the answer on its stream, not on this POST. */
+        stream_event(&s->get, refusal->body, strlen(refusal->body));
+        http_reply_empty(call->req, 202);
     } else {
-        if (jsonrpc_classify(body) == JSONRPC_REQUEST)
-            add_pending(s, &s->get, body, call->principal);
-        if (send_to_child(s, body) < 0)
-            session_end(s, "the upstream process stopped reading its input", true);
+        const struct guard_msg *g = &body->msgs[0];
+        if (g->info.kind == JSONRPC_REQUEST && id_in_use(s, g->info.id_key)) {
+            char *text = jsonrpc_error_text(g->orig + g->info.id.off, g->info.id.len,
+                                            JSONRPC_INVALID_REQUEST,
+                                            "a request with this id is already in progress");
+            stream_event(&s->get, text, strlen(text));
+            free(text);
+        } else {
+            if (g->info.kind == JSONRPC_REQUEST)
+                add_pending(s, &s->get, g, call->principal);
+            if (send_to_child(s, g) < 0)
+                session_end(s, "the upstream process stopped reading its input", true);
+        }
         http_reply_empty(call->req, 202);
     }
-    json_decref(body);
     proxy_call_free(call);
 }
 

@@ -6,11 +6,12 @@
  *    do not depend on how the bytes were cut (a second parser gets the input
  *    in one piece), and each event survives sse_format() and a new parse as
  *    the proxy re-frames it for the client (proxy/http_upstream.c).
- * 2. The input, and each event's data, parsed with jansson as the proxy does
- *    (flags 0) and run through jsonrpc_classify, jsonrpc_id_key and
- *    policy_filter_list with a fixed route and principal. Checked: a request
- *    has an id key; the filter removes exactly what policy_check denies; the
- *    compact dump has no raw newline (STDIO and SSE framing rely on it).
+ * 2. The input, and each event's data, inspected as the proxy does
+ *    (jsonrpc_inspect) and run through the list filters with a fixed route
+ *    and principal. Checked: a request has an id key; an error answer built
+ *    from the id is JSON; the filter removes exactly what policy_check
+ *    denies; the filtered text has no raw newline (STDIO and SSE framing
+ *    rely on it).
  */
 #include "tests/fuzz/fuzz.h"
 
@@ -67,24 +68,18 @@ static struct mg_principal principal = {
     .client_id = "client-1",
 };
 
-static const char *const list_methods[] = {"tools/list", "prompts/list", "resources/list"};
+static const char *const list_methods[] = {"tools/list", "prompts/list", "resources/list",
+                                           "resources/templates/list"};
 
 /* ---- JSON-RPC --------------------------------------------------------------- */
 
-static void check_dump(const json_t *msg)
-{
-    char *text = jsonrpc_dump(msg);
-    FUZZ_CHECK(strchr(text, '\n') == NULL && strchr(text, '\r') == NULL,
-               "compact dump has a raw line break: %s", text);
-    free(text);
-}
-
-static void filter_one(const json_t *msg, const char *method)
+static void filter_one(const char *text, size_t len, const json_t *msg, const char *method)
 {
     json_t *copy = json_deep_copy(msg);
-    const char *key = strcmp(method, "tools/list") == 0     ? "tools"
-                      : strcmp(method, "prompts/list") == 0 ? "prompts"
-                                                            : "resources";
+    const char *key = strcmp(method, "tools/list") == 0       ? "tools"
+                      : strcmp(method, "prompts/list") == 0   ? "prompts"
+                      : strcmp(method, "resources/list") == 0 ? "resources"
+                                                              : "resourceTemplates";
     const char *field = NULL;
     const struct gw_access_rules *rules = policy_rules_for(&route, method, &field);
     FUZZ_CHECK(rules && field, "no rules for %s", method);
@@ -97,40 +92,48 @@ static void filter_one(const json_t *msg, const char *method)
     for (size_t i = 0; i < after; i++) {
         const char *name = json_string_value(json_object_get(json_array_get(items, i), field));
         FUZZ_CHECK(name != NULL, "%s: entry %zu kept without a %s", method, i, field);
-        struct policy_verdict v = policy_check(rules, &principal, name);
+        char *normal = rules == &route.resources ? policy_normalize_uri(name) : NULL;
+        struct policy_verdict v = policy_check(rules, &principal, normal ? normal : name);
         FUZZ_CHECK(v.decision != POLICY_DENY, "%s: denied \"%s\" kept", method, name);
+        free(normal);
     }
-    check_dump(copy);
     json_decref(copy);
+    /* The text form the proxy uses: one line, and only when something was removed. */
+    size_t out_len = 0;
+    char *out = policy_filter_text(text, len, method, &route, &principal, &out_len);
+    if (out) {
+        FUZZ_CHECK(removed > 0, "%s: filtered text though nothing was removed", method);
+        FUZZ_CHECK(memchr(out, '\n', out_len) == NULL && memchr(out, '\r', out_len) == NULL,
+                   "filtered text has a raw line break");
+        free(out);
+    }
 }
 
 static void jsonrpc_one(const char *text, size_t len)
 {
-    json_error_t jerr;
-    json_t *msg = json_loadb(text, len, 0, &jerr);
-    if (msg == NULL)
+    struct jsonrpc_msg m;
+    if (jsonrpc_inspect(text, len, &m) < 0)
         return;
-    enum jsonrpc_kind kind = jsonrpc_classify(msg);
-    const char *method = jsonrpc_method(msg);
-    const json_t *id = json_object_get(msg, "id");
-    char *key = jsonrpc_id_key(id);
-    if (kind == JSONRPC_REQUEST)
-        FUZZ_CHECK(key != NULL && method != NULL, "request without an id key or method");
-    if (kind == JSONRPC_NOTIFICATION)
-        FUZZ_CHECK(method != NULL && id == NULL, "notification with an id or without method");
-    free(key);
-    /* The progress token is keyed like an id (proxy/session.c). */
-    const json_t *token =
-        json_object_get(json_object_get(json_object_get(msg, "params"), "_meta"), "progressToken");
-    free(jsonrpc_id_key(token));
-    free(jsonrpc_id_key(msg));
-    for (size_t i = 0; i < sizeof(list_methods) / sizeof(list_methods[0]); i++)
-        filter_one(msg, list_methods[i]);
-    char *err = jsonrpc_error_text(id, JSONRPC_GATEWAY_FORBIDDEN, "denied by policy");
+    if (m.kind == JSONRPC_REQUEST)
+        FUZZ_CHECK(m.id_key != NULL && (m.method[0] || m.method_long),
+                   "request without an id key or method");
+    if (m.kind == JSONRPC_NOTIFICATION)
+        FUZZ_CHECK(m.id.kind == JSON_KIND_NONE, "notification with an id");
+    if (m.kind == JSONRPC_RESPONSE && m.id.kind != JSON_KIND_NULL)
+        FUZZ_CHECK(m.id_key != NULL || m.id.kind != JSON_KIND_STRING, "response id without a key");
+    char *err = jsonrpc_error_text(m.id.kind ? text + m.id.off : NULL, m.id.len,
+                                   JSONRPC_GATEWAY_FORBIDDEN, "denied by policy");
     FUZZ_CHECK(strchr(err, '\n') == NULL, "error text has a newline: %s", err);
+    json_error_t jerr;
+    json_t *parsed = json_loads(err, 0, &jerr);
+    FUZZ_CHECK(parsed != NULL, "error text is not JSON: %s", err);
+    json_decref(parsed);
     free(err);
-    check_dump(msg);
+    json_t *msg = json_loadb(text, len, 0, &jerr);
+    for (size_t i = 0; msg && i < sizeof(list_methods) / sizeof(list_methods[0]); i++)
+        filter_one(text, len, msg, list_methods[i]);
     json_decref(msg);
+    jsonrpc_msg_clear(&m);
 }
 
 /* ---- SSE ------------------------------------------------------------------ */
