@@ -61,6 +61,16 @@ printf '%s\n' "$libs" | while IFS= read -r rule; do
         done
     done
 done >>/tmp/layers.$$
+# The walk names functions as `dir/file.c:function`: each must be defined there.
+grep -o '`[a-z]*/[a-z_]*\.c:[a-z_0-9]*`' "$doc" | tr -d '`' | sort -u | while IFS= read -r ref; do
+    f=${ref%%:*}
+    fn=${ref#*:}
+    if [ ! -f "$f" ]; then
+        echo "$doc: $ref: no file $f"
+    elif ! grep -qE "^[a-z].*[ *]$fn\(" "$f"; then
+        echo "$doc: $ref: $fn is not defined in $f"
+    fi
+done >>/tmp/layers.$$
 if [ -s /tmp/layers.$$ ]; then
     cat /tmp/layers.$$
     rm -f /tmp/layers.$$
