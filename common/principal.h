@@ -40,6 +40,14 @@ struct mg_principal {
 struct http_request;
 typedef void (*mg_authed_fn)(struct http_request *req, const struct mg_principal *p, void *arg);
 
+/*
+ * The store channel on which oauth/ announces that a grant ended (revoked
+ * by the person, the client, an operator, a refresh-token replay, the IdP):
+ * the message is the grant id. proxy/ subscribes and ends that grant's
+ * sessions, streams and children on every instance.
+ */
+#define MG_CHANNEL_GRANT_ENDED "grant-ended"
+
 struct mg_principal *mg_principal_dup(const struct mg_principal *p);
 void mg_principal_free(struct mg_principal *p);
 
