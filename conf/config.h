@@ -53,6 +53,10 @@ struct gw_limits {
     uint64_t idle_timeout_ms;            /* idle keep-alive connection, default 120 s */
     uint64_t shutdown_grace_ms;          /* drain on SIGTERM, default 10 s */
     uint32_t max_pending_authorizations; /* per client IP, default 100 */
+    /* MCP sessions (proxy/session.c) */
+    uint32_t max_pending_per_session; /* requests in flight per session, default 64 */
+    uint64_t event_ring_bytes;        /* ring bytes per session, default 4 MiB */
+    uint64_t event_ring_total_bytes;  /* ring bytes of all sessions, default 256 MiB */
 };
 
 struct gw_server_config {
@@ -177,11 +181,12 @@ struct gw_stdio_upstream {
     struct gw_string_list command; /* argv, at least one element */
     struct gw_string_map env;
     struct gw_string_list env_passthrough;
-    char *cwd;                /* NULL: the gateway's cwd */
-    uint64_t idle_timeout_ms; /* default 15 min */
-    uint32_t max_processes;   /* default 200 */
-    uint64_t max_line_bytes;  /* stdout line limit, default 4 MiB */
-    uint64_t kill_grace_ms;   /* each shutdown step, default 2 s */
+    char *cwd;                 /* NULL: the gateway's cwd */
+    uint64_t idle_timeout_ms;  /* default 15 min */
+    uint32_t max_processes;    /* default 200 */
+    uint64_t max_line_bytes;   /* stdout line limit, default 4 MiB */
+    uint64_t kill_grace_ms;    /* each shutdown step, default 2 s */
+    uint64_t write_timeout_ms; /* how long input may wait for a child that does not read, 30 s */
 };
 
 struct gw_http_upstream {

@@ -136,6 +136,12 @@ static const struct conf_field limits_fields[] = {
     {"shutdown_grace", CONF_DURATION, AT(struct gw_limits, shutdown_grace_ms), RANGE(0, HOUR_MS)},
     {"max_pending_authorizations", CONF_U32, AT(struct gw_limits, max_pending_authorizations),
      RANGE(1, 1000000)},
+    /* MCP sessions (proxy/session.c) */
+    {"max_pending_per_session", CONF_U32, AT(struct gw_limits, max_pending_per_session),
+     RANGE(1, 100000)},
+    {"event_ring_bytes", CONF_SIZE, AT(struct gw_limits, event_ring_bytes), RANGE(4 * KiB, GiB)},
+    {"event_ring_total", CONF_SIZE, AT(struct gw_limits, event_ring_total_bytes),
+     RANGE(64 * KiB, 64 * GiB)},
 };
 
 static void limits_post(struct conf_loader *ld, const struct conf_node *at, void *base,
@@ -199,5 +205,8 @@ void http_conf_defaults(struct gw_server_config *s)
         .idle_timeout_ms = 120 * SEC_MS,
         .shutdown_grace_ms = 10 * SEC_MS,
         .max_pending_authorizations = 100,
+        .max_pending_per_session = 64,
+        .event_ring_bytes = 4 * MiB,
+        .event_ring_total_bytes = 256 * MiB,
     };
 }

@@ -5,10 +5,22 @@
  * the store, the outbound HTTP client and the config from the gateway.
  */
 #include <stdlib.h>
+#include <string.h>
 
+#include "common/log.h"
 #include "common/xalloc.h"
 #include "proxy/proxy_int.h"
 #include "proxy/stdio.h"
+#include "store/store.h"
+
+/* A grant ended somewhere (any instance): its sessions end here (review F7). */
+static void on_grant_ended(const char *channel, const char *msg, size_t len, void *arg)
+{
+    (void)channel;
+    char *grant_id = xstrndup(msg, len);
+    sessions_end_grant(arg, grant_id);
+    free(grant_id);
+}
 
 struct proxy *proxy_new(const struct gw_config *cfg, const struct proxy_deps *deps)
 {
@@ -20,6 +32,10 @@ struct proxy *proxy_new(const struct gw_config *cfg, const struct proxy_deps *de
     p->auth = deps->auth;
     p->auth_arg = deps->auth_arg;
     p->signer = deps->signer;
+    int rc = p->store ? store_subscribe(p->store, MG_CHANNEL_GRANT_ENDED, on_grant_ended, p) : 0;
+    if (rc < 0)
+        gw_log(GW_LOG_ERROR, "proxy", NULL, "cannot subscribe to ended grants", "error",
+               strerror(-rc), NULL);
     return p;
 }
 

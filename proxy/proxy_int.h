@@ -32,6 +32,7 @@ struct proxy {
     struct proxy_session *sessions[PROXY_SESSION_BUCKETS]; /* live sessions, owned */
     struct proxy_session *ended; /* ended sessions waiting for their child to be reaped */
     size_t n_sessions;
+    uint64_t ring_bytes; /* event-ring bytes of every session (server.limits.event_ring_total) */
     struct route_binding *bindings;              /* owned: one per registered route path */
     struct http_binding_sessions *http_sessions; /* owned: upstream session → owner */
     struct bridge *bridges;                      /* owned: 2024-11-05 clients of HTTP upstreams */
@@ -83,6 +84,8 @@ void session_handle_legacy_sse(struct proxy_call *call, const char *messages_pat
 void session_handle_legacy_post(struct proxy_call *call, const char *session_id,
                                 const struct guard_body *body, const struct guard_refusal *refusal);
 void sessions_end_all(struct proxy *p, const char *reason);
+/* Ends every session of GRANT_ID (the grant ended: revoked, expired, refused by the IdP). */
+void sessions_end_grant(struct proxy *p, const char *grant_id);
 void sessions_end_get_streams(struct proxy *p);
 void sessions_free_all(struct proxy *p);
 

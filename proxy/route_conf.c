@@ -54,6 +54,8 @@ static const struct conf_field stdio_fields[] = {
     {"max_processes", CONF_U32, AT(struct gw_stdio_upstream, max_processes), RANGE(1, 100000)},
     {"max_line", CONF_SIZE, AT(struct gw_stdio_upstream, max_line_bytes), RANGE(1 * KiB, GiB)},
     {"kill_grace", CONF_DURATION, AT(struct gw_stdio_upstream, kill_grace_ms), RANGE(0, MIN_MS)},
+    {"write_timeout", CONF_DURATION, AT(struct gw_stdio_upstream, write_timeout_ms),
+     RANGE(100, HOUR_MS)},
 };
 
 static const struct conf_section stdio_section = {FIELDS(stdio_fields), NULL, NULL};
@@ -179,6 +181,7 @@ void route_conf_init(void *elem)
     r->stdio.max_processes = 200;
     r->stdio.max_line_bytes = 4 * MiB;
     r->stdio.kill_grace_ms = 2 * SEC_MS;
+    r->stdio.write_timeout_ms = 30 * SEC_MS;
     r->http.connect_timeout_ms = 5 * SEC_MS;
     r->http.timeout_ms = 60 * SEC_MS;
     r->http.idle_timeout_ms = 300 * SEC_MS;

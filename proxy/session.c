@@ -32,9 +32,11 @@
 #include <event2/event.h>
 #include <jansson.h>
 
+#include "common/crypto.h"
 #include "common/hash.h"
 #include "common/rand.h"
 #include "common/strbuf.h"
+#include "common/timeutil.h"
 #include "common/xalloc.h"
 #include "http/http.h"
 #include "common/log.h"
@@ -49,6 +51,15 @@ struct ring_event {
     char stream[24];
     uint64_t seq;
     char *data; /* owned JSON text ("" for a priming event) */
+    size_t len;
+};
+
+/* Input the child's stdin did not take yet (it reads slower than clients write). */
+struct input {
+    char *text; /* owned */
+    size_t len;
+    uint64_t queued_ms;
+    struct input *next;
 };
 
 struct proxy_stream;
@@ -79,10 +90,15 @@ struct proxy_stream {
 
 struct proxy_session {
     char id[44];
-    struct proxy *proxy;       /* borrowed */
-    char *route_name;          /* owned */
-    char *owner;               /* owned: the subject that created it */
-    char *client_id;           /* owned, may be NULL */
+    struct proxy *proxy; /* borrowed */
+    char *route_name;    /* owned */
+    char *owner;         /* owned: the subject, or "anonymous:<address>" (auth: none) */
+    char *client_id;     /* owned, may be NULL */
+    char *grant_id;      /* owned, NULL on auth: none routes */
+    /* What the child was told about its caller (identity.c), hashed: a request
+     * whose principal differs gets a session of its own (review F10). */
+    unsigned char caller[CRYPTO_SHA256_LEN];
+    uint64_t last_used_ms;
     char *protocol_version;    /* owned: negotiated, from InitializeResult */
     struct stdio_child *child; /* owned */
     bool legacy_sse;           /* 2024-11-05 transport: everything goes to "g" */
@@ -94,7 +110,13 @@ struct proxy_session {
     struct proxy_stream get;      /* the GET stream, always present */
     struct ring_event *ring;      /* owned, capacity ring_cap */
     size_t ring_cap, ring_start, ring_len;
-    struct event *idle_timer; /* owned */
+    uint64_t ring_bytes; /* of the events in the ring (server.limits.event_ring_bytes) */
+    size_t n_pending;    /* server.limits.max_pending_per_session */
+    struct input *in_head, *in_tail; /* owned queue: stdin was full */
+    uint64_t in_bytes;
+    uint64_t write_timeout_ms;
+    struct event *write_timer; /* owned: the child reads none of the queued input */
+    struct event *idle_timer;  /* owned */
     uint64_t idle_timeout_ms;
     struct proxy_session *next; /* bucket chain, or the ended list */
 };
@@ -151,35 +173,67 @@ static size_t processes_of(const struct proxy *p, const char *route)
 
 /* ---- the ring --------------------------------------------------------------- */
 
+static void ring_drop_oldest(struct proxy_session *s)
+{
+    struct ring_event *e = &s->ring[s->ring_start];
+    s->ring_bytes -= e->len;
+    s->proxy->ring_bytes -= e->len;
+    free(e->data);
+    e->data = NULL;
+    s->ring_start = (s->ring_start + 1) % s->ring_cap;
+    s->ring_len--;
+}
+
+/*
+ * Keeps the event for resumption, within three bounds: events per session
+ * (event_ring), bytes per session (event_ring_bytes) and bytes of all
+ * sessions (event_ring_total), oldest first out (review F8). An event larger
+ * than what may be kept is sent live only.
+ */
 static void ring_push(struct proxy_session *s, const char *stream, uint64_t seq, const char *data,
                       size_t len)
 {
-    if (s->ring_cap == 0)
+    const struct gw_limits *lim = &s->proxy->cfg->server.limits;
+    if (s->ring_cap == 0 || len > lim->event_ring_bytes)
         return;
-    if (s->ring_len == s->ring_cap) {
-        free(s->ring[s->ring_start].data);
-        s->ring_start = (s->ring_start + 1) % s->ring_cap;
-        s->ring_len--;
+    while (s->ring_len > 0 &&
+           (s->ring_len == s->ring_cap || s->ring_bytes + len > lim->event_ring_bytes ||
+            s->proxy->ring_bytes + len > lim->event_ring_total_bytes))
+        ring_drop_oldest(s);
+    if (s->proxy->ring_bytes + len > lim->event_ring_total_bytes) {
+        gw_log(GW_LOG_WARN, "proxy", s->id,
+               "event not kept for resumption: server.limits.event_ring_total is full", NULL);
+        return;
     }
     struct ring_event *e = &s->ring[(s->ring_start + s->ring_len) % s->ring_cap];
     snprintf(e->stream, sizeof(e->stream), "%s", stream);
     e->seq = seq;
     e->data = xstrndup(data, len);
+    e->len = len;
     s->ring_len++;
+    s->ring_bytes += len;
+    s->proxy->ring_bytes += len;
 }
 
 /* ---- writing to clients ----------------------------------------------------- */
 
 static void stream_detach(struct proxy_stream *st);
 
+static void stream_switch_to_sse(struct proxy_stream *st);
+
 static void on_client_gone(struct http_request *req, void *arg)
 {
     struct proxy_stream *st = arg;
     (void)req;
     stream_detach(st);
+    /* Answers held for a JSON batch answer now wait in the ring, as every
+     * other answer to a client that left does (review F17). */
+    if (st->json_ok && st->batch)
+        stream_switch_to_sse(st);
 }
 
 static void touch(struct proxy_session *s);
+static void session_end(struct proxy_session *s, const char *reason, bool fail_pending);
 
 /* Ends the HTTP response attached to ST (the logical stream may go on). */
 static void stream_detach(struct proxy_stream *st)
@@ -194,6 +248,13 @@ static void stream_detach(struct proxy_stream *st)
     else
         http_reply_empty(req, 202);
     st->sse = false;
+    /* In the 2024-11-05 transport the SSE connection is the session: when it
+     * goes (the client left, read too slowly, or another request took it), so
+     * does the session and its child (review F5). */
+    if (st->sess->legacy_sse && st == &st->sess->get) {
+        session_end(st->sess, "the SSE connection closed", false);
+        return;
+    }
     /* The session may be idle now: its idle timer starts again from here. */
     touch(st->sess);
 }
@@ -310,8 +371,6 @@ static void stream_response(struct proxy_stream *st, const char *text, size_t le
 
 /* ---- idle ----------------------------------------------------------------- */
 
-static void session_end(struct proxy_session *s, const char *reason, bool fail_pending);
-
 static bool session_is_idle(const struct proxy_session *s)
 {
     return s->pending == NULL && s->get.req == NULL;
@@ -328,6 +387,7 @@ static void on_idle(evutil_socket_t fd, short what, void *arg)
 
 static void touch(struct proxy_session *s)
 {
+    s->last_used_ms = time_mono_ms();
     if (s->idle_timeout_ms == 0 || s->ended)
         return;
     struct timeval tv = {(time_t)(s->idle_timeout_ms / 1000),
@@ -343,6 +403,7 @@ static struct pending *pending_take(struct proxy_session *s, const char *id_key)
         if (strcmp((*pp)->id_key, id_key) == 0) {
             struct pending *p = *pp;
             *pp = p->next;
+            s->n_pending--;
             return p;
         }
     }
@@ -492,6 +553,82 @@ static void on_child_line(struct stdio_child *c, const char *line, size_t len, v
     free(elems);
 }
 
+/* ---- stdin backpressure ------------------------------------------------------ */
+
+/*
+ * The child's stdin buffer refuses more than its high-water mark (-ENOBUFS);
+ * what it refuses waits here, in order, and goes out as the child reads
+ * (on_child_writable). A child that reads none of it for stdio.write_timeout
+ * is not reading at all: the session ends then, with an error for every
+ * pending request. Callers check session_input_room() first, so the queue
+ * stays within the same bound as the stdin buffer.
+ */
+static void input_clear(struct proxy_session *s)
+{
+    while (s->in_head) {
+        struct input *in = s->in_head;
+        s->in_head = in->next;
+        free(in->text);
+        free(in);
+    }
+    s->in_tail = NULL;
+    s->in_bytes = 0;
+}
+
+static bool session_input_room(const struct proxy_session *s, uint64_t bytes)
+{
+    return s->in_head == NULL ||
+           s->in_bytes + bytes <= s->proxy->cfg->server.limits.max_body_bytes * 4;
+}
+
+static void arm_write_timer(struct proxy_session *s)
+{
+    uint64_t ms = s->write_timeout_ms;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(s->write_timer, &tv);
+}
+
+/* Moves queued input to the child while it takes it. */
+static void input_flush(struct proxy_session *s)
+{
+    while (s->in_head && !s->ended) {
+        struct input *in = s->in_head;
+        int rc = stdio_child_send(s->child, in->text, in->len);
+        if (rc == -ENOBUFS)
+            return;
+        s->in_head = in->next;
+        if (s->in_head == NULL)
+            s->in_tail = NULL;
+        s->in_bytes -= in->len;
+        free(in->text);
+        free(in);
+        if (rc < 0) {
+            session_end(s, "the upstream process stopped reading its input", true);
+            return;
+        }
+        arm_write_timer(s); /* progress: the deadline starts again */
+    }
+    if (s->in_head == NULL)
+        evtimer_del(s->write_timer);
+}
+
+static void on_child_writable(struct stdio_child *c, void *arg)
+{
+    (void)c;
+    input_flush(arg);
+}
+
+static void on_write_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct proxy_session *s = arg;
+    if (s->in_head == NULL)
+        return;
+    gw_log(GW_LOG_WARN, "proxy", s->id, "the upstream does not read its input", NULL);
+    session_end(s, "the upstream process stopped reading its input (stdio.write_timeout)", true);
+}
+
 /* ---- ending ----------------------------------------------------------------- */
 
 static void fail_pending(struct proxy_session *s, const char *why)
@@ -499,6 +636,7 @@ static void fail_pending(struct proxy_session *s, const char *why)
     while (s->pending) {
         struct pending *p = s->pending;
         s->pending = p->next;
+        s->n_pending--;
         char *text =
             jsonrpc_error_text(p->id_json, strlen(p->id_json), JSONRPC_GATEWAY_UPSTREAM_ERROR, why);
         if (s->legacy_sse || p->stream == &s->get)
@@ -515,15 +653,19 @@ static void session_free(struct proxy_session *s)
     while (s->streams)
         stream_finish(s->streams);
     stream_detach(&s->get);
-    for (size_t i = 0; i < s->ring_len; i++)
-        free(s->ring[(s->ring_start + i) % s->ring_cap].data);
+    while (s->ring_len)
+        ring_drop_oldest(s);
     free(s->ring);
+    input_clear(s);
     if (s->idle_timer)
         event_free(s->idle_timer);
+    if (s->write_timer)
+        event_free(s->write_timer);
     stdio_child_free(s->child);
     free(s->route_name);
     free(s->owner);
     free(s->client_id);
+    free(s->grant_id);
     free(s->protocol_version);
     free(s);
 }
@@ -578,6 +720,57 @@ static void on_child_exit(struct stdio_child *c, int status, const char *reason,
 
 /* ---- creating a session ---------------------------------------------------- */
 
+/* Who owns a session: the subject. On an `auth: none` route every caller is
+ * "anonymous", so the client address stands in: limits count per address,
+ * and one address cannot use another's session (review F15). Owned. */
+static char *owner_of(const struct proxy_call *call)
+{
+    if (call->route->auth == GW_ROUTE_AUTH_NONE)
+        return xasprintf("anonymous:%s", http_request_client_ip(call->req));
+    return xstrdup(call->principal->subject);
+}
+
+static void put_field(struct strbuf *sb, const char *v)
+{
+    strbuf_puts(sb, v ? v : "");
+    strbuf_append(sb, "", 1); /* a NUL between fields: none can run into the next */
+}
+
+static void put_list(struct strbuf *sb, const struct mg_string_list *l)
+{
+    for (size_t i = 0; i < l->len; i++)
+        strbuf_printf(sb, "%s,", l->items[i]);
+    strbuf_append(sb, "", 1);
+}
+
+/* A digest of everything identity.c can tell a child about its caller. */
+static void caller_digest(const struct mg_principal *p, unsigned char out[CRYPTO_SHA256_LEN])
+{
+    struct strbuf sb = STRBUF_INIT;
+    put_field(&sb, p->subject);
+    put_field(&sb, p->username);
+    put_field(&sb, p->name);
+    put_field(&sb, p->email);
+    put_field(&sb, p->client_id);
+    put_list(&sb, &p->roles);
+    put_list(&sb, &p->groups);
+    put_list(&sb, &p->scopes);
+    crypto_sha256(sb.buf, sb.len, out);
+    strbuf_release(&sb);
+}
+
+/* OWNER's least recently used session that has nothing in flight, or NULL. */
+static struct proxy_session *idle_session_of(struct proxy *p, const char *owner)
+{
+    struct proxy_session *best = NULL;
+    for (size_t b = 0; b < PROXY_SESSION_BUCKETS; b++)
+        for (struct proxy_session *s = p->sessions[b]; s; s = s->next)
+            if (strcmp(s->owner, owner) == 0 && session_is_idle(s) && s->in_head == NULL &&
+                (best == NULL || s->last_used_ms < best->last_used_ms))
+                best = s;
+    return best;
+}
+
 static struct proxy_session *session_new(struct proxy_call *call, bool legacy, int *status,
                                          const char **why)
 {
@@ -589,11 +782,23 @@ static struct proxy_session *session_new(struct proxy_call *call, bool legacy, i
         *why = "session limit reached (server.limits.max_sessions)";
         return NULL;
     }
-    if (sessions_of(p, call->principal->subject, NULL) >= lim->max_sessions_per_user) {
-        *why = "per-user session limit reached (server.limits.max_sessions_per_user)";
-        return NULL;
+    char *owner = owner_of(call);
+    if (sessions_of(p, owner, NULL) >= lim->max_sessions_per_user) {
+        /* Most clients never send DELETE: the user's least recently used idle
+         * session makes room, so abandoned sessions cannot lock the user out. */
+        struct proxy_session *old = idle_session_of(p, owner);
+        if (old == NULL) {
+            free(owner);
+            *why = "per-user session limit reached (server.limits.max_sessions_per_user)";
+            return NULL;
+        }
+        session_end(old,
+                    "evicted: the least recently used idle session of a user at "
+                    "server.limits.max_sessions_per_user",
+                    true);
     }
     if (processes_of(p, r->name) >= r->stdio.max_processes) {
+        free(owner);
         *why = "process limit of this route reached (stdio.max_processes)";
         return NULL;
     }
@@ -601,8 +806,13 @@ static struct proxy_session *session_new(struct proxy_call *call, bool legacy, i
     rand_handle(s->id); /* 256 bits, base64url: visible ASCII */
     s->proxy = p;
     s->route_name = xstrdup(r->name);
-    s->owner = xstrdup(call->principal->subject);
+    s->owner = owner;
     s->client_id = call->principal->client_id ? xstrdup(call->principal->client_id) : NULL;
+    s->grant_id = call->principal->grant_id ? xstrdup(call->principal->grant_id) : NULL;
+    caller_digest(call->principal, s->caller);
+    s->last_used_ms = time_mono_ms();
+    s->write_timeout_ms = r->stdio.write_timeout_ms ? r->stdio.write_timeout_ms : 30000;
+    s->write_timer = xevtimer_new(p->base, on_write_timeout, s);
     s->legacy_sse = legacy;
     s->get.sess = s;
     snprintf(s->get.key, sizeof(s->get.key), "g");
@@ -628,6 +838,7 @@ static struct proxy_session *session_new(struct proxy_call *call, bool legacy, i
     static const struct stdio_child_callbacks cbs = {
         .on_line = on_child_line,
         .on_exit = on_child_exit,
+        .on_writable = on_child_writable,
     };
     char *err = NULL;
     s->child = stdio_spawn(p->base, &o, &cbs, s, &err);
@@ -640,10 +851,12 @@ static struct proxy_session *session_new(struct proxy_call *call, bool legacy, i
         *status = 502;
         *why = "the MCP server of this route could not be started";
         event_free(s->idle_timer);
+        event_free(s->write_timer);
         free(s->ring);
         free(s->route_name);
         free(s->owner);
         free(s->client_id);
+        free(s->grant_id);
         free(s);
         return NULL;
     }
@@ -670,22 +883,58 @@ static struct proxy_session *session_new(struct proxy_call *call, bool legacy, i
     return s;
 }
 
-/* The session named by the request, if it exists and belongs to this caller. */
-static struct proxy_session *session_for(struct proxy_call *call, const char *id)
+/*
+ * The session named by the request, if it exists and belongs to this caller:
+ * same owner and route, and (unless ANY_CALLER, for DELETE) the very caller
+ * the child was started for. A token of the same user with other scopes,
+ * roles or client gets a session of its own: the child's environment and
+ * JWT describe the caller that started it (review F10). NULL with *WHY.
+ */
+static struct proxy_session *session_for(struct proxy_call *call, const char *id, bool any_caller,
+                                         const char **why)
 {
     struct proxy_session *s = id ? session_lookup(call->proxy, id) : NULL;
+    char *owner = owner_of(call);
+    *why = "unknown or expired session: initialize again";
     /* Another user's session id is answered exactly like an unknown one. */
-    if (s == NULL || strcmp(s->owner, call->principal->subject) != 0 ||
-        strcmp(s->route_name, call->route->name) != 0)
-        return NULL;
+    if (s && (strcmp(s->owner, owner) != 0 || strcmp(s->route_name, call->route->name) != 0))
+        s = NULL;
+    free(owner);
+    if (s && !any_caller) {
+        unsigned char d[CRYPTO_SHA256_LEN];
+        caller_digest(call->principal, d);
+        if (memcmp(d, s->caller, sizeof(d)) != 0) {
+            *why = "this session belongs to another authorization of yours (other scopes, roles "
+                   "or client): initialize a new session";
+            s = NULL;
+        }
+    }
     return s;
 }
 
 /* ---- POST ------------------------------------------------------------------------ */
 
+/* 0 (sent, or queued behind earlier input), or -EPIPE when the child's stdin is gone. */
 static int send_to_child(struct proxy_session *s, const struct guard_msg *g)
 {
-    return stdio_child_send(s->child, g->text, g->len);
+    if (s->in_head == NULL) {
+        int rc = stdio_child_send(s->child, g->text, g->len);
+        if (rc != -ENOBUFS)
+            return rc;
+    }
+    struct input *in = xcalloc(1, sizeof(*in));
+    in->text = xstrndup(g->text, g->len);
+    in->len = g->len;
+    in->queued_ms = time_mono_ms();
+    if (s->in_tail)
+        s->in_tail->next = in;
+    else
+        s->in_head = in;
+    s->in_tail = in;
+    if (s->in_bytes == 0)
+        arm_write_timer(s);
+    s->in_bytes += g->len;
+    return 0;
 }
 
 static void add_pending(struct proxy_session *s, struct proxy_stream *st, const struct guard_msg *g,
@@ -701,6 +950,7 @@ static void add_pending(struct proxy_session *s, struct proxy_stream *st, const 
     p->stream = st;
     p->next = s->pending;
     s->pending = p;
+    s->n_pending++;
     st->pending++;
 }
 
@@ -740,9 +990,30 @@ static bool id_in_use(struct proxy_session *s, const char *key)
     return false;
 }
 
+/* Why the session cannot take BODY now (a limit), or NULL. */
+static const char *session_full(const struct proxy_session *s, const struct guard_body *body)
+{
+    const struct gw_limits *lim = &s->proxy->cfg->server.limits;
+    if (s->n_pending + body->requests > lim->max_pending_per_session)
+        return "too many requests in flight in this session "
+               "(server.limits.max_pending_per_session)";
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < body->n; i++)
+        bytes += body->msgs[i].len;
+    if (!session_input_room(s, bytes))
+        return "the MCP server is not reading its input fast enough: try again";
+    return NULL;
+}
+
 static void post_messages(struct proxy_call *call, struct proxy_session *s,
                           const struct guard_body *body, bool created)
 {
+    const char *full = session_full(s, body);
+    if (full) {
+        http_set_header(call->req, "Retry-After", "1");
+        proxy_reply_rpc_error(call->req, 503, JSONRPC_GATEWAY_LIMIT, full);
+        return;
+    }
     for (size_t i = 0; i < body->n; i++) {
         const struct jsonrpc_msg *m = &body->msgs[i].info;
         if (m->kind == JSONRPC_REQUEST && id_in_use(s, m->id_key)) {
@@ -817,10 +1088,11 @@ void session_handle_post(struct proxy_call *call, const struct guard_body *body)
         }
         created = true;
     } else {
-        s = session_for(call, sid);
-        if (s == NULL) {
+        const char *why;
+        s = session_for(call, sid, false, &why);
+        if (s == NULL || s->legacy_sse) {
             proxy_reply_rpc_error(call->req, 404, JSONRPC_INVALID_REQUEST,
-                                  "unknown or expired session: initialize again");
+                                  s ? "unknown or expired session: initialize again" : why);
             goto out;
         }
         /* MCP-Protocol-Version: an unsupported one was refused before this
@@ -888,11 +1160,14 @@ void session_handle_get(struct proxy_call *call)
         proxy_call_free(call);
         return;
     }
-    struct proxy_session *s = session_for(call, http_request_header(req, "Mcp-Session-Id"));
-    if (s == NULL) {
+    const char *why;
+    struct proxy_session *s =
+        session_for(call, http_request_header(req, "Mcp-Session-Id"), false, &why);
+    /* A 2024-11-05 session has its one stream already: it cannot take a GET. */
+    if (s == NULL || s->legacy_sse) {
         const char *sid = http_request_header(req, "Mcp-Session-Id");
         proxy_reply_rpc_error(req, sid ? 404 : 400, JSONRPC_INVALID_REQUEST,
-                              sid ? "unknown or expired session: initialize again"
+                              sid ? (s ? "unknown or expired session: initialize again" : why)
                                   : "no Mcp-Session-Id: initialize a session first");
         proxy_call_free(call);
         return;
@@ -939,8 +1214,10 @@ void session_handle_get(struct proxy_call *call)
 
 void session_handle_delete(struct proxy_call *call)
 {
-    struct proxy_session *s = session_for(call, http_request_header(call->req, "Mcp-Session-Id"));
-    if (s == NULL) {
+    const char *why;
+    struct proxy_session *s =
+        session_for(call, http_request_header(call->req, "Mcp-Session-Id"), true, &why);
+    if (s == NULL || s->legacy_sse) {
         proxy_reply_rpc_error(call->req, 404, JSONRPC_INVALID_REQUEST,
                               "unknown or expired session");
     } else {
@@ -987,7 +1264,8 @@ void session_handle_legacy_sse(struct proxy_call *call, const char *messages_pat
 void session_handle_legacy_post(struct proxy_call *call, const char *session_id,
                                 const struct guard_body *body, const struct guard_refusal *refusal)
 {
-    struct proxy_session *s = session_for(call, session_id);
+    const char *why;
+    struct proxy_session *s = session_for(call, session_id, false, &why);
     if (s == NULL || !s->legacy_sse) {
         proxy_reply_rpc_error(call->req, 404, JSONRPC_INVALID_REQUEST,
                               "unknown session: open the SSE stream first");
@@ -997,7 +1275,13 @@ void session_handle_legacy_post(struct proxy_call *call, const char *session_id,
         http_reply_empty(call->req, 202);
     } else {
         const struct guard_msg *g = &body->msgs[0];
-        if (g->info.kind == JSONRPC_REQUEST && id_in_use(s, g->info.id_key)) {
+        const char *full = session_full(s, body);
+        if (full) {
+            char *text = jsonrpc_error_text(g->info.id.kind ? g->orig + g->info.id.off : NULL,
+                                            g->info.id.len, JSONRPC_GATEWAY_LIMIT, full);
+            stream_event(&s->get, text, strlen(text));
+            free(text);
+        } else if (g->info.kind == JSONRPC_REQUEST && id_in_use(s, g->info.id_key)) {
             char *text = jsonrpc_error_text(g->orig + g->info.id.off, g->info.id.len,
                                             JSONRPC_INVALID_REQUEST,
                                             "a request with this id is already in progress");
@@ -1021,6 +1305,19 @@ void sessions_end_all(struct proxy *p, const char *reason)
     for (size_t b = 0; b < PROXY_SESSION_BUCKETS; b++)
         while (p->sessions[b])
             session_end(p->sessions[b], reason, true);
+}
+
+void sessions_end_grant(struct proxy *p, const char *grant_id)
+{
+    for (size_t b = 0; b < PROXY_SESSION_BUCKETS; b++) {
+        struct proxy_session *s = p->sessions[b];
+        while (s) {
+            struct proxy_session *next = s->next;
+            if (s->grant_id && strcmp(s->grant_id, grant_id) == 0)
+                session_end(s, "the authorization of this session ended", true);
+            s = next;
+        }
+    }
 }
 
 void sessions_end_get_streams(struct proxy *p)

@@ -299,21 +299,31 @@ describe('limits', () => {
     await b.delete();
   });
 
-  test('server.limits.max_sessions_per_user: 1 → the second session gets 503', async () => {
+  test('server.limits.max_sessions_per_user: 1 → a new session evicts the idle one; a busy one is kept and the new one gets 503', async () => {
     const gw = await gateway({ limits: { max_sessions_per_user: 1 } });
     gws.push(gw);
+    const before = childPids(gw.pid);
     const a = new McpClient(gw.port, ROUTE);
     await a.initialize();
-    const second = await mcpPost(gw.port, ROUTE, initializeMessage(1));
-    assert.equal(second.status, 503);
-    assert.ok(second.headers['retry-after']);
-    assert.equal(second.json.error.code, -32001);
-    assert.match(second.json.error.message, /max_sessions_per_user/);
+    const first = await newChild(gw.pid, before);
+    // a is idle: a client that never sends DELETE must not lock its user out (review F19).
+    const b = new McpClient(gw.port, ROUTE);
+    await b.initialize();
+    assert.equal((await a.request('ping')).status, 404, 'the evicted session still answers');
+    await waitFor(() => gone(first), { timeoutMs: 5000, what: 'the evicted session\'s child to end' });
+    // b is busy (a request in flight): it is not evicted, the newcomer is refused.
+    const slow = await b.start(toolCall(9, 'slow', { seconds: 5, steps: 5 }, 'p'));
+    assert.equal((await slow.sse.next(5000)).data, ''); // priming: the request is in flight
+    const third = await mcpPost(gw.port, ROUTE, initializeMessage(1));
+    assert.equal(third.status, 503);
+    assert.ok(third.headers['retry-after']);
+    assert.equal(third.json.error.code, -32001);
+    assert.match(third.json.error.message, /max_sessions_per_user/);
     // The legacy transport counts too.
     const legacy = await mcpRequest({ port: gw.port, path: `${ROUTE}/sse`, method: 'GET' });
     assert.equal(legacy.status, 503);
     await legacy.body();
-    await a.delete();
+    await b.delete();
   });
 });
 
