@@ -271,6 +271,16 @@ struct gw_metrics_config {
     char *listen; /* NULL: served on the main listeners */
 };
 
+/* ---- cluster: several instances on one store (proxy/cluster.c) -------- */
+
+struct gw_cluster_config {
+    char *listen;          /* the internal listener; NULL: a single instance, no forwarding */
+    char *advertise;       /* how the other instances reach it: http://host:port */
+    unsigned char *secret; /* owned (secret_len bytes); NULL: derived from oauth.secret */
+    size_t secret_len;
+    uint64_t heartbeat_ms; /* default 5 s; the record lives 3 heartbeats */
+};
+
 /* ---- the whole ------------------------------------------------------- */
 
 struct gw_config {
@@ -284,6 +294,7 @@ struct gw_config {
     size_t n_routes;
     struct gw_log_config log;
     struct gw_metrics_config metrics;
+    struct gw_cluster_config cluster;
 };
 
 /* Errors collected while loading: each message is "file:line:column: key.path: message". */

@@ -26,6 +26,7 @@
 #include "http/metrics.h"
 #include "oauth/idp.h"
 #include "oauth/oauth.h"
+#include "proxy/cluster.h"
 #include "proxy/proxy.h"
 #include "proxy/stdio.h"
 #include "store/store.h"
@@ -36,17 +37,19 @@ struct gw_app {
     struct event_base *base; /* owned */
     struct gw_config *cfg;   /* owned; replaced on SIGHUP */
     struct gw_app_options opts;
-    struct store *store;              /* owned */
-    struct http_server *http;         /* owned */
-    struct http_server *metrics_http; /* owned; NULL when metrics share the main listener */
-    struct gw_metrics *metrics;       /* owned */
-    struct gw_health *health;         /* owned */
-    struct httpc *httpc;              /* owned: outbound HTTP (IdP, HTTP upstreams) */
-    struct idp_client *idp;           /* owned; NULL without an idp section */
-    struct oauth_server *oauth;       /* owned */
-    struct proxy *proxy;              /* owned */
-    struct jws_key *sign_key;         /* owned; NULL: no identity assertions */
-    struct jws_key *previous_key;     /* owned; published in the JWKS only */
+    struct store *store;               /* owned */
+    struct http_server *http;          /* owned */
+    struct http_server *metrics_http;  /* owned; NULL when metrics share the main listener */
+    struct gw_metrics *metrics;        /* owned */
+    struct gw_health *health;          /* owned */
+    struct httpc *httpc;               /* owned: outbound HTTP (IdP, HTTP upstreams) */
+    struct idp_client *idp;            /* owned; NULL without an idp section */
+    struct oauth_server *oauth;        /* owned */
+    struct proxy *proxy;               /* owned */
+    struct cluster *cluster;           /* owned; NULL: a single instance */
+    struct http_server *internal_http; /* owned: the cluster's listener for hops, or NULL */
+    struct jws_key *sign_key;          /* owned; NULL: no identity assertions */
+    struct jws_key *previous_key;      /* owned; published in the JWKS only */
     bool stopping_children;
     struct event *signals[3];   /* owned: TERM, INT, HUP */
     struct event *drain_timer;  /* owned */
@@ -255,6 +258,43 @@ static void auth_route(void *arg, struct http_request *req, const struct gw_rout
     oauth_bearer_check(app->oauth, req, route, ok, ok_arg);
 }
 
+/* Several instances on one store: this one's record, and its listener for hops (proxy/cluster.h).
+ */
+static int open_cluster(struct gw_app *app, char **err_out)
+{
+    const struct gw_cluster_config *cc = &app->cfg->cluster;
+    if (cc->listen == NULL)
+        return 0;
+    const unsigned char *secret = cc->secret ? cc->secret : app->cfg->oauth.secret;
+    size_t secret_len = cc->secret ? cc->secret_len : app->cfg->oauth.secret_len;
+    app->cluster = cluster_new(app->base, app->store, app->httpc, cc, secret, secret_len, err_out);
+    return app->cluster ? 0 : -EINVAL;
+}
+
+static int open_internal_listener(struct gw_app *app, char **err_out)
+{
+    if (app->cluster == NULL)
+        return 0;
+    struct http_server_options o;
+    http_options_from(app->cfg, &o);
+    o.trusted_proxies = NULL; /* the peer's hop names the client, verified per request */
+    o.n_trusted_proxies = 0;
+    o.tls_cert_file = o.tls_key_file = NULL;
+    app->internal_http = http_server_new(app->base, &o, err_out);
+    if (app->internal_http == NULL ||
+        http_server_listen(app->internal_http, app->cfg->cluster.listen, err_out) < 0)
+        return -EADDRNOTAVAIL;
+    http_server_set_observer(app->internal_http, on_access, app);
+    gw_health_register(app->health, app->internal_http);
+    if (proxy_register_internal_routes(app->proxy, app->internal_http) < 0) {
+        *err_out = xstrdup("cannot register the internal endpoints");
+        return -EINVAL;
+    }
+    gw_log(GW_LOG_INFO, "cluster", NULL, "internal listener", "address", app->cfg->cluster.listen,
+           "advertise", app->cfg->cluster.advertise, NULL);
+    return 0;
+}
+
 static void open_proxy(struct gw_app *app)
 {
     struct proxy_deps deps = {.base = app->base,
@@ -262,7 +302,8 @@ static void open_proxy(struct gw_app *app)
                               .httpc = app->httpc,
                               .auth = auth_route,
                               .auth_arg = app,
-                              .signer = app->sign_key};
+                              .signer = app->sign_key,
+                              .cluster = app->cluster};
     app->proxy = proxy_new(app->cfg, &deps);
 }
 
@@ -305,6 +346,7 @@ static void start_drain(struct gw_app *app, const char *why)
     app->draining = true;
     gw_log(GW_LOG_INFO, "app", NULL, "draining", "signal", why, NULL);
     http_server_stop_accepting(app->http);
+    cluster_withdraw(app->cluster); /* peers stop sending new sessions' requests here */
     if (app->metrics_http)
         http_server_stop_accepting(app->metrics_http);
     proxy_drain(app->proxy);
@@ -372,6 +414,8 @@ static void reload(struct gw_app *app)
     proxy_set_config(app->proxy, fresh);
     /* New routes (and their metadata documents) are served from now on. */
     if (proxy_register_routes(app->proxy, app->http) < 0 ||
+        (app->internal_http &&
+         proxy_register_internal_routes(app->proxy, app->internal_http) < 0) ||
         oauth_server_register_routes(app->oauth, app->http) < 0)
         gw_log(GW_LOG_ERROR, "app", NULL, "could not register the routes of the new config", NULL);
     if (app->idp && fresh->idp.configured)
@@ -418,10 +462,11 @@ struct gw_app *gw_app_new(struct gw_config *cfg, const struct gw_app_options *op
     app->metrics = gw_metrics_new();
     app->drain_timer = xevtimer_new(app->base, drain_check, app);
     if (load_identity_keys(cfg, &app->sign_key, &app->previous_key, err_out) < 0 ||
-        open_store(app, err_out) < 0 || open_oauth(app, err_out) < 0)
+        open_store(app, err_out) < 0 || open_oauth(app, err_out) < 0 ||
+        open_cluster(app, err_out) < 0)
         goto fail;
     open_proxy(app);
-    if (open_servers(app, err_out) < 0)
+    if (open_servers(app, err_out) < 0 || open_internal_listener(app, err_out) < 0)
         goto fail;
     install_signals(app);
     return app;
@@ -450,11 +495,13 @@ void gw_app_free(struct gw_app *app)
         event_free(app->drain_timer);
     /* Outbound calls and the store first: their pending callbacks still
      * finish live requests while the HTTP servers exist. */
-    proxy_free(app->proxy); /* kills and reaps children still running */
+    proxy_free(app->proxy);     /* kills and reaps children still running */
+    cluster_free(app->cluster); /* before httpc and the store: hops use both */
     idp_client_free(app->idp);
     httpc_free(app->httpc);
     oauth_server_free(app->oauth);
     store_free(app->store);
+    http_server_free(app->internal_http);
     http_server_free(app->metrics_http);
     http_server_free(app->http);
     gw_health_free(app->health);

@@ -25,6 +25,7 @@
 #include "conf/conf.h"
 #include "http/http_conf.h"
 #include "oauth/oauth_conf.h"
+#include "proxy/cluster_conf.h"
 #include "proxy/route_conf.h"
 #include "store/store_conf.h"
 
@@ -98,6 +99,7 @@ static const struct conf_field root_fields[] = {
      .elem_size = sizeof(struct gw_route_config), .init = route_conf_init},
     {"log", CONF_SECTION, AT(struct gw_config, log), .sub = &log_section},
     {"metrics", CONF_SECTION, AT(struct gw_config, metrics), .sub = &metrics_section},
+    {"cluster", CONF_SECTION, AT(struct gw_config, cluster), .sub = &cluster_conf_section},
 };
 
 static const struct conf_section root_section = {FIELDS(root_fields), NULL, NULL};
@@ -235,6 +237,7 @@ static void config_defaults(struct gw_config *cfg)
     oauth_conf_idp_defaults(&cfg->idp);
     oauth_conf_defaults(&cfg->oauth);
     oauth_conf_identity_defaults(&cfg->identity);
+    cluster_conf_defaults(&cfg->cluster);
     cfg->log.level = GW_LOG_INFO;
     cfg->log.format = GW_LOG_FORMAT_JSON;
     cfg->log.access_log = true;
@@ -258,11 +261,28 @@ void gw_config_errors_clear(struct gw_config_errors *errs)
 
 /* ---- loading ------------------------------------------------------------- */
 
+/* Several instances share sessions through the store and authenticate their hops. */
+static void check_cluster(struct conf_loader *ld, const struct gw_config *cfg,
+                          const struct conf_node *root)
+{
+    if (cfg->cluster.listen == NULL)
+        return;
+    const struct conf_node *cl = conf_map_get(root, "cluster");
+    if (cfg->store.backend != GW_STORE_REDIS)
+        conf_key_error(ld, cl ? cl : root, "listen",
+                       "a cluster needs store.backend: redis (instances meet in the store)");
+    if (cfg->cluster.secret == NULL && cfg->oauth.secret == NULL)
+        conf_key_error(ld, cl ? cl : root, "secret_file",
+                       "required: the instances authenticate their hops with a key derived "
+                       "from cluster.secret, or from oauth.secret when that is set");
+}
+
 static void check_across_sections(struct conf_loader *ld, const struct conf_node *root, void *base)
 {
     struct gw_config *cfg = base;
     check_routes(ld, cfg, root);
     check_oauth_needs(ld, cfg, root);
+    check_cluster(ld, cfg, root);
 }
 
 static struct gw_config *config_new(const char *source)

@@ -756,6 +756,13 @@ const char *http_request_client_ip(const struct http_request *req)
     return req->client_ip;
 }
 
+void http_request_set_client_ip(struct http_request *req, const char *ip, bool https)
+{
+    snprintf(req->client_ip, sizeof(req->client_ip), "%s", ip);
+    req->https = https;
+    req->peer_local = false;
+}
+
 bool http_request_peer_is_local(const struct http_request *req)
 {
     return req->peer_local;

@@ -127,6 +127,12 @@ const char *http_request_query(const struct http_request *req); /* raw, or NULL 
 const char *http_request_id(const struct http_request *req);
 /* The client's address after trusted proxies ("203.0.113.9", "::1", "unix"). */
 const char *http_request_client_ip(const struct http_request *req);
+/*
+ * For a request another gateway instance forwarded (its hop already
+ * verified): the original client's address and scheme stand in for the
+ * peer's. IP is copied (cut to an address's length).
+ */
+void http_request_set_client_ip(struct http_request *req, const char *ip, bool https);
 /* The peer is a loopback address or a unix socket. */
 bool http_request_peer_is_local(const struct http_request *req);
 /* TLS here, or X-Forwarded-Proto: https from a trusted proxy. */

@@ -29,7 +29,7 @@
 #include "proxy/sse.h"
 
 struct bridge {
-    char id[44];
+    char id[PROXY_SESSION_ID_MAX];
     struct proxy *proxy;           /* borrowed */
     char *route_name;              /* owned */
     struct mg_principal *who;      /* owned */
@@ -324,7 +324,7 @@ static void on_client_closed(struct http_request *req, void *arg)
 void legacy_http_open(struct proxy_call *call, const char *messages_path)
 {
     struct bridge *b = xcalloc(1, sizeof(*b));
-    rand_handle(b->id);
+    proxy_session_id_new(call->proxy, b->id);
     b->proxy = call->proxy;
     b->route_name = xstrdup(call->route->name);
     b->who = mg_principal_dup(call->principal);

@@ -8,7 +8,9 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "common/rand.h"
 #include "common/xalloc.h"
+#include "proxy/cluster.h"
 #include "proxy/proxy_int.h"
 #include "proxy/stdio.h"
 #include "store/store.h"
@@ -32,6 +34,7 @@ struct proxy *proxy_new(const struct gw_config *cfg, const struct proxy_deps *de
     p->auth = deps->auth;
     p->auth_arg = deps->auth_arg;
     p->signer = deps->signer;
+    p->cluster = deps->cluster;
     int rc = p->store ? store_subscribe(p->store, MG_CHANNEL_GRANT_ENDED, on_grant_ended, p) : 0;
     if (rc < 0)
         gw_log(GW_LOG_ERROR, "proxy", NULL, "cannot subscribe to ended grants", "error",
@@ -82,4 +85,12 @@ size_t proxy_children_alive(const struct proxy *p)
 {
     (void)p;
     return stdio_children_alive();
+}
+
+void proxy_session_id_new(const struct proxy *p, char out[PROXY_SESSION_ID_MAX])
+{
+    char random[RAND_HANDLE_LEN + 1];
+    rand_handle(random); /* 256 bits, base64url: visible ASCII */
+    const char *tag = cluster_tag(p->cluster);
+    snprintf(out, PROXY_SESSION_ID_MAX, "%s%s%s", tag ? tag : "", tag ? "." : "", random);
 }

@@ -35,6 +35,7 @@ struct proxy_deps {
     proxy_auth_fn auth;
     void *auth_arg;               /* borrowed */
     const struct jws_key *signer; /* borrowed; NULL: no identity assertions */
+    struct cluster *cluster;      /* borrowed; NULL: a single instance */
 };
 
 struct proxy *proxy_new(const struct gw_config *cfg, const struct proxy_deps *deps);
@@ -46,6 +47,8 @@ void proxy_set_config(struct proxy *p, const struct gw_config *cfg);
 void proxy_set_signer(struct proxy *p, const struct jws_key *signer);
 /* Registers the MCP endpoint (and <path>/sse, <path>/messages) of every route. */
 int proxy_register_routes(struct proxy *p, struct http_server *http);
+/* The same on the cluster's internal listener: only hops from peers are served there. */
+int proxy_register_internal_routes(struct proxy *p, struct http_server *internal);
 /* Draining begins: end the long-lived GET streams (clients reconnect elsewhere);
  * requests in flight go on. */
 void proxy_drain(struct proxy *p);

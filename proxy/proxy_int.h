@@ -29,6 +29,7 @@ struct proxy {
     proxy_auth_fn auth;
     void *auth_arg;                                        /* borrowed */
     const struct jws_key *signer;                          /* borrowed, may be NULL */
+    struct cluster *cluster;                               /* borrowed, may be NULL */
     struct proxy_session *sessions[PROXY_SESSION_BUCKETS]; /* live sessions, owned */
     struct proxy_session *ended; /* ended sessions waiting for their child to be reaped */
     size_t n_sessions;
@@ -66,6 +67,10 @@ void proxy_reply_rpc_error(struct http_request *req, int status, int code, const
 void proxy_legacy_stream_open(struct http_request *req, const char *messages_path,
                               const char *session_id,
                               void (*on_close)(struct http_request *, void *), void *arg);
+
+/* A session id: "<instance tag>.<random>" in a cluster (proxy/cluster.h), else random. */
+#define PROXY_SESSION_ID_MAX 56
+void proxy_session_id_new(const struct proxy *p, char out[PROXY_SESSION_ID_MAX]);
 
 /* ---- route.c ---------------------------------------------------------------- */
 

@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "common/xalloc.h"
 #include "http/http.h"
+#include "proxy/cluster.h"
 #include "proxy/guard.h"
 #include "proxy/jsonrpc.h"
 #include "proxy/proxy_int.h"
@@ -33,6 +34,7 @@ struct route_binding {
     struct proxy *proxy; /* borrowed */
     char *route_name;    /* owned */
     enum binding_kind kind;
+    bool internal;              /* on the cluster's internal listener: hops from peers only */
     struct route_binding *next; /* owned list */
 };
 
@@ -243,6 +245,27 @@ static void anonymous_auth(struct http_request *req, const struct gw_route_confi
     on_authed(req, &anon, b);
 }
 
+/* The id of the session the request names, when another instance owns it (then TAG). */
+static bool owned_elsewhere(const struct route_binding *b, const struct gw_route_config *route,
+                            struct http_request *req, char *tag)
+{
+    if (b->internal || b->proxy->cluster == NULL)
+        return false; /* a hop is never forwarded again */
+    if (b->kind == BINDING_LEGACY_POST) {
+        const char *q = http_request_query(req);
+        struct http_params params = {0};
+        bool foreign =
+            q && http_params_parse(q, strlen(q), &params) == 0 &&
+            cluster_id_is_foreign(b->proxy->cluster, http_params_get(&params, "session_id"), tag);
+        http_params_clear(&params);
+        return foreign;
+    }
+    /* On an HTTP route the Mcp-Session-Id is the upstream's, which every instance reaches. */
+    return b->kind == BINDING_MCP && route->kind == GW_UPSTREAM_STDIO &&
+           cluster_id_is_foreign(b->proxy->cluster, http_request_header(req, "Mcp-Session-Id"),
+                                 tag);
+}
+
 static void on_route_request(struct http_request *req, void *arg)
 {
     struct route_binding *b = arg;
@@ -253,6 +276,20 @@ static void on_route_request(struct http_request *req, void *arg)
         return;
     }
     http_request_set_label(req, route->name);
+    if (b->internal) {
+        const char *why = cluster_verify_hop(p->cluster, req);
+        if (why) {
+            gw_log(GW_LOG_WARN, "cluster", http_request_id(req), "hop refused", "reason", why,
+                   "client", http_request_client_ip(req), NULL);
+            proxy_reply_rpc_error(req, 403, JSONRPC_GATEWAY_FORBIDDEN, why);
+            return;
+        }
+    }
+    char tag[CLUSTER_TAG_LEN + 1];
+    if (owned_elsewhere(b, route, req, tag)) {
+        cluster_forward(p->cluster, req, tag);
+        return;
+    }
     const char *origin = http_request_header(req, "Origin");
     if (origin && !origin_allowed(p, origin)) {
         proxy_reply_rpc_error(req, 403, JSONRPC_GATEWAY_FORBIDDEN,
@@ -265,21 +302,23 @@ static void on_route_request(struct http_request *req, void *arg)
         p->auth(p->auth_arg, req, route, on_authed, b);
 }
 
-static struct route_binding *binding_new(struct proxy *p, const char *name, enum binding_kind kind)
+static struct route_binding *binding_new(struct proxy *p, const char *name, enum binding_kind kind,
+                                         bool internal)
 {
     struct route_binding *b = xcalloc(1, sizeof(*b));
     b->proxy = p;
     b->route_name = xstrdup(name);
     b->kind = kind;
+    b->internal = internal;
     b->next = p->bindings;
     p->bindings = b;
     return b;
 }
 
-static bool bound(const struct proxy *p, const char *name)
+static bool bound(const struct proxy *p, const char *name, bool internal)
 {
     for (const struct route_binding *b = p->bindings; b; b = b->next)
-        if (strcmp(b->route_name, name) == 0)
+        if (strcmp(b->route_name, name) == 0 && b->internal == internal)
             return true;
     return false;
 }
@@ -294,6 +333,26 @@ void route_bindings_free(struct proxy *p)
     }
 }
 
+/* The MCP endpoint of R and its 2024-11-05 pair, on HTTP. */
+static int register_route(struct proxy *p, struct http_server *http,
+                          const struct gw_route_config *r, bool internal)
+{
+    struct http_route_options o = {.label = r->name};
+    int rc = http_route_add(http, r->path, HTTP_POST | HTTP_GET | HTTP_DELETE, on_route_request,
+                            binding_new(p, r->name, BINDING_MCP, internal), &o);
+    char *sse = xasprintf("%s/sse", r->path);
+    char *messages = xasprintf("%s/messages", r->path);
+    if (rc == 0)
+        rc = http_route_add(http, sse, HTTP_GET, on_route_request,
+                            binding_new(p, r->name, BINDING_LEGACY_SSE, internal), &o);
+    if (rc == 0)
+        rc = http_route_add(http, messages, HTTP_POST, on_route_request,
+                            binding_new(p, r->name, BINDING_LEGACY_POST, internal), &o);
+    free(sse);
+    free(messages);
+    return rc;
+}
+
 /* Registers the routes not registered yet: at start, and after a reload
  * (removed routes stay registered but answer 404: they are looked up by name). */
 int proxy_register_routes(struct proxy *p, struct http_server *http)
@@ -301,25 +360,22 @@ int proxy_register_routes(struct proxy *p, struct http_server *http)
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < p->cfg->n_routes; i++) {
         const struct gw_route_config *r = &p->cfg->routes[i];
-        if (bound(p, r->name))
+        if (bound(p, r->name, false))
             continue;
-        struct http_route_options o = {.label = r->name};
-        rc = http_route_add(http, r->path, HTTP_POST | HTTP_GET | HTTP_DELETE, on_route_request,
-                            binding_new(p, r->name, BINDING_MCP), &o);
-        char *sse = xasprintf("%s/sse", r->path);
-        char *messages = xasprintf("%s/messages", r->path);
-        if (rc == 0)
-            rc = http_route_add(http, sse, HTTP_GET, on_route_request,
-                                binding_new(p, r->name, BINDING_LEGACY_SSE), &o);
-        if (rc == 0)
-            rc = http_route_add(http, messages, HTTP_POST, on_route_request,
-                                binding_new(p, r->name, BINDING_LEGACY_POST), &o);
-        free(sse);
-        free(messages);
+        rc = register_route(p, http, r, false);
         if (r->auth == GW_ROUTE_AUTH_NONE)
             gw_log(GW_LOG_WARN, "proxy", NULL,
                    "route has auth: none: anyone who can reach it can use it", "route", r->name,
                    "path", r->path, NULL);
     }
+    return rc;
+}
+
+int proxy_register_internal_routes(struct proxy *p, struct http_server *internal)
+{
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < p->cfg->n_routes; i++)
+        if (!bound(p, p->cfg->routes[i].name, true))
+            rc = register_route(p, internal, &p->cfg->routes[i], true);
     return rc;
 }

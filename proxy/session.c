@@ -41,6 +41,7 @@
 #include "http/http.h"
 #include "common/log.h"
 #include "common/xevent.h"
+#include "proxy/cluster.h"
 #include "proxy/jsonrpc.h"
 #include "proxy/policy.h"
 #include "proxy/proxy_int.h"
@@ -89,7 +90,7 @@ struct proxy_stream {
 };
 
 struct proxy_session {
-    char id[44];
+    char id[PROXY_SESSION_ID_MAX];
     struct proxy *proxy; /* borrowed */
     char *route_name;    /* owned */
     char *owner;         /* owned: the subject, or "anonymous:<address>" (auth: none) */
@@ -803,7 +804,7 @@ static struct proxy_session *session_new(struct proxy_call *call, bool legacy, i
         return NULL;
     }
     struct proxy_session *s = xcalloc(1, sizeof(*s));
-    rand_handle(s->id); /* 256 bits, base64url: visible ASCII */
+    proxy_session_id_new(p, s->id);
     s->proxy = p;
     s->route_name = xstrdup(r->name);
     s->owner = owner;
@@ -870,9 +871,11 @@ static struct proxy_session *session_new(struct proxy_call *call, bool legacy, i
     char host[256] = "";
     gethostname(host, sizeof(host) - 1);
     char *instance = xasprintf("%s:%d", host, (int)getpid());
-    json_t *rec = json_pack("{s:s, s:s, s:s, s:s?, s:i}", "owner", s->owner, "route", s->route_name,
-                            "instance", instance, "client", s->client_id, "pid",
-                            (int)stdio_child_pid(s->child));
+    const char *tag = cluster_tag(p->cluster);
+    json_t *rec = json_pack("{s:s, s:s, s:s, s:s?, s:s?, s:s?, s:i, s:I}", "owner", s->owner,
+                            "route", s->route_name, "instance", instance, "tag", tag, "client",
+                            s->client_id, "grant", s->grant_id, "pid",
+                            (int)stdio_child_pid(s->child), "started", (json_int_t)time_wall_s());
     free(instance);
     char *text = json_dumps(rec, JSON_COMPACT);
     store_put_detached(p->store, key, text, strlen(text), s->idle_timeout_ms, "session record");
