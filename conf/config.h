@@ -177,6 +177,12 @@ enum gw_upstream_kind {
     GW_UPSTREAM_HTTP,
 };
 
+/* How 2026-07-28 requests reach a STDIO route's server (proxy/modern.c). */
+enum gw_stdio_pool {
+    GW_POOL_SHARED = 0,  /* one pre-initialized child per (caller, route), reused */
+    GW_POOL_PER_REQUEST, /* spawn, initialize, call, stop: for servers that must not share state */
+};
+
 struct gw_stdio_upstream {
     struct gw_string_list command; /* argv, at least one element */
     struct gw_string_map env;
@@ -187,6 +193,7 @@ struct gw_stdio_upstream {
     uint64_t max_line_bytes;   /* stdout line limit, default 4 MiB */
     uint64_t kill_grace_ms;    /* each shutdown step, default 2 s */
     uint64_t write_timeout_ms; /* how long input may wait for a child that does not read, 30 s */
+    enum gw_stdio_pool pool;   /* modern requests: one child per caller, or per request */
 };
 
 struct gw_http_upstream {
@@ -250,6 +257,7 @@ struct gw_route_config {
     struct gw_access_rules tools;
     struct gw_access_rules prompts; /* rules empty and default allow when absent */
     struct gw_access_rules resources;
+    bool modern;   /* also serve MCP 2026-07-28 (stateless) requests: proxy/modern.c */
     unsigned line; /* where the route was written */
 };
 

@@ -261,6 +261,32 @@ void gw_config_errors_clear(struct gw_config_errors *errs)
 
 /* ---- loading ------------------------------------------------------------- */
 
+/*
+ * Clients cache a server's era per origin (MCP 2026-07-28 versioning,
+ * "Backward Compatibility"): every route of this origin is modern, or none.
+ * The modern front bridges STDIO servers (proxy/modern.c).
+ */
+static void check_modern(struct conf_loader *ld, const struct gw_config *cfg,
+                         const struct conf_node *root)
+{
+    const struct conf_node *seq = conf_map_get(root, "routes");
+    size_t modern = 0;
+    for (size_t i = 0; i < cfg->n_routes; i++)
+        modern += cfg->routes[i].modern;
+    for (size_t i = 0; modern && i < cfg->n_routes; i++) {
+        const struct gw_route_config *r = &cfg->routes[i];
+        const struct conf_node *rn = seq ? conf_seq_item(seq, i) : root;
+        if (!r->modern)
+            conf_key_error(ld, rn, "modern",
+                           "must be true on every route when one route has it: clients "
+                           "cache the protocol era per origin");
+        else if (r->kind != GW_UPSTREAM_STDIO)
+            conf_key_error(ld, rn, "modern",
+                           "is for stdio: routes (the modern front bridges STDIO servers); an "
+                           "HTTP upstream that speaks 2026-07-28 is reached without it");
+    }
+}
+
 /* Several instances share sessions through the store and authenticate their hops. */
 static void check_cluster(struct conf_loader *ld, const struct gw_config *cfg,
                           const struct conf_node *root)
@@ -283,6 +309,7 @@ static void check_across_sections(struct conf_loader *ld, const struct conf_node
     check_routes(ld, cfg, root);
     check_oauth_needs(ld, cfg, root);
     check_cluster(ld, cfg, root);
+    check_modern(ld, cfg, root);
 }
 
 static struct gw_config *config_new(const char *source)

@@ -14,9 +14,11 @@
 
 #include <jansson.h>
 
+#include "common/crypto.h"
 #include "common/jws.h"
 #include "common/panic.h"
 #include "common/rand.h"
+#include "common/strbuf.h"
 #include "common/xalloc.h"
 #include "proxy/proxy_int.h"
 
@@ -179,4 +181,33 @@ char *identity_meta_json(const struct mg_principal *p)
     if (text == NULL)
         GW_PANIC("out of memory (json_dumps)");
     return text;
+}
+
+static void put_field(struct strbuf *sb, const char *v)
+{
+    strbuf_puts(sb, v ? v : "");
+    strbuf_append(sb, "", 1); /* a NUL between fields: none can run into the next */
+}
+
+static void put_list(struct strbuf *sb, const struct mg_string_list *l)
+{
+    for (size_t i = 0; i < l->len; i++)
+        strbuf_printf(sb, "%s,", l->items[i]);
+    strbuf_append(sb, "", 1);
+}
+
+/* A digest of everything identity.c can tell a child about its caller. */
+void identity_caller_digest(const struct mg_principal *p, unsigned char out[CRYPTO_SHA256_LEN])
+{
+    struct strbuf sb = STRBUF_INIT;
+    put_field(&sb, p->subject);
+    put_field(&sb, p->username);
+    put_field(&sb, p->name);
+    put_field(&sb, p->email);
+    put_field(&sb, p->client_id);
+    put_list(&sb, &p->roles);
+    put_list(&sb, &p->groups);
+    put_list(&sb, &p->scopes);
+    crypto_sha256(sb.buf, sb.len, out);
+    strbuf_release(&sb);
 }

@@ -48,6 +48,8 @@ static void on_member(const struct json_member *mb, void *arg)
     /* Members are counted whatever their key, for the commas of jsonrpc_rewrite. */
     if (mb->depth == 1 && path_is(mb, "params", NULL))
         m->params_members++;
+    else if (mb->depth == 1 && path_is(mb, "result", NULL))
+        m->result_members++;
     else if (mb->depth == 2 && path_is(mb, "params", "_meta"))
         m->meta_members++;
     if (mb->key_long)
@@ -98,13 +100,27 @@ static void on_member(const struct json_member *mb, void *arg)
         if (strcmp(k, "progressToken") == 0) {
             take(in, &m->progress_token, v);
         } else if (strcmp(k, "io.modelcontextprotocol/protocolVersion") == 0) {
-            m->meta_protocol_version = true;
+            take(in, &m->meta_protocol_version, v);
+        } else if (strcmp(k, "io.modelcontextprotocol/clientCapabilities") == 0) {
+            take(in, &m->meta_client_capabilities, v);
         } else if (strcmp(k, JSONRPC_PRINCIPAL_KEY) == 0) {
             if (m->principal_end)
                 in->duplicate = true;
             m->principal_start = mb->start;
             m->principal_end = mb->end;
         }
+        return;
+    }
+    if (mb->depth == 1 && path_is(mb, "result", NULL)) {
+        if (strcmp(k, "resultType") == 0)
+            take(in, &m->result_type, v);
+        else if (strcmp(k, "_meta") == 0)
+            take(in, &m->result_meta, v);
+        return;
+    }
+    if (mb->depth == 1 && path_is(mb, "error", NULL)) {
+        if (strcmp(k, "code") == 0)
+            take(in, &m->error_code, v);
         return;
     }
     if (mb->depth == 2 && path_is(mb, "params", "ref")) {
@@ -361,6 +377,21 @@ char *jsonrpc_rewrite(const char *text, size_t len, const struct jsonrpc_msg *m,
     put_flat(&out, text + pos, len - pos, one_line);
     strbuf_release(&ins);
     return strbuf_detach(&out, out_len);
+}
+
+char *jsonrpc_splice(const char *text, size_t len, const struct json_edit *edits, size_t n,
+                     size_t *out_len)
+{
+    struct strbuf sb = STRBUF_INIT;
+    size_t pos = 0;
+    for (size_t i = 0; i < n; i++) {
+        GW_ASSERT(edits[i].start >= pos && edits[i].end >= edits[i].start && edits[i].end <= len);
+        strbuf_append(&sb, text + pos, edits[i].start - pos);
+        strbuf_append(&sb, edits[i].text, edits[i].len);
+        pos = edits[i].end;
+    }
+    strbuf_append(&sb, text + pos, len - pos);
+    return strbuf_detach(&sb, out_len);
 }
 
 /* ---- error texts ----------------------------------------------------------------- */

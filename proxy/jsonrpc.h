@@ -66,8 +66,13 @@ struct jsonrpc_msg {
     struct json_ref meta;                  /* params._meta */
     struct json_ref progress_token;        /* params._meta.progressToken */
     size_t principal_start, principal_end; /* the io.mcpgate/principal member; 0, 0: none */
-    bool meta_protocol_version; /* params._meta has io.modelcontextprotocol/protocolVersion */
-    size_t end;                 /* the message's closing '}' */
+    /* params._meta["io.modelcontextprotocol/protocolVersion"] and ["…/clientCapabilities"] (the
+     * 2026-07-28 revision's per-request version and capabilities) */
+    struct json_ref meta_protocol_version, meta_client_capabilities;
+    /* Of a response: result.resultType, result._meta, how many members result has, error.code */
+    struct json_ref result_type, result_meta, error_code;
+    unsigned result_members;
+    size_t end; /* the message's closing '}' */
     unsigned params_members, meta_members;
 };
 
@@ -105,6 +110,16 @@ bool jsonrpc_is(const struct jsonrpc_msg *m, const char *method);
  */
 char *jsonrpc_rewrite(const char *text, size_t len, const struct jsonrpc_msg *m,
                       const char *principal_json, bool one_line, size_t *out_len);
+
+/* One replacement in a text: [start, end) becomes TEXT (LEN bytes; borrowed). */
+struct json_edit {
+    size_t start, end;
+    const char *text;
+    size_t len;
+};
+/* TEXT with EDITS applied (N of them, in text order, not overlapping): owned, *OUT_LEN bytes. */
+char *jsonrpc_splice(const char *text, size_t len, const struct json_edit *edits, size_t n,
+                     size_t *out_len);
 
 /*
  * A complete error response, compact JSON text (owned). ID_JSON is the id as

@@ -21,6 +21,7 @@ static void on_grant_ended(const char *channel, const char *msg, size_t len, voi
     (void)channel;
     char *grant_id = xstrndup(msg, len);
     sessions_end_grant(arg, grant_id);
+    modern_end_grant(arg, grant_id);
     free(grant_id);
 }
 
@@ -62,6 +63,7 @@ void proxy_drain(struct proxy *p)
 size_t proxy_shutdown(struct proxy *p)
 {
     sessions_end_all(p, "gateway shutting down");
+    modern_stop_all(p);
     return stdio_children_alive();
 }
 
@@ -70,6 +72,7 @@ void proxy_free(struct proxy *p)
     if (p == NULL)
         return;
     sessions_free_all(p);
+    modern_free_all(p);
     legacy_http_free_all(p);
     http_upstream_free_all(p);
     route_bindings_free(p);

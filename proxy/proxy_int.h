@@ -38,6 +38,7 @@ struct proxy {
     struct http_binding_sessions *http_sessions; /* owned: upstream session → owner */
     struct bridge *bridges;                      /* owned: 2024-11-05 clients of HTTP upstreams */
     struct exchange *exchanges; /* borrowed list of HTTP-upstream exchanges in flight */
+    struct mchild *modern;      /* owned: the 2026-07-28 pool (modern.c) */
 };
 
 /* What a handler knows about the request it serves. */
@@ -89,6 +90,8 @@ void session_handle_legacy_sse(struct proxy_call *call, const char *messages_pat
 void session_handle_legacy_post(struct proxy_call *call, const char *session_id,
                                 const struct guard_body *body, const struct guard_refusal *refusal);
 void sessions_end_all(struct proxy *p, const char *reason);
+/* Children of ROUTE that run or are stopping (stdio.max_processes), sessions' only. */
+size_t sessions_of_route(const struct proxy *p, const char *route);
 /* Ends every session of GRANT_ID (the grant ended: revoked, expired, refused by the IdP). */
 void sessions_end_grant(struct proxy *p, const char *grant_id);
 void sessions_end_get_streams(struct proxy *p);
@@ -122,8 +125,22 @@ void identity_headers_build(struct identity_headers *out, const struct proxy *pr
                             const struct gw_route_config *route, const struct mg_principal *p);
 void identity_headers_clear(struct identity_headers *ih);
 
+/* A digest of everything identity.c can tell a child about P (sub, names, email, client,
+ * roles, groups, scopes): a child serves one caller, so a different digest means another
+ * child (review F10). */
+void identity_caller_digest(const struct mg_principal *p, unsigned char out[32]);
+
 /* The JSON object text params._meta["io.mcpgate/principal"] carries for P (owned). */
 char *identity_meta_json(const struct mg_principal *p);
+
+/* ---- modern.c: 2026-07-28 requests in front of legacy STDIO servers ---------- */
+
+/* Answers a modern POST (BODY borrowed) on a STDIO route with modern: true. */
+void modern_handle(struct proxy_call *call, const struct guard_body *body);
+size_t modern_children_of_route(const struct proxy *p, const char *route);
+void modern_end_grant(struct proxy *p, const char *grant_id);
+void modern_stop_all(struct proxy *p);
+void modern_free_all(struct proxy *p);
 
 /* ---- http_upstream.c --------------------------------------------------------- */
 

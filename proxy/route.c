@@ -69,7 +69,7 @@ static bool is_modern(const char *version, const struct guard_body *gb)
     if (version && strcmp(version, "2026-07-28") >= 0)
         return true;
     const struct jsonrpc_msg *m = gb->n ? &gb->msgs[0].info : NULL;
-    return m && (jsonrpc_is(m, "server/discover") || m->meta_protocol_version);
+    return m && (jsonrpc_is(m, "server/discover") || m->meta_protocol_version.kind);
 }
 
 static const char *version_of(struct http_request *req, bool *bad)
@@ -135,6 +135,12 @@ static void mcp_post(struct proxy_call *call)
         reply_refusal(req, &refusal);
         guard_refusal_clear(&refusal);
         proxy_call_free(call);
+        return;
+    }
+    if (is_modern(call->protocol_version, &gb) && call->route->modern &&
+        call->route->kind == GW_UPSTREAM_STDIO) {
+        modern_handle(call, &gb);
+        guard_body_clear(&gb);
         return;
     }
     if (is_modern(call->protocol_version, &gb)) {

@@ -17,6 +17,7 @@
 #define ROUTE_NAME_MAX 64
 
 CONF_ENUM_IS_INT(gw_policy_effect);
+CONF_ENUM_IS_INT(gw_stdio_pool);
 CONF_ENUM_IS_INT(gw_route_auth);
 
 static bool check_route_name(struct conf_loader *ld, const struct conf_node *at, const char *v)
@@ -41,6 +42,9 @@ static bool check_http_url(struct conf_loader *ld, const struct conf_node *at, c
     return why == NULL;
 }
 
+static const struct conf_enum_name pool_names[] = {
+    {"shared", GW_POOL_SHARED}, {"per-request", GW_POOL_PER_REQUEST}, {NULL, 0}};
+
 static const struct conf_field stdio_fields[] = {
     {"command", CONF_STRLIST, AT(struct gw_stdio_upstream, command),
      .flags = CONF_REQUIRED | CONF_NONEMPTY},
@@ -56,6 +60,7 @@ static const struct conf_field stdio_fields[] = {
     {"kill_grace", CONF_DURATION, AT(struct gw_stdio_upstream, kill_grace_ms), RANGE(0, MIN_MS)},
     {"write_timeout", CONF_DURATION, AT(struct gw_stdio_upstream, write_timeout_ms),
      RANGE(100, HOUR_MS)},
+    {"pool", CONF_ENUM, AT(struct gw_stdio_upstream, pool), .names = pool_names},
 };
 
 static const struct conf_section stdio_section = {FIELDS(stdio_fields), NULL, NULL};
@@ -141,6 +146,7 @@ static const struct conf_field route_fields[] = {
     {"default", CONF_ENUM, AT(struct gw_route_config, tools.default_effect), .names = effect_names},
     {"prompts", CONF_SECTION, AT(struct gw_route_config, prompts), .sub = &rules_section},
     {"resources", CONF_SECTION, AT(struct gw_route_config, resources), .sub = &rules_section},
+    {"modern", CONF_BOOL, AT(struct gw_route_config, modern)},
 };
 
 static void route_release(void *base)

@@ -165,6 +165,12 @@ static size_t sessions_of(const struct proxy *p, const char *owner, const char *
  * child is still in its stop sequence (a DELETE must not make room early). */
 static size_t processes_of(const struct proxy *p, const char *route)
 {
+    size_t n = sessions_of_route(p, route) + modern_children_of_route(p, route);
+    return n;
+}
+
+size_t sessions_of_route(const struct proxy *p, const char *route)
+{
     size_t n = sessions_of(p, NULL, route);
     for (const struct proxy_session *s = p->ended; s; s = s->next)
         if (strcmp(s->route_name, route) == 0)
@@ -731,35 +737,6 @@ static char *owner_of(const struct proxy_call *call)
     return xstrdup(call->principal->subject);
 }
 
-static void put_field(struct strbuf *sb, const char *v)
-{
-    strbuf_puts(sb, v ? v : "");
-    strbuf_append(sb, "", 1); /* a NUL between fields: none can run into the next */
-}
-
-static void put_list(struct strbuf *sb, const struct mg_string_list *l)
-{
-    for (size_t i = 0; i < l->len; i++)
-        strbuf_printf(sb, "%s,", l->items[i]);
-    strbuf_append(sb, "", 1);
-}
-
-/* A digest of everything identity.c can tell a child about its caller. */
-static void caller_digest(const struct mg_principal *p, unsigned char out[CRYPTO_SHA256_LEN])
-{
-    struct strbuf sb = STRBUF_INIT;
-    put_field(&sb, p->subject);
-    put_field(&sb, p->username);
-    put_field(&sb, p->name);
-    put_field(&sb, p->email);
-    put_field(&sb, p->client_id);
-    put_list(&sb, &p->roles);
-    put_list(&sb, &p->groups);
-    put_list(&sb, &p->scopes);
-    crypto_sha256(sb.buf, sb.len, out);
-    strbuf_release(&sb);
-}
-
 /* OWNER's least recently used session that has nothing in flight, or NULL. */
 static struct proxy_session *idle_session_of(struct proxy *p, const char *owner)
 {
@@ -810,7 +787,7 @@ static struct proxy_session *session_new(struct proxy_call *call, bool legacy, i
     s->owner = owner;
     s->client_id = call->principal->client_id ? xstrdup(call->principal->client_id) : NULL;
     s->grant_id = call->principal->grant_id ? xstrdup(call->principal->grant_id) : NULL;
-    caller_digest(call->principal, s->caller);
+    identity_caller_digest(call->principal, s->caller);
     s->last_used_ms = time_mono_ms();
     s->write_timeout_ms = r->stdio.write_timeout_ms ? r->stdio.write_timeout_ms : 30000;
     s->write_timer = xevtimer_new(p->base, on_write_timeout, s);
@@ -905,7 +882,7 @@ static struct proxy_session *session_for(struct proxy_call *call, const char *id
     free(owner);
     if (s && !any_caller) {
         unsigned char d[CRYPTO_SHA256_LEN];
-        caller_digest(call->principal, d);
+        identity_caller_digest(call->principal, d);
         if (memcmp(d, s->caller, sizeof(d)) != 0) {
             *why = "this session belongs to another authorization of yours (other scopes, roles "
                    "or client): initialize a new session";
