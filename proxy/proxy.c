@@ -64,6 +64,7 @@ size_t proxy_shutdown(struct proxy *p)
 {
     sessions_end_all(p, "gateway shutting down");
     modern_stop_all(p);
+    warm_stop_all(p);
     return stdio_children_alive();
 }
 
@@ -73,6 +74,7 @@ void proxy_free(struct proxy *p)
         return;
     sessions_free_all(p);
     modern_free_all(p);
+    warm_free_all(p);
     legacy_http_free_all(p);
     http_upstream_free_all(p);
     route_bindings_free(p);

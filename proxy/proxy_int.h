@@ -39,6 +39,8 @@ struct proxy {
     struct bridge *bridges;                      /* owned: 2024-11-05 clients of HTTP upstreams */
     struct exchange *exchanges; /* borrowed list of HTTP-upstream exchanges in flight */
     struct mchild *modern;      /* owned: the 2026-07-28 pool (modern.c) */
+    struct warm *warm;          /* owned: pre-started children for new sessions (warm.c) */
+    struct event *warm_timer;   /* owned: refills the warm pools */
 };
 
 /* What a handler knows about the request it serves. */
@@ -141,6 +143,18 @@ size_t modern_children_of_route(const struct proxy *p, const char *route);
 void modern_end_grant(struct proxy *p, const char *grant_id);
 void modern_stop_all(struct proxy *p);
 void modern_free_all(struct proxy *p);
+
+/* ---- warm.c: pre-started children for new sessions (stdio.warm) ------------- */
+
+/* Refills every route's warm pool from the loop, soon (never on a request's path). */
+void warm_refill_later(struct proxy *p);
+/* A ready warm child of ROUTE for a client asking protocol VERSION, with its
+ * InitializeResult text (*INIT_RESULT, owned); NULL when there is none. */
+struct stdio_child *warm_take(struct proxy *p, const char *route, const char *version,
+                              char **init_result);
+size_t warm_children_of_route(const struct proxy *p, const char *route);
+void warm_stop_all(struct proxy *p);
+void warm_free_all(struct proxy *p);
 
 /* ---- http_upstream.c --------------------------------------------------------- */
 

@@ -374,6 +374,7 @@ int proxy_register_routes(struct proxy *p, struct http_server *http)
                    "route has auth: none: anyone who can reach it can use it", "route", r->name,
                    "path", r->path, NULL);
     }
+    warm_refill_later(p); /* at start, and for what a reload changed */
     return rc;
 }
 

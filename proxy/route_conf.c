@@ -61,6 +61,7 @@ static const struct conf_field stdio_fields[] = {
     {"write_timeout", CONF_DURATION, AT(struct gw_stdio_upstream, write_timeout_ms),
      RANGE(100, HOUR_MS)},
     {"pool", CONF_ENUM, AT(struct gw_stdio_upstream, pool), .names = pool_names},
+    {"warm", CONF_U32, AT(struct gw_stdio_upstream, warm), RANGE(0, 1000)},
 };
 
 static const struct conf_section stdio_section = {FIELDS(stdio_fields), NULL, NULL};
@@ -177,6 +178,17 @@ static void route_post(struct conf_loader *ld, const struct conf_node *at, void 
         conf_key_error(ld, at, "http", "give either stdio or http, not both");
     else if (!stdio && !http)
         conf_node_error(ld, at, "a route needs an upstream: give stdio or http");
+    /* A warm child starts before its user is known: nothing about the user may be in its
+     * environment, only in each request (identity.meta). */
+    if (r->stdio.warm && (r->identity.env || r->identity.jwt || r->identity.idp_access_token))
+        conf_key_error(ld, at, "stdio",
+                       "warm: %u needs identity.env, identity.jwt and identity.idp_access_token "
+                       "false (a warm child is started before its user is known; use "
+                       "identity.meta for a per-request identity)",
+                       r->stdio.warm);
+    if (r->stdio.warm > r->stdio.max_processes)
+        conf_key_error(ld, at, "stdio", "warm: %u exceeds max_processes (%u)", r->stdio.warm,
+                       r->stdio.max_processes);
 }
 
 void route_conf_init(void *elem)

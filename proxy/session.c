@@ -117,7 +117,11 @@ struct proxy_session {
     uint64_t in_bytes;
     uint64_t write_timeout_ms;
     struct event *write_timer; /* owned: the child reads none of the queued input */
-    struct event *idle_timer;  /* owned */
+    /* A warm child (warm.c) was initialized by the gateway: the client's initialize is
+     * answered from this InitializeResult (owned) and its initialized notification dropped. */
+    char *warm_init;
+    bool drop_initialized;
+    struct event *idle_timer; /* owned */
     uint64_t idle_timeout_ms;
     struct proxy_session *next; /* bucket chain, or the ended list */
 };
@@ -165,7 +169,8 @@ static size_t sessions_of(const struct proxy *p, const char *owner, const char *
  * child is still in its stop sequence (a DELETE must not make room early). */
 static size_t processes_of(const struct proxy *p, const char *route)
 {
-    size_t n = sessions_of_route(p, route) + modern_children_of_route(p, route);
+    size_t n = sessions_of_route(p, route) + modern_children_of_route(p, route) +
+               warm_children_of_route(p, route);
     return n;
 }
 
@@ -674,6 +679,7 @@ static void session_free(struct proxy_session *s)
     free(s->client_id);
     free(s->grant_id);
     free(s->protocol_version);
+    free(s->warm_init);
     free(s);
 }
 
@@ -750,7 +756,7 @@ static struct proxy_session *idle_session_of(struct proxy *p, const char *owner)
 }
 
 static struct proxy_session *session_new(struct proxy_call *call, bool legacy, int *status,
-                                         const char **why)
+                                         const char **why, const char *client_version)
 {
     struct proxy *p = call->proxy;
     const struct gw_route_config *r = call->route;
@@ -799,7 +805,18 @@ static struct proxy_session *session_new(struct proxy_call *call, bool legacy, i
     s->idle_timeout_ms = r->stdio.idle_timeout_ms;
     s->idle_timer = xevtimer_new(p->base, on_idle, s);
 
-    char **env = identity_child_env(p, r, call->principal);
+    static const struct stdio_child_callbacks cbs = {
+        .on_line = on_child_line,
+        .on_exit = on_child_exit,
+        .on_writable = on_child_writable,
+    };
+    if (!legacy && r->stdio.warm)
+        s->child = warm_take(p, r->name, client_version, &s->warm_init);
+    if (s->child) {
+        stdio_child_set_callbacks(s->child, &cbs, s);
+        s->drop_initialized = true;
+    }
+    char **env = s->child ? NULL : identity_child_env(p, r, call->principal);
     /* The config's lists are length-counted; posix_spawn wants a NULL end. */
     const char **argv = xcalloc(r->stdio.command.len + 1, sizeof(*argv));
     for (size_t i = 0; i < r->stdio.command.len; i++)
@@ -813,13 +830,9 @@ static struct proxy_session *session_new(struct proxy_call *call, bool legacy, i
         .stdin_high_water_bytes = lim->max_body_bytes * 4,
         .kill_grace_ms = r->stdio.kill_grace_ms,
     };
-    static const struct stdio_child_callbacks cbs = {
-        .on_line = on_child_line,
-        .on_exit = on_child_exit,
-        .on_writable = on_child_writable,
-    };
     char *err = NULL;
-    s->child = stdio_spawn(p->base, &o, &cbs, s, &err);
+    if (s->child == NULL)
+        s->child = stdio_spawn(p->base, &o, &cbs, s, &err);
     identity_env_free(env);
     free(argv);
     if (s->child == NULL) {
@@ -1021,6 +1034,12 @@ static void post_messages(struct proxy_call *call, struct proxy_session *s,
     }
     for (size_t i = 0; i < body->n; i++) {
         const struct guard_msg *g = &body->msgs[i];
+        /* A warm child heard notifications/initialized from the gateway already. */
+        if (s->drop_initialized && g->info.kind == JSONRPC_NOTIFICATION &&
+            jsonrpc_is(&g->info, "notifications/initialized")) {
+            s->drop_initialized = false;
+            continue;
+        }
         if (g->info.kind == JSONRPC_REQUEST)
             add_pending(s, st, g, call->principal);
         if (g->info.kind == JSONRPC_NOTIFICATION && jsonrpc_is(&g->info, "notifications/cancelled"))
@@ -1039,6 +1058,41 @@ static void post_messages(struct proxy_call *call, struct proxy_session *s,
     }
 }
 
+/* The protocol version an initialize request asks for (owned), or NULL. */
+static char *initialize_version(const struct guard_msg *g)
+{
+    if (g->info.params.kind != JSON_KIND_OBJECT)
+        return NULL;
+    json_error_t jerr;
+    json_t *params = json_loadb(g->orig + g->info.params.off, g->info.params.len, 0, &jerr);
+    const char *v = json_string_value(json_object_get(params, "protocolVersion"));
+    char *out = v ? xstrdup(v) : NULL;
+    json_decref(params);
+    return out;
+}
+
+/* A warm session's initialize, answered from the child's InitializeResult (warm.c). */
+static void answer_warm_initialize(struct proxy_call *call, struct proxy_session *s,
+                                   const struct guard_msg *g)
+{
+    char *text = xasprintf("{\"jsonrpc\":\"2.0\",\"id\":%.*s,\"result\":%s}", (int)g->info.id.len,
+                           g->orig + g->info.id.off, s->warm_init);
+    json_error_t jerr;
+    json_t *res = json_loads(s->warm_init, 0, &jerr);
+    const char *v = json_string_value(json_object_get(res, "protocolVersion"));
+    if (v) {
+        free(s->protocol_version);
+        s->protocol_version = xstrdup(v);
+    }
+    json_decref(res);
+    free(s->warm_init);
+    s->warm_init = NULL;
+    http_set_header(call->req, "Mcp-Session-Id", s->id);
+    http_reply(call->req, 200, "application/json", text, strlen(text));
+    free(text);
+    touch(s);
+}
+
 void session_handle_post(struct proxy_call *call, const struct guard_body *body)
 {
     const char *sid = http_request_header(call->req, "Mcp-Session-Id");
@@ -1055,7 +1109,9 @@ void session_handle_post(struct proxy_call *call, const struct guard_body *body)
         }
         int status;
         const char *why;
-        s = session_new(call, false, &status, &why);
+        char *version = initialize_version(&body->msgs[0]);
+        s = session_new(call, false, &status, &why, version);
+        free(version);
         if (s == NULL) {
             if (status == 503)
                 http_set_header(call->req, "Retry-After", "5");
@@ -1080,7 +1136,10 @@ void session_handle_post(struct proxy_call *call, const struct guard_body *body)
          * version is accepted, as the spec asks nothing more (and the official
          * conformance suite sends such requests). */
     }
-    post_messages(call, s, body, created);
+    if (created && s->warm_init)
+        answer_warm_initialize(call, s, &body->msgs[0]);
+    else
+        post_messages(call, s, body, created);
 out:
     proxy_call_free(call);
 }
@@ -1222,7 +1281,7 @@ void session_handle_legacy_sse(struct proxy_call *call, const char *messages_pat
 {
     int status;
     const char *why;
-    struct proxy_session *s = session_new(call, true, &status, &why);
+    struct proxy_session *s = session_new(call, true, &status, &why, NULL);
     if (s == NULL) {
         proxy_reply_rpc_error(call->req, status, JSONRPC_GATEWAY_LIMIT, why);
         proxy_call_free(call);

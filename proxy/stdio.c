@@ -939,3 +939,10 @@ out:
         free(err);
     return c;
 }
+
+void stdio_child_set_callbacks(struct stdio_child *c, const struct stdio_child_callbacks *cb,
+                               void *arg)
+{
+    c->cb = *cb;
+    c->arg = arg;
+}

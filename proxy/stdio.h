@@ -96,6 +96,12 @@ struct stdio_child *stdio_spawn(struct event_base *base, const struct stdio_spaw
  * message larger than the mark still goes through).
  */
 int stdio_child_send(struct stdio_child *c, const char *msg, size_t len);
+/*
+ * Hands the child to a new owner: from now on CB (copied) and ARG receive its
+ * lines and its exit (a warm child started before its session existed).
+ */
+void stdio_child_set_callbacks(struct stdio_child *c, const struct stdio_child_callbacks *cb,
+                               void *arg);
 /* Bytes queued for stdin and not yet written to the pipe. */
 size_t stdio_child_stdin_buffered(const struct stdio_child *c);
 
