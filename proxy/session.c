@@ -96,9 +96,9 @@ struct proxy_session {
     char *owner;         /* owned: the subject, or "anonymous:<address>" (auth: none) */
     char *client_id;     /* owned, may be NULL */
     char *grant_id;      /* owned, NULL on auth: none routes */
-    /* What the child was told about its caller (identity.c), hashed: a request
-     * whose principal differs gets a session of its own (review F10). */
-    unsigned char caller[CRYPTO_SHA256_LEN];
+    /* Who the child was told its caller is (identity.c): a request whose
+     * principal has less than that gets a session of its own (review F10). */
+    struct mg_principal *caller; /* owned */
     uint64_t last_used_ms;
     char *protocol_version;    /* owned: negotiated, from InitializeResult */
     struct stdio_child *child; /* owned */
@@ -680,6 +680,7 @@ static void session_free(struct proxy_session *s)
     free(s->grant_id);
     free(s->protocol_version);
     free(s->warm_init);
+    mg_principal_free(s->caller);
     free(s);
 }
 
@@ -793,7 +794,7 @@ static struct proxy_session *session_new(struct proxy_call *call, bool legacy, i
     s->owner = owner;
     s->client_id = call->principal->client_id ? xstrdup(call->principal->client_id) : NULL;
     s->grant_id = call->principal->grant_id ? xstrdup(call->principal->grant_id) : NULL;
-    identity_caller_digest(call->principal, s->caller);
+    s->caller = mg_principal_dup(call->principal);
     s->last_used_ms = time_mono_ms();
     s->write_timeout_ms = r->stdio.write_timeout_ms ? r->stdio.write_timeout_ms : 30000;
     s->write_timer = xevtimer_new(p->base, on_write_timeout, s);
@@ -848,6 +849,7 @@ static struct proxy_session *session_new(struct proxy_call *call, bool legacy, i
         free(s->owner);
         free(s->client_id);
         free(s->grant_id);
+        mg_principal_free(s->caller);
         free(s);
         return NULL;
     }
@@ -876,12 +878,36 @@ static struct proxy_session *session_new(struct proxy_call *call, bool legacy, i
     return s;
 }
 
+static bool has_all(const struct mg_string_list *have, const struct mg_string_list *want)
+{
+    for (size_t i = 0; i < want->len; i++)
+        if (!mg_string_list_contains(have, want->items[i]))
+            return false;
+    return true;
+}
+
+/*
+ * The child believes its caller has what the caller it was started for had
+ * (environment, JWT). A later request may carry as much or more (a step-up
+ * to a wider scope, a role added), and the child then grants less than it
+ * could: safe. It must not carry less (a narrower token, a role removed, a
+ * group left) or come from another client: then the child would grant more.
+ */
+static bool caller_fits(const struct mg_principal *child, const struct mg_principal *now)
+{
+    bool same_client = (child->client_id == NULL && now->client_id == NULL) ||
+                       (child->client_id && now->client_id &&
+                        strcmp(child->client_id, now->client_id) == 0);
+    return same_client && has_all(&now->scopes, &child->scopes) &&
+           has_all(&now->roles, &child->roles) && has_all(&now->groups, &child->groups);
+}
+
 /*
  * The session named by the request, if it exists and belongs to this caller:
- * same owner and route, and (unless ANY_CALLER, for DELETE) the very caller
- * the child was started for. A token of the same user with other scopes,
- * roles or client gets a session of its own: the child's environment and
- * JWT describe the caller that started it (review F10). NULL with *WHY.
+ * same owner and route, and (unless ANY_CALLER, for DELETE) a principal that
+ * fits the one the child was started for (caller_fits). A token of the same
+ * user with less, or of another client, gets a session of its own: 404, and
+ * the client initializes again (review F10). NULL with *WHY.
  */
 static struct proxy_session *session_for(struct proxy_call *call, const char *id, bool any_caller,
                                          const char **why)
@@ -893,14 +919,10 @@ static struct proxy_session *session_for(struct proxy_call *call, const char *id
     if (s && (strcmp(s->owner, owner) != 0 || strcmp(s->route_name, call->route->name) != 0))
         s = NULL;
     free(owner);
-    if (s && !any_caller) {
-        unsigned char d[CRYPTO_SHA256_LEN];
-        identity_caller_digest(call->principal, d);
-        if (memcmp(d, s->caller, sizeof(d)) != 0) {
-            *why = "this session belongs to another authorization of yours (other scopes, roles "
-                   "or client): initialize a new session";
-            s = NULL;
-        }
+    if (s && !any_caller && !caller_fits(s->caller, call->principal)) {
+        *why = "this session was started for a wider authorization than this token's (fewer "
+               "scopes, roles or groups, or another client): initialize a new session";
+        s = NULL;
     }
     return s;
 }
