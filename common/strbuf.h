@@ -26,6 +26,8 @@ const char *strbuf_str(const struct strbuf *sb);
 /* Returns the string (owned by the caller; never NULL) and resets sb. */
 char *strbuf_detach(struct strbuf *sb, size_t *len_out);
 void strbuf_reset(struct strbuf *sb);
+/* Drops everything past LEN (no-op when LEN >= the length). */
+void strbuf_truncate(struct strbuf *sb, size_t len);
 void strbuf_release(struct strbuf *sb);
 
 #endif

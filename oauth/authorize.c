@@ -42,7 +42,8 @@ struct authz {
     char *client_id;           /* owned */
     char *client_name;         /* owned, may be NULL */
     char *client_uri;          /* owned, may be NULL */
-    char *redirect_uri;        /* owned */
+    char *redirect_uri;        /* owned: as presented (or the only registered one) */
+    char *redirect_registered; /* owned: the registered URI it matched (consent is per this) */
     char *state;               /* owned, may be NULL */
     char *code_challenge;      /* owned */
     char *resource;            /* owned, may be NULL */
@@ -60,6 +61,7 @@ static void authz_free(struct authz *a)
     free(a->client_name);
     free(a->client_uri);
     free(a->redirect_uri);
+    free(a->redirect_registered);
     free(a->state);
     free(a->code_challenge);
     free(a->resource);
@@ -88,6 +90,7 @@ static json_t *authz_to_json(const struct authz *a)
     if (a->client_name)
         json_object_set_new(o, "client_name", json_string(a->client_name));
     json_object_set_new(o, "redirect_explicit", json_boolean(a->redirect_explicit));
+    json_object_set_new(o, "redirect_registered", json_string(a->redirect_registered));
     return o;
 }
 
@@ -111,6 +114,8 @@ static struct authz *authz_from_json(struct oauth_server *srv, struct http_reque
     a->req = req;
     a->client_id = xstrdup(jstr(o, "client_id"));
     a->redirect_uri = xstrdup(jstr(o, "redirect_uri"));
+    a->redirect_registered =
+        xstrdup(jstr(o, "redirect_registered") ? jstr(o, "redirect_registered") : a->redirect_uri);
     a->code_challenge = xstrdup(jstr(o, "code_challenge"));
     a->state = opt_dup(jstr(o, "state"));
     a->resource = opt_dup(jstr(o, "resource"));
@@ -376,12 +381,14 @@ static void on_client_for_get(struct oauth_client *client, enum oauth_lookup how
         return;
     }
     const char *uri = http_params_get(&a->params, "redirect_uri");
-    const char *matched = NULL;
-    for (size_t i = 0; i < client->redirect_uris.len && uri; i++)
-        if (oauth_redirect_uri_matches(client->redirect_uris.items[i], uri))
+    const char *matched = NULL, *registered = NULL;
+    for (size_t i = 0; i < client->redirect_uris.len && uri && !matched; i++)
+        if (oauth_redirect_uri_matches(client->redirect_uris.items[i], uri)) {
             matched = uri;
+            registered = client->redirect_uris.items[i];
+        }
     if (uri == NULL && client->redirect_uris.len == 1)
-        matched = client->redirect_uris.items[0]; /* RFC 6749 §3.1.2.3 */
+        matched = registered = client->redirect_uris.items[0]; /* RFC 6749 §3.1.2.3 */
     if (matched == NULL) {
         oauth_reply_html_error(a->req, 400, "Unregistered redirect address",
                                "The application asked to send you to an address it has not "
@@ -390,6 +397,7 @@ static void on_client_for_get(struct oauth_client *client, enum oauth_lookup how
         return;
     }
     a->redirect_uri = xstrdup(matched);
+    a->redirect_registered = xstrdup(registered);
     a->redirect_explicit = uri != NULL;
     a->client_name = opt_dup(client->client_name);
     a->client_uri = opt_dup(client->client_uri);
@@ -400,9 +408,10 @@ static void on_client_for_get(struct oauth_client *client, enum oauth_lookup how
         authz_free(a);
         return;
     }
-    if (!a->force_consent &&
-        consent_is_remembered(a->srv, a->req, a->client_id, (uint64_t)time(NULL))) {
-        oauth_audit(http_request_id(a->req), "consent remembered", "client_id", a->client_id, NULL);
+    struct consent_scope cs = {a->client_id, a->redirect_registered, a->resource, &a->scopes};
+    if (!a->force_consent && consent_is_remembered(a->srv, a->req, &cs, (uint64_t)time(NULL))) {
+        oauth_audit(http_request_id(a->req), "consent remembered", "client_id", a->client_id,
+                    "redirect_uri", a->redirect_uri, NULL);
         rand_handle(a->csrf);
         start_login(a);
         return;
@@ -497,7 +506,8 @@ static void on_authreq_taken(const struct store_result *res, void *arg)
                              "the user denied the request", a->state);
         authz_free(a);
     } else {
-        consent_remember(d->srv, d->req, a->client_id, (uint64_t)time(NULL));
+        struct consent_scope cs = {a->client_id, a->redirect_registered, a->resource, &a->scopes};
+        consent_remember(d->srv, d->req, &cs, (uint64_t)time(NULL));
         start_login(a);
     }
     decision_free(d);

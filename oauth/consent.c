@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/b64url.h"
+#include "common/crypto.h"
 #include "common/strbuf.h"
 #include "common/xalloc.h"
 #include "oauth/oauth_int.h"
@@ -66,16 +68,20 @@ static void render_scopes(struct strbuf *sb, const struct oauth_server *srv,
     strbuf_puts(sb, "</ul>");
 }
 
+static const char *resource_norm(const struct oauth_server *srv, const char *resource);
+
 static void render_routes(struct strbuf *sb, const struct oauth_server *srv,
                           const struct consent_view *v)
 {
     strbuf_puts(sb, "<h2 style=\"font-size:1rem\">On these servers:</h2><ul>");
     const struct gw_config *cfg = srv->cfg;
+    /* No resource, or the gateway root: the token works on every OAuth route (F9). */
+    const char *only = resource_norm(srv, v->resource);
     for (size_t i = 0; i < cfg->n_routes; i++) {
         const struct gw_route_config *r = &cfg->routes[i];
         if (r->auth != GW_ROUTE_AUTH_OAUTH)
             continue;
-        if (v->resource && strcmp(v->resource, r->resource_url) != 0)
+        if (only[0] && strcmp(only, r->resource_url) != 0)
             continue;
         strbuf_puts(sb, "<li>");
         put_escaped(sb, r->description ? r->description : r->name);
@@ -131,68 +137,197 @@ char *consent_render(const struct oauth_server *srv, const struct consent_view *
     return strbuf_detach(&sb, NULL);
 }
 
-/* The signed list, or NULL when absent or forged. Owned. */
-static char *remembered_list(const struct oauth_server *srv, struct http_request *req)
+/*
+ * The cookie: entries "key~scopes~expiry" joined by ",", then "." and an
+ * HMAC over them. KEY is 22 base64url characters (132 bits) of
+ * SHA-256(client_id NUL redirect_uri NUL resource), so the cookie shows
+ * nothing about the clients; SCOPES is the base64url of the approved scopes
+ * joined by spaces. Newest first.
+ */
+#define CONSENT_KEY_LEN 22
+
+/* The resource an approval is for: "" for every route (NULL, the root). */
+static const char *resource_norm(const struct oauth_server *srv, const char *resource)
 {
+    if (resource == NULL)
+        return "";
+    bool root = false;
+    const struct gw_route_config *r = oauth_resource_route(srv, resource, &root);
+    return r ? r->resource_url : "";
+}
+
+static void approval_key(const char *client_id, const char *redirect_uri, const char *resource,
+                         char out[CONSENT_KEY_LEN + 1])
+{
+    struct strbuf sb = STRBUF_INIT;
+    strbuf_puts(&sb, client_id);
+    strbuf_append(&sb, "", 1);
+    strbuf_puts(&sb, redirect_uri);
+    strbuf_append(&sb, "", 1);
+    strbuf_puts(&sb, resource);
+    unsigned char digest[CRYPTO_SHA256_LEN];
+    crypto_sha256(sb.buf, sb.len, digest);
+    strbuf_release(&sb);
+    char full[64];
+    b64url_encode(digest, sizeof(digest), full);
+    memcpy(out, full, CONSENT_KEY_LEN);
+    out[CONSENT_KEY_LEN] = '\0';
+}
+
+struct approval {
+    char key[CONSENT_KEY_LEN + 1];
+    struct mg_string_list scopes;
+    uint64_t until;
+};
+
+struct approvals {
+    struct approval items[CONSENT_MAX_CLIENTS];
+    size_t len;
+};
+
+static void approvals_clear(struct approvals *as)
+{
+    for (size_t i = 0; i < as->len; i++)
+        mg_string_list_clear(&as->items[i].scopes);
+    as->len = 0;
+}
+
+/* One "key~scopes~expiry" entry; false when malformed. */
+static bool approval_parse(char *item, struct approval *out)
+{
+    char *t1 = strchr(item, '~');
+    char *t2 = t1 ? strchr(t1 + 1, '~') : NULL;
+    if (t2 == NULL || t1 - item != CONSENT_KEY_LEN)
+        return false;
+    memcpy(out->key, item, CONSENT_KEY_LEN);
+    out->key[CONSENT_KEY_LEN] = '\0';
+    char *end = NULL;
+    out->until = strtoull(t2 + 1, &end, 10);
+    if (end == t2 + 1 || *end != '\0')
+        return false;
+    memset(&out->scopes, 0, sizeof(out->scopes));
+    if (t2 == t1 + 1)
+        return true; /* no scopes */
+    size_t n = 0;
+    unsigned char *text = b64url_decode_new(t1 + 1, (size_t)(t2 - t1 - 1), &n);
+    if (text == NULL)
+        return false;
+    if (strlen((char *)text) == n)
+        mg_string_list_split(&out->scopes, (char *)text);
+    free(text);
+    return true;
+}
+
+/* This browser's current approvals (signature checked, expired ones dropped). */
+static void approvals_read(const struct oauth_server *srv, struct http_request *req, uint64_t now,
+                           struct approvals *as)
+{
+    as->len = 0;
     char *cookie = oauth_cookie_dup(srv, req, CONSENT_COOKIE);
     if (cookie == NULL)
-        return NULL;
+        return;
     char *dot = strrchr(cookie, '.');
     const struct gw_oauth_config *oc = &srv->cfg->oauth;
-    if (dot == NULL) {
-        free(cookie);
-        return NULL;
+    if (dot)
+        *dot = '\0';
+    if (dot && oauth_mac_verify(oc->secret, oc->secret_len, "consent", cookie, dot + 1)) {
+        for (char *save = NULL, *item = strtok_r(cookie, ",", &save);
+             item && as->len < CONSENT_MAX_CLIENTS; item = strtok_r(NULL, ",", &save)) {
+            struct approval *a = &as->items[as->len];
+            if (!approval_parse(item, a))
+                continue;
+            if (a->until <= now) {
+                mg_string_list_clear(&a->scopes);
+                continue;
+            }
+            as->len++;
+        }
     }
-    *dot = '\0';
-    if (!oauth_mac_verify(oc->secret, oc->secret_len, "consent", cookie, dot + 1)) {
-        free(cookie);
-        return NULL;
-    }
-    return cookie;
+    free(cookie);
+}
+
+static bool scopes_cover(const struct mg_string_list *approved, const struct mg_string_list *want)
+{
+    for (size_t i = 0; i < want->len; i++)
+        if (!mg_string_list_contains(approved, want->items[i]))
+            return false;
+    return true;
+}
+
+static const struct approval *approvals_find(const struct approvals *as, const char *key)
+{
+    for (size_t i = 0; i < as->len; i++)
+        if (strcmp(as->items[i].key, key) == 0)
+            return &as->items[i];
+    return NULL;
 }
 
 bool consent_is_remembered(const struct oauth_server *srv, struct http_request *req,
-                           const char *client_id, uint64_t now)
+                           const struct consent_scope *c, uint64_t now)
 {
     if (srv->cfg->oauth.consent_remember_ms == 0)
         return false;
-    char *list = remembered_list(srv, req);
-    bool found = false;
-    for (char *save = NULL, *item = list ? strtok_r(list, ",", &save) : NULL; item && !found;
-         item = strtok_r(NULL, ",", &save)) {
-        char *tilde = strrchr(item, '~');
-        if (tilde == NULL)
-            continue;
-        *tilde = '\0';
-        found = strcmp(item, client_id) == 0 && strtoull(tilde + 1, NULL, 10) > now;
-    }
-    free(list);
+    struct approvals as;
+    approvals_read(srv, req, now, &as);
+    const char *resource = resource_norm(srv, c->resource);
+    char key[CONSENT_KEY_LEN + 1], every[CONSENT_KEY_LEN + 1];
+    approval_key(c->client_id, c->redirect_uri, resource, key);
+    approval_key(c->client_id, c->redirect_uri, "", every);
+    const struct approval *mine = approvals_find(&as, key);
+    const struct approval *all = resource[0] ? approvals_find(&as, every) : NULL;
+    bool found = (mine && scopes_cover(&mine->scopes, c->scopes)) ||
+                 (all && scopes_cover(&all->scopes, c->scopes));
+    approvals_clear(&as);
     return found;
 }
 
+static void approval_write(struct strbuf *sb, const char *key, const struct mg_string_list *scopes,
+                           uint64_t until)
+{
+    char *joined = mg_string_list_join(scopes, " ");
+    char *enc = b64url_encode_new(joined, strlen(joined));
+    strbuf_printf(sb, "%s%s~%s~%llu", sb->len ? "," : "", key, enc, (unsigned long long)until);
+    free(enc);
+    free(joined);
+}
+
 void consent_remember(const struct oauth_server *srv, struct http_request *req,
-                      const char *client_id, uint64_t now)
+                      const struct consent_scope *c, uint64_t now)
 {
     const struct gw_oauth_config *oc = &srv->cfg->oauth;
-    if (oc->consent_remember_ms == 0 || strchr(client_id, ',') || strchr(client_id, '~'))
+    if (oc->consent_remember_ms == 0)
         return;
-    uint64_t until = now + oc->consent_remember_ms / 1000;
+    struct approvals as;
+    approvals_read(srv, req, now, &as);
+    char key[CONSENT_KEY_LEN + 1];
+    approval_key(c->client_id, c->redirect_uri, resource_norm(srv, c->resource), key);
+
+    /* What the person approved now, and before for the same key: both hold. */
+    struct mg_string_list scopes = {0};
+    for (size_t i = 0; i < c->scopes->len; i++)
+        mg_string_list_add(&scopes, c->scopes->items[i]);
+    const struct approval *old = approvals_find(&as, key);
+    for (size_t i = 0; old && i < old->scopes.len; i++)
+        if (!mg_string_list_contains(&scopes, old->scopes.items[i]))
+            mg_string_list_add(&scopes, old->scopes.items[i]);
+
     struct strbuf sb = STRBUF_INIT;
-    strbuf_printf(&sb, "%s~%llu", client_id, (unsigned long long)until);
-    char *list = remembered_list(srv, req);
-    int kept = 1;
-    for (char *save = NULL, *item = list ? strtok_r(list, ",", &save) : NULL;
-         item && kept < CONSENT_MAX_CLIENTS; item = strtok_r(NULL, ",", &save)) {
-        char *tilde = strrchr(item, '~');
-        if (tilde == NULL || strtoull(tilde + 1, NULL, 10) <= now)
+    approval_write(&sb, key, &scopes, now + oc->consent_remember_ms / 1000);
+    mg_string_list_clear(&scopes);
+    size_t kept = 1;
+    for (size_t i = 0; i < as.len && kept < CONSENT_MAX_CLIENTS; i++) {
+        const struct approval *a = &as.items[i];
+        if (a == old)
             continue;
-        if ((size_t)(tilde - item) == strlen(client_id) &&
-            strncmp(item, client_id, strlen(client_id)) == 0)
-            continue;
-        strbuf_printf(&sb, ",%s", item);
+        size_t before = sb.len;
+        approval_write(&sb, a->key, &a->scopes, a->until);
+        if (sb.len + 1 + 43 > CONSENT_COOKIE_MAX) { /* "." + the MAC */
+            strbuf_truncate(&sb, before);
+            break;
+        }
         kept++;
     }
-    free(list);
+    approvals_clear(&as);
     char *mac = oauth_mac_new(oc->secret, oc->secret_len, "consent", strbuf_str(&sb));
     strbuf_printf(&sb, ".%s", mac);
     oauth_cookie_set(srv, req, CONSENT_COOKIE, strbuf_str(&sb), oc->consent_remember_ms / 1000);

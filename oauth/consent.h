@@ -5,8 +5,9 @@
  *
  * The page is server-rendered HTML that needs no JavaScript. Every string
  * that a client supplied is HTML-escaped. Approvals are remembered per
- * (browser, client) in a cookie signed with the server secret for
- * oauth.consent.remember; a remembered approval still goes through the IdP.
+ * (browser, client, redirect URI, resource, scopes) in a cookie signed with
+ * the server secret for oauth.consent.remember; a remembered approval still
+ * goes through the IdP.
  */
 #ifndef MCPGATE_OAUTH_CONSENT_H
 #define MCPGATE_OAUTH_CONSENT_H
@@ -33,11 +34,33 @@ struct consent_view {
 /* The whole page (owned). */
 char *consent_render(const struct oauth_server *srv, const struct consent_view *v);
 
-/* True when this browser approved CLIENT_ID before and the approval is current. */
+/*
+ * What one approval covers (F2 of the December review): the client, the
+ * registered redirect URI the request matched (a loopback port may vary, RFC
+ * 8252 §7.3), the resource (NULL or the gateway root: every route) and the
+ * scopes. A request is covered by an approval for the same client, redirect
+ * URI and resource, or for the same client and redirect URI and every route,
+ * whose scopes include all the requested ones. Anything new shows the page.
+ */
+struct consent_scope {
+    const char *client_id;
+    const char *redirect_uri; /* the registered one */
+    const char *resource;     /* may be NULL */
+    const struct mg_string_list *scopes;
+};
+
+/* True when this browser approved what C asks for before and the approval is current. */
 bool consent_is_remembered(const struct oauth_server *srv, struct http_request *req,
-                           const char *client_id, uint64_t now);
-/* Adds CLIENT_ID to this browser's remembered approvals (sets the cookie). */
+                           const struct consent_scope *c, uint64_t now);
+/*
+ * Remembers C in this browser (sets the cookie): joined with what it
+ * approved for the same client, redirect URI and resource before; the
+ * oldest approvals go first when the cookie would pass CONSENT_COOKIE_MAX.
+ */
 void consent_remember(const struct oauth_server *srv, struct http_request *req,
-                      const char *client_id, uint64_t now);
+                      const struct consent_scope *c, uint64_t now);
+
+/* The remembered-approvals cookie never passes this many bytes (browsers keep 4096). */
+#define CONSENT_COOKIE_MAX 3600
 
 #endif

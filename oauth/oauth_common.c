@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -44,6 +45,37 @@ void oauth_reply_json(struct http_request *req, int status, json_t *body)
     http_set_header(req, "Pragma", "no-cache");
     http_reply_json_text(req, status, text ? text : "{}");
     free(text);
+}
+
+const char *oauth_display_text_check(const char *text)
+{
+    const unsigned char *p = (const unsigned char *)text;
+    while (*p) {
+        uint32_t cp = *p;
+        size_t n = 1;
+        if (cp >= 0xf0 && p[1] && p[2] && p[3]) {
+            cp = ((cp & 0x07u) << 18) | ((p[1] & 0x3fu) << 12) | ((p[2] & 0x3fu) << 6) |
+                 (p[3] & 0x3fu);
+            n = 4;
+        } else if (cp >= 0xe0 && p[1] && p[2]) {
+            cp = ((cp & 0x0fu) << 12) | ((p[1] & 0x3fu) << 6) | (p[2] & 0x3fu);
+            n = 3;
+        } else if (cp >= 0xc0 && p[1]) {
+            cp = ((cp & 0x1fu) << 6) | (p[1] & 0x3fu);
+            n = 2;
+        } else if (cp >= 0x80) {
+            return "is not valid UTF-8";
+        }
+        if (cp < 0x20 || (cp >= 0x7f && cp <= 0x9f))
+            return "contains control characters";
+        if (cp == 0x061c || cp == 0x200e || cp == 0x200f || (cp >= 0x202a && cp <= 0x202e) ||
+            (cp >= 0x2066 && cp <= 0x2069))
+            return "contains bidirectional control characters";
+        if (cp == 0x2028 || cp == 0x2029)
+            return "contains line separators";
+        p += n;
+    }
+    return NULL;
 }
 
 char *oauth_html_escape(const char *text)

@@ -77,6 +77,14 @@ char *oauth_url_with_params(const char *base, ...) __attribute__((sentinel));
 
 /* HTML-escapes TEXT (owned). */
 char *oauth_html_escape(const char *text);
+/*
+ * Whether TEXT (valid UTF-8, as jansson guarantees) may be shown to a person
+ * as a name: NULL, or why not. Refused: C0 and C1 controls, DEL, the line and
+ * paragraph separators, and the bidirectional controls (U+061C, U+200E/F,
+ * U+202A-E, U+2066-9) that can make "Evil<U+202E>moc.elgoog" read as another
+ * name (F14).
+ */
+const char *oauth_display_text_check(const char *text);
 
 /* ---- cookies ---------------------------------------------------------- */
 

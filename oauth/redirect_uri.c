@@ -79,6 +79,9 @@ const char *oauth_redirect_uri_check(const char *uri)
         unsigned char c = (unsigned char)uri[i];
         if (c <= 0x20 || c == 0x7f)
             return "redirect_uri contains spaces or control characters";
+        if (c >= 0x80) /* F14: "аpple.com" (Cyrillic а) would show as apple.com */
+            return "redirect_uri must be ASCII: write an international host in its "
+                   "xn-- (punycode) form";
         if (c == '\\')
             return "redirect_uri contains a backslash";
     }

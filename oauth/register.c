@@ -48,8 +48,8 @@ static bool web_uri_ok(const char *uri)
     size_t n = strlen(uri);
     if (n == 0 || n > OAUTH_REDIRECT_URI_MAX)
         return false;
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)uri[i] <= 0x20 || uri[i] == 0x7f)
+    for (size_t i = 0; i < n; i++) /* ASCII only: a host in Unicode can pass for another (F14) */
+        if ((unsigned char)uri[i] <= 0x20 || (unsigned char)uri[i] >= 0x7f)
             return false;
     if (strncasecmp(uri, "https://", 8) == 0)
         return uri[8] != '\0' && uri[8] != '/';
@@ -77,7 +77,9 @@ static const char *check_string(json_t *body, const char *field, size_t max, boo
     if (strlen(s) > max || strlen(s) != json_string_length(v))
         return "is too long or contains a NUL byte";
     if (web_uri && !web_uri_ok(s))
-        return "must be an https URL (http only on loopback hosts)";
+        return "must be an https URL in ASCII (http only on loopback hosts)";
+    if (strcmp(field, "client_name") == 0)
+        return oauth_display_text_check(s);
     return NULL;
 }
 

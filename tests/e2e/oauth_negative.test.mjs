@@ -661,6 +661,113 @@ describe('oauth negative paths', () => {
     });
   });
 
+  describe('a remembered approval covers what was approved and nothing more (F2, F9, F14)', () => {
+    let st;
+    const ADMIN = 'mcp:admin';
+    before(async () => {
+      st = await startOAuthStack({
+        redis: s.redis,
+        oauth: { scopes: { 'mcp:tools': 'Use the tools', [ADMIN]: 'Administer the servers' }, registration: { rate: '1000/min' } },
+      });
+      gateways.push(st.gw);
+    });
+    const rootUrl = () => st.url;
+    const routeA = () => `${st.url}${A}`;
+    const routeB = () => `${st.url}${B}`;
+    /** 302 to the IdP (remembered) or 200 with the consent page. */
+    async function outcome(client, jar, opts) {
+      const r = await http(authorizeUrl(st.url, client, opts), { jar });
+      if (r.status === 302 && r.location.startsWith(`${st.idp.base}/oauth2/authorize?`)) return 'remembered';
+      if (r.status === 200 && /wants to use your account/.test(r.text)) return 'page';
+      throw new Error(`unexpected /authorize answer ${r.status} ${r.location || r.text.slice(0, 200)}`);
+    }
+
+    test('the attack of F2: a second registered redirect URI, no scope, another route, a wider scope: each shows the page', async () => {
+      const loop = nextRedirect();
+      const two = await registerClient(st.url, { ...clientMetadata({ redirectUri: loop, name: 'Claude Desktop' }), redirect_uris: [loop, 'https://evil.example/cb'] });
+      assert.equal(two.status, 201, two.text);
+      const client = two.json;
+      const jar = new CookieJar();
+      await login(st, { client, jar, scope: 'mcp:tools', resource: routeA() });
+
+      // What was approved: remembered, also on another loopback port (RFC 8252 §7.3).
+      assert.equal(await outcome(client, jar, { scope: 'mcp:tools', resource: routeA() }), 'remembered');
+      const otherPort = loop.replace(/:(\d+)\//, (_, p) => `:${Number(p) + 1000}/`);
+      assert.equal(await outcome(client, jar, { scope: 'mcp:tools', resource: routeA(), redirectUri: otherPort }), 'remembered');
+
+      // Anything new: the page.
+      const evil = await http(authorizeUrl(st.url, client, { scope: 'mcp:tools', resource: routeA(), redirectUri: 'https://evil.example/cb' }), { jar });
+      assert.equal(evil.status, 200, `another redirect URI: ${evil.status} ${evil.location || ''}`);
+      assert.match(evil.text, /id="redirect-host">evil\.example</, 'the page names the new redirect host');
+      assert.equal(await outcome(client, jar, { resource: routeA() }), 'page', 'no scope means every scope: wider');
+      assert.equal(await outcome(client, jar, { scope: `mcp:tools ${ADMIN}`, resource: routeA() }), 'page', 'step-up to mcp:admin');
+      assert.equal(await outcome(client, jar, { scope: 'mcp:tools', resource: routeB() }), 'page', 'another route');
+      assert.equal(await outcome(client, jar, { scope: 'mcp:tools', resource: rootUrl() }), 'page', 'every route');
+      assert.equal(await outcome(client, jar, { scope: 'mcp:tools' }), 'page', 'no resource: every route');
+      // The first approval still holds.
+      assert.equal(await outcome(client, jar, { scope: 'mcp:tools', resource: routeA() }), 'remembered');
+    });
+
+    test('approving every route and both scopes covers each route and each subset; approvals for one key add up', async () => {
+      const client = await newClient(st.url, { redirectUri: nextRedirect() });
+      const jar = new CookieJar();
+      await login(st, { client, jar, scope: 'mcp:tools', resource: routeA() });
+      await login(st, { client, jar, scope: ADMIN, resource: routeA() });
+      assert.equal(await outcome(client, jar, { scope: `mcp:tools ${ADMIN}`, resource: routeA() }), 'remembered', 'both approvals for route A add up');
+      assert.equal(await outcome(client, jar, { scope: `mcp:tools ${ADMIN}`, resource: routeB() }), 'page');
+
+      await login(st, { client, jar, resource: rootUrl() }); // no scope: both
+      for (const resource of [routeA(), routeB(), rootUrl(), `${rootUrl()}/`, undefined])
+        for (const scope of ['mcp:tools', ADMIN, `${ADMIN} mcp:tools`, undefined])
+          assert.equal(await outcome(client, jar, { scope, resource }), 'remembered', `${scope} on ${resource}`);
+    });
+
+    test('a forged or edited remembered-approvals cookie is ignored', async () => {
+      const client = await newClient(st.url, { redirectUri: nextRedirect() });
+      const jar = new CookieJar();
+      await login(st, { client, jar, scope: 'mcp:tools', resource: routeA() });
+      const cookie = jar.header(`${st.url}/authorize`).split('; ').find((c) => c.startsWith('mcpgate_consent='));
+      assert.ok(cookie, 'the approval cookie is set');
+      const value = cookie.slice('mcpgate_consent='.length);
+      const [entries, mac] = [value.slice(0, value.lastIndexOf('.')), value.slice(value.lastIndexOf('.') + 1)];
+      const [key, , until] = entries.split(',')[0].split('~');
+      const widened = `${key}~${Buffer.from(`mcp:tools ${ADMIN}`).toString('base64url')}~${until}`;
+      const r = await http(authorizeUrl(st.url, client, { scope: `mcp:tools ${ADMIN}`, resource: routeA() }), {
+        headers: { cookie: `mcpgate_consent=${widened}.${mac}` },
+      });
+      assert.equal(r.status, 200, 'a widened entry with the old MAC is not an approval');
+    });
+
+    test('F9: consent for the gateway root, or for no resource, lists every OAuth route', async () => {
+      const client = await newClient(st.url, { redirectUri: nextRedirect() });
+      for (const resource of [rootUrl(), `${rootUrl()}/`, undefined]) {
+        const { page } = await consentPage(st.url, client, new CookieJar(), { resource });
+        assert.match(page.text, /Shows who mcpgate says you are/, `${resource}: route A listed`);
+        assert.match(page.text, /<code>\/mcp\/other<\/code>/, `${resource}: route B listed`);
+      }
+      const { page } = await consentPage(st.url, client, new CookieJar(), { resource: routeA() });
+      assert.doesNotMatch(page.text, /<code>\/mcp\/other<\/code>/, 'a route-bound request lists only its route');
+    });
+
+    test('F14: Unicode hosts are refused at registration (punycode is shown as is); bidi controls in client_name are refused', async () => {
+      for (const uri of ['https://\u0430pple.com/cb', 'https://apple.com/\u00e9', 'http://127.0.0.1/\u202ecb']) {
+        const r = await registerClient(st.url, clientMetadata({ redirectUri: uri }));
+        assertOAuthError(r, 400, 'invalid_redirect_uri', uri);
+      }
+      const puny = await newClient(st.url, { redirectUri: 'https://xn--pple-43d.com/cb' });
+      const { page } = await consentPage(st.url, puny, new CookieJar());
+      assert.match(page.text, /id="redirect-host">xn--pple-43d\.com</);
+      for (const name of ['Good\u202eelgooG', 'a\u2066b', 'line\u2028two', 'bell\u0007', 'c1\u0085']) {
+        const r = await registerClient(st.url, clientMetadata({ redirectUri: nextRedirect(), name }));
+        assertOAuthError(r, 400, 'invalid_client_metadata', JSON.stringify(name));
+      }
+      const site = await registerClient(st.url, clientMetadata({ redirectUri: nextRedirect(), client_uri: 'https://\u0430pple.com/' }));
+      assertOAuthError(site, 400, 'invalid_client_metadata', 'Unicode client_uri');
+      const fine = await registerClient(st.url, clientMetadata({ redirectUri: nextRedirect(), name: 'Zürich 東京 ✓' }));
+      assert.equal(fine.status, 201, fine.text);
+    });
+  });
+
   describe('a stricter configuration (two scopes, code_ttl 1s, require_resource, consent never remembered)', () => {
     let st;
     before(async () => {
