@@ -269,8 +269,19 @@ static void op_get(struct mem_backend *mb, const struct store_op *op, struct sto
     }
     d->value = dup_bytes(e->val, e->val_len);
     d->value_len = e->val_len;
-    if (op->kind == STORE_OP_TAKE)
+    if (op->kind == STORE_OP_TAKE || op->kind == STORE_OP_TAKE_MARK)
         table_unlink(&mb->table, slot);
+    if (op->kind == STORE_OP_TAKE_MARK) {
+        char *mark = dup_bytes(op->val, op->val_len);
+        struct store_op put = {.kind = STORE_OP_PUT,
+                               .key = mark,
+                               .val = d->value,
+                               .val_len = d->value_len,
+                               .ttl_ms = op->ttl_ms};
+        struct store_deferred scratch = {0};
+        op_put(mb, &put, &scratch);
+        free(mark);
+    }
 }
 
 static void op_del(struct mem_backend *mb, const struct store_op *op, struct store_deferred *d)
@@ -431,7 +442,8 @@ static void mem_submit(void *impl, const struct store_op *op)
     case STORE_OP_PUT:
     case STORE_OP_PUT_NX: op_put(mb, op, d); break;
     case STORE_OP_GET:
-    case STORE_OP_TAKE: op_get(mb, op, d); break;
+    case STORE_OP_TAKE:
+    case STORE_OP_TAKE_MARK: op_get(mb, op, d); break;
     case STORE_OP_DEL: op_del(mb, op, d); break;
     case STORE_OP_EXPIRE: op_expire(mb, op, d); break;
     case STORE_OP_INCR: op_incr(mb, op, d); break;

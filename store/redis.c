@@ -62,6 +62,10 @@
 /* GETDEL needs Redis 6.2; older servers get the same atomic take as a script. */
 static const char take_script[] =
     "local v=redis.call('GET',KEYS[1]) if v then redis.call('DEL',KEYS[1]) end return v";
+/* The take of store_take_mark: GET, DEL and the mark in one atomic step. */
+static const char take_mark_script[] =
+    "local v=redis.call('GET',KEYS[1]) if v then redis.call('DEL',KEYS[1]) "
+    "redis.call('SET',KEYS[2],v,'PX',ARGV[1]) end return v";
 /*
  * INCR, then a TTL only if the counter has none: a fixed window that is never
  * extended. PEXPIRE NX would do it in one command but needs Redis 7.0; a
@@ -736,6 +740,14 @@ static int cmd_send_op(struct redis_cmd *cmd, redisAsyncContext *ac, const struc
         arg_str(&a, "GETDEL");
         arg_str(&a, op->key);
         break;
+    case STORE_OP_TAKE_MARK:
+        arg_str(&a, "EVAL");
+        arg_str(&a, take_mark_script);
+        arg_str(&a, "2");
+        arg_str(&a, op->key);
+        arg_bytes(&a, op->val, op->val_len);
+        arg_str(&a, ttl);
+        break;
     case STORE_OP_DEL:
         arg_str(&a, "DEL");
         arg_str(&a, op->key);
@@ -845,6 +857,7 @@ static void reply_to_result(const struct redis_cmd *cmd, const redisReply *reply
         break;
     case STORE_OP_GET:
     case STORE_OP_TAKE:
+    case STORE_OP_TAKE_MARK:
         if (reply->type == REDIS_REPLY_NIL) {
             res->status = STORE_NOT_FOUND;
         } else if (reply->type == REDIS_REPLY_STRING) {

@@ -361,6 +361,23 @@ int store_take(struct store *s, const char *key, store_cb_fn cb, void *arg)
     return submit(s, &op, key);
 }
 
+int store_take_mark(struct store *s, const char *key, const char *mark, uint64_t mark_ttl_ms,
+                    store_cb_fn cb, void *arg)
+{
+    if (s == NULL || mark == NULL || mark[0] == '\0' || mark_ttl_ms == 0)
+        return -EINVAL;
+    char *full_mark = xasprintf("%s%s", s->prefix, mark);
+    struct store_op op = {.kind = STORE_OP_TAKE_MARK,
+                          .val = full_mark,
+                          .val_len = strlen(full_mark),
+                          .ttl_ms = mark_ttl_ms,
+                          .cb = cb,
+                          .arg = arg};
+    int rc = submit(s, &op, key);
+    free(full_mark);
+    return rc;
+}
+
 int store_del(struct store *s, const char *key, store_cb_fn cb, void *arg)
 {
     struct store_op op = {.kind = STORE_OP_DEL, .cb = cb, .arg = arg};

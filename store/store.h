@@ -137,6 +137,15 @@ int store_get(struct store *s, const char *key, store_cb_fn cb, void *arg);
  * STORE_OK with the value; the others get STORE_NOT_FOUND.
  */
 int store_take(struct store *s, const char *key, store_cb_fn cb, void *arg);
+/*
+ * store_take that, in the same atomic step, leaves a copy of the value under
+ * MARK for MARK_TTL_MS: a replay that loses the race, or that follows a take
+ * whose reply was lost, finds the mark (F20: codes). KEY and MARK must live
+ * on one Redis node (no Redis Cluster hash slots to match: mcpgate supports
+ * standalone and Sentinel deployments).
+ */
+int store_take_mark(struct store *s, const char *key, const char *mark, uint64_t mark_ttl_ms,
+                    store_cb_fn cb, void *arg);
 /* STORE_OK; integer = number of keys deleted (0 or 1). */
 int store_del(struct store *s, const char *key, store_cb_fn cb, void *arg);
 /* Sets the key's TTL to ttl_ms from now (0 removes the expiry). STORE_OK or STORE_NOT_FOUND. */

@@ -27,6 +27,7 @@ enum store_op_kind {
     STORE_OP_PUT_NX,
     STORE_OP_GET,
     STORE_OP_TAKE,
+    STORE_OP_TAKE_MARK, /* take; leave a copy under the (prefixed) key in val for ttl_ms */
     STORE_OP_DEL,
     STORE_OP_EXPIRE,
     STORE_OP_INCR,

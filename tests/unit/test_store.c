@@ -242,6 +242,38 @@ static void test_take_concurrent(void **state)
     check_concurrent_take(fx_get(state));
 }
 
+/* F20: the take and its mark are one step: both racers see either the value or the mark. */
+static void test_take_mark(void **state)
+{
+    struct fx *fx = fx_get(state);
+    struct ts_res r = {0}, a = {0}, b = {0};
+
+    DO(fx, &r, store_take_mark(fx->s, "tm", "tm-mark", 60000, ts_res_cb, &r));
+    assert_int_equal(r.status, STORE_NOT_FOUND);
+    DO(fx, &r, store_get(fx->s, "tm-mark", ts_res_cb, &r));
+    assert_int_equal(r.status, STORE_NOT_FOUND); /* nothing taken, nothing marked */
+
+    DO(fx, &r, store_put(fx->s, "tm", "grant-7", 7, 60000, ts_res_cb, &r));
+    assert_int_equal(store_take_mark(fx->s, "tm", "tm-mark", 60000, ts_res_cb, &a), 0);
+    assert_int_equal(store_take_mark(other(fx), "tm", "tm-mark", 60000, ts_res_cb, &b), 0);
+    assert_int_not_equal(wait_res(fx, &a), -1);
+    assert_int_not_equal(wait_res(fx, &b), -1);
+    assert_true((a.status == STORE_OK) != (b.status == STORE_OK));
+    /* The loser's next read finds the mark, with the value, whatever the order. */
+    DO(fx, &r, store_get(other(fx), "tm-mark", ts_res_cb, &r));
+    assert_int_equal(r.status, STORE_OK);
+    assert_string_equal(r.value, "grant-7");
+    DO(fx, &r, store_ttl(fx->s, "tm-mark", ts_res_cb, &r));
+    assert_true(r.integer > 0 && r.integer <= 60000);
+    DO(fx, &r, store_get(fx->s, "tm", ts_res_cb, &r));
+    assert_int_equal(r.status, STORE_NOT_FOUND);
+    assert_int_equal(store_take_mark(fx->s, "tm", "", 60000, ts_res_cb, &r), -EINVAL);
+    assert_int_equal(store_take_mark(fx->s, "tm", "m", 0, ts_res_cb, &r), -EINVAL);
+    ts_res_clear(&r);
+    ts_res_clear(&a);
+    ts_res_clear(&b);
+}
+
 static void test_del(void **state)
 {
     struct fx *fx = fx_get(state);
@@ -1057,6 +1089,7 @@ int main(void)
         BOTH(test_put_nx),
         BOTH(test_take_once),
         BOTH(test_take_concurrent),
+        BOTH(test_take_mark),
         BOTH(test_del),
         BOTH(test_ttl_expiry),
         BOTH(test_expire_renews),
