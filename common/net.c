@@ -4,6 +4,7 @@
 #include "common/net.h"
 
 #include <arpa/inet.h>
+#include <stdio.h>
 #include <netinet/in.h>
 #include <string.h>
 #include <strings.h>
@@ -178,4 +179,22 @@ const char *net_split_hostport(const char *s, size_t n, bool port_required, unsi
         return min_port == 0 ? "the port must be 0..65535" : "the port must be 1..65535";
     *port_out = (unsigned)p;
     return NULL;
+}
+
+void net_rate_key(const char *client_ip, char out[NET_RATE_KEY_MAX])
+{
+    unsigned char a[16];
+    if (inet_pton(AF_INET6, client_ip, a) == 1) {
+        static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        if (memcmp(a, mapped, sizeof(mapped)) == 0) {
+            inet_ntop(AF_INET, a + 12, out, NET_RATE_KEY_MAX);
+            return;
+        }
+        memset(a + 8, 0, 8);
+        char text[INET6_ADDRSTRLEN];
+        inet_ntop(AF_INET6, a, text, sizeof(text));
+        snprintf(out, NET_RATE_KEY_MAX, "%s/64", text);
+        return;
+    }
+    snprintf(out, NET_RATE_KEY_MAX, "%s", client_ip);
 }

@@ -47,6 +47,15 @@ bool net_sockaddr_is_loopback(const struct sockaddr *sa);
 const char *net_split_hostport(const char *s, size_t len, bool port_required, unsigned min_port,
                                char *host, size_t host_size, unsigned *port);
 
+/*
+ * The key a per-address limit counts CLIENT_IP under: an IPv4 address as is
+ * (also when IPv4-mapped), an IPv6 address as its /64 ("2001:db8:1:2::/64"),
+ * since one host is given a whole /64 and rotates through it freely (F19).
+ * Anything else is used as is. OUT holds NET_RATE_KEY_MAX bytes.
+ */
+#define NET_RATE_KEY_MAX 64
+void net_rate_key(const char *client_ip, char out[NET_RATE_KEY_MAX]);
+
 /* A decimal number spanning exactly S[0..LEN) in [MIN, MAX]. */
 bool net_parse_uint(const char *s, size_t len, uint64_t min, uint64_t max, uint64_t *out);
 

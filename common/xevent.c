@@ -26,3 +26,10 @@ struct evbuffer *xevbuffer_new(void)
         GW_PANIC("out of memory (evbuffer_new)");
     return b;
 }
+
+void xevent_defer(struct event_base *base, event_callback_fn fn, void *arg)
+{
+    struct timeval now = {0, 0};
+    if (event_base_once(base, -1, EV_TIMEOUT, fn, arg, &now) < 0)
+        GW_PANIC("event_base_once fails only when malloc does");
+}

@@ -15,5 +15,8 @@ struct event *xevent_new(struct event_base *base, evutil_socket_t fd, short what
 /* A timer (no fd, not persistent). */
 struct event *xevtimer_new(struct event_base *base, event_callback_fn fn, void *arg);
 struct evbuffer *xevbuffer_new(void);
+/* Runs FN(-1, EV_TIMEOUT, ARG) once on the next turn of the loop: for answers
+ * an API promises never to give inside the call. */
+void xevent_defer(struct event_base *base, event_callback_fn fn, void *arg);
 
 #endif

@@ -123,6 +123,9 @@ struct gw_idp_config {
     uint64_t discovery_refresh_ms; /* default 1 h */
     uint64_t timeout_ms;           /* outbound HTTP, default 10 s */
     bool use_userinfo; /* call userinfo when role/group claims are absent, default true */
+    /* Renew the IdP sign-in at every refresh of mcpgate's tokens: a user the IdP
+     * disabled loses the grant, changed roles and groups take effect (F7b). */
+    bool recheck_on_refresh; /* default false */
 };
 
 /* ---- oauth ----------------------------------------------------------- */
@@ -159,7 +162,10 @@ struct gw_oauth_config {
     uint64_t registration_max_body_bytes; /* default 64 KiB */
     struct gw_static_client *clients;     /* owned */
     size_t n_clients;
-    uint64_t consent_remember_ms; /* default 30 d; 0 = never remember */
+    uint64_t consent_remember_ms;   /* default 30 d; 0 = never remember */
+    uint64_t max_grant_lifetime_ms; /* a grant refreshes for at most this long; 0 = no limit */
+    uint32_t token_rate_count;      /* /token requests per client address (/64), default 600/min */
+    uint64_t token_rate_window_ms;
 };
 
 /* ---- identity -------------------------------------------------------- */

@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include "common/crypto.h"
+#include "common/net.h"
 #include "common/rand.h"
 #include "common/xalloc.h"
 #include "http/http.h"
@@ -278,8 +279,9 @@ static void on_pending_counted(const struct store_result *res, void *arg)
 
 static void show_consent(struct authz *a)
 {
-    char key[128];
-    snprintf(key, sizeof(key), "ratelimit:authorize:%s", http_request_client_ip(a->req));
+    char key[128], ip[NET_RATE_KEY_MAX];
+    net_rate_key(http_request_client_ip(a->req), ip);
+    snprintf(key, sizeof(key), "ratelimit:authorize:%s", ip);
     if (store_incr(a->srv->store, key, a->srv->cfg->oauth.authorize_ttl_ms, on_pending_counted, a) <
         0) {
         oauth_reply_store_down(a->req, "authorization request");

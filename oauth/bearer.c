@@ -23,6 +23,7 @@
 #include "http/http.h"
 #include "common/log.h"
 #include "oauth/idp.h"
+#include "oauth/idp_tokens.h"
 #include "oauth/oauth_int.h"
 #include "oauth/tokens.h"
 #include "store/store.h"
@@ -285,96 +286,33 @@ static bool refresh_route(struct bearer_check *bc)
 
 /* ---- the user's IdP access token, for routes that forward it ---------------------- */
 
-#define IDP_TOKEN_MARGIN_S 60 /* refresh this long before the IdP token expires */
-
-static void idp_token_failed(struct bearer_check *bc, bool revoke, const char *why)
+static void on_idp_token(const struct oauth_idp_result *r, void *arg)
 {
-    if (revoke) {
-        oauth_grant_revoke(bc->srv, bc->principal->grant_id, why, http_request_id(bc->req));
+    struct bearer_check *bc = arg;
+    if (!refresh_route(bc))
+        return;
+    switch (r->status) {
+    case OAUTH_IDP_OK:
+        bc->principal->idp_access_token = xstrdup(r->access_token);
+        accept_principal(bc, bc->principal);
+        break;
+    case OAUTH_IDP_ENDED:
         challenge(bc->srv, bc->req, bc->route, 401, "invalid_token",
                   "the identity provider ended this sign-in; sign in again");
-    } else {
+        break;
+    case OAUTH_IDP_NONE:
+        /* Nothing to renew with (a grant from before the route forwarded the
+         * IdP token, or an IdP that gives no refresh token): a new sign-in gets one. */
+        challenge(bc->srv, bc->req, bc->route, 401, "invalid_token",
+                  "this route needs a current sign-in at the identity provider; sign in again");
+        break;
+    case OAUTH_IDP_UNAVAILABLE:
         http_set_header(bc->req, "Retry-After", "5");
         http_reply_error(bc->req, 503, "temporarily_unavailable",
                          "the identity provider could not renew the user's token");
+        break;
     }
     check_free(bc);
-}
-
-static void store_idp_tokens(struct bearer_check *bc, const char *at, const char *rt, uint64_t exp)
-{
-    json_t *t = json_pack("{s:s, s:I}", "at", at, "exp", (json_int_t)exp);
-    if (rt)
-        json_object_set_new(t, "rt", json_string(rt));
-    char *text = json_dumps(t, JSON_COMPACT);
-    json_decref(t);
-    char *sealed = NULL;
-    if (oauth_props_seal(bc->key, bc->principal->grant_id, text, &sealed) == 0) {
-        char key[128];
-        snprintf(key, sizeof(key), KEY_IDP_TOKENS "%s", bc->principal->grant_id);
-        store_put_detached(bc->srv->store, key, sealed, strlen(sealed),
-                           bc->srv->cfg->oauth.refresh_token_ttl_ms, "IdP token renewal");
-    }
-    crypto_wipe(text, strlen(text));
-    free(text);
-    free(sealed);
-}
-
-static void on_idp_refreshed(const struct idp_identity *id, const char *error, bool denied,
-                             void *arg)
-{
-    struct bearer_check *bc = arg;
-    if (!refresh_route(bc))
-        return;
-    if (id == NULL || id->access_token == NULL) {
-        oauth_audit(http_request_id(bc->req), "idp failure", "grant_id", bc->principal->grant_id,
-                    "error", error ? error : "no access token in the refresh answer", NULL);
-        idp_token_failed(bc, denied, "the identity provider refused the refresh");
-        return;
-    }
-    if (strcmp(id->subject, bc->principal->subject) != 0) {
-        idp_token_failed(bc, true, "the identity provider answered for another subject");
-        return;
-    }
-    store_idp_tokens(bc, id->access_token, id->refresh_token, id->access_expires_at);
-    bc->principal->idp_access_token = xstrdup(id->access_token);
-    accept_principal(bc, bc->principal);
-    check_free(bc);
-}
-
-static void on_idp_tokens(const struct store_result *res, void *arg)
-{
-    struct bearer_check *bc = arg;
-    if (!refresh_route(bc))
-        return;
-    if (res->status == STORE_UNAVAILABLE || res->status == STORE_ERROR) {
-        oauth_reply_store_down(bc->req, "IdP token");
-        check_free(bc);
-        return;
-    }
-    char *text = NULL;
-    json_t *t = NULL;
-    if (res->status == STORE_OK &&
-        oauth_props_open(bc->key, bc->principal->grant_id, res->value, &text) == 0) {
-        json_error_t jerr;
-        t = json_loads(text, 0, &jerr);
-        crypto_wipe(text, strlen(text));
-        free(text);
-    }
-    const char *at = json_string_value(json_object_get(t, "at"));
-    const char *rt = json_string_value(json_object_get(t, "rt"));
-    uint64_t exp = (uint64_t)json_integer_value(json_object_get(t, "exp"));
-    uint64_t now = (uint64_t)time(NULL);
-    if (at && (exp == 0 || exp > now + IDP_TOKEN_MARGIN_S)) {
-        bc->principal->idp_access_token = xstrdup(at);
-        accept_principal(bc, bc->principal);
-        check_free(bc);
-    } else if (rt && bc->srv->idp) {
-        idp_refresh(bc->srv->idp, rt, on_idp_refreshed, bc);
-    } else {
-        idp_token_failed(bc, at != NULL, "the identity provider token expired");
-    }
-    json_decref(t);
 }
 
 static void on_token_record(const struct store_result *res, void *arg)
@@ -399,10 +337,8 @@ static void on_token_record(const struct store_result *res, void *arg)
                resource_mismatch(bc->srv, bc->route, p->resource) == NULL) {
         /* Not cached: the IdP token must be current each time. */
         bc->principal = p;
-        char key[128];
-        snprintf(key, sizeof(key), KEY_IDP_TOKENS "%s", p->grant_id);
-        if (store_get(bc->srv->store, key, on_idp_tokens, bc) < 0)
-            idp_token_failed(bc, false, "store unavailable");
+        oauth_idp_tokens_get(bc->srv, p->grant_id, bc->key, p->subject, false,
+                             http_request_id(bc->req), on_idp_token, bc);
         return;
     } else {
         cache_put(bc->srv->cache, bc->hash, p, now);

@@ -75,40 +75,6 @@ static void on_code_created(const char *code, const char *grant_id, void *arg)
     callback_free(cb);
 }
 
-/* Identity values go into HTTP headers and environment variables upstream:
- * refuse control characters here, at login, rather than pass them on. */
-static bool value_is_clean(const char *s)
-{
-    for (; s && *s; s++)
-        if ((unsigned char)*s < 0x20 || *s == 0x7f)
-            return false;
-    return true;
-}
-
-static bool list_is_clean(const struct mg_string_list *l)
-{
-    for (size_t i = 0; i < l->len; i++)
-        if (!value_is_clean(l->items[i]) || strchr(l->items[i], ','))
-            return false;
-    return true;
-}
-
-static char *identity_props(const struct idp_identity *id)
-{
-    json_t *o = json_pack("{s:s, s:o, s:o}", "sub", id->subject, "roles",
-                          mg_string_list_to_json(&id->roles), "groups",
-                          mg_string_list_to_json(&id->groups));
-    if (id->username)
-        json_object_set_new(o, "username", json_string(id->username));
-    if (id->email)
-        json_object_set_new(o, "email", json_string(id->email));
-    if (id->name)
-        json_object_set_new(o, "name", json_string(id->name));
-    char *text = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
-    return text;
-}
-
 static void on_idp_login(const struct idp_identity *id, const char *error, bool access_denied,
                          void *arg)
 {
@@ -123,19 +89,18 @@ static void on_idp_login(const struct idp_identity *id, const char *error, bool 
         callback_free(cb);
         return;
     }
-    if (!value_is_clean(id->subject) || !value_is_clean(id->username) ||
-        !value_is_clean(id->email) || !value_is_clean(id->name) || !list_is_clean(&id->roles) ||
-        !list_is_clean(&id->groups)) {
+    if (!oauth_identity_is_clean(id)) {
         oauth_audit(rid, "idp failure", "client_id", login_str(cb, "client_id"), "error",
                     "identity claims contain control characters or commas in roles/groups", NULL);
         to_client_error(cb, "access_denied", "the identity provider returned unusable claims");
         callback_free(cb);
         return;
     }
-    cb->props_json = identity_props(id);
+    cb->props_json = oauth_identity_props(id);
     cb->subject = xstrdup(id->subject);
     char *idp_tokens = NULL;
-    if (id->access_token && oauth_any_route_wants_idp_token(cb->srv)) {
+    if (id->access_token &&
+        (oauth_any_route_wants_idp_token(cb->srv) || cb->srv->cfg->idp.recheck_on_refresh)) {
         json_t *t = json_pack("{s:s, s:I}", "at", id->access_token, "exp",
                               (json_int_t)id->access_expires_at);
         if (id->refresh_token)

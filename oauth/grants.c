@@ -102,24 +102,25 @@ void oauth_grant_create(struct oauth_server *srv, const struct oauth_new_grant *
         GW_PANIC("AES-GCM and HKDF do not fail on valid inputs");
     crypto_wipe(key, sizeof(key));
 
-    json_t *grant = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I}", "id", id, "sub", ng->subject,
-                              "client_id", ng->client_id, "scope", ng->scope, "props", sealed,
-                              "created", (json_int_t)time(NULL));
-    json_t *code =
-        json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "grant_id", id, "sub", ng->subject,
-                  "client_id", ng->client_id, "redirect_uri", ng->redirect_uri, "code_challenge",
-                  ng->code_challenge, "scope", ng->scope, "wrapped", wrapped, "props", sealed);
+    json_int_t now = (json_int_t)time(NULL);
+    json_t *grant =
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:I}", "id", id, "sub", ng->subject, "client_id",
+                  ng->client_id, "scope", ng->scope, "props", sealed, "created", now);
+    json_t *code = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I}", "grant_id", id, "sub",
+                             ng->subject, "client_id", ng->client_id, "redirect_uri",
+                             ng->redirect_uri, "code_challenge", ng->code_challenge, "scope",
+                             ng->scope, "wrapped", wrapped, "props", sealed, "granted", now);
     json_object_set_new(code, "redirect_explicit", json_boolean(ng->redirect_explicit));
     if (ng->resource) {
         json_object_set_new(grant, "resource", json_string(ng->resource));
         json_object_set_new(code, "resource", json_string(ng->resource));
     }
-    char key_grant[128], key_code[128], key_user[512], key_client[300], hash[65];
+    char key_grant[128], key_code[128], hash[65];
     snprintf(key_grant, sizeof(key_grant), KEY_GRANT "%s", id);
     oauth_token_hash(gc->code, hash);
     snprintf(key_code, sizeof(key_code), KEY_CODE "%s", hash);
-    snprintf(key_user, sizeof(key_user), KEY_USER_GRANTS, ng->subject);
-    snprintf(key_client, sizeof(key_client), KEY_CLIENT_GRANTS, ng->client_id);
+    char *key_user = xasprintf(KEY_USER_GRANTS, ng->subject); /* a subject may be 1 KiB */
+    char *key_client = xasprintf(KEY_CLIENT_GRANTS, ng->client_id);
 
     struct oauth_batch *b = oauth_batch_new(on_grant_stored, gc);
     put_json(srv, b, key_grant, grant, oc->refresh_token_ttl_ms);
@@ -127,6 +128,8 @@ void oauth_grant_create(struct oauth_server *srv, const struct oauth_new_grant *
     set_add(srv, b, key_user, id, oc->refresh_token_ttl_ms);
     set_add(srv, b, key_client, id, oc->refresh_token_ttl_ms);
     set_add(srv, b, KEY_ALL_GRANTS, id, 0);
+    free(key_user);
+    free(key_client);
     if (sealed_idp) {
         /* The IdP's tokens, sealed under the grant key: only a token of this
          * grant can open them, at the bearer check of a route that forwards them. */
@@ -212,6 +215,8 @@ static json_t *token_record(const struct oauth_grant *g, const char *scope, cons
     json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I}", "grant_id", g->grant_id, "sub",
                           g->subject, "client_id", g->client_id, "scope", scope, "wrapped", wrapped,
                           "props", g->props_sealed, "exp", (json_int_t)exp);
+    if (g->granted_at)
+        json_object_set_new(o, "granted", json_integer((json_int_t)g->granted_at));
     if (g->resource)
         json_object_set_new(o, "resource", json_string(g->resource));
     return o;
@@ -242,6 +247,30 @@ static void store_token(struct oauth_server *srv, struct oauth_batch *b, struct 
     set_add(srv, b, set, key, oc->refresh_token_ttl_ms);
 }
 
+/*
+ * Each issuance slides what the grant's refresh token keeps alive: the grant
+ * record, its IdP tokens and the indexes the admin CLI and cascades read
+ * (F7a: a grant refreshed for longer than refresh_token_ttl fell out of
+ * user:<sub>:grants, and `grants revoke --user` missed it). Best effort: a
+ * failed extension is retried by the next refresh, long before the TTL ends.
+ */
+static void extend_grant(struct oauth_server *srv, const struct oauth_grant *g)
+{
+    uint64_t ttl = srv->cfg->oauth.refresh_token_ttl_ms;
+    char *key = xasprintf(KEY_USER_GRANTS, g->subject);
+    store_set_add_detached(srv->store, key, g->grant_id, ttl, "grant index: user");
+    free(key);
+    key = xasprintf(KEY_CLIENT_GRANTS, g->client_id);
+    store_set_add_detached(srv->store, key, g->grant_id, ttl, "grant index: client");
+    free(key);
+    key = xasprintf(KEY_GRANT "%s", g->grant_id);
+    store_expire_detached(srv->store, key, ttl, "grant record");
+    free(key);
+    key = xasprintf(KEY_IDP_TOKENS "%s", g->grant_id);
+    store_expire_detached(srv->store, key, ttl, "grant IdP tokens");
+    free(key);
+}
+
 void oauth_issue_tokens(struct oauth_server *srv, const struct oauth_grant *g, bool with_refresh,
                         oauth_tokens_fn cb, void *arg)
 {
@@ -267,6 +296,7 @@ void oauth_issue_tokens(struct oauth_server *srv, const struct oauth_grant *g, b
         free(refresh);
     }
     oauth_batch_seal(b);
+    extend_grant(srv, g);
 }
 
 /* ---- revocation ------------------------------------------------------------- */
@@ -321,14 +351,15 @@ static void on_grant_for_revoke(const struct store_result *res, void *arg)
         json_t *g = json_loadb(res->value, res->value_len, 0, &jerr);
         const char *sub = json_string_value(json_object_get(g, "sub"));
         const char *client = json_string_value(json_object_get(g, "client_id"));
-        char key[512];
         if (sub) {
-            snprintf(key, sizeof(key), KEY_USER_GRANTS, sub);
+            char *key = xasprintf(KEY_USER_GRANTS, sub);
             store_set_remove_detached(st, key, rv->grant_id, "grant revocation: user index");
+            free(key);
         }
         if (client) {
-            snprintf(key, sizeof(key), KEY_CLIENT_GRANTS, client);
+            char *key = xasprintf(KEY_CLIENT_GRANTS, client);
             store_set_remove_detached(st, key, rv->grant_id, "grant revocation: client index");
+            free(key);
         }
         oauth_audit(rv->request_id, "grant revoked", "grant_id", rv->grant_id, "subject", sub,
                     "client_id", client, "reason", rv->why, NULL);
@@ -365,6 +396,9 @@ void oauth_grant_revoke_then(struct oauth_server *srv, const char *grant_id, con
     snprintf(key, sizeof(key), KEY_REVOKED_GRANT "%s", grant_id);
     store_put_detached(srv->store, key, "1", 1, srv->cfg->oauth.refresh_token_ttl_ms,
                        "grant revocation: tombstone");
+    /* F7c: every instance ends what is open on this grant (sessions, streams, children). */
+    store_publish_detached(srv->store, MG_CHANNEL_GRANT_ENDED, grant_id, strlen(grant_id),
+                           "grant revocation: sessions");
     snprintf(key, sizeof(key), KEY_GRANT "%s", grant_id);
     if (store_get(srv->store, key, on_grant_for_revoke, rv) < 0)
         revocation_free(rv);

@@ -14,9 +14,12 @@
 #include <strings.h>
 
 #include "common/crypto.h"
+#include "common/net.h"
+#include "common/xevent.h"
 #include "common/strbuf.h"
 #include "common/xalloc.h"
 #include "http/http.h"
+#include "oauth/idp.h"
 #include "common/log.h"
 #include "store/store.h"
 
@@ -27,6 +30,70 @@ void oauth_reply_error(struct http_request *req, int status, const char *error,
 {
     http_set_header(req, "Pragma", "no-cache");
     http_reply_error(req, status, error, description); /* sets Cache-Control: no-store */
+}
+
+struct rate_check {
+    struct http_request *req; /* borrowed until answered */
+    uint32_t count;
+    uint64_t window_ms;
+    char *what; /* owned */
+    oauth_rate_fn cb;
+    void *arg;    /* borrowed */
+    bool allowed; /* for rate_deferred */
+};
+
+static void on_rate_counted(const struct store_result *res, void *arg)
+{
+    struct rate_check *rc = arg;
+    bool allowed = false;
+    if (res->status != STORE_OK) {
+        oauth_reply_store_down(rc->req, rc->what);
+    } else if (res->integer > (long long)rc->count) {
+        char retry[32];
+        snprintf(retry, sizeof(retry), "%llu", (unsigned long long)(rc->window_ms + 999) / 1000);
+        http_set_header(rc->req, "Retry-After", retry);
+        char *msg = xasprintf("too many %s requests from this address; try again later", rc->what);
+        oauth_reply_error(rc->req, 429, "slow_down", msg);
+        free(msg);
+    } else {
+        allowed = true;
+    }
+    rc->cb(rc->req, allowed, rc->arg);
+    free(rc->what);
+    free(rc);
+}
+
+static void rate_deferred(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct rate_check *rc = arg;
+    rc->cb(rc->req, rc->allowed, rc->arg);
+    free(rc->what);
+    free(rc);
+}
+
+void oauth_rate_limit(struct oauth_server *srv, struct http_request *req, const char *what,
+                      uint32_t count, uint64_t window_ms, oauth_rate_fn cb, void *arg)
+{
+    struct rate_check *rc = xcalloc(1, sizeof(*rc));
+    rc->req = req;
+    rc->count = count;
+    rc->window_ms = window_ms;
+    rc->what = xstrdup(what);
+    rc->cb = cb;
+    rc->arg = arg;
+    char ip[NET_RATE_KEY_MAX];
+    net_rate_key(http_request_client_ip(req), ip);
+    char *key = xasprintf("ratelimit:%s:%s", what, ip);
+    int rcode = count ? store_incr(srv->store, key, window_ms, on_rate_counted, rc) : 1;
+    free(key);
+    if (rcode < 0)
+        oauth_reply_store_down(req, what);
+    if (rcode != 0) { /* callbacks never run inside the call */
+        rc->allowed = rcode > 0;
+        xevent_defer(srv->base, rate_deferred, rc);
+    }
 }
 
 void oauth_reply_store_down(struct http_request *req, const char *what)
@@ -515,4 +582,45 @@ bool oauth_any_route_wants_idp_token(const struct oauth_server *srv)
         if (srv->cfg->routes[i].identity.idp_access_token)
             return true;
     return false;
+}
+
+/* Identity values go into HTTP headers and environment variables upstream:
+ * refuse control characters at login (and at a renewal), rather than pass them on. */
+static bool value_is_clean(const char *s)
+{
+    for (; s && *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            return false;
+    return true;
+}
+
+static bool list_is_clean(const struct mg_string_list *l)
+{
+    for (size_t i = 0; i < l->len; i++)
+        if (!value_is_clean(l->items[i]) || strchr(l->items[i], ','))
+            return false;
+    return true;
+}
+
+bool oauth_identity_is_clean(const struct idp_identity *id)
+{
+    return value_is_clean(id->subject) && value_is_clean(id->username) &&
+           value_is_clean(id->email) && value_is_clean(id->name) && list_is_clean(&id->roles) &&
+           list_is_clean(&id->groups);
+}
+
+char *oauth_identity_props(const struct idp_identity *id)
+{
+    json_t *o = json_pack("{s:s, s:o, s:o}", "sub", id->subject, "roles",
+                          mg_string_list_to_json(&id->roles), "groups",
+                          mg_string_list_to_json(&id->groups));
+    if (id->username)
+        json_object_set_new(o, "username", json_string(id->username));
+    if (id->email)
+        json_object_set_new(o, "email", json_string(id->email));
+    if (id->name)
+        json_object_set_new(o, "name", json_string(id->name));
+    char *text = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return text;
 }

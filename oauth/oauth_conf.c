@@ -115,6 +115,7 @@ static const struct conf_field idp_fields[] = {
      RANGE(MIN_MS, 7 * DAY_MS)},
     {"timeout", CONF_DURATION, AT(struct gw_idp_config, timeout_ms), RANGE(SEC_MS, 5 * MIN_MS)},
     {"userinfo", CONF_BOOL, AT(struct gw_idp_config, use_userinfo)},
+    {"recheck_on_refresh", CONF_BOOL, AT(struct gw_idp_config, recheck_on_refresh)},
 };
 
 static void idp_post(struct conf_loader *ld, const struct conf_node *at, void *base,
@@ -242,6 +243,9 @@ static const struct conf_field oauth_fields[] = {
     {"clients", CONF_LIST, AT2(struct gw_oauth_config, clients, n_clients), .sub = &client_section,
      .elem_size = sizeof(struct gw_static_client)},
     {"consent", CONF_SECTION, .off = 0, .sub = &consent_section},
+    {"max_grant_lifetime", CONF_DURATION, AT(struct gw_oauth_config, max_grant_lifetime_ms),
+     RANGE(0, 3650 * DAY_MS)},
+    {"token_rate", CONF_RATE, AT2(struct gw_oauth_config, token_rate_count, token_rate_window_ms)},
 };
 
 static void oauth_post(struct conf_loader *ld, const struct conf_node *at, void *base,
@@ -313,6 +317,8 @@ void oauth_conf_defaults(struct gw_oauth_config *o)
     o->registration_rate_window_ms = MIN_MS;
     o->registration_max_body_bytes = 64 * KiB;
     o->consent_remember_ms = 30 * DAY_MS;
+    o->token_rate_count = 600;
+    o->token_rate_window_ms = MIN_MS;
 }
 
 void oauth_conf_identity_defaults(struct gw_identity_config *id)

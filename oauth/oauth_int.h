@@ -22,11 +22,12 @@ struct bearer_cache;
 struct store_result;
 
 struct oauth_server {
-    const struct gw_config *cfg; /* borrowed; swapped on reload */
-    struct event_base *base;     /* borrowed */
-    struct store *store;         /* borrowed */
-    struct idp_client *idp;      /* borrowed, may be NULL */
-    struct bearer_cache *cache;  /* owned */
+    const struct gw_config *cfg;    /* borrowed; swapped on reload */
+    struct event_base *base;        /* borrowed */
+    struct store *store;            /* borrowed */
+    struct idp_client *idp;         /* borrowed, may be NULL */
+    struct bearer_cache *cache;     /* owned */
+    struct idp_flight *idp_flights; /* owned: IdP renewals in progress (idp_tokens.c) */
 };
 
 /* Store keys (the store adds its own prefix). */
@@ -55,6 +56,18 @@ void oauth_reply_error(struct http_request *req, int status, const char *error,
                        const char *description);
 /* 503 temporarily_unavailable with Retry-After: the store did not answer. */
 void oauth_reply_store_down(struct http_request *req, const char *what);
+
+/*
+ * Counts one WHAT request from this client address (net_rate_key: an IPv6
+ * client counts per /64) in the store, so the limit holds across instances.
+ * CB runs (on the loop) with ALLOWED true while the count is within COUNT per
+ * WINDOW_MS (COUNT 0: no limit, and no store round trip); otherwise the
+ * request was answered here, 429 {"error":"slow_down"} with Retry-After, or
+ * 503 when the store is down, and ALLOWED is false.
+ */
+typedef void (*oauth_rate_fn)(struct http_request *req, bool allowed, void *arg);
+void oauth_rate_limit(struct oauth_server *srv, struct http_request *req, const char *what,
+                      uint32_t count, uint64_t window_ms, oauth_rate_fn cb, void *arg);
 /* A JSON body with no-store (token responses, registration). Steals BODY. */
 void oauth_reply_json(struct http_request *req, int status, json_t *body);
 /* Headers for every page a person sees: no caching, no framing, strict CSP. */
@@ -85,6 +98,13 @@ char *oauth_html_escape(const char *text);
  * name (F14).
  */
 const char *oauth_display_text_check(const char *text);
+
+struct idp_identity;
+/* No control characters in any value, no commas in roles and groups (they
+ * travel as comma-separated headers). */
+bool oauth_identity_is_clean(const struct idp_identity *id);
+/* The identity a grant seals ("props"): sub, roles, groups, username, email, name. Owned. */
+char *oauth_identity_props(const struct idp_identity *id);
 
 /* ---- cookies ---------------------------------------------------------- */
 
@@ -188,13 +208,14 @@ void bearer_cache_free(struct bearer_cache *cache);
 
 /* What a grant holds, in the clear, while a request works on it. */
 struct oauth_grant {
-    char *grant_id;     /* owned */
-    char *subject;      /* owned */
-    char *client_id;    /* owned */
-    char *scope;        /* owned, space-separated: the grant's (refresh tokens keep it) */
-    char *access_scope; /* owned, may be NULL: narrower scope of the new access token */
-    char *resource;     /* owned, may be NULL */
-    char *props_sealed; /* owned: the identity, sealed under key */
+    char *grant_id;      /* owned */
+    char *subject;       /* owned */
+    char *client_id;     /* owned */
+    char *scope;         /* owned, space-separated: the grant's (refresh tokens keep it) */
+    char *access_scope;  /* owned, may be NULL: narrower scope of the new access token */
+    char *resource;      /* owned, may be NULL */
+    char *props_sealed;  /* owned: the identity, sealed under key */
+    uint64_t granted_at; /* Unix seconds of the login; 0 for records older than the field */
     unsigned char key[CRYPTO_KEY_LEN];
 };
 void oauth_grant_clear(struct oauth_grant *g); /* frees fields, wipes the key */

@@ -342,22 +342,11 @@ static void store_client(struct registration *r, enum gw_client_auth auth)
     registration_free(r);
 }
 
-static void on_rate_counted(const struct store_result *res, void *arg)
+static void on_rate_checked(struct http_request *req, bool allowed, void *arg)
 {
+    (void)req;
     struct registration *r = arg;
-    const struct gw_oauth_config *oc = &r->srv->cfg->oauth;
-    if (res->status != STORE_OK) {
-        oauth_reply_store_down(r->req, "registration rate limit");
-        registration_free(r);
-        return;
-    }
-    if (oc->registration_rate_count && res->integer > (long long)oc->registration_rate_count) {
-        char retry[32];
-        snprintf(retry, sizeof(retry), "%llu",
-                 (unsigned long long)(oc->registration_rate_window_ms + 999) / 1000);
-        http_set_header(r->req, "Retry-After", retry);
-        oauth_reply_error(r->req, 429, "slow_down",
-                          "too many registrations from this address; try again later");
+    if (!allowed) {
         registration_free(r);
         return;
     }
@@ -399,13 +388,9 @@ static void on_register(struct http_request *req, void *arg)
     r->srv = srv;
     r->req = req;
     r->body = body;
-    char key[128];
-    snprintf(key, sizeof(key), "ratelimit:register:%s", http_request_client_ip(req));
-    if (store_incr(srv->store, key, srv->cfg->oauth.registration_rate_window_ms, on_rate_counted,
-                   r) < 0) {
-        oauth_reply_store_down(req, "registration rate limit");
-        registration_free(r);
-    }
+    const struct gw_oauth_config *oc = &srv->cfg->oauth;
+    oauth_rate_limit(srv, req, "register", oc->registration_rate_count,
+                     oc->registration_rate_window_ms, on_rate_checked, r);
 }
 
 int oauth_register_register(struct oauth_server *srv, struct http_server *http)

@@ -22,6 +22,7 @@
 #include "common/xalloc.h"
 #include "http/http.h"
 #include "common/log.h"
+#include "oauth/idp_tokens.h"
 #include "oauth/oauth_int.h"
 #include "oauth/pkce.h"
 #include "oauth/tokens.h"
@@ -244,6 +245,7 @@ static bool load_grant(struct token_req *t, json_t *rec, const char *secret_toke
     g->props_sealed = xstrdup(json_string_value(json_object_get(rec, "props")));
     const char *resource = json_string_value(json_object_get(rec, "resource"));
     g->resource = resource ? xstrdup(resource) : NULL;
+    g->granted_at = (uint64_t)json_integer_value(json_object_get(rec, "granted"));
     return oauth_grant_key_unwrap(oc->secret, oc->secret_len, secret_token,
                                   json_string_value(json_object_get(rec, "wrapped")), g->key) == 0;
 }
@@ -270,7 +272,14 @@ static void on_used_code(const struct store_result *res, void *arg)
 {
     struct token_req *t = arg;
     if (res->status == STORE_OK) {
-        char *grant_id = xstrndup(res->value, res->value_len);
+        /* The mark is the code record the take left (F20), or the grant id the
+         * winner wrote over it. */
+        json_error_t jerr;
+        json_t *rec =
+            res->value[0] == '{' ? json_loadb(res->value, res->value_len, 0, &jerr) : NULL;
+        const char *id = json_string_value(json_object_get(rec, "grant_id"));
+        char *grant_id = id ? xstrdup(id) : xstrndup(res->value, res->value_len);
+        json_decref(rec);
         oauth_audit(http_request_id(t->req), "code replay", "grant_id", grant_id, "client_id",
                     t->client->client_id, NULL);
         oauth_grant_revoke(t->srv, grant_id, "authorization code replayed",
@@ -326,6 +335,7 @@ static void on_code_taken(const struct store_result *res, void *arg)
     json_t *rec = json_loadb(res->value, res->value_len, 0, &jerr);
     const char *grant_id = json_string_value(json_object_get(rec, "grant_id"));
     if (grant_id) {
+        /* The take left the whole record as the replay mark; keep only the grant id. */
         snprintf(key, sizeof(key), KEY_USED_CODE "%s", t->hash);
         store_put_detached(srv->store, key, grant_id, strlen(grant_id), USED_CODE_TTL_MS,
                            "code replay marker");
@@ -355,9 +365,10 @@ static void grant_authorization_code(struct token_req *t)
         return;
     }
     oauth_token_hash(code, t->hash);
-    char key[128];
+    char key[128], mark[128];
     snprintf(key, sizeof(key), KEY_CODE "%s", t->hash);
-    if (store_take(t->srv->store, key, on_code_taken, t) < 0) {
+    snprintf(mark, sizeof(mark), KEY_USED_CODE "%s", t->hash);
+    if (store_take_mark(t->srv->store, key, mark, USED_CODE_TTL_MS, on_code_taken, t) < 0) {
         oauth_reply_store_down(t->req, "code");
         token_req_free(t);
     }
@@ -419,6 +430,27 @@ static void issue_refreshed(struct token_req *t, json_t *rec, bool from_grace)
     oauth_issue_tokens(t->srv, &t->grant, true, on_tokens, t);
 }
 
+/*
+ * oauth.max_grant_lifetime: past it, the grant ends and the user signs in
+ * again, however often the client refreshed. True when T was answered.
+ * Records from before the field have no login time: their clock starts now.
+ */
+static bool grant_outlived(struct token_req *t)
+{
+    uint64_t max_s = t->srv->cfg->oauth.max_grant_lifetime_ms / 1000;
+    uint64_t now = (uint64_t)time(NULL);
+    if (t->grant.granted_at == 0)
+        t->grant.granted_at = now;
+    if (max_s == 0 || now - t->grant.granted_at <= max_s)
+        return false;
+    oauth_grant_revoke(t->srv, t->grant.grant_id, "oauth.max_grant_lifetime reached",
+                       http_request_id(t->req));
+    oauth_reply_error(t->req, 400, "invalid_grant",
+                      "this sign-in reached its maximum lifetime; sign in again");
+    token_req_free(t);
+    return true;
+}
+
 static void on_used_refresh(const struct store_result *res, void *arg)
 {
     struct token_req *t = arg;
@@ -443,7 +475,7 @@ static void on_used_refresh(const struct store_result *res, void *arg)
         if (why) {
             oauth_reply_error(t->req, 400, error, why);
             token_req_free(t);
-        } else {
+        } else if (!grant_outlived(t)) {
             issue_refreshed(t, rec, true);
         }
         json_decref(rec);
@@ -492,6 +524,70 @@ static void on_refresh_taken(const struct store_result *res, void *arg)
     free(rt);
 }
 
+/* Takes the refresh token (REC owned) and, when it was still there, serves the request. */
+static void take_refresh(struct token_req *t, json_t *rec)
+{
+    struct refresh_take *rt = xcalloc(1, sizeof(*rt));
+    rt->t = t;
+    rt->rec = rec;
+    char key[128];
+    snprintf(key, sizeof(key), KEY_REFRESH "%s", t->hash);
+    if (store_take(t->srv->store, key, on_refresh_taken, rt) < 0) {
+        oauth_reply_store_down(t->req, "refresh");
+        json_decref(rec);
+        free(rt);
+        token_req_free(t);
+    }
+}
+
+struct idp_recheck {
+    struct token_req *t; /* owned until handed on */
+    json_t *rec;         /* owned: the refresh record read and checked */
+};
+
+/*
+ * idp.recheck_on_refresh: the IdP renewed the user's sign-in (or refused
+ * it) before mcpgate's refresh token is spent, so a refusal or an IdP
+ * outage leaves the client its refresh token. Fresh claims replace the
+ * sealed identity of the new tokens: changed roles and groups apply now.
+ */
+static void on_idp_rechecked(const struct oauth_idp_result *r, void *arg)
+{
+    struct idp_recheck *rc = arg;
+    struct token_req *t = rc->t;
+    json_t *rec = rc->rec;
+    free(rc);
+    if (r->status == OAUTH_IDP_UNAVAILABLE) {
+        http_set_header(t->req, "Retry-After", "5");
+        oauth_reply_error(t->req, 503, "temporarily_unavailable",
+                          "the identity provider could not confirm the sign-in; try again");
+    } else if (r->status != OAUTH_IDP_OK) {
+        if (r->status == OAUTH_IDP_NONE) /* ENDED was revoked by idp_tokens */
+            oauth_grant_revoke(t->srv, t->grant.grant_id, r->why, http_request_id(t->req));
+        oauth_reply_error(t->req, 400, "invalid_grant",
+                          "the identity provider ended this sign-in; sign in again");
+    } else {
+        if (r->identity && oauth_identity_is_clean(r->identity)) {
+            char *props = oauth_identity_props(r->identity);
+            char *sealed = NULL;
+            if (oauth_props_seal(t->grant.key, t->grant.grant_id, props, &sealed) == 0) {
+                free(t->grant.props_sealed);
+                t->grant.props_sealed = sealed;
+            }
+            crypto_wipe(props, strlen(props));
+            free(props);
+        } else if (r->identity) {
+            oauth_audit(http_request_id(t->req), "idp failure", "grant_id", t->grant.grant_id,
+                        "error", "renewed claims contain control characters; kept the old ones",
+                        NULL);
+        }
+        take_refresh(t, rec);
+        return;
+    }
+    json_decref(rec);
+    token_req_free(t);
+}
+
 /*
  * The record is read and checked first, and taken only when the request may
  * be served, so a refused request (wrong client, wider scope, other
@@ -520,17 +616,19 @@ static void on_refresh_read(const struct store_result *res, void *arg)
         token_req_free(t);
         return;
     }
-    struct refresh_take *rt = xcalloc(1, sizeof(*rt));
-    rt->t = t;
-    rt->rec = rec;
-    char key[128];
-    snprintf(key, sizeof(key), KEY_REFRESH "%s", t->hash);
-    if (store_take(t->srv->store, key, on_refresh_taken, rt) < 0) {
-        oauth_reply_store_down(t->req, "refresh");
+    if (grant_outlived(t)) {
         json_decref(rec);
-        free(rt);
-        token_req_free(t);
+        return;
     }
+    if (t->srv->cfg->idp.recheck_on_refresh) {
+        struct idp_recheck *rc = xcalloc(1, sizeof(*rc));
+        rc->t = t;
+        rc->rec = rec;
+        oauth_idp_tokens_get(t->srv, t->grant.grant_id, t->grant.key, t->grant.subject, true,
+                             http_request_id(t->req), on_idp_rechecked, rc);
+        return;
+    }
+    take_refresh(t, rec);
 }
 
 static void grant_refresh_token(struct token_req *t)
@@ -580,6 +678,15 @@ static void on_client_authenticated(struct http_request *req, struct oauth_clien
         grant_refresh_token(t);
 }
 
+static void on_token_rate_checked(struct http_request *req, bool allowed, void *arg)
+{
+    struct token_req *t = arg;
+    if (allowed)
+        oauth_authenticate_client(t->srv, req, &t->form, on_client_authenticated, t);
+    else
+        token_req_free(t);
+}
+
 static void on_token(struct http_request *req, void *arg)
 {
     struct token_req *t = xcalloc(1, sizeof(*t));
@@ -601,7 +708,9 @@ static void on_token(struct http_request *req, void *arg)
         token_req_free(t);
         return;
     }
-    oauth_authenticate_client(t->srv, req, &t->form, on_client_authenticated, t);
+    const struct gw_oauth_config *oc = &t->srv->cfg->oauth;
+    oauth_rate_limit(t->srv, req, "token", oc->token_rate_count, oc->token_rate_window_ms,
+                     on_token_rate_checked, t);
 }
 
 int oauth_token_register(struct oauth_server *srv, struct http_server *http)

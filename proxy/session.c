@@ -895,9 +895,9 @@ static bool has_all(const struct mg_string_list *have, const struct mg_string_li
  */
 static bool caller_fits(const struct mg_principal *child, const struct mg_principal *now)
 {
-    bool same_client = (child->client_id == NULL && now->client_id == NULL) ||
-                       (child->client_id && now->client_id &&
-                        strcmp(child->client_id, now->client_id) == 0);
+    bool same_client =
+        (child->client_id == NULL && now->client_id == NULL) ||
+        (child->client_id && now->client_id && strcmp(child->client_id, now->client_id) == 0);
     return same_client && has_all(&now->scopes, &child->scopes) &&
            has_all(&now->roles, &child->roles) && has_all(&now->groups, &child->groups);
 }

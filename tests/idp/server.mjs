@@ -309,7 +309,7 @@ export async function startIdp(options) {
   const Provider = await loadProvider();
 
   let users = loadUsers(opts.usersFile);
-  const knobs = { failToken: [] };
+  const knobs = { failToken: [], tokenPosts: 0 };
   const log = opts.verbose ? (...a) => console.error('[idp]', ...a) : () => {};
 
   const prefix = `/t/${opts.org}`;
@@ -329,6 +329,7 @@ export async function startIdp(options) {
 
     if (opts.testKnobs && p.startsWith('/__test/')) return testKnob(req, res, p);
 
+    if (p === `${prefix}/oauth2/token` && req.method === 'POST') knobs.tokenPosts += 1;
     if (p === `${prefix}/oauth2/token` && req.method === 'POST' && knobs.failToken.length) {
       const f = knobs.failToken.shift();
       await readBody(req).catch(() => '');
@@ -373,8 +374,10 @@ export async function startIdp(options) {
       }
       return sendJson(res, 200, { ok: true, pending: knobs.failToken.length });
     }
+    if (p === '/__test/stats') return sendJson(res, 200, { tokenPosts: knobs.tokenPosts });
     if (p === '/__test/reset') {
       knobs.failToken = [];
+      knobs.tokenPosts = 0;
       users = loadUsers(opts.usersFile);
       await resetProvider();
       return sendJson(res, 200, { ok: true });
@@ -394,6 +397,8 @@ export async function startIdp(options) {
       for (const k of ['email', 'name', 'given_name', 'family_name', 'password']) {
         if (typeof body[k] === 'string') user[k] = body[k];
       }
+      // A disabled user is unknown to findAccount: refreshes and logins fail with invalid_grant.
+      if (typeof body.disabled === 'boolean') user.disabled = body.disabled;
       return sendJson(res, 200, { ok: true, user: { ...user, password: undefined } });
     }
     return sendJson(res, 404, { error: 'unknown knob' });
@@ -558,7 +563,7 @@ export async function startIdp(options) {
       },
       findAccount: async (ctx, id) => {
         const user = users.bySub.get(id);
-        if (!user) return undefined;
+        if (!user || user.disabled) return undefined;
         return {
           accountId: id,
           async claims(use) {
