@@ -9,7 +9,9 @@
  * another. Validated tokens are cached in process for at most 30 s and never
  * past their expiry; a revocation published through the store drops the
  * entry on every instance at once. The cache is bounded: when full, the
- * oldest entry goes.
+ * oldest entry goes. It is used only while revocations can reach it (the
+ * store's pub/sub is live), and a lookup that raced a revocation message is
+ * not cached.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +47,11 @@ struct bearer_cache {
     struct bearer_entry *buckets[CACHE_BUCKETS];
     struct bearer_entry *oldest, *newest;
     size_t len;
+    /* Bumped by every revocation message. A lookup caches its answer only if
+     * no revocation arrived while its GET was in flight: the message and the
+     * GET reply come on different connections, so a revocation of the very
+     * token looked up may be seen before the (stale) record is. */
+    uint64_t epoch;
 };
 
 static unsigned bucket_of(const char *hash)
@@ -108,6 +115,7 @@ static void on_revoked(const char *channel, const char *msg, size_t len, void *a
 {
     struct bearer_cache *c = arg;
     (void)channel;
+    c->epoch++;
     if (len != 64)
         return;
     char hash[65];
@@ -116,6 +124,23 @@ static void on_revoked(const char *channel, const char *msg, size_t len, void *a
     struct bearer_entry *e = cache_find(c, hash);
     if (e)
         entry_unlink(c, e);
+}
+
+/*
+ * Revocations reach the cache only while the pub/sub connection is live; a
+ * message published while it was down is lost. So while it is down nothing is
+ * served from the cache or put into it, and what was cached before is dropped.
+ */
+static bool cache_trusted(struct bearer_cache *c)
+{
+    struct store_stats st;
+    store_get_stats(c->srv->store, &st);
+    if (st.subscribed)
+        return true;
+    while (c->oldest)
+        entry_unlink(c, c->oldest);
+    c->epoch++;
+    return false;
 }
 
 struct bearer_cache *bearer_cache_new(struct oauth_server *srv)
@@ -186,6 +211,7 @@ struct bearer_check {
     void *arg;   /* borrowed */
     char *token; /* owned (secret) */
     char hash[65];
+    uint64_t cache_epoch;              /* the cache's epoch when the GET was sent */
     struct mg_principal *principal;    /* owned, while the IdP token is fetched */
     unsigned char key[CRYPTO_KEY_LEN]; /* the grant key, while the IdP token is fetched */
 };
@@ -341,7 +367,8 @@ static void on_token_record(const struct store_result *res, void *arg)
                              http_request_id(bc->req), on_idp_token, bc);
         return;
     } else {
-        cache_put(bc->srv->cache, bc->hash, p, now);
+        if (bc->srv->cache->epoch == bc->cache_epoch && cache_trusted(bc->srv->cache))
+            cache_put(bc->srv->cache, bc->hash, p, now);
         accept_principal(bc, p);
     }
     mg_principal_free(p);
@@ -396,7 +423,7 @@ void oauth_bearer_check(struct oauth_server *srv, struct http_request *req,
     bc->token = xstrdup(token);
     oauth_token_hash(token, bc->hash);
     uint64_t now = (uint64_t)time(NULL);
-    struct bearer_entry *e = cache_find(srv->cache, bc->hash);
+    struct bearer_entry *e = cache_trusted(srv->cache) ? cache_find(srv->cache, bc->hash) : NULL;
     if (e && e->valid_until > now && !route->identity.idp_access_token) {
         accept_principal(bc, e->principal);
         check_free(bc);
@@ -406,6 +433,7 @@ void oauth_bearer_check(struct oauth_server *srv, struct http_request *req,
         entry_unlink(srv->cache, e);
     char key[128];
     snprintf(key, sizeof(key), KEY_TOKEN "%s", bc->hash);
+    bc->cache_epoch = srv->cache->epoch;
     if (store_get(srv->store, key, on_token_record, bc) < 0) {
         oauth_reply_store_down(req, "bearer check");
         check_free(bc);
