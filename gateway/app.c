@@ -109,8 +109,14 @@ static void http_options_from(const struct gw_config *cfg, struct http_server_op
     o->max_body_bytes = cfg->server.limits.max_body_bytes;
     o->max_header_bytes = cfg->server.limits.max_header_bytes;
     o->max_connections = cfg->server.limits.max_connections;
+    o->max_connections_per_ip = cfg->server.limits.max_connections_per_ip;
     o->request_timeout_ms = cfg->server.limits.request_timeout_ms;
     o->idle_timeout_ms = cfg->server.limits.idle_timeout_ms;
+    o->header_timeout_ms = cfg->server.limits.header_timeout_ms;
+    o->body_timeout_ms = cfg->server.limits.body_timeout_ms;
+    o->lingering_bytes = cfg->server.limits.lingering_bytes;
+    o->lingering_time_ms = cfg->server.limits.lingering_time_ms;
+    o->lingering_timeout_ms = cfg->server.limits.lingering_timeout_ms;
     o->sse_high_water_bytes = cfg->server.limits.sse_high_water_bytes;
     o->tls_cert_file = cfg->server.tls_cert;
     o->tls_key_file = cfg->server.tls_key;
@@ -280,6 +286,7 @@ static int open_internal_listener(struct gw_app *app, char **err_out)
     o.trusted_proxies = NULL; /* the peer's hop names the client, verified per request */
     o.n_trusted_proxies = 0;
     o.tls_cert_file = o.tls_key_file = NULL;
+    o.max_connections_per_ip = 0; /* a few peer instances carry every forwarded client */
     app->internal_http = http_server_new(app->base, &o, err_out);
     if (app->internal_http == NULL ||
         http_server_listen(app->internal_http, app->cfg->cluster.listen, err_out) < 0)

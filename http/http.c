@@ -2,19 +2,44 @@
  * http: the front end on libevent's evhttp (see http.h for the contract).
  *
  * Owns: the evhttp server, its listeners, the TLS context, the route table,
- * and every struct http_request until the handler finishes it.
+ * every client connection from accept to close (and through its lingering
+ * close), and every struct http_request until the handler finishes it.
  *
- * Two evhttp gaps are filled here:
- * - evhttp 2.1 has no connection count and no accept hook. A connection is
- *   counted from its first request (a table keyed by the evhttp connection,
- *   whose close callback removes it); one that never sends a whole request is
- *   closed by evhttp after request_timeout. (Wrapping each socket in a filter
- *   bufferevent to see it freed loses responses: evhttp shuts the socket down
- *   once the filter, not the socket, has taken the last bytes.)
- * - evhttp 2.1 stops reading while a request is being handled, so it does not
- *   notice a client that hangs up before the reply (it finds out only when a
- *   write fails). A pending request gets an EV_CLOSED (EPOLLRDHUP) watcher on
- *   the socket, which fires the moment the peer closes.
+ * evhttp 2.1 parses requests itself and offers no hook between accept and a
+ * complete request, so the gaps the December review found (F3, F4, F13) are
+ * closed here, in front of it:
+ * - Connections are ours from accept: evhttp asks on_new_connection() for
+ *   each accepted socket's bufferevent (evhttp_set_bevcb), so the count,
+ *   max_connections and the per-address cap (checked as soon as the socket
+ *   is known, on the next loop turn) apply before a byte is read. accept()
+ *   failing with EMFILE/ENFILE pauses the listeners for a moment (an
+ *   evconnlistener error callback) instead of spinning on a level-triggered
+ *   listener.
+ * - The request gate: an evbuffer callback on each connection's input
+ *   buffer sees the bytes the socket delivered before evhttp's read callback
+ *   does, and moves them into conn->staged. The gate frames requests itself
+ *   (http_frame.h: the smuggling rules), routes the head and applies the
+ *   route's body limit before any body is buffered, runs the total header
+ *   and body deadlines, and hands evhttp one canonical request at a time:
+ *   the head rebuilt from the fields it parsed, and the body re-encoded as
+ *   chunks, so evhttp never frames anything the gate did not. A request the
+ *   gate refuses (400, 408, 413, 501) reaches evhttp as a bodiless head
+ *   marked with the verdict (conn->verdict), and on_request answers it with
+ *   the route's error format, X-Request-Id and Connection: close.
+ * - Lingering close (as nginx does): once such an answer is written, evhttp
+ *   closes its descriptor; a duplicate of it keeps reading and discarding
+ *   what the client still sends, within lingering_bytes, lingering_time and
+ *   lingering_timeout, so the client reads the answer instead of a reset.
+ * - evhttp 2.1 stops reading while a request is being handled, so it does
+ *   not notice a client that hangs up before the reply. Each connection has
+ *   an EV_CLOSED (EPOLLRDHUP) watcher on its socket, which fires the moment
+ *   the peer closes.
+ * libevent details relied on (2.1.12, checked in its source): the
+ *   bufferevent's callback argument is the evhttp_connection (checked with
+ *   evhttp_connection_get_bufferevent); evbuffer callbacks on the input run
+ *   inside the socket read, before the bufferevent's read callback;
+ *   evhttp_send_done() calls a request's on_complete callback before it
+ *   decides to close or to read the next request.
  */
 #include "http/http.h"
 
@@ -46,18 +71,36 @@
 
 #include "common/hash.h"
 #include "common/net.h"
+#include "common/panic.h"
 #include "common/rand.h"
 #include "common/timeutil.h"
 #include "common/url.h"
 #include "common/xalloc.h"
 #include "common/log.h"
 #include "common/xevent.h"
+#include "http/http_frame.h"
 
 #define HTTP_N_METHODS 7
 #define HTTP_ROUTE_BUCKETS 64
 #define HTTP_MAX_LISTENERS 16
 #define HTTP_REQUEST_ID_MAX 64
 #define HTTP_DEFAULT_HIGH_WATER (1u << 20)
+#define HTTP_DEFAULT_MAX_HEADER (16u << 10)
+#define HTTP_DEFAULT_LINGER_BYTES (64ull << 20)
+#define HTTP_DEFAULT_LINGER_MS 30000u
+#define HTTP_DEFAULT_LINGER_GAP_MS 5000u
+#define HTTP_ACCEPT_PAUSE_MS 250u
+/* evhttp's own head limit sits above the gate's: a rebuilt head may carry
+ * "Transfer-Encoding: chunked" or "Connection: close" the client's did not. */
+#define HTTP_HEAD_SLACK 1024u
+#define HTTP_CHUNK_LINE_MAX 4096u
+/* While a request is with evhttp, input waits in the bufferevent (its read
+ * high-water mark stops reading, so TCP pushes back on a pipelining client). */
+#define HTTP_BUSY_INPUT_MAX (64u << 10)
+/* Pipelined bytes staged ahead of the request being answered: past this the
+ * client is flooding, and the connection is closed. */
+#define HTTP_STAGED_MAX (1u << 20)
+#define HTTP_IP_BUCKETS 4096u
 
 struct http_route {
     char *path;  /* owned */
@@ -70,13 +113,64 @@ struct http_route {
     struct http_route *next;    /* owned: hash chain */
 };
 
-/* One client connection that has sent at least one request. */
+/* Where the gate is in the byte stream of a connection. */
+enum gate_rx {
+    RX_HEAD = 0,   /* reading a request head */
+    RX_LENGTH,     /* a Content-Length body: body_left bytes to come */
+    RX_CHUNK_SIZE, /* chunked: a chunk-size line */
+    RX_CHUNK_DATA, /* chunked: body_left bytes of chunk data */
+    RX_CHUNK_END,  /* chunked: the line end after chunk data */
+    RX_TRAILER,    /* chunked: trailer lines up to the empty line */
+    RX_DONE,       /* the connection closes after the current answer: input is dropped */
+};
+
+/* A refusal the gate made; on_request answers it. */
+struct http_verdict {
+    int status;        /* 0: none */
+    const char *error; /* static: the OAuth-style error code */
+    char message[160];
+};
+
+/* The number of open connections from one client address (IPv6: its /64). */
+struct http_ip_slot {
+    unsigned char key[17]; /* address family, then the address bytes */
+    uint32_t count;
+    struct http_ip_slot *next; /* owned: hash chain */
+};
+
+/* One client connection, from accept to close (lingering included). */
 struct http_conn {
-    struct evhttp_connection *evcon; /* borrowed: evhttp frees it, then calls us */
-    struct http_server *srv;         /* borrowed */
-    struct http_request *active;     /* borrowed: the request being answered, or NULL */
-    struct event *rdhup;             /* owned: EV_CLOSED on the socket, for the whole connection */
-    struct http_conn *next;          /* owned: hash chain */
+    struct http_server *srv; /* borrowed */
+    struct bufferevent *bev; /* one reference held (bufferevent_incref) until evhttp freed it */
+    struct evbuffer_cb_entry *input_cb; /* borrowed: the gate's callback on bev's input */
+    struct evhttp_connection
+        *evcon; /* borrowed: set up on the loop turn after accept; NULL once freed */
+    struct http_request *active; /* borrowed: the request being answered, or NULL */
+    struct event *rdhup;         /* owned: EV_CLOSED on the socket, for the whole connection */
+    struct event *kick;          /* owned: deferred work (set-up, a close) */
+    struct event *deadline;      /* owned: the header or the body deadline */
+    struct evbuffer *staged;     /* owned: bytes read and not handed to evhttp yet */
+    struct http_ip_slot *ip;     /* borrowed: this connection's address count, NULL if exempt */
+    enum gate_rx rx;
+    bool set_up;
+    bool moving;      /* the gate itself is changing the input buffer */
+    bool in_evhttp;   /* a request was handed over and its answer is not complete */
+    bool close_after; /* the current answer ends the connection (lingering) */
+    bool close_now;   /* the kick closes the connection */
+    bool deadline_armed;
+    bool line_checked; /* the request line of the head being read was judged */
+    size_t head_scan;
+    uint64_t body_left;
+    uint64_t body_seen;
+    uint64_t body_limit;
+    uint64_t trailer_bytes;
+    struct http_verdict verdict;
+    int linger_fd;           /* a duplicate of the socket while lingering, else -1 */
+    struct event *linger_ev; /* owned */
+    uint64_t linger_until_us;
+    uint64_t linger_read;
+    struct http_conn *next;                /* owned: hash chain keyed by evcon */
+    struct http_conn *all_prev, *all_next; /* srv->all: every connection */
 };
 
 struct http_listener {
@@ -94,14 +188,24 @@ struct http_server {
     struct http_listener listeners[HTTP_MAX_LISTENERS];
     size_t n_listeners;
     bool accepting;
-    bool paused_for_limit;
+    bool accept_paused;         /* accept() failed (EMFILE…): listeners off until accept_timer */
+    bool listeners_off;         /* the listeners are disabled now */
+    struct event *accept_timer; /* owned */
     size_t open_connections;
     size_t in_flight;
     http_observer_fn observer;
     void *observer_arg;        /* borrowed */
     struct http_request *live; /* borrowed list of unfinished requests */
-    struct http_conn **conns;  /* owned hash table keyed by evcon */
+    struct http_conn **conns;  /* owned hash table keyed by evcon (connections set up) */
     size_t n_conn_buckets;
+    size_t n_conns_hashed;
+    struct http_conn *all;          /* owned list of every connection */
+    struct http_ip_slot **ip_slots; /* owned hash table, HTTP_IP_BUCKETS, NULL until needed */
+    uint32_t ip_seed;
+    uint64_t ip_refused;             /* connections refused by max_connections_per_ip */
+    uint64_t ip_refused_logged;      /* ip_refused at the last log line */
+    uint64_t ip_refused_log_us;      /* when that line was written */
+    struct http_server *next_server; /* the registry the accept error callback searches */
 };
 
 struct http_request {
@@ -182,11 +286,13 @@ static const char *reason_phrase(int status)
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
     case 406: return "Not Acceptable";
+    case 408: return "Request Timeout";
     case 409: return "Conflict";
     case 413: return "Payload Too Large";
     case 415: return "Unsupported Media Type";
     case 429: return "Too Many Requests";
     case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
@@ -234,9 +340,30 @@ static bool text_to_sockaddr(const char *text, struct sockaddr_storage *ss)
 }
 
 /*
+ * Every value of header NAME, in order, joined with ", " (RFC 9110 §5.3: a
+ * list field sent as several lines means the same as one line). Owned by
+ * the caller; NULL when the header is absent.
+ */
+static char *joined_header(const struct evkeyvalq *headers, const char *name)
+{
+    char *out = NULL;
+    struct evkeyval *kv;
+    TAILQ_FOREACH (kv, headers, next) {
+        if (strcasecmp(kv->key, name) != 0)
+            continue;
+        char *more = out ? xasprintf("%s, %s", out, kv->value) : xstrdup(kv->value);
+        free(out);
+        out = more;
+    }
+    return out;
+}
+
+/*
  * The client address: the peer, unless the peer is a trusted proxy; then the
  * right-most X-Forwarded-For entry that is not itself a trusted proxy
- * (entries further left are client-controlled and never believed).
+ * (entries further left are client-controlled and never believed). Every
+ * X-Forwarded-For line counts, joined in order: a proxy that adds a line of
+ * its own instead of appending to the client's puts the address it saw last.
  */
 static void resolve_client(struct http_request *req, const struct sockaddr *peer,
                            const struct evkeyvalq *headers)
@@ -256,13 +383,19 @@ static void resolve_client(struct http_request *req, const struct sockaddr *peer
     if (peer->sa_family == AF_UNIX || !addr_is_trusted(req->srv, peer))
         return;
 
-    const char *proto = evhttp_find_header(headers, "X-Forwarded-Proto");
-    if (proto)
-        req->https = strcasecmp(proto, "https") == 0;
-    const char *xff = evhttp_find_header(headers, "X-Forwarded-For");
-    if (xff == NULL)
+    /* The nearest proxy's word is the last element of the last line. */
+    char *proto = joined_header(headers, "X-Forwarded-Proto");
+    if (proto) {
+        const char *last = strrchr(proto, ',');
+        last = last ? last + 1 : proto;
+        last += strspn(last, " \t");
+        req->https =
+            strncasecmp(last, "https", 5) == 0 && strspn(last + 5, " \t") == strlen(last + 5);
+        free(proto);
+    }
+    char *list = joined_header(headers, "X-Forwarded-For");
+    if (list == NULL)
         return;
-    char *list = xstrdup(xff);
     for (;;) {
         char *comma = strrchr(list, ',');
         char *entry = comma ? comma + 1 : list;
@@ -367,113 +500,6 @@ static void notify_gone(struct http_request *req)
         event_del(req->keepalive);
     if (req->close_fn)
         req->close_fn(req, req->close_arg);
-}
-
-/* ---- connection table ---------------------------------------------------- */
-
-static size_t conn_bucket(const struct http_server *srv, const struct evhttp_connection *evcon)
-{
-    uintptr_t h = (uintptr_t)evcon;
-    h ^= h >> 17;
-    h *= 0x9E3779B97F4A7C15ull;
-    return (size_t)(h >> 7) % srv->n_conn_buckets;
-}
-
-static void conn_table_grow(struct http_server *srv)
-{
-    size_t old_n = srv->n_conn_buckets;
-    struct http_conn **old = srv->conns;
-    srv->n_conn_buckets = old_n ? old_n * 2 : 256;
-    srv->conns = xcalloc(srv->n_conn_buckets, sizeof(*srv->conns));
-    for (size_t b = 0; b < old_n; b++) {
-        while (old[b]) {
-            struct http_conn *c = old[b];
-            old[b] = c->next;
-            size_t nb = conn_bucket(srv, c->evcon);
-            c->next = srv->conns[nb];
-            srv->conns[nb] = c;
-        }
-    }
-    free(old);
-}
-
-static void conn_unlink(struct http_server *srv, struct http_conn *conn)
-{
-    struct http_conn **pp = &srv->conns[conn_bucket(srv, conn->evcon)];
-    while (*pp && *pp != conn)
-        pp = &(*pp)->next;
-    if (*pp)
-        *pp = conn->next;
-}
-
-static void update_accepting(struct http_server *srv);
-
-/* evhttp is freeing the connection: the client left, a write failed, a timeout. */
-static void on_conn_closed(struct evhttp_connection *evcon, void *arg)
-{
-    struct http_conn *conn = arg;
-    struct http_server *srv = conn->srv;
-    (void)evcon;
-    conn_unlink(srv, conn);
-    srv->open_connections--;
-    struct http_request *req = conn->active;
-    if (conn->rdhup)
-        event_free(conn->rdhup);
-    free(conn);
-    if (req) {
-        req->conn = NULL;
-        req->evcon = NULL;
-        notify_gone(req);
-    }
-    update_accepting(srv);
-}
-
-/*
- * EPOLLRDHUP on a connection's socket: the client hung up. One watcher per
- * connection, for its whole life: adding and removing one per request cost
- * four epoll_ctl per request (make bench). With no request pending there is
- * nothing to tell: evhttp reads the EOF itself and closes the connection;
- * the watcher stops so the level-triggered event does not spin meanwhile.
- */
-static void on_conn_rdhup(evutil_socket_t fd, short what, void *arg)
-{
-    struct http_conn *conn = arg;
-    (void)fd;
-    (void)what;
-    event_del(conn->rdhup);
-    if (conn->active)
-        notify_gone(conn->active);
-}
-
-static void watch_hangup(struct http_conn *c)
-{
-    struct bufferevent *bev = evhttp_connection_get_bufferevent(c->evcon);
-    evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
-    if (fd < 0)
-        return;
-    c->rdhup = xevent_new(c->srv->base, fd, EV_CLOSED | EV_PERSIST, on_conn_rdhup, c);
-    event_add(c->rdhup, NULL);
-}
-
-/* The connection of a request, registered on its first request. */
-static struct http_conn *conn_for(struct http_server *srv, struct evhttp_connection *evcon)
-{
-    if (srv->n_conn_buckets == 0 || srv->open_connections >= srv->n_conn_buckets)
-        conn_table_grow(srv);
-    size_t b = conn_bucket(srv, evcon);
-    for (struct http_conn *c = srv->conns[b]; c; c = c->next)
-        if (c->evcon == evcon)
-            return c;
-    struct http_conn *c = xcalloc(1, sizeof(*c));
-    c->evcon = evcon;
-    c->srv = srv;
-    c->next = srv->conns[b];
-    srv->conns[b] = c;
-    srv->open_connections++;
-    evhttp_connection_set_closecb(evcon, on_conn_closed, c);
-    watch_hangup(c);
-    update_accepting(srv);
-    return c;
 }
 
 /* ---- responses -------------------------------------------------------- */
@@ -969,22 +995,952 @@ static void dispatch(struct http_request *req)
     route->handlers[idx](req, route->args[idx]);
 }
 
-static bool content_length_conflicts(const struct evkeyvalq *headers)
+/* ---- connections: the table, counts, per-address caps -------------------- */
+
+static void update_accepting(struct http_server *srv);
+static void gate_run(struct http_conn *c);
+static void conn_destroy(struct http_conn *c);
+
+static size_t conn_bucket(const struct http_server *srv, const struct evhttp_connection *evcon)
 {
-    const char *first = NULL;
-    struct evkeyval *kv;
-    TAILQ_FOREACH (kv, headers, next) {
-        if (strcasecmp(kv->key, "Content-Length") != 0)
+    uintptr_t h = (uintptr_t)evcon;
+    h ^= h >> 17;
+    h *= 0x9E3779B97F4A7C15ull;
+    return (size_t)(h >> 7) % srv->n_conn_buckets;
+}
+
+static void conn_table_grow(struct http_server *srv)
+{
+    size_t old_n = srv->n_conn_buckets;
+    struct http_conn **old = srv->conns;
+    srv->n_conn_buckets = old_n ? old_n * 2 : 256;
+    srv->conns = xcalloc(srv->n_conn_buckets, sizeof(*srv->conns));
+    for (size_t b = 0; b < old_n; b++) {
+        while (old[b]) {
+            struct http_conn *c = old[b];
+            old[b] = c->next;
+            size_t nb = conn_bucket(srv, c->evcon);
+            c->next = srv->conns[nb];
+            srv->conns[nb] = c;
+        }
+    }
+    free(old);
+}
+
+static void conn_hash_insert(struct http_server *srv, struct http_conn *c)
+{
+    if (srv->n_conn_buckets == 0 || srv->n_conns_hashed >= srv->n_conn_buckets)
+        conn_table_grow(srv);
+    size_t b = conn_bucket(srv, c->evcon);
+    c->next = srv->conns[b];
+    srv->conns[b] = c;
+    srv->n_conns_hashed++;
+}
+
+static void conn_hash_unlink(struct http_server *srv, struct http_conn *c)
+{
+    if (srv->n_conn_buckets == 0)
+        return;
+    struct http_conn **pp = &srv->conns[conn_bucket(srv, c->evcon)];
+    while (*pp && *pp != c)
+        pp = &(*pp)->next;
+    if (*pp) {
+        *pp = c->next;
+        srv->n_conns_hashed--;
+    }
+    c->next = NULL;
+}
+
+static struct http_conn *conn_find(const struct http_server *srv,
+                                   const struct evhttp_connection *evcon)
+{
+    if (srv->n_conn_buckets == 0)
+        return NULL;
+    for (struct http_conn *c = srv->conns[conn_bucket(srv, evcon)]; c; c = c->next)
+        if (c->evcon == evcon)
+            return c;
+    return NULL;
+}
+
+/* The per-address key: IPv4 (IPv4-mapped IPv6 too) as is, IPv6 by its /64. */
+static bool ip_key(const struct sockaddr_storage *ss, unsigned char key[17])
+{
+    memset(key, 0, 17);
+    if (ss->ss_family == AF_INET) {
+        key[0] = 4;
+        memcpy(key + 1, &((const struct sockaddr_in *)ss)->sin_addr, 4);
+        return true;
+    }
+    if (ss->ss_family != AF_INET6)
+        return false;
+    const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+    if (IN6_IS_ADDR_V4MAPPED(a)) {
+        key[0] = 4;
+        memcpy(key + 1, a->s6_addr + 12, 4);
+    } else {
+        key[0] = 6;
+        memcpy(key + 1, a->s6_addr, 8); /* one client site is a /64 */
+    }
+    return true;
+}
+
+static uint32_t ip_bucket(const struct http_server *srv, const unsigned char key[17])
+{
+    uint32_t h = 2166136261u ^ srv->ip_seed;
+    for (int i = 0; i < 17; i++)
+        h = (h ^ key[i]) * 16777619u;
+    return h % HTTP_IP_BUCKETS;
+}
+
+static void ip_refused_log(struct http_server *srv, const struct sockaddr_storage *ss)
+{
+    srv->ip_refused++;
+    uint64_t now = time_mono_us();
+    if (srv->ip_refused_log_us && now - srv->ip_refused_log_us < 10 * 1000000ull)
+        return; /* one line per 10 s: a flood must not flood the log */
+    char addr[INET6_ADDRSTRLEN] = "?";
+    if (ss->ss_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, addr, sizeof(addr));
+    else
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, addr, sizeof(addr));
+    struct gw_log_line *l = gw_log_begin(GW_LOG_WARN, "http", NULL,
+                                         "connection refused: too many from one client address");
+    gw_log_str(l, "client_ip", addr);
+    gw_log_int(l, "max_connections_per_ip", srv->opts.max_connections_per_ip);
+    gw_log_int(l, "refused_since_last_line", (int64_t)(srv->ip_refused - srv->ip_refused_logged));
+    gw_log_end(l);
+    srv->ip_refused_logged = srv->ip_refused;
+    srv->ip_refused_log_us = now;
+}
+
+/*
+ * Counts C against its client address. False when the address is at
+ * max_connections_per_ip already. The address is the TCP peer: at accept no
+ * X-Forwarded-For is known, so trusted proxies (and unix sockets) are not
+ * counted; behind a load balancer the cap belongs there.
+ */
+static bool ip_admit(struct http_conn *c)
+{
+    struct http_server *srv = c->srv;
+    uint32_t cap = srv->opts.max_connections_per_ip;
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    unsigned char key[17];
+    int fd = bufferevent_getfd(c->bev);
+    if (cap == 0 || fd < 0 || getpeername(fd, (struct sockaddr *)&ss, &len) < 0 ||
+        !ip_key(&ss, key) || addr_is_trusted(srv, (const struct sockaddr *)&ss))
+        return true;
+    if (srv->ip_slots == NULL)
+        srv->ip_slots = xcalloc(HTTP_IP_BUCKETS, sizeof(*srv->ip_slots));
+    uint32_t b = ip_bucket(srv, key);
+    struct http_ip_slot *slot = srv->ip_slots[b];
+    while (slot && memcmp(slot->key, key, sizeof(slot->key)) != 0)
+        slot = slot->next;
+    if (slot && slot->count >= cap) {
+        ip_refused_log(srv, &ss);
+        return false;
+    }
+    if (slot == NULL) {
+        slot = xcalloc(1, sizeof(*slot));
+        memcpy(slot->key, key, sizeof(slot->key));
+        slot->next = srv->ip_slots[b];
+        srv->ip_slots[b] = slot;
+    }
+    slot->count++;
+    c->ip = slot;
+    return true;
+}
+
+static void ip_release(struct http_conn *c)
+{
+    struct http_ip_slot *slot = c->ip;
+    c->ip = NULL;
+    if (slot == NULL || --slot->count > 0)
+        return;
+    struct http_ip_slot **pp = &c->srv->ip_slots[ip_bucket(c->srv, slot->key)];
+    while (*pp != slot)
+        pp = &(*pp)->next;
+    *pp = slot->next;
+    free(slot);
+}
+
+/*
+ * EPOLLRDHUP on a connection's socket: the client hung up. One watcher per
+ * connection, for its whole life: adding and removing one per request cost
+ * four epoll_ctl per request (make bench). With no request pending there is
+ * nothing to tell: evhttp reads the EOF itself and closes the connection;
+ * the watcher stops so the level-triggered event does not spin meanwhile.
+ */
+static void on_conn_rdhup(evutil_socket_t fd, short what, void *arg)
+{
+    struct http_conn *conn = arg;
+    (void)fd;
+    (void)what;
+    event_del(conn->rdhup);
+    if (conn->active)
+        notify_gone(conn->active);
+}
+
+static void watch_hangup(struct http_conn *c)
+{
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+    if (fd < 0)
+        return;
+    c->rdhup = xevent_new(c->srv->base, fd, EV_CLOSED | EV_PERSIST, on_conn_rdhup, c);
+    event_add(c->rdhup, NULL);
+}
+
+/* ---- lingering close --------------------------------------------------------- */
+
+static uint64_t opt_or(uint64_t v, uint64_t dflt)
+{
+    return v ? v : dflt;
+}
+
+static void linger_rearm(struct http_conn *c, uint64_t now_us)
+{
+    uint64_t gap_ms = opt_or(c->srv->opts.lingering_timeout_ms, HTTP_DEFAULT_LINGER_GAP_MS);
+    uint64_t left_ms = c->linger_until_us > now_us ? (c->linger_until_us - now_us) / 1000 : 0;
+    uint64_t ms = gap_ms < left_ms ? gap_ms : left_ms;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    event_add(c->linger_ev, &tv);
+}
+
+/* Reads and drops what the client still sends; ends on EOF, an error or a bound. */
+static void on_linger(evutil_socket_t fd, short what, void *arg)
+{
+    struct http_conn *c = arg;
+    uint64_t max = opt_or(c->srv->opts.lingering_bytes, HTTP_DEFAULT_LINGER_BYTES);
+    bool end = (what & EV_READ) == 0; /* a timeout: nothing came for lingering_timeout */
+    for (int i = 0; !end && i < 16; i++) {
+        char buf[16384];
+        ssize_t n = read(fd, buf, sizeof(buf));
+        if (n > 0) {
+            c->linger_read += (uint64_t)n;
+            end = c->linger_read >= max;
             continue;
-        if (first == NULL)
-            first = kv->value;
-        else if (strcmp(first, kv->value) != 0)
-            return true;
+        }
+        end = n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+        break;
+    }
+    uint64_t now = time_mono_us();
+    if (!end && now < c->linger_until_us) {
+        linger_rearm(c, now);
+        return;
+    }
+    event_del(c->linger_ev);
+    close(c->linger_fd);
+    c->linger_fd = -1;
+    if (c->evcon == NULL)
+        conn_destroy(c);
+}
+
+/*
+ * Called right before evhttp closes C after an answer that ends the
+ * connection: a duplicate of the socket outlives evhttp's descriptor, sends
+ * the FIN now (the answer is written) and keeps reading. Out of descriptors,
+ * the connection just closes.
+ */
+static void linger_start(struct http_conn *c)
+{
+    if (c->linger_fd >= 0 || c->bev == NULL)
+        return;
+    int fd = bufferevent_getfd(c->bev);
+    int dup_fd = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+    if (dup_fd < 0)
+        return;
+    shutdown(dup_fd, SHUT_WR);
+    c->linger_fd = dup_fd;
+    c->linger_read = 0;
+    uint64_t now = time_mono_us();
+    c->linger_until_us =
+        now + opt_or(c->srv->opts.lingering_time_ms, HTTP_DEFAULT_LINGER_MS) * 1000;
+    c->linger_ev = xevent_new(c->srv->base, dup_fd, EV_READ | EV_PERSIST, on_linger, c);
+    linger_rearm(c, now);
+}
+
+/* ---- connection lifetime ----------------------------------------------------- */
+
+static void conn_destroy(struct http_conn *c)
+{
+    struct http_server *srv = c->srv;
+    if (c->bev) {
+        /* evhttp never set this connection up, or the server is going: our
+         * reference is the last one */
+        evbuffer_remove_cb_entry(bufferevent_get_input(c->bev), c->input_cb);
+        bufferevent_decref(c->bev);
+    }
+    if (c->rdhup)
+        event_free(c->rdhup);
+    if (c->kick)
+        event_free(c->kick);
+    if (c->deadline)
+        event_free(c->deadline);
+    if (c->linger_ev)
+        event_free(c->linger_ev);
+    if (c->linger_fd >= 0)
+        close(c->linger_fd);
+    if (c->staged)
+        evbuffer_free(c->staged);
+    ip_release(c);
+    if (c->all_prev)
+        c->all_prev->all_next = c->all_next;
+    else
+        srv->all = c->all_next;
+    if (c->all_next)
+        c->all_next->all_prev = c->all_prev;
+    srv->open_connections--;
+    free(c);
+    update_accepting(srv);
+}
+
+/* evhttp is freeing the connection: the client left, a write failed, a timeout, we closed it. */
+static void on_conn_closed(struct evhttp_connection *evcon, void *arg)
+{
+    struct http_conn *c = arg;
+    (void)evcon;
+    conn_hash_unlink(c->srv, c);
+    c->evcon = NULL;
+    struct http_request *req = c->active;
+    c->active = NULL;
+    evbuffer_remove_cb_entry(bufferevent_get_input(c->bev), c->input_cb);
+    bufferevent_decref(c->bev); /* evhttp frees it next */
+    c->bev = NULL;
+    event_del(c->deadline);
+    event_del(c->kick);
+    if (c->rdhup) {
+        event_free(c->rdhup);
+        c->rdhup = NULL;
+    }
+    if (c->linger_fd < 0)
+        conn_destroy(c); /* else the lingering close ends it, counted until then */
+    if (req) {
+        req->conn = NULL;
+        req->evcon = NULL;
+        notify_gone(req);
+    }
+}
+
+/* Closes C from a loop callback (never inside an evhttp callback). */
+static void conn_close(struct http_conn *c, bool linger)
+{
+    if (c->evcon == NULL)
+        return;
+    if (linger)
+        linger_start(c);
+    evhttp_connection_free(c->evcon); /* on_conn_closed runs inside */
+}
+
+/*
+ * The loop turn after accept: evhttp has set the socket and its callbacks
+ * on our bufferevent, and nothing was read yet (the socket's first read
+ * comes from the next poll). False when C is gone.
+ */
+static bool conn_setup(struct http_conn *c)
+{
+    c->set_up = true;
+    bufferevent_data_cb readcb = NULL;
+    void *cbarg = NULL;
+    bufferevent_getcb(c->bev, &readcb, NULL, NULL, &cbarg);
+    if (readcb == NULL || cbarg == NULL) {
+        conn_destroy(c); /* evhttp gave the socket up while accepting it */
+        return false;
+    }
+    c->evcon = cbarg;
+    if (evhttp_connection_get_bufferevent(c->evcon) != c->bev)
+        GW_PANIC("libevent's evhttp is not the 2.1 this server was written for");
+    conn_hash_insert(c->srv, c);
+    evhttp_connection_set_closecb(c->evcon, on_conn_closed, c);
+    watch_hangup(c);
+    if (!ip_admit(c)) {
+        conn_close(c, false);
+        return false;
+    }
+    return true;
+}
+
+static void on_kick(evutil_socket_t fd, short what, void *arg)
+{
+    struct http_conn *c = arg;
+    (void)fd;
+    (void)what;
+    if (!c->set_up && !conn_setup(c))
+        return;
+    if (c->close_now)
+        conn_close(c, true);
+}
+
+static void deadline_arm(struct http_conn *c, uint64_t ms)
+{
+    if (ms == 0) {
+        event_del(c->deadline);
+        c->deadline_armed = false;
+        return;
+    }
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    event_add(c->deadline, &tv);
+    c->deadline_armed = true;
+}
+
+static void deadline_stop(struct http_conn *c)
+{
+    event_del(c->deadline);
+    c->deadline_armed = false;
+}
+
+/* ---- the request gate ---------------------------------------------------------- */
+
+static uint64_t header_limit(const struct http_server *srv)
+{
+    return opt_or(srv->opts.max_header_bytes, HTTP_DEFAULT_MAX_HEADER);
+}
+
+/* The body limit of a path: the route's when it is smaller than the server's. */
+static uint64_t body_limit_for(const struct http_server *srv, const struct http_route *route)
+{
+    uint64_t limit = opt_or(srv->opts.max_body_bytes, UINT64_MAX);
+    if (route && route->max_body_bytes && route->max_body_bytes < limit)
+        limit = route->max_body_bytes;
+    return limit;
+}
+
+static void format_ms(uint64_t ms, char *out, size_t cap)
+{
+    if (ms % 1000 == 0)
+        snprintf(out, cap, "%llu s", (unsigned long long)(ms / 1000));
+    else
+        snprintf(out, cap, "%llu ms", (unsigned long long)ms);
+}
+
+static void add_span(struct evbuffer *out, struct http_frame_span s)
+{
+    evbuffer_add(out, s.ptr, s.len);
+}
+
+static bool span_ci(struct http_frame_span s, const char *name)
+{
+    return s.len == strlen(name) && strncasecmp(s.ptr, name, s.len) == 0;
+}
+
+/*
+ * The head evhttp gets, rebuilt from what the gate parsed: request line, the
+ * fields but the framing ones (Content-Length, Transfer-Encoding, Expect),
+ * then the framing the gate chose. SYNTHETIC: a refused request (no body,
+ * Connection: close; a malformed line becomes "GET /").
+ */
+static void emit_head(struct evbuffer *out, const struct http_frame_head *h, bool body,
+                      bool synthetic)
+{
+    bool line = h && h->line_ok;
+    if (line && h->known_method)
+        add_span(out, h->method);
+    else
+        evbuffer_add(out, "GET", 3);
+    evbuffer_add(out, " ", 1);
+    if (line && h->target.ptr[0] == '/')
+        add_span(out, h->target);
+    else
+        evbuffer_add(out, "/", 1);
+    evbuffer_add_printf(out, " HTTP/1.%d\r\n", line ? h->minor : 1);
+    for (size_t i = 0; h && i < h->n_fields; i++) {
+        const struct http_frame_field *f = &h->fields[i];
+        if (span_ci(f->name, "Content-Length") || span_ci(f->name, "Transfer-Encoding") ||
+            span_ci(f->name, "Expect") || (synthetic && span_ci(f->name, "Connection")))
+            continue;
+        add_span(out, f->name);
+        evbuffer_add(out, ": ", 2);
+        add_span(out, f->value);
+        evbuffer_add(out, "\r\n", 2);
+    }
+    if (body) {
+        evbuffer_add_printf(out, "Transfer-Encoding: chunked\r\n");
+        /* evhttp answers 100 Continue itself when the head comes alone */
+        if (h->expect_continue && h->minor == 1)
+            evbuffer_add_printf(out, "Expect: 100-continue\r\n");
+    }
+    if (synthetic)
+        evbuffer_add_printf(out, "Connection: close\r\n");
+    evbuffer_add(out, "\r\n", 2);
+}
+
+static void set_verdict(struct http_conn *c, int status, const char *error, const char *message)
+{
+    c->verdict.status = status;
+    c->verdict.error = error;
+    snprintf(c->verdict.message, sizeof(c->verdict.message), "%s", message);
+}
+
+/* Refuses the request whose head is H (or unknown, NULL): evhttp gets a bodiless stand-in. */
+static void head_verdict(struct http_conn *c, struct evbuffer *in, const struct http_frame_head *h,
+                         int status, const char *error, const char *message)
+{
+    set_verdict(c, status, error, message);
+    emit_head(in, h, false, true);
+    c->in_evhttp = true;
+    c->rx = RX_DONE;
+    deadline_stop(c);
+    evbuffer_drain(c->staged, evbuffer_get_length(c->staged));
+}
+
+/* A head that never completed (too large, too slow): its request line, when there is one. */
+static void partial_head_verdict(struct http_conn *c, struct evbuffer *in, int status,
+                                 const char *error, const char *message)
+{
+    size_t avail = evbuffer_get_length(c->staged);
+    size_t look = avail < header_limit(c->srv) ? avail : header_limit(c->srv);
+    const char *p = (const char *)evbuffer_pullup(c->staged, (ev_ssize_t)look);
+    const char *lf = p ? memchr(p, '\n', look) : NULL;
+    struct http_frame_head h;
+    memset(&h, 0, sizeof(h));
+    if (lf)
+        http_frame_parse_head(p, (size_t)(lf - p) + 1, &h);
+    head_verdict(c, in, lf && h.line_ok ? &h : NULL, status, error, message);
+    http_frame_head_clear(&h);
+}
+
+/*
+ * Refuses the request whose body is arriving: evhttp is inside the chunked
+ * body the gate writes, which ends here, so it delivers the request (cut
+ * short) and on_request answers with the verdict.
+ */
+static void body_verdict(struct http_conn *c, struct evbuffer *in, int status, const char *error,
+                         const char *message)
+{
+    set_verdict(c, status, error, message);
+    evbuffer_add(in, "0\r\n\r\n", 5);
+    c->rx = RX_DONE;
+    deadline_stop(c);
+    evbuffer_drain(c->staged, evbuffer_get_length(c->staged));
+}
+
+static void body_too_large(struct http_conn *c, struct evbuffer *in)
+{
+    char msg[96];
+    snprintf(msg, sizeof(msg), "request body exceeds %llu bytes",
+             (unsigned long long)c->body_limit);
+    body_verdict(c, in, 413, "request_too_large", msg);
+}
+
+static void body_done(struct http_conn *c)
+{
+    deadline_stop(c);
+    c->rx = RX_HEAD;
+    c->head_scan = 0;
+}
+
+static bool route_allows(const struct http_route *route, const struct http_frame_head *h)
+{
+    static const char *const names[HTTP_N_METHODS] = {"GET",  "POST", "DELETE", "OPTIONS",
+                                                      "HEAD", "PUT",  "PATCH"};
+    for (int i = 0; i < HTTP_N_METHODS; i++) {
+        if (!span_ci(h->method, names[i]))
+            continue;
+        unsigned m = 1u << i;
+        if (m == HTTP_HEAD)
+            m = HTTP_GET;
+        return (route->methods & m) != 0;
     }
     return false;
 }
 
-/* evhttp's single entry point: every parsed request lands here. */
+/* A complete head of END bytes at P: judge it, route it, hand it over. */
+static void gate_take_head(struct http_conn *c, struct evbuffer *in, const char *p, size_t end)
+{
+    struct http_server *srv = c->srv;
+    struct http_frame_head h;
+    http_frame_parse_head(p, end, &h);
+    deadline_stop(c);
+    if (h.status) {
+        head_verdict(c, in, &h, h.status, "invalid_request", h.problem);
+        http_frame_head_clear(&h);
+        return;
+    }
+    size_t plen = 0;
+    while (plen < h.target.len && h.target.ptr[plen] != '?' && h.target.ptr[plen] != '#')
+        plen++;
+    char *path = xstrndup(h.target.ptr, plen);
+    const struct http_route *route = route_find(srv, path);
+    free(path);
+    uint64_t limit = body_limit_for(srv, route);
+    bool body = h.body != HTTP_FRAME_NO_BODY;
+    if (h.body == HTTP_FRAME_LENGTH && h.length > limit) {
+        /* Known from the head: refused before a byte of the body is read. */
+        char msg[96];
+        snprintf(msg, sizeof(msg), "request body exceeds %llu bytes", (unsigned long long)limit);
+        head_verdict(c, in, &h, 413, "request_too_large", msg);
+        http_frame_head_clear(&h);
+        return;
+    }
+    c->in_evhttp = true;
+    if (body && (route == NULL || !route_allows(route, &h))) {
+        /* 404 or 405: nothing will read the body, so it is not buffered; the
+         * answer closes the connection and the body is drained by lingering. */
+        emit_head(in, &h, false, false);
+        c->close_after = true;
+        c->rx = RX_DONE;
+    } else if (body) {
+        emit_head(in, &h, true, false);
+        c->body_limit = limit;
+        c->body_seen = 0;
+        c->body_left = h.length;
+        c->rx = h.body == HTTP_FRAME_LENGTH ? RX_LENGTH : RX_CHUNK_SIZE;
+        deadline_arm(c, srv->opts.body_timeout_ms);
+    } else {
+        emit_head(in, &h, false, false);
+    }
+    http_frame_head_clear(&h); /* its spans point into STAGED: drain after */
+    evbuffer_drain(c->staged, c->rx == RX_DONE ? evbuffer_get_length(c->staged) : end);
+    c->head_scan = 0;
+    c->line_checked = false;
+}
+
+/* RX_HEAD with bytes staged and evhttp free: true when a head was handed over. */
+static bool gate_head(struct http_conn *c, struct evbuffer *in)
+{
+    size_t max = header_limit(c->srv);
+    size_t avail = evbuffer_get_length(c->staged);
+    size_t look = avail < max ? avail : max;
+    const char *p = (const char *)evbuffer_pullup(c->staged, (ev_ssize_t)look);
+    if (!c->deadline_armed)
+        deadline_arm(c, c->srv->opts.header_timeout_ms); /* from the request's first byte */
+    size_t end = http_frame_head_end(p, look, &c->head_scan);
+    if (end == 0) {
+        if (avail >= max) {
+            partial_head_verdict(c, in, 400, "invalid_request",
+                                 "request line and headers exceed server.limits.max_header");
+        } else if (!http_frame_plausible_start(p, look)) {
+            partial_head_verdict(c, in, 400, "invalid_request", "malformed request line");
+        } else if (!c->line_checked && memchr(p, '\n', look)) {
+            /* the request line is in: refuse a bad one now, not when the head ends */
+            c->line_checked = true;
+            const char *lf = memchr(p, '\n', look);
+            struct http_frame_head h;
+            http_frame_parse_head(p, (size_t)(lf - p) + 1, &h);
+            if (h.status)
+                head_verdict(c, in, &h, h.status, "invalid_request", h.problem);
+            http_frame_head_clear(&h);
+        }
+        return false;
+    }
+    gate_take_head(c, in, p, end);
+    return true;
+}
+
+/* Body bytes: re-encoded as one chunk for evhttp. */
+static bool gate_data(struct http_conn *c, struct evbuffer *in)
+{
+    size_t avail = evbuffer_get_length(c->staged);
+    size_t n = avail < c->body_left ? avail : (size_t)c->body_left;
+    evbuffer_add_printf(in, "%zx\r\n", n);
+    evbuffer_remove_buffer(c->staged, in, n);
+    evbuffer_add(in, "\r\n", 2);
+    c->body_left -= n;
+    if (c->rx == RX_LENGTH) {
+        c->body_seen += n;
+        if (c->body_left == 0) {
+            evbuffer_add(in, "0\r\n\r\n", 5);
+            body_done(c);
+        }
+    } else if (c->body_left == 0) {
+        c->rx = RX_CHUNK_END;
+    }
+    return true;
+}
+
+/* One line of STAGED (chunk-size or trailer): its length without the line end, or -1. */
+static ssize_t staged_line(struct http_conn *c, size_t *eol_len)
+{
+    struct evbuffer_ptr e = evbuffer_search_eol(c->staged, NULL, eol_len, EVBUFFER_EOL_CRLF);
+    return e.pos;
+}
+
+static bool gate_chunk_size(struct http_conn *c, struct evbuffer *in)
+{
+    size_t eol_len = 0;
+    ssize_t n = staged_line(c, &eol_len);
+    if (n < 0 || (size_t)n > HTTP_CHUNK_LINE_MAX) {
+        if (n >= 0 || evbuffer_get_length(c->staged) > HTTP_CHUNK_LINE_MAX)
+            body_verdict(c, in, 400, "invalid_request", "a chunk-size line is too long");
+        return false;
+    }
+    char line[HTTP_CHUNK_LINE_MAX + 1];
+    evbuffer_remove(c->staged, line, (size_t)n);
+    evbuffer_drain(c->staged, eol_len);
+    uint64_t size;
+    if (memchr(line, '\0', (size_t)n) || http_frame_chunk_size(line, (size_t)n, &size) < 0) {
+        body_verdict(c, in, 400, "invalid_request", "invalid chunk size");
+        return false;
+    }
+    if (size > c->body_limit - c->body_seen) {
+        body_too_large(c, in);
+        return false;
+    }
+    c->body_seen += size;
+    c->body_left = size;
+    c->rx = size ? RX_CHUNK_DATA : RX_TRAILER;
+    c->trailer_bytes = 0;
+    return true;
+}
+
+static bool gate_chunk_end(struct http_conn *c, struct evbuffer *in)
+{
+    size_t avail = evbuffer_get_length(c->staged);
+    if (avail == 0)
+        return false;
+    const unsigned char *p = evbuffer_pullup(c->staged, avail < 2 ? (ev_ssize_t)avail : 2);
+    size_t n = p[0] == '\n' ? 1 : (p[0] == '\r' && avail >= 2 && p[1] == '\n') ? 2 : 0;
+    if (n == 0) {
+        if (p[0] == '\r' && avail < 2)
+            return false;
+        body_verdict(c, in, 400, "invalid_request", "chunk data does not match its size");
+        return false;
+    }
+    evbuffer_drain(c->staged, n);
+    c->rx = RX_CHUNK_SIZE;
+    return true;
+}
+
+/* Trailer fields are read and dropped (nothing here uses them), within max_header. */
+static bool gate_trailer(struct http_conn *c, struct evbuffer *in)
+{
+    size_t eol_len = 0;
+    ssize_t n = staged_line(c, &eol_len);
+    uint64_t max = header_limit(c->srv);
+    if (n < 0) {
+        if (c->trailer_bytes + evbuffer_get_length(c->staged) > max)
+            body_verdict(c, in, 400, "invalid_request", "the chunked trailer is too large");
+        return false;
+    }
+    c->trailer_bytes += (uint64_t)n + eol_len;
+    if (c->trailer_bytes > max) {
+        body_verdict(c, in, 400, "invalid_request", "the chunked trailer is too large");
+        return false;
+    }
+    evbuffer_drain(c->staged, (size_t)n + eol_len);
+    if (n == 0) {
+        evbuffer_add(in, "0\r\n\r\n", 5);
+        body_done(c);
+    }
+    return true;
+}
+
+/*
+ * libevent's socket bufferevent freezes the end of its input buffer outside
+ * its own reads (bufferevent_sock.c); the gate also hands evhttp bytes from
+ * a timer and from on_response_done. Thaws the end for that, and says
+ * whether to freeze it again (an empty evbuffer_add fails only when frozen).
+ */
+static bool input_thaw(struct evbuffer *in)
+{
+    if (evbuffer_add(in, "", 0) == 0)
+        return false;
+    evbuffer_unfreeze(in, 0);
+    return true;
+}
+
+/* Moves staged bytes along as far as they go: into evhttp's input, or to a verdict. */
+static void gate_run(struct http_conn *c)
+{
+    if (c->bev == NULL)
+        return;
+    bool was = c->moving;
+    c->moving = true;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    bool thawed = input_thaw(in);
+    for (bool more = true; more;) {
+        size_t avail = evbuffer_get_length(c->staged);
+        switch (c->rx) {
+        case RX_HEAD: more = !c->in_evhttp && avail > 0 && gate_head(c, in); break;
+        case RX_LENGTH:
+        case RX_CHUNK_DATA: more = avail > 0 && gate_data(c, in); break;
+        case RX_CHUNK_SIZE: more = gate_chunk_size(c, in); break;
+        case RX_CHUNK_END: more = gate_chunk_end(c, in); break;
+        case RX_TRAILER: more = gate_trailer(c, in); break;
+        case RX_DONE:
+            evbuffer_drain(c->staged, avail);
+            more = false;
+            break;
+        }
+    }
+    if (thawed)
+        evbuffer_freeze(in, 0);
+    c->moving = was;
+}
+
+/*
+ * The socket delivered N_ADDED bytes at the end of IN (evbuffer callback,
+ * inside the read, before evhttp's read callback). Whatever was in IN before
+ * is the gate's own output evhttp has not parsed yet, and stays in front.
+ */
+static void on_input(struct evbuffer *in, const struct evbuffer_cb_info *info, void *arg)
+{
+    struct http_conn *c = arg;
+    if (c->moving || info->n_added == 0 || c->bev == NULL)
+        return;
+    if (c->rx == RX_HEAD && c->in_evhttp)
+        return; /* waits in IN until the answer is complete (on_response_done) */
+    c->moving = true;
+    size_t keep = evbuffer_get_length(in) - info->n_added;
+    struct evbuffer *front = NULL;
+    if (keep > 0) {
+        front = xevbuffer_new();
+        evbuffer_remove_buffer(in, front, keep);
+    }
+    if (c->rx == RX_DONE)
+        evbuffer_drain(in, evbuffer_get_length(in));
+    else
+        evbuffer_add_buffer(c->staged, in);
+    if (front) {
+        evbuffer_prepend_buffer(in, front);
+        evbuffer_free(front);
+    }
+    gate_run(c);
+    c->moving = false;
+}
+
+/*
+ * A deadline passed: the head (header_timeout, from its first byte; from
+ * accept for a connection's first request) or the body (body_timeout, from
+ * the end of the head). A connection that sent nothing is closed without an
+ * answer; otherwise the request gets 408 and the connection closes.
+ */
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct http_conn *c = arg;
+    (void)fd;
+    (void)what;
+    c->deadline_armed = false;
+    if (c->evcon == NULL || c->bev == NULL)
+        return;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    char took[32], msg[128];
+    if (c->rx == RX_HEAD && !c->in_evhttp && evbuffer_get_length(c->staged) == 0) {
+        conn_close(c, false); /* it sent nothing: no answer */
+        return;
+    }
+    if (c->rx == RX_DONE || (c->rx == RX_HEAD && c->in_evhttp))
+        return;
+    bool was = c->moving;
+    c->moving = true;
+    bool thawed = input_thaw(in);
+    if (c->rx == RX_HEAD) {
+        format_ms(c->srv->opts.header_timeout_ms, took, sizeof(took));
+        snprintf(msg, sizeof(msg), "request headers not complete within %s", took);
+        partial_head_verdict(c, in, 408, "request_timeout", msg);
+    } else {
+        format_ms(c->srv->opts.body_timeout_ms, took, sizeof(took));
+        snprintf(msg, sizeof(msg), "request body not complete within %s", took);
+        body_verdict(c, in, 408, "request_timeout", msg);
+    }
+    if (thawed)
+        evbuffer_freeze(in, 0);
+    c->moving = was;
+    /* Outside a read evhttp does not look at its input by itself. */
+    bufferevent_trigger(c->bev, EV_READ, 0);
+}
+
+/*
+ * evhttp has written the whole answer to a request (evhttp_send_done, just
+ * before it closes or starts reading the next request).
+ */
+static void on_response_done(struct evhttp_request *ev, void *arg)
+{
+    struct http_conn *c = arg;
+    c->in_evhttp = false;
+    if (c->verdict.status || c->close_after) {
+        c->verdict.status = 0;
+        const char *conn_hdr =
+            evhttp_find_header(evhttp_request_get_output_headers(ev), "Connection");
+        if (conn_hdr && strcasecmp(conn_hdr, "close") == 0) {
+            linger_start(c); /* evhttp closes its descriptor once this returns */
+        } else {
+            c->close_now = true; /* a handler changed the answer's headers: close from the loop */
+            event_active(c->kick, EV_TIMEOUT, 0);
+        }
+        return;
+    }
+    if (c->bev == NULL)
+        return;
+    /* What arrived meanwhile waited in the input buffer: stage it, go on. */
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    c->moving = true;
+    evbuffer_add_buffer(c->staged, in);
+    c->moving = false;
+    if (evbuffer_get_length(c->staged) > HTTP_STAGED_MAX) {
+        c->close_now = true; /* pipelining this far ahead is a flood */
+        c->rx = RX_DONE;
+        event_active(c->kick, EV_TIMEOUT, 0);
+        return;
+    }
+    gate_run(c); /* evhttp reads what this hands it on its next read (evhttp_start_read_) */
+}
+
+/* evhttp asks for each accepted connection's bufferevent: the connection starts here. */
+static struct bufferevent *on_new_connection(struct event_base *base, void *arg)
+{
+    struct http_server *srv = arg;
+    struct bufferevent *bev;
+    if (srv->tls) {
+        SSL *ssl = SSL_new(srv->tls);
+        if (ssl == NULL)
+            GW_PANIC("SSL_new failed"); /* out of memory; never fall back to plain text */
+        bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                             BEV_OPT_CLOSE_ON_FREE);
+    } else {
+        bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    }
+    if (bev == NULL)
+        GW_PANIC("cannot create a bufferevent");
+    struct http_conn *c = xcalloc(1, sizeof(*c));
+    c->srv = srv;
+    c->bev = bev;
+    c->linger_fd = -1;
+    bufferevent_incref(bev);
+    c->staged = xevbuffer_new();
+    c->input_cb = evbuffer_add_cb(bufferevent_get_input(bev), on_input, c);
+    if (c->input_cb == NULL)
+        GW_PANIC("cannot watch a connection's input");
+    bufferevent_setwatermark(bev, EV_READ, 0, HTTP_BUSY_INPUT_MAX);
+    c->kick = xevent_new(base, -1, 0, on_kick, c);
+    c->deadline = xevtimer_new(base, on_deadline, c);
+    c->all_next = srv->all;
+    if (srv->all)
+        srv->all->all_prev = c;
+    srv->all = c;
+    srv->open_connections++;
+    event_active(c->kick, EV_TIMEOUT, 0);
+    deadline_arm(c, srv->opts.header_timeout_ms); /* the first request's head, from accept */
+    update_accepting(srv);
+    return bev;
+}
+
+/* The verdict of the gate, in the route's error format. */
+static void reply_verdict(struct http_request *req, const struct http_verdict *v)
+{
+    http_set_header(req, "Connection", "close");
+    const struct http_route *route = route_find(req->srv, req->path);
+    if (route) {
+        http_request_set_label(req, route->label);
+        req->cors = (route->flags & HTTP_ROUTE_CORS) != 0;
+    }
+    if (route == NULL || !(route->flags & HTTP_ROUTE_RPC_ERRORS)) {
+        http_reply_error(req, v->status, v->error, v->message);
+        return;
+    }
+    /* JSON-RPC 2.0 §5.1: -32600 Invalid Request, id null (the request was not read) */
+    json_t *obj = json_pack("{s:s, s:n, s:{s:i, s:s}}", "jsonrpc", "2.0", "id", "error", "code",
+                            -32600, "message", v->message);
+    char *text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+    json_decref(obj);
+    http_set_header(req, "Cache-Control", "no-store");
+    http_reply_json_text(req, v->status,
+                         text ? text
+                              : "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32600,"
+                                "\"message\":\"request refused\"}}");
+    free(text);
+}
+
+/* evhttp's single entry point: every request the gate handed over lands here. */
 static void on_request(struct evhttp_request *ev, void *arg)
 {
     struct http_server *srv = arg;
@@ -993,9 +1949,11 @@ static void on_request(struct evhttp_request *ev, void *arg)
     req->srv = srv;
     req->ev = ev;
     req->evcon = evhttp_request_get_connection(ev);
-    if (req->evcon) {
-        req->conn = conn_for(srv, req->evcon);
-        req->conn->active = req;
+    struct http_conn *conn = req->evcon ? conn_find(srv, req->evcon) : NULL;
+    if (conn) {
+        req->conn = conn;
+        conn->active = req;
+        evhttp_request_set_on_complete_cb(ev, on_response_done, conn);
     }
     req->method = method_from_ev(evhttp_request_get_command(ev));
     req->https = srv->tls != NULL;
@@ -1029,16 +1987,15 @@ static void on_request(struct evhttp_request *ev, void *arg)
         *hash = '\0';
 
     req->in_handler = true;
-    if (content_length_conflicts(in)) {
-        /* RFC 9112 §6.3: differing Content-Length values mean the message
-         * framing is unknown; libevent used the first and would parse the rest
-         * as another request (smuggling). Answer 400 and close. */
-        evhttp_add_header(evhttp_request_get_output_headers(ev), "Connection", "close");
-        http_reply_error(req, 400, "invalid_request", "conflicting Content-Length headers");
-    } else if (req->method == 0 || req->path[0] != '/')
+    if (conn && conn->verdict.status) {
+        reply_verdict(req, &conn->verdict);
+    } else if (req->method == 0 || req->path[0] != '/') {
         http_reply_error(req, 400, "invalid_request", "unsupported method or request target");
-    else
+    } else {
+        if (conn && conn->close_after)
+            http_set_header(req, "Connection", "close");
         dispatch(req);
+    }
     req->in_handler = false;
     if (req->finished)
         request_free(req);
@@ -1048,9 +2005,10 @@ static void on_request(struct evhttp_request *ev, void *arg)
 
 static void update_accepting(struct http_server *srv)
 {
-    bool want = srv->accepting && (srv->opts.max_connections == 0 ||
-                                   srv->open_connections < srv->opts.max_connections);
-    if (want == !srv->paused_for_limit)
+    bool want =
+        srv->accepting && !srv->accept_paused &&
+        (srv->opts.max_connections == 0 || srv->open_connections < srv->opts.max_connections);
+    if (want == !srv->listeners_off)
         return;
     for (size_t i = 0; i < srv->n_listeners; i++) {
         struct evconnlistener *l = evhttp_bound_socket_get_listener(srv->listeners[i].bound);
@@ -1061,18 +2019,50 @@ static void update_accepting(struct http_server *srv)
         else
             evconnlistener_disable(l);
     }
-    srv->paused_for_limit = !want;
+    srv->listeners_off = !want;
 }
 
-/* TLS: evhttp asks for each accepted connection's bufferevent. */
-static struct bufferevent *on_new_tls_connection(struct event_base *base, void *arg)
+/* The servers alive, for the accept error callback (it gets evhttp's pointer, not ours). */
+static struct http_server *all_servers;
+
+static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
 {
     struct http_server *srv = arg;
-    SSL *ssl = SSL_new(srv->tls);
-    if (ssl == NULL)
-        return NULL;
-    return bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
-                                          BEV_OPT_CLOSE_ON_FREE);
+    (void)fd;
+    (void)what;
+    srv->accept_paused = false;
+    update_accepting(srv);
+}
+
+/*
+ * accept() failed with an error that is not "try again": EMFILE or ENFILE
+ * (out of descriptors), ENOBUFS, ENOMEM. libevent's listener is
+ * level-triggered, so the pending connection would wake it again at once:
+ * a busy loop and a log line per turn. Stop accepting for a moment instead
+ * (the kernel keeps new connections in the backlog), once per pause.
+ */
+static void on_accept_error(struct evconnlistener *lev, void *ptr)
+{
+    int err = EVUTIL_SOCKET_ERROR();
+    struct http_server *srv = all_servers;
+    while (srv && srv->evhttp != ptr)
+        srv = srv->next_server;
+    if (srv == NULL) {
+        evconnlistener_disable(lev);
+        return;
+    }
+    if (srv->accept_paused)
+        return;
+    srv->accept_paused = true;
+    update_accepting(srv);
+    struct timeval tv = {0, (suseconds_t)HTTP_ACCEPT_PAUSE_MS * 1000};
+    event_add(srv->accept_timer, &tv);
+    struct gw_log_line *l =
+        gw_log_begin(GW_LOG_ERROR, "http", NULL, "accept() failed: new connections wait a moment");
+    gw_log_str(l, "error", strerror(err));
+    gw_log_int(l, "pause_ms", HTTP_ACCEPT_PAUSE_MS);
+    gw_log_int(l, "open_connections", (int64_t)srv->open_connections);
+    gw_log_end(l);
 }
 
 static int parse_listen_spec(const char *spec, struct sockaddr_storage *ss, socklen_t *len)
@@ -1177,6 +2167,12 @@ int http_server_listen(struct http_server *srv, const char *spec, char **err_out
     }
     struct http_listener *l = &srv->listeners[srv->n_listeners++];
     l->bound = bound;
+    struct evconnlistener *lev = evhttp_bound_socket_get_listener(bound);
+    if (lev) {
+        evconnlistener_set_error_cb(lev, on_accept_error);
+        if (srv->listeners_off)
+            evconnlistener_disable(lev);
+    }
     if (ss.ss_family == AF_UNIX) {
         l->unix_path = xstrdup(((struct sockaddr_un *)&ss)->sun_path);
     } else {
@@ -1224,10 +2220,10 @@ void http_server_set_limits(struct http_server *srv, const struct http_server_op
     SSL_CTX *tls = srv->tls;
     srv->opts = *opts;
     srv->tls = tls;
-    if (opts->max_body_bytes)
-        evhttp_set_max_body_size(srv->evhttp, (ev_ssize_t)opts->max_body_bytes);
-    if (opts->max_header_bytes)
-        evhttp_set_max_headers_size(srv->evhttp, (ev_ssize_t)opts->max_header_bytes);
+    /* The gate enforces both (per route for bodies); evhttp only ever sees
+     * what the gate let through, so its own limits stay out of the way. */
+    evhttp_set_max_body_size(srv->evhttp, -1);
+    evhttp_set_max_headers_size(srv->evhttp, (ev_ssize_t)(header_limit(srv) + HTTP_HEAD_SLACK));
     if (opts->request_timeout_ms) {
         struct timeval tv = {(time_t)(opts->request_timeout_ms / 1000),
                              (suseconds_t)(opts->request_timeout_ms % 1000) * 1000};
@@ -1262,8 +2258,11 @@ struct http_server *http_server_new(struct event_base *base, const struct http_s
                                                 EVHTTP_REQ_PUT | EVHTTP_REQ_PATCH);
     evhttp_set_default_content_type(srv->evhttp, "application/json");
     evhttp_set_gencb(srv->evhttp, on_request, srv);
-    if (srv->tls)
-        evhttp_set_bevcb(srv->evhttp, on_new_tls_connection, srv);
+    evhttp_set_bevcb(srv->evhttp, on_new_connection, srv);
+    srv->accept_timer = xevtimer_new(base, on_accept_resume, srv);
+    rand_bytes(&srv->ip_seed, sizeof(srv->ip_seed));
+    srv->next_server = all_servers;
+    all_servers = srv;
     http_server_set_limits(srv, opts);
     return srv;
 }
@@ -1325,7 +2324,16 @@ void http_server_free(struct http_server *srv)
         notify_gone(req);
     }
     evhttp_free(srv->evhttp); /* closes every connection: on_conn_closed empties the table */
+    while (srv->all)
+        conn_destroy(srv->all); /* not set up yet, or lingering */
     free(srv->conns);
+    free(srv->ip_slots);
+    event_free(srv->accept_timer);
+    struct http_server **pp = &all_servers;
+    while (*pp && *pp != srv)
+        pp = &(*pp)->next_server;
+    if (*pp)
+        *pp = srv->next_server;
     for (int b = 0; b < HTTP_ROUTE_BUCKETS; b++) {
         while (srv->routes[b]) {
             struct http_route *r = srv->routes[b];

@@ -11,11 +11,19 @@
  * without writing. A handler that finishes synchronously pays for no
  * disconnect watcher; one that returns with the request pending gets one.
  *
- * Limits enforced here: body size (413), request line + headers size (400:
- * libevent 2.1 answers these itself with a short HTML page and has no hook to
- * change it), connection count (new connections wait in the kernel backlog
- * while at the limit), per-connection read/idle timeouts, and a high-water
- * mark on each streamed response's output buffer.
+ * Limits enforced here, before a request reaches a handler (http.c frames
+ * every request itself in front of libevent's parser): the request line and
+ * headers size (400), the body size, the server's or the route's when it is
+ * smaller, checked before the body is buffered (413), the framing rules of
+ * http_frame.h against request smuggling (400, 501), total deadlines for the
+ * head and for the body (408), the connection count from accept (new
+ * connections wait in the kernel backlog while at the limit), connections per
+ * client address (refused at once), per-connection gap and idle timeouts, and
+ * a high-water mark on each streamed response's output buffer. Those answers
+ * are JSON (OAuth-style, or JSON-RPC on HTTP_ROUTE_RPC_ERRORS routes), carry
+ * X-Request-Id and Connection: close, and are followed by a lingering close:
+ * what the client still sends is read and dropped, within bounds, so it reads
+ * the answer instead of a connection reset.
  */
 #ifndef MCPGATE_HTTP_HTTP_H
 #define MCPGATE_HTTP_HTTP_H
@@ -60,12 +68,25 @@ struct http_access_record {
 };
 typedef void (*http_observer_fn)(const struct http_access_record *rec, void *arg);
 
+/* A 0 limit is "none", except where a default is named. */
 struct http_server_options {
     uint64_t max_body_bytes;
-    uint64_t max_header_bytes;
+    uint64_t max_header_bytes; /* 0: 16 KiB */
     uint32_t max_connections;
+    /* Open connections per TCP peer address (IPv6: per /64), counted from
+     * accept; trusted proxies and unix sockets are not counted. */
+    uint32_t max_connections_per_ip;
     uint64_t request_timeout_ms; /* longest gap between bytes of a request or response */
     uint64_t idle_timeout_ms;    /* keep-alive: how long a connection waits for its next request */
+    uint64_t header_timeout_ms;  /* request line + headers, from their first byte (from accept
+                                    for a connection's first request) */
+    uint64_t body_timeout_ms;    /* a request body, from the end of its head */
+    /* Lingering close after an answer that ends the connection: read and drop
+     * at most this many bytes (0: 64 MiB), for at most this long (0: 30 s),
+     * waiting at most lingering_timeout for each read (0: 5 s). */
+    uint64_t lingering_bytes;
+    uint64_t lingering_time_ms;
+    uint64_t lingering_timeout_ms;
     uint64_t sse_high_water_bytes;
     const char *tls_cert_file; /* NULL: plain HTTP */
     const char *tls_key_file;
@@ -99,11 +120,14 @@ size_t http_server_open_connections(const struct http_server *srv);
 
 enum http_route_flags {
     HTTP_ROUTE_CORS = 1u << 0, /* Access-Control-Allow-Origin: * and OPTIONS preflight */
+    /* The server's own refusals on this path (400, 408, 413) are JSON-RPC
+     * error objects (code -32600, id null) instead of OAuth-style JSON. */
+    HTTP_ROUTE_RPC_ERRORS = 1u << 1,
 };
 
 struct http_route_options {
     unsigned flags;          /* enum http_route_flags */
-    uint64_t max_body_bytes; /* 0: the server's; smaller: 413 with a JSON body */
+    uint64_t max_body_bytes; /* 0: the server's; smaller: 413 before the body is read */
     const char *label;       /* route label in access logs and metrics; default the path */
 };
 

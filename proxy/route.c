@@ -343,7 +343,8 @@ void route_bindings_free(struct proxy *p)
 static int register_route(struct proxy *p, struct http_server *http,
                           const struct gw_route_config *r, bool internal)
 {
-    struct http_route_options o = {.label = r->name};
+    /* HTTP_ROUTE_RPC_ERRORS: the server's own 400/408/413 here are JSON-RPC errors */
+    struct http_route_options o = {.label = r->name, .flags = HTTP_ROUTE_RPC_ERRORS};
     int rc = http_route_add(http, r->path, HTTP_POST | HTTP_GET | HTTP_DELETE, on_route_request,
                             binding_new(p, r->name, BINDING_MCP, internal), &o);
     char *sse = xasprintf("%s/sse", r->path);

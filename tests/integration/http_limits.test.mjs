@@ -2,10 +2,12 @@
 // server.limits {max_body: 1KiB, max_header: 8KiB}. After every rejection a
 // new connection must still get GET /healthz → 200.
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 
-import { gatewayConfig, parseRawResponse, rawRequest, request, sleep, startGateway, waitFor } from '../lib/harness.mjs';
+import { gatewayConfig, parseMetrics, parseRawResponse, rawRequest, request, sleep, startGateway, waitFor } from '../lib/harness.mjs';
+import { routesYaml, whoamiRoute } from '../lib/mcp.mjs';
 
 describe('http limits and malformed requests', () => {
   let gw;
@@ -32,10 +34,19 @@ describe('http limits and malformed requests', () => {
     await stillHealthy();
   });
 
-  test('a 2 KiB chunked body answers 413 too', async () => {
+  test('a 2 KiB chunked body answers 413 too (to a route that takes POST: /token)', async () => {
     const chunk = 'a'.repeat(2048);
-    const r = parseRawResponse(await raw([`POST /healthz HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n${chunk.length.toString(16)}\r\n${chunk}\r\n0\r\n\r\n`]));
+    const r = parseRawResponse(await raw([`POST /token HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n${chunk.length.toString(16)}\r\n${chunk}\r\n0\r\n\r\n`]));
     assert.equal(r.status, 413);
+    assert.equal(JSON.parse(r.body).error, 'request_too_large');
+    await stillHealthy();
+  });
+
+  test('a chunked body to a path that does not take POST gets 405 at once, its body never read', async () => {
+    const text = await raw([`POST /healthz HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n400\r\n`], { untilClose: true, timeoutMs: 3000 });
+    const r = parseRawResponse(text);
+    assert.equal(r.status, 405);
+    assert.equal(r.headers.connection, 'close');
     await stillHealthy();
   });
 
@@ -215,6 +226,369 @@ describe('connection limits and timeouts', () => {
   });
 
   test('the gateway exits 0 on SIGTERM with no sanitizer report', async () => {
+    assert.equal(await gw.stop(), 0);
+    gw = null;
+  });
+});
+
+// ---- the December review: F3 (413 the client reads), F4 (connections), F13 (smuggling) ----
+
+/** A raw connection that records what arrives and when it closes. */
+function openSocket(port, { localAddress, allowHalfOpen = false } = {}) {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ port, host: '127.0.0.1', localAddress, allowHalfOpen });
+    const st = { s, data: '', closed: false, closedAt: 0, firstDataAt: 0 };
+    s.on('data', (d) => {
+      if (!st.firstDataAt) st.firstDataAt = Date.now();
+      st.data += d.toString('latin1');
+    });
+    s.on('error', () => {});
+    s.on('close', () => {
+      st.closed = true;
+      st.closedAt = Date.now();
+    });
+    s.once('connect', () => resolve(st));
+    s.once('error', reject);
+  });
+}
+
+const statusesOf = (text) => [...text.matchAll(/HTTP\/1\.[01] (\d{3}) /g)].map((m) => Number(m[1]));
+const healthy = async (port, opts = {}) => {
+  const r = await request({ port, path: '/healthz', timeoutMs: 2000, ...opts });
+  assert.equal(r.status, 200, 'the next connection is not served');
+};
+
+describe('bodies over a limit: the client reads the 413 (F3)', () => {
+  const ROUTE = '/mcp/who';
+  let gw;
+  before(async () => {
+    gw = await startGateway({
+      config: ({ port }) => gatewayConfig({ port, extra: routesYaml([whoamiRoute({ path: ROUTE })]) }),
+    });
+  });
+  after(async () => {
+    if (gw) await gw.stop();
+  });
+
+  const big = 'x'.repeat(16 * 1024 * 1024);
+  const stream16MiB = () => new ReadableStream({
+    start(c) {
+      const mib = new TextEncoder().encode('y'.repeat(1 << 20));
+      for (let i = 0; i < 16; i++) c.enqueue(mib);
+      c.close();
+    },
+  });
+  const post = (p, body, headers = {}) => fetch(`${gw.url}${p}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...headers },
+    body,
+    ...(typeof body === 'string' ? {} : { duplex: 'half' }),
+  });
+  const assertRpc413 = async (r) => {
+    assert.equal(r.status, 413);
+    assert.match(r.headers.get('x-request-id') || '', /^[0-9a-f]{32}$/);
+    assert.equal(r.headers.get('connection'), 'close');
+    const j = await r.json();
+    assert.equal(j.jsonrpc, '2.0');
+    assert.equal(j.id, null);
+    assert.equal(j.error.code, -32600);
+    assert.match(j.error.message, /exceeds 4194304 bytes/);
+  };
+  const assertOAuth413 = async (r, limit) => {
+    assert.equal(r.status, 413);
+    assert.ok(r.headers.get('x-request-id'));
+    const j = await r.json();
+    assert.equal(j.error, 'request_too_large');
+    assert.match(j.error_description, new RegExp(`exceeds ${limit} bytes`));
+  };
+
+  test('16 MiB from fetch (Content-Length) to an MCP route: 413 with a JSON-RPC error, not EPIPE', async () => {
+    await assertRpc413(await post(ROUTE, big));
+    await healthy(gw.port);
+  });
+
+  test('16 MiB from fetch, chunked (a stream), to an MCP route: 413 with a JSON-RPC error', async () => {
+    await assertRpc413(await post(ROUTE, stream16MiB()));
+    await healthy(gw.port);
+  });
+
+  test('16 MiB to /register, Content-Length and chunked: 413 {"error":"request_too_large"} at its 64 KiB limit', async () => {
+    await assertOAuth413(await post('/register', big), 65536);
+    await assertOAuth413(await post('/register', stream16MiB()), 65536);
+    await healthy(gw.port);
+  });
+
+  test('a route limit applies before the body is read: /token answers a head that announces 100,000 bytes', async () => {
+    // Only the head is sent: the answer cannot wait for the body.
+    const r = parseRawResponse(await rawRequest(gw.port, ['POST /token HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100000\r\n\r\n'], { timeoutMs: 3000 }));
+    assert.equal(r.status, 413);
+    assert.match(r.body, /exceeds 16384 bytes/);
+    assert.ok(!gw.logs().some((l) => l.module === 'oauth' && l.path === '/token'), 'the handler ran');
+    await healthy(gw.port);
+  });
+
+  test('a chunked body is refused as soon as a chunk-size line passes the route limit', async () => {
+    // 0x5000 = 20480 > 16384: refused on the size line, before the chunk's data.
+    const r = parseRawResponse(await rawRequest(gw.port, ['POST /token HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5000\r\n'], { timeoutMs: 3000 }));
+    assert.equal(r.status, 413);
+    assert.equal(JSON.parse(r.body).error, 'request_too_large');
+    await healthy(gw.port);
+  });
+
+  test('a body within the limit still reaches the MCP route', async () => {
+    const init = await post(ROUTE, JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 't', version: '1' } } }));
+    assert.equal(init.status, 200);
+    await init.text();
+  });
+});
+
+describe('lingering close is bounded in bytes and time', () => {
+  let gw;
+  before(async () => {
+    gw = await startGateway({
+      config: ({ port }) => gatewayConfig({ port, limits: { lingering_time: '1500ms', lingering_timeout: '400ms', lingering_bytes: '1MiB' } }),
+    });
+  });
+  after(async () => {
+    if (gw) await gw.stop();
+  });
+  const head = 'POST /token HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000000000\r\n\r\n';
+
+  test('a client that keeps sending slowly is cut off after lingering_time', async () => {
+    const st = await openSocket(gw.port, { allowHalfOpen: true });
+    st.s.write(head);
+    await waitFor(() => st.data.includes('\r\n\r\n{'), { what: 'the 413' });
+    assert.equal(parseRawResponse(st.data).status, 413);
+    const t413 = Date.now();
+    const timer = setInterval(() => !st.closed && st.s.write('a'.repeat(512)), 100);
+    try {
+      await waitFor(() => st.closed, { timeoutMs: 6000, what: 'the server to close' });
+    } finally {
+      clearInterval(timer);
+      st.s.destroy();
+    }
+    const took = st.closedAt - t413;
+    assert.ok(took >= 1000 && took < 4000, `closed ${took} ms after the 413 (lingering_time 1500ms)`);
+    await healthy(gw.port);
+  });
+
+  test('a client that sends fast is cut off after lingering_bytes', async () => {
+    const st = await openSocket(gw.port, { allowHalfOpen: true });
+    st.s.write(head);
+    await waitFor(() => st.data.includes('\r\n\r\n{'), { what: 'the 413' });
+    let written = 0;
+    const chunk = Buffer.alloc(64 * 1024, 0x61);
+    const pump = () => {
+      while (!st.closed && !st.s.destroyed && written < 256 * 1024 * 1024) {
+        written += chunk.length;
+        if (!st.s.write(chunk)) return st.s.once('drain', pump);
+      }
+    };
+    pump();
+    await waitFor(() => st.closed, { timeoutMs: 6000, what: 'the server to close' });
+    st.s.destroy();
+    // 1 MiB read and dropped, plus what the socket buffers on both sides held.
+    assert.ok(written < 64 * 1024 * 1024, `${written} bytes accepted before the close`);
+    await healthy(gw.port);
+  });
+
+  test('a client that stops sending is let go after lingering_timeout (the gauge counts it until then)', async () => {
+    // Metrics are on by default at /metrics; the scrape's own connection counts as 1.
+    const open = async () => parseMetrics((await request({ port: gw.port, path: '/metrics' })).body).get('mcpgate_http_open_connections');
+    await waitFor(async () => (await open()) === 1, { what: 'no other connection open' });
+    const st = await openSocket(gw.port, { allowHalfOpen: true });
+    st.s.write(head);
+    await waitFor(() => st.data.includes('\r\n\r\n{'), { what: 'the 413' });
+    const t413 = Date.now();
+    assert.equal(await open(), 2, 'the lingering connection is not counted');
+    await waitFor(async () => (await open()) === 1, { timeoutMs: 4000, intervalMs: 25, what: 'the lingering close to end' });
+    const took = Date.now() - t413;
+    assert.ok(took >= 250 && took < 1400, `let go ${took} ms after the 413 (lingering_timeout 400ms)`);
+    st.s.destroy();
+  });
+});
+
+describe('request smuggling (F13): ambiguous framing gets 400 and Connection: close', () => {
+  let gw;
+  before(async () => {
+    gw = await startGateway({ config: ({ port }) => gatewayConfig({ port }) });
+  });
+  after(async () => {
+    if (gw) await gw.stop();
+  });
+  const smuggled = 'GET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n';
+  const n = smuggled.length;
+  const post = (framing, body = '0\r\n\r\n') => `POST /token HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\n${framing}\r\n${body}${smuggled}`;
+  const cases = [
+    ['Transfer-Encoding together with Content-Length', post(`Content-Length: 5\r\nTransfer-Encoding: chunked\r\n`)],
+    ['Transfer-Encoding: gzip, chunked', post('Transfer-Encoding: gzip, chunked\r\n')],
+    ['Transfer-Encoding: identity', post('Transfer-Encoding: identity\r\n', '')],
+    ['Transfer-Encoding: chunked, chunked', post('Transfer-Encoding: chunked, chunked\r\n')],
+    ['two Transfer-Encoding headers', post('Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n')],
+    ['Transfer-Encoding on an HTTP/1.0 request', `POST /token HTTP/1.0\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n${smuggled}`],
+    ['Content-Length: +N', post(`Content-Length: +${n}\r\n`, '')],
+    ['Content-Length: " N" (whitespace inside the value)', post(`Content-Length:  ${n}\r\n`, '')],
+    ['Content-Length: N,N', post(`Content-Length: ${n},${n}\r\n`, '')],
+    ['Content-Length in hex', post(`Content-Length: 0x${n.toString(16)}\r\n`, '')],
+    ['Content-Length with whitespace before the colon', post(`Content-Length : ${n}\r\n`, '')],
+    ['GET with a Content-Length body', `GET /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: ${n}\r\n\r\n${smuggled}`],
+    ['HEAD with a Content-Length body', `HEAD /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: ${n}\r\n\r\n${smuggled}`],
+    ['DELETE with a chunked body', `DELETE /healthz HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n${n.toString(16)}\r\n${smuggled}\r\n0\r\n\r\n`],
+    ['OPTIONS with a Content-Length body', `OPTIONS /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: ${n}\r\n\r\n${smuggled}`],
+    ['obsolete line folding', `GET /healthz HTTP/1.1\r\nHost: t\r\nX-A: b\r\n c\r\n\r\n${smuggled}`],
+    ['a bare CR inside a header line', `GET /healthz HTTP/1.1\r\nHost: t\r\nX-A: b\rContent-Length: ${n}\r\n\r\n${smuggled}`],
+  ];
+  for (const [name, text] of cases) {
+    test(`${name}: 400, Connection: close, nothing smuggled, the next connection works`, async () => {
+      const got = await rawRequest(gw.port, [text], { untilClose: true, timeoutMs: 3000 });
+      assert.deepEqual(statusesOf(got), [400], got.slice(0, 600));
+      const r = parseRawResponse(got);
+      assert.equal(r.headers.connection, 'close');
+      assert.ok(r.headers['x-request-id'], 'no X-Request-Id');
+      if (!text.startsWith('HEAD')) assert.equal(JSON.parse(r.body).error, 'invalid_request');
+      assert.ok(!gw.logs().some((l) => l.path === '/smuggled'), 'the smuggled request was served');
+      await healthy(gw.port);
+    });
+  }
+
+  test('what stays allowed: Transfer-Encoding in any case, Content-Length: 0 on GET, Content-Length:N without a space', async () => {
+    const te = parseRawResponse(await rawRequest(gw.port, ['POST /healthz HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: CHUNKED\r\n\r\n0\r\n\r\n'], { timeoutMs: 3000 }));
+    assert.equal(te.status, 405); // framed fine; the route takes GET only
+    const get0 = parseRawResponse(await rawRequest(gw.port, ['GET /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n'], { timeoutMs: 3000 }));
+    assert.equal(get0.status, 200);
+    const tight = parseRawResponse(await rawRequest(gw.port, ['GET /healthz HTTP/1.1\r\nHost: t\r\nContent-Length:0\r\n\r\n'], { timeoutMs: 3000 }));
+    assert.equal(tight.status, 200);
+  });
+});
+
+describe('deadlines: a slow drip gets 408 and is closed (F4)', () => {
+  let gw;
+  before(async () => {
+    gw = await startGateway({
+      config: ({ port }) => gatewayConfig({ port, limits: { header_timeout: '500ms', body_timeout: '500ms' } }),
+    });
+  });
+  after(async () => {
+    if (gw) await gw.stop();
+  });
+
+  test('headers dripped a byte every 100 ms: 408 at header_timeout (a total, not a gap), then closed', async () => {
+    const t0 = Date.now();
+    const drip = [...'GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: ' + 's'.repeat(200)];
+    const got = await rawRequest(gw.port, drip, { pauseMs: 100, untilClose: true, timeoutMs: 8000 });
+    const took = Date.now() - t0;
+    const r = parseRawResponse(got);
+    assert.equal(r.status, 408, got.slice(0, 300));
+    assert.equal(r.headers.connection, 'close');
+    assert.equal(JSON.parse(r.body).error, 'request_timeout');
+    assert.ok(took >= 400 && took < 4000, `closed after ${took} ms (header_timeout 500ms)`);
+    await healthy(gw.port);
+  });
+
+  test('a Content-Length body dripped: 408 at body_timeout', async () => {
+    const t0 = Date.now();
+    const head = 'POST /token HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n';
+    const got = await rawRequest(gw.port, [head, ...'a'.repeat(100)], { pauseMs: 100, untilClose: true, timeoutMs: 8000 });
+    const took = Date.now() - t0;
+    const r = parseRawResponse(got);
+    assert.equal(r.status, 408, got.slice(0, 300));
+    assert.match(JSON.parse(r.body).error_description, /body not complete within 500 ms/);
+    assert.ok(took < 4000, `closed after ${took} ms (body_timeout 500ms)`);
+    await healthy(gw.port);
+  });
+
+  test('a chunked body dripped: 408 at body_timeout', async () => {
+    const head = 'POST /token HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n';
+    const got = await rawRequest(gw.port, [head, ...Array(50).fill('1\r\na\r\n')], { pauseMs: 100, untilClose: true, timeoutMs: 8000 });
+    assert.equal(parseRawResponse(got).status, 408, got.slice(0, 300));
+    await healthy(gw.port);
+  });
+
+  test('a connection that sends nothing is closed after header_timeout, without an answer', async () => {
+    const st = await openSocket(gw.port);
+    const t0 = Date.now();
+    await waitFor(() => st.closed, { timeoutMs: 4000, what: 'the idle connection to be closed' });
+    assert.equal(st.data, '');
+    assert.ok(st.closedAt - t0 >= 350, `closed after ${st.closedAt - t0} ms`);
+  });
+});
+
+describe('max_connections_per_ip counts TCP peers from accept (F4)', () => {
+  let gw;
+  after(async () => {
+    if (gw) await gw.stop();
+  });
+
+  test('past the cap, idle connections from 127.0.0.1 are closed at once; 127.0.0.2 is served; a closed one frees a slot', async () => {
+    gw = await startGateway({ config: ({ port }) => gatewayConfig({ port, limits: { max_connections_per_ip: 3 } }) });
+    const idle = [await openSocket(gw.port), await openSocket(gw.port), await openSocket(gw.port)];
+    const extra = await openSocket(gw.port);
+    await waitFor(() => extra.closed, { timeoutMs: 3000, what: 'the 4th connection to be refused' });
+    assert.equal(extra.data, '', 'the refused connection got bytes');
+    assert.ok(idle.every((s) => !s.closed), 'an admitted connection was closed');
+    await healthy(gw.port, { localAddress: '127.0.0.2' });
+    await assert.rejects(request({ port: gw.port, path: '/healthz', timeoutMs: 2000 }));
+    idle[0].s.destroy();
+    await waitFor(async () => (await request({ port: gw.port, path: '/healthz', timeoutMs: 1000 }).catch(() => ({}))).status === 200, {
+      timeoutMs: 3000, what: 'a slot to free up',
+    });
+    for (const s of idle) s.s.destroy();
+    await waitFor(() => gw.logs().some((l) => l.msg === 'connection refused: too many from one client address' && l.client_ip === '127.0.0.1'), { what: 'the refusal log line' });
+    assert.equal(await gw.stop(), 0);
+    gw = null;
+  });
+
+  test('a trusted proxy is not counted (its clients are many)', async () => {
+    gw = await startGateway({
+      config: ({ port }) => gatewayConfig({ port, limits: { max_connections_per_ip: 2 } })
+        .replace('server:\n', 'server:\n  trusted_proxies: [127.0.0.1/32]\n'),
+    });
+    const idle = [await openSocket(gw.port), await openSocket(gw.port), await openSocket(gw.port)];
+    await healthy(gw.port);
+    assert.ok(idle.every((s) => !s.closed));
+    for (const s of idle) s.s.destroy();
+  });
+});
+
+/** CPU time (user + system) of PID in ms, from /proc/PID/stat (clock ticks of 10 ms). */
+function cpuMs(pid) {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) * 10; // utime, stime (fields 14 and 15)
+}
+
+describe('accept() out of descriptors (EMFILE) pauses accepting (F4)', () => {
+  let gw;
+  after(async () => {
+    if (gw) await gw.stop();
+  });
+
+  test('under ulimit -n 64: no busy loop, one log line per pause, still serving, recovers', async () => {
+    gw = await startGateway({ nofile: 64, config: ({ port }) => gatewayConfig({ port }) });
+    const socks = [];
+    const pausedLines = () => gw.logs().filter((l) => l.msg === 'accept() failed: new connections wait a moment').length;
+    try {
+      for (let i = 0; i < 90 && pausedLines() === 0; i++) socks.push(await openSocket(gw.port));
+      await waitFor(() => pausedLines() > 0, { what: 'accept() to fail with EMFILE' });
+      const line = gw.logs().find((l) => l.msg === 'accept() failed: new connections wait a moment');
+      assert.match(line.error, /Too many open files/);
+      const n0 = pausedLines();
+      const cpu0 = cpuMs(gw.pid);
+      const t0 = Date.now();
+      await waitFor(() => pausedLines() >= n0 + 3, { timeoutMs: 5000, what: 'three more pauses' });
+      const cpu = cpuMs(gw.pid) - cpu0;
+      const wall = Date.now() - t0;
+      assert.ok(cpu < wall * 0.3, `${cpu} ms of CPU in ${wall} ms while out of descriptors (a spin)`);
+      assert.ok(pausedLines() <= n0 + 3 + Math.ceil(wall / 200), 'more than one log line per pause');
+      // An accepted connection is still served meanwhile.
+      socks[0].s.write('GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n');
+      await waitFor(() => socks[0].data.includes('{"status":"ok"}'), { what: 'an answer while out of descriptors' });
+    } finally {
+      for (const s of socks) s.s.destroy();
+    }
+    await waitFor(async () => (await request({ port: gw.port, path: '/healthz', timeoutMs: 1000 }).catch(() => ({}))).status === 200, {
+      timeoutMs: 5000, what: 'new connections to be served again',
+    });
     assert.equal(await gw.stop(), 0);
     gw = null;
   });

@@ -444,11 +444,13 @@ export function assertNoSanitizerReport(text, who = 'mcpgate') {
  *   health   {port, host, socketPath} to probe instead of 127.0.0.1:<port>;
  *            false: do not wait for health
  *   startTimeoutMs  default 10000
+ *   nofile   when set, the open-file limit (ulimit -n) the binary runs with
+ *            (spawned as sh -c 'ulimit -n N; exec mcpgate …': same pid)
  *
  * Returns {port, url, dir, configPath, proc, logs(), stderr(), waitForLog(),
  *          writeConfig(), reload(), stop(signal)}.
  */
-export async function startGateway({ config, port, env = {}, args = [], health, startTimeoutMs = 10000 } = {}) {
+export async function startGateway({ config, port, env = {}, args = [], health, startTimeoutMs = 10000, nofile } = {}) {
   port = port || (await freePort());
   const dir = tmpDir('mcpgate-gw-');
   const configPath = path.join(dir, 'mcpgate.yaml');
@@ -456,10 +458,13 @@ export async function startGateway({ config, port, env = {}, args = [], health, 
   if (typeof text !== 'string') throw new Error('startGateway: config must be YAML text or a function');
   fs.writeFileSync(configPath, text);
 
-  const proc = track(spawn(MCPGATE_BIN, ['-c', configPath, ...args], {
-    env: sanitizerEnv(env),
-    stdio: ['ignore', 'pipe', 'pipe'],
-  }));
+  const argv = ['-c', configPath, ...args];
+  const proc = track(nofile
+    ? spawn('/bin/sh', ['-c', 'ulimit -n "$0" && exec "$@"', String(nofile), MCPGATE_BIN, ...argv], {
+      env: sanitizerEnv(env),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    : spawn(MCPGATE_BIN, argv, { env: sanitizerEnv(env), stdio: ['ignore', 'pipe', 'pipe'] }));
   let err = '';
   let out = '';
   const waiters = new Set();
@@ -587,12 +592,14 @@ export function runCli(args, { env = {}, timeoutMs = 10000, cwd } = {}) {
 
 /**
  * One HTTP request on a fresh connection (no keep-alive pool):
- * {port, host='127.0.0.1' | socketPath, method='GET', path='/', headers, body, timeoutMs}
+ * {port, host='127.0.0.1' | socketPath, method='GET', path='/', headers, body, timeoutMs,
+ *  localAddress (the source address, e.g. '127.0.0.2')}
  * → {status, headers, body, json()}. Rejects on connection errors and timeouts.
  */
-export function request({ port, host = '127.0.0.1', socketPath, method = 'GET', path: p = '/', headers = {}, body, timeoutMs = 5000 } = {}) {
+export function request({ port, host = '127.0.0.1', socketPath, method = 'GET', path: p = '/', headers = {}, body, timeoutMs = 5000, localAddress } = {}) {
   return new Promise((resolve, reject) => {
     const opts = { method, path: p, headers: { ...headers }, agent: false, timeout: timeoutMs };
+    if (localAddress) opts.localAddress = localAddress;
     if (socketPath) opts.socketPath = socketPath;
     else Object.assign(opts, { host, port, family: net.isIPv6(host) ? 6 : undefined });
     if (body !== undefined && opts.headers['content-length'] === undefined) {

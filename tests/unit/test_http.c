@@ -313,7 +313,7 @@ static void test_route_body_limit_json_413(void **state)
     char *r = exchange(req);
     assert_non_null(strstr(r, "HTTP/1.1 413"));
     assert_non_null(strstr(r, "application/json"));
-    assert_non_null(strstr(r, "\"error\":\"invalid_request\""));
+    assert_non_null(strstr(r, "\"error\":\"request_too_large\""));
     free(r);
     free(req);
 }
