@@ -61,6 +61,7 @@ struct gw_limits {
     uint32_t max_pending_authorizations; /* per client IP, default 100 */
     /* MCP sessions (proxy/session.c) */
     uint32_t max_pending_per_session; /* requests in flight per session, default 64 */
+    uint32_t max_upstream_sessions;   /* HTTP-upstream session bindings kept, default 100000 */
     uint64_t event_ring_bytes;        /* ring bytes per session, default 4 MiB */
     uint64_t event_ring_total_bytes;  /* ring bytes of all sessions, default 256 MiB */
 };
@@ -214,6 +215,7 @@ struct gw_http_upstream {
     uint64_t connect_timeout_ms; /* default 5 s */
     uint64_t timeout_ms;         /* whole request, default 60 s; 0 = none for streams */
     uint64_t idle_timeout_ms;    /* no bytes from upstream, default 300 s */
+    uint64_t session_idle_ms;    /* an unused Mcp-Session-Id binding is forgotten, default 1 h */
 };
 
 struct gw_requirements {

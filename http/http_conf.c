@@ -145,6 +145,8 @@ static const struct conf_field limits_fields[] = {
     {"max_pending_authorizations", CONF_U32, AT(struct gw_limits, max_pending_authorizations),
      RANGE(1, 1000000)},
     /* MCP sessions (proxy/session.c) */
+    {"max_upstream_sessions", CONF_U32, AT(struct gw_limits, max_upstream_sessions),
+     RANGE(1, 10000000)},
     {"max_pending_per_session", CONF_U32, AT(struct gw_limits, max_pending_per_session),
      RANGE(1, 100000)},
     {"event_ring_bytes", CONF_SIZE, AT(struct gw_limits, event_ring_bytes), RANGE(4 * KiB, GiB)},
@@ -220,6 +222,7 @@ void http_conf_defaults(struct gw_server_config *s)
         .shutdown_grace_ms = 10 * SEC_MS,
         .max_pending_authorizations = 100,
         .max_pending_per_session = 64,
+        .max_upstream_sessions = 100000,
         .event_ring_bytes = 4 * MiB,
         .event_ring_total_bytes = 256 * MiB,
     };

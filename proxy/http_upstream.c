@@ -18,9 +18,14 @@
 #include <time.h>
 #include <errno.h>
 
+#include <event2/event.h>
+
+#include "common/hash.h"
 #include "common/httpc.h"
 #include "common/panic.h"
 #include "common/strbuf.h"
+#include "common/timeutil.h"
+#include "common/xevent.h"
 #include "common/xalloc.h"
 #include "http/http.h"
 #include "common/log.h"
@@ -30,88 +35,226 @@
 #include "proxy/proxy_int.h"
 #include "store/store.h"
 
-#define BINDINGS_MAX 100000
-
 /* ---- session ownership ------------------------------------------------------ */
 
+/*
+ * Each upstream Mcp-Session-Id is bound to the (route, principal) that
+ * initialized it. The bindings live in a hash table keyed by route and id,
+ * with two lists through them: every binding by last use (the global cap,
+ * server.limits.max_upstream_sessions, drops the least recently used) and
+ * each owner's own (an owner at server.limits.max_sessions_per_user loses
+ * its own least recently used, never someone else's: F12). A binding unused
+ * for the route's http.session_idle is forgotten when next looked at, and
+ * a successful initialize that returns an id already bound re-binds it to
+ * the new caller: the upstream has started a new session under that id.
+ */
 struct upstream_session {
-    char *id;    /* owned: the upstream's Mcp-Session-Id */
-    char *owner; /* owned */
-    char *route; /* owned */
-    struct upstream_session *next;
+    char *key;       /* owned: "<route>\n<id>" */
+    struct owner *o; /* borrowed: the owner's record, freed with its last binding */
+    uint64_t used_ms;
+    struct upstream_session *chain;         /* hash bucket */
+    struct upstream_session *older, *newer; /* global, by last use */
+    struct upstream_session *o_older, *o_newer;
+};
+
+struct owner {
+    char *subject; /* owned */
+    size_t n;
+    struct upstream_session *oldest, *newest; /* this owner's bindings */
+    struct owner *chain;
 };
 
 struct http_binding_sessions {
-    struct upstream_session *list; /* owned, newest first */
-    size_t len;
+    struct upstream_session **buckets; /* owned array of chains */
+    size_t n_buckets, len;
+    struct upstream_session *oldest, *newest;
+    struct owner **owners; /* owned array of chains, OWNER_BUCKETS */
 };
+
+#define OWNER_BUCKETS 1024u
 
 static struct http_binding_sessions *bindings(struct proxy *p)
 {
-    if (p->http_sessions == NULL)
-        p->http_sessions = xcalloc(1, sizeof(*p->http_sessions));
+    if (p->http_sessions == NULL) {
+        struct http_binding_sessions *b = xcalloc(1, sizeof(*b));
+        b->n_buckets = 1024;
+        b->buckets = xcalloc(b->n_buckets, sizeof(*b->buckets));
+        b->owners = xcalloc(OWNER_BUCKETS, sizeof(*b->owners));
+        p->http_sessions = b;
+    }
     return p->http_sessions;
 }
 
-static struct upstream_session **find_binding(struct proxy *p, const char *id)
+static char *binding_key(const char *route, const char *id)
 {
-    struct upstream_session **pp = &bindings(p)->list;
-    while (*pp && strcmp((*pp)->id, id) != 0)
-        pp = &(*pp)->next;
+    return xasprintf("%s\n%s", route, id);
+}
+
+static struct upstream_session **bucket_slot(struct http_binding_sessions *b, const char *key)
+{
+    struct upstream_session **pp = &b->buckets[hash_str(key) % b->n_buckets];
+    while (*pp && strcmp((*pp)->key, key) != 0)
+        pp = &(*pp)->chain;
     return pp;
 }
 
-static void binding_free(struct upstream_session *u)
+static struct owner *owner_get(struct http_binding_sessions *b, const char *subject, bool create)
 {
-    free(u->id);
-    free(u->owner);
-    free(u->route);
-    free(u);
+    struct owner **pp = &b->owners[hash_str(subject) % OWNER_BUCKETS];
+    while (*pp && strcmp((*pp)->subject, subject) != 0)
+        pp = &(*pp)->chain;
+    if (*pp == NULL && create) {
+        *pp = xcalloc(1, sizeof(**pp));
+        (*pp)->subject = xstrdup(subject);
+    }
+    return *pp;
 }
 
-static void forget_binding(struct proxy *p, const char *id)
+static void lists_unlink(struct http_binding_sessions *b, struct upstream_session *u)
 {
-    struct upstream_session **pp = find_binding(p, id);
-    if (*pp) {
-        struct upstream_session *u = *pp;
-        *pp = u->next;
-        binding_free(u);
-        bindings(p)->len--;
+    if (u->older)
+        u->older->newer = u->newer;
+    else
+        b->oldest = u->newer;
+    if (u->newer)
+        u->newer->older = u->older;
+    else
+        b->newest = u->older;
+    struct owner *o = u->o;
+    if (u->o_older)
+        u->o_older->o_newer = u->o_newer;
+    else
+        o->oldest = u->o_newer;
+    if (u->o_newer)
+        u->o_newer->o_older = u->o_older;
+    else
+        o->newest = u->o_older;
+    u->older = u->newer = u->o_older = u->o_newer = NULL;
+}
+
+static void lists_push(struct http_binding_sessions *b, struct upstream_session *u)
+{
+    u->older = b->newest;
+    if (b->newest)
+        b->newest->newer = u;
+    b->newest = u;
+    if (b->oldest == NULL)
+        b->oldest = u;
+    struct owner *o = u->o;
+    u->o_older = o->newest;
+    if (o->newest)
+        o->newest->o_newer = u;
+    o->newest = u;
+    if (o->oldest == NULL)
+        o->oldest = u;
+}
+
+static void binding_drop(struct http_binding_sessions *b, struct upstream_session *u)
+{
+    struct upstream_session **pp = bucket_slot(b, u->key);
+    GW_ASSERT(*pp == u);
+    *pp = u->chain;
+    lists_unlink(b, u);
+    struct owner *o = u->o;
+    if (--o->n == 0) {
+        struct owner **op = &b->owners[hash_str(o->subject) % OWNER_BUCKETS];
+        while (*op != o)
+            op = &(*op)->chain;
+        *op = o->chain;
+        free(o->subject);
+        free(o);
     }
+    free(u->key);
+    free(u);
+    b->len--;
+}
+
+static void table_grow(struct http_binding_sessions *b)
+{
+    size_t n = b->n_buckets * 2;
+    struct upstream_session **nb = xcalloc(n, sizeof(*nb));
+    for (size_t i = 0; i < b->n_buckets; i++)
+        for (struct upstream_session *u = b->buckets[i], *next; u; u = next) {
+            next = u->chain;
+            size_t h = hash_str(u->key) % n;
+            u->chain = nb[h];
+            nb[h] = u;
+        }
+    free(b->buckets);
+    b->buckets = nb;
+    b->n_buckets = n;
+}
+
+/* The binding of ID on ROUTE, refreshed, or NULL (unknown or idle too long). */
+static struct upstream_session *find_binding(struct proxy *p, const struct gw_route_config *route,
+                                             const char *id)
+{
+    struct http_binding_sessions *b = bindings(p);
+    char *key = binding_key(route->name, id);
+    struct upstream_session *u = *bucket_slot(b, key);
+    free(key);
+    if (u == NULL)
+        return NULL;
+    uint64_t now = time_mono_ms();
+    if (now - u->used_ms > route->http.session_idle_ms) {
+        binding_drop(b, u);
+        return NULL;
+    }
+    u->used_ms = now;
+    lists_unlink(b, u);
+    lists_push(b, u);
+    return u;
+}
+
+static void forget_binding(struct proxy *p, const char *route, const char *id)
+{
+    struct http_binding_sessions *b = bindings(p);
+    char *key = binding_key(route, id);
+    struct upstream_session *u = *bucket_slot(b, key);
+    free(key);
+    if (u)
+        binding_drop(b, u);
 }
 
 static void bind_session(struct proxy *p, const char *id, const char *owner, const char *route)
 {
-    if (*find_binding(p, id))
-        return;
     struct http_binding_sessions *b = bindings(p);
-    if (b->len >= BINDINGS_MAX) { /* drop the oldest (the list's tail) */
-        struct upstream_session **pp = &b->list;
-        while ((*pp)->next)
-            pp = &(*pp)->next;
-        binding_free(*pp);
-        *pp = NULL;
-        b->len--;
-    }
+    const struct gw_limits *lim = &p->cfg->server.limits;
+    forget_binding(p, route, id); /* a new initialize re-binds the id */
+    struct owner *o = owner_get(b, owner, true);
+    if (o->n >= lim->max_sessions_per_user)
+        binding_drop(b, o->oldest); /* frees O only with its last binding: n >= 1 here */
+    if (b->len >= lim->max_upstream_sessions && b->oldest)
+        binding_drop(b, b->oldest);
+    o = owner_get(b, owner, true); /* the drop above may have freed it */
+    if (b->len >= b->n_buckets * 2)
+        table_grow(b);
     struct upstream_session *u = xcalloc(1, sizeof(*u));
-    u->id = xstrdup(id);
-    u->owner = xstrdup(owner);
-    u->route = xstrdup(route);
-    u->next = b->list;
-    b->list = u;
+    u->key = binding_key(route, id);
+    u->o = o;
+    u->used_ms = time_mono_ms();
+    struct upstream_session **slot = bucket_slot(b, u->key);
+    *slot = u;
+    o->n++;
+    lists_push(b, u);
     b->len++;
+}
+
+size_t http_upstream_bindings(const struct proxy *p)
+{
+    return p->http_sessions ? p->http_sessions->len : 0;
 }
 
 static void bindings_free(struct proxy *p)
 {
-    if (p->http_sessions == NULL)
+    struct http_binding_sessions *b = p->http_sessions;
+    if (b == NULL)
         return;
-    while (p->http_sessions->list) {
-        struct upstream_session *u = p->http_sessions->list;
-        p->http_sessions->list = u->next;
-        binding_free(u);
-    }
-    free(p->http_sessions);
+    while (b->oldest)
+        binding_drop(b, b->oldest);
+    free(b->buckets);
+    free(b->owners);
+    free(b);
     p->http_sessions = NULL;
 }
 
@@ -133,7 +276,13 @@ struct exchange {
     struct strbuf json;     /* FILTER_JSON: the body so far */
     struct sse_parser *sse; /* owned, FILTER_SSE */
     bool too_big;
-    bool is_get;                  /* the long-lived server stream */
+    bool is_get; /* the long-lived server stream */
+    /* http.timeout bounds the wait for the answer's head, and a JSON answer
+     * whole; once an event stream has begun only http.idle_timeout applies
+     * (F11: a tools/call streaming progress for minutes must not be cut). */
+    struct event *deadline;       /* owned */
+    long status;                  /* FILTER_JSON: the upstream's status, answered at the end */
+    char *ctype;                  /* owned, FILTER_JSON */
     struct exchange *prev, *next; /* in proxy->exchanges */
 };
 
@@ -147,6 +296,9 @@ static void exchange_free(struct exchange *x)
     if (x->next)
         x->next->prev = x->prev;
     proxy_call_free(x->call);
+    if (x->deadline)
+        event_free(x->deadline);
+    free(x->ctype);
     free(x->list_method);
     strbuf_release(&x->json);
     sse_parser_free(x->sse);
@@ -218,22 +370,33 @@ static void on_up_headers(struct httpc_call *up, long status, void *arg)
     struct exchange *x = arg;
     struct proxy_call *call = x->call;
     const char *sid = httpc_call_header(up, "Mcp-Session-Id");
-    if (sid && x->initialize && status >= 200 && status < 300)
-        bind_session(call->proxy, sid, call->principal->subject, call->route_name);
-    if (status == 404 && http_request_header(call->req, "Mcp-Session-Id"))
-        forget_binding(call->proxy, http_request_header(call->req, "Mcp-Session-Id"));
-    if (http_request_method(call->req) == HTTP_DELETE && status >= 200 && status < 300)
-        forget_binding(call->proxy, http_request_header(call->req, "Mcp-Session-Id"));
+    const char *asked = http_request_header(call->req, "Mcp-Session-Id");
+    if (sid && x->initialize && status >= 200 && status < 300) {
+        char *owner = proxy_call_owner(call);
+        bind_session(call->proxy, sid, owner, call->route_name);
+        free(owner);
+    }
+    if (asked && (status == 404 ||
+                  (http_request_method(call->req) == HTTP_DELETE && status >= 200 && status < 300)))
+        forget_binding(call->proxy, call->route_name, asked);
     httpc_call_foreach_header(up, copy_response_header, call->req);
     const char *ctype = httpc_call_header(up, "Content-Type");
     bool sse = ctype && strncasecmp(ctype, "text/event-stream", 17) == 0;
     if (sse)
         http_set_header(call->req, "X-Accel-Buffering", "no");
+    if (sse && x->deadline)
+        event_del(x->deadline);
     if (x->list_method && status >= 200 && status < 300) {
         x->filter = sse ? FILTER_SSE : FILTER_JSON;
         if (sse)
             x->sse =
                 sse_parser_new(call->proxy->cfg->server.limits.max_body_bytes * 4, on_sse_event, x);
+    }
+    if (x->filter == FILTER_JSON) {
+        /* Answered whole at the end, so a cut answer can still be a 502. */
+        x->status = status;
+        x->ctype = xstrdup(ctype ? ctype : "application/json");
+        return;
     }
     http_stream_start(call->req, (int)status, ctype);
     http_stream_on_drain(call->req, on_drain, x);
@@ -269,20 +432,27 @@ static void on_up_done(struct httpc_call *up, const char *error, void *arg)
     (void)up;
     x->up = NULL;
     http_request_on_close(req, NULL, NULL);
-    if (x->started) {
+    if (x->filter == FILTER_JSON && error == NULL) {
+        if (x->too_big) {
+            gw_log(GW_LOG_WARN, "proxy", http_request_id(req),
+                   "a list answer exceeded 4 x server.limits.max_body", "route",
+                   x->call->route_name, NULL);
+            proxy_reply_rpc_error(req, 502, JSONRPC_GATEWAY_UPSTREAM_ERROR,
+                                  "the upstream's list answer exceeds 4 x server.limits.max_body");
+        } else {
+            size_t flen = x->json.len;
+            char *f = filtered_text(x, x->json.buf, x->json.len, &flen);
+            http_reply(req, (int)x->status, x->ctype, f ? f : x->json.buf, flen);
+            free(f);
+        }
+    } else if (x->started) {
         if (error)
             gw_log(GW_LOG_WARN, "proxy", http_request_id(req), "upstream stream ended early",
                    "route", x->call->route_name, "error", error, NULL);
         if (x->too_big)
             gw_log(GW_LOG_WARN, "proxy", http_request_id(req),
-                   "a list answer exceeded 4 x server.limits.max_body and was cut", "route",
+                   "a list event exceeded 4 x server.limits.max_body and was cut", "route",
                    x->call->route_name, NULL);
-        if (x->filter == FILTER_JSON && !x->too_big && x->json.len) {
-            size_t flen = x->json.len;
-            char *f = filtered_text(x, x->json.buf, x->json.len, &flen);
-            http_stream_push(req, f ? f : x->json.buf, flen);
-            free(f);
-        }
         http_stream_end(req);
     } else {
         bool slow = error && strstr(error, "timed out");
@@ -293,6 +463,25 @@ static void on_up_done(struct httpc_call *up, const char *error, void *arg)
         proxy_reply_rpc_error(req, slow ? 504 : 502, JSONRPC_GATEWAY_UPSTREAM_ERROR, msg);
         free(msg);
     }
+    exchange_free(x);
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct exchange *x = arg;
+    struct http_request *req = x->call->req;
+    (void)fd;
+    (void)what;
+    httpc_cancel(x->up);
+    x->up = NULL;
+    http_request_on_close(req, NULL, NULL);
+    gw_log(GW_LOG_WARN, "proxy", http_request_id(req), "upstream too slow: http.timeout passed",
+           "route", x->call->route_name, NULL);
+    if (x->started)
+        http_stream_end(req);
+    else
+        proxy_reply_rpc_error(req, 504, JSONRPC_GATEWAY_UPSTREAM_ERROR,
+                              "upstream too slow: no answer within http.timeout");
     exchange_free(x);
 }
 
@@ -321,9 +510,11 @@ void http_upstream_handle(struct proxy_call *call, const struct guard_body *body
     struct http_request *req = call->req;
     const char *sid = http_request_header(req, "Mcp-Session-Id");
     if (sid) {
-        struct upstream_session *u = *find_binding(call->proxy, sid);
-        if (u == NULL || strcmp(u->owner, call->principal->subject) != 0 ||
-            strcmp(u->route, call->route->name) != 0) {
+        struct upstream_session *u = find_binding(call->proxy, call->route, sid);
+        char *owner = proxy_call_owner(call);
+        bool mine = u && strcmp(u->o->subject, owner) == 0;
+        free(owner);
+        if (!mine) {
             proxy_reply_rpc_error(req, 404, JSONRPC_INVALID_REQUEST,
                                   "unknown or expired session: initialize again");
             proxy_call_free(call);
@@ -353,8 +544,9 @@ void http_upstream_handle(struct proxy_call *call, const struct guard_body *body
         .body = body ? body->text : NULL, /* httpc copies it */
         .body_len = body ? body->len : 0,
         .connect_timeout_ms = hu->connect_timeout_ms,
-        /* A GET is the long-lived server stream: no total deadline for it. */
-        .timeout_ms = m == HTTP_GET ? 0 : hu->timeout_ms,
+        /* No total deadline in libcurl: x->deadline bounds what it must. A GET
+         * is the long-lived server stream: quiet for as long as it likes. */
+        .timeout_ms = 0,
         .low_speed_timeout_ms = m == HTTP_GET ? 0 : hu->idle_timeout_ms,
     };
     static const struct httpc_stream_callbacks cbs = {
@@ -363,6 +555,12 @@ void http_upstream_handle(struct proxy_call *call, const struct guard_body *body
         .on_done = on_up_done,
     };
     x->is_get = m == HTTP_GET;
+    if (!x->is_get && hu->timeout_ms > 0) {
+        x->deadline = xevtimer_new(call->proxy->base, on_deadline, x);
+        struct timeval tv = {(time_t)(hu->timeout_ms / 1000),
+                             (suseconds_t)(hu->timeout_ms % 1000) * 1000};
+        event_add(x->deadline, &tv);
+    }
     x->next = call->proxy->exchanges;
     if (x->next)
         x->next->prev = x;

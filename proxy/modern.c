@@ -543,9 +543,7 @@ static struct mchild *child_new(struct proxy_call *call, const char *owner,
 /* The caller's ready (or starting) child, or a new one. */
 static struct mchild *child_for(struct proxy_call *call, const char **why)
 {
-    char *owner = call->route->auth == GW_ROUTE_AUTH_NONE
-                      ? xasprintf("anonymous:%s", http_request_client_ip(call->req))
-                      : xstrdup(call->principal->subject);
+    char *owner = proxy_call_owner(call);
     unsigned char caller[CRYPTO_SHA256_LEN];
     identity_caller_digest(call->principal, caller);
     struct mchild *found = NULL;

@@ -63,6 +63,10 @@ struct proxy_call {
 void proxy_call_free(struct proxy_call *call);
 /* The call's route in the current config, or NULL when a reload removed it. */
 const struct gw_route_config *proxy_call_route(const struct proxy_call *call);
+/* Who owns what the call creates (sessions, children, upstream session
+ * bindings): the subject, or "anonymous:<client address>" on an auth: none
+ * route. Owned by the caller. */
+char *proxy_call_owner(const struct proxy_call *call);
 
 /* Replies with a JSON-RPC error body (null id) and the given HTTP status. */
 void proxy_reply_rpc_error(struct http_request *req, int status, int code, const char *message);
@@ -161,6 +165,8 @@ void warm_free_all(struct proxy *p);
 /* BODY: what the guard passed (borrowed), or NULL for GET and DELETE. */
 void http_upstream_handle(struct proxy_call *call, const struct guard_body *body);
 void http_upstream_free_all(struct proxy *p);
+/* Upstream session bindings held (F12: bounded, idle ones expire). */
+size_t http_upstream_bindings(const struct proxy *p);
 /* Draining: ends the long-lived GET streams to HTTP upstreams. */
 void http_upstream_drain(struct proxy *p);
 

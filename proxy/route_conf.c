@@ -74,6 +74,8 @@ static const struct conf_field http_fields[] = {
     {"timeout", CONF_DURATION, AT(struct gw_http_upstream, timeout_ms), RANGE(0, DAY_MS)},
     {"idle_timeout", CONF_DURATION, AT(struct gw_http_upstream, idle_timeout_ms),
      RANGE(SEC_MS, DAY_MS)},
+    {"session_idle", CONF_DURATION, AT(struct gw_http_upstream, session_idle_ms),
+     RANGE(SEC_MS, 30 * DAY_MS)},
 };
 
 static const struct conf_section http_section = {FIELDS(http_fields), NULL, NULL};
@@ -203,4 +205,5 @@ void route_conf_init(void *elem)
     r->http.connect_timeout_ms = 5 * SEC_MS;
     r->http.timeout_ms = 60 * SEC_MS;
     r->http.idle_timeout_ms = 300 * SEC_MS;
+    r->http.session_idle_ms = HOUR_MS;
 }

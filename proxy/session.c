@@ -734,16 +734,6 @@ static void on_child_exit(struct stdio_child *c, int status, const char *reason,
 
 /* ---- creating a session ---------------------------------------------------- */
 
-/* Who owns a session: the subject. On an `auth: none` route every caller is
- * "anonymous", so the client address stands in: limits count per address,
- * and one address cannot use another's session (review F15). Owned. */
-static char *owner_of(const struct proxy_call *call)
-{
-    if (call->route->auth == GW_ROUTE_AUTH_NONE)
-        return xasprintf("anonymous:%s", http_request_client_ip(call->req));
-    return xstrdup(call->principal->subject);
-}
-
 /* OWNER's least recently used session that has nothing in flight, or NULL. */
 static struct proxy_session *idle_session_of(struct proxy *p, const char *owner)
 {
@@ -767,7 +757,7 @@ static struct proxy_session *session_new(struct proxy_call *call, bool legacy, i
         *why = "session limit reached (server.limits.max_sessions)";
         return NULL;
     }
-    char *owner = owner_of(call);
+    char *owner = proxy_call_owner(call);
     if (sessions_of(p, owner, NULL) >= lim->max_sessions_per_user) {
         /* Most clients never send DELETE: the user's least recently used idle
          * session makes room, so abandoned sessions cannot lock the user out. */
@@ -913,7 +903,7 @@ static struct proxy_session *session_for(struct proxy_call *call, const char *id
                                          const char **why)
 {
     struct proxy_session *s = id ? session_lookup(call->proxy, id) : NULL;
-    char *owner = owner_of(call);
+    char *owner = proxy_call_owner(call);
     *why = "unknown or expired session: initialize again";
     /* Another user's session id is answered exactly like an unknown one. */
     if (s && (strcmp(s->owner, owner) != 0 || strcmp(s->route_name, call->route->name) != 0))

@@ -564,12 +564,15 @@ describe('accept() out of descriptors (EMFILE) pauses accepting (F4)', () => {
   });
 
   test('under ulimit -n 64: no busy loop, one log line per pause, still serving, recovers', async () => {
-    gw = await startGateway({ nofile: 64, config: ({ port }) => gatewayConfig({ port }) });
+    // Idle connections must stay open for the whole test (no header_timeout
+    // freeing descriptors), and the backlog must keep connections waiting.
+    gw = await startGateway({ nofile: 64, config: ({ port }) => gatewayConfig({ port, limits: { header_timeout: '10m' } }) });
     const socks = [];
     const pausedLines = () => gw.logs().filter((l) => l.msg === 'accept() failed: new connections wait a moment').length;
     try {
       for (let i = 0; i < 90 && pausedLines() === 0; i++) socks.push(await openSocket(gw.port));
       await waitFor(() => pausedLines() > 0, { what: 'accept() to fail with EMFILE' });
+      for (let i = 0; i < 16; i++) socks.push(await openSocket(gw.port)); // wait in the backlog
       const line = gw.logs().find((l) => l.msg === 'accept() failed: new connections wait a moment');
       assert.match(line.error, /Too many open files/);
       const n0 = pausedLines();

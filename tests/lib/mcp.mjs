@@ -199,7 +199,7 @@ export function mcpRequest(opts) {
   const {
     port, host = '127.0.0.1', path: p, method = 'POST', body, rawBody, session, protocolVersion,
     accept = method === 'GET' ? 'text/event-stream' : ACCEPT_BOTH, contentType = 'application/json',
-    lastEventId, origin, headers = {}, timeoutMs = 10000,
+    lastEventId, origin, headers = {}, timeoutMs = 10000, localAddress,
   } = opts;
   const h = {};
   if (accept !== null) h.accept = accept;
@@ -216,7 +216,7 @@ export function mcpRequest(opts) {
   }
   Object.assign(h, headers);
   return new Promise((resolve, reject) => {
-    const req = http.request({ host, port, path: p, method, headers: h, agent: false });
+    const req = http.request({ host, port, path: p, method, headers: h, agent: false, localAddress });
     const timer = setTimeout(() => req.destroy(new Error(`${method} ${p}: no response head within ${timeoutMs} ms`)), timeoutMs);
     req.on('error', (e) => {
       clearTimeout(timer);
