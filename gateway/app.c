@@ -44,6 +44,7 @@ struct gw_app {
     struct gw_health *health;          /* owned */
     struct httpc *httpc;               /* owned: outbound HTTP (IdP, HTTP upstreams) */
     struct idp_client *idp;            /* owned; NULL without an idp section */
+    struct retired_idp *retired;       /* owned: IdP clients a reload replaced, still finishing */
     struct oauth_server *oauth;        /* owned */
     struct proxy *proxy;               /* owned */
     struct cluster *cluster;           /* owned; NULL: a single instance */
@@ -368,6 +369,69 @@ static void apply_log_level(const struct gw_app *app)
     gw_log_set_level((enum gw_log_level)level);
 }
 
+/*
+ * An IdP client a reload removed or replaced, with the config it reads: both
+ * live until its logins and refreshes in flight have ended (F16a: the client
+ * used to keep pointing into the freed config).
+ */
+struct retired_idp {
+    struct gw_app *app; /* borrowed */
+    struct idp_client *idp;
+    struct gw_config *cfg; /* owned */
+    struct retired_idp *next;
+};
+
+static void on_idp_retired(void *arg)
+{
+    struct retired_idp *r = arg;
+    struct retired_idp **pp = &r->app->retired;
+    while (*pp != r)
+        pp = &(*pp)->next;
+    *pp = r->next;
+    gw_config_free(r->cfg);
+    free(r);
+}
+
+/* The reload's IdP step. Returns true when OLD must stay alive (a retired client reads it). */
+static bool reload_idp(struct gw_app *app, struct gw_config *old, const struct gw_config *fresh)
+{
+    bool want = fresh->idp.configured;
+    if (app->idp && want && idp_config_same_provider(&old->idp, &fresh->idp)) {
+        idp_client_set_config(app->idp, &fresh->idp);
+        return false;
+    }
+    struct idp_client *next = NULL;
+    if (want) {
+        char *err = NULL;
+        next = idp_client_new(app->base, app->httpc, &fresh->idp, &err);
+        if (next == NULL) {
+            gw_log(GW_LOG_ERROR, "app", NULL, "reload: the new idp section cannot be used", "error",
+                   err, NULL);
+            free(err);
+        } else {
+            idp_client_start(next);
+        }
+    }
+    gw_log(GW_LOG_INFO, "app", NULL,
+           app->idp == NULL ? "reload: identity provider added"
+           : want           ? "reload: identity provider replaced"
+                            : "reload: identity provider removed",
+           NULL);
+    struct idp_client *prev = app->idp;
+    app->idp = next;
+    oauth_server_set_idp(app->oauth, next);
+    if (prev == NULL)
+        return false;
+    struct retired_idp *r = xcalloc(1, sizeof(*r));
+    r->app = app;
+    r->idp = prev;
+    r->cfg = old;
+    r->next = app->retired;
+    app->retired = r;
+    idp_client_retire(prev, on_idp_retired, r);
+    return true;
+}
+
 /* What a reload cannot change is reported, not silently ignored. */
 static void warn_restart_needed(const struct gw_config *old, const struct gw_config *fresh)
 {
@@ -425,10 +489,10 @@ static void reload(struct gw_app *app)
          proxy_register_internal_routes(app->proxy, app->internal_http) < 0) ||
         oauth_server_register_routes(app->oauth, app->http) < 0)
         gw_log(GW_LOG_ERROR, "app", NULL, "could not register the routes of the new config", NULL);
-    if (app->idp && fresh->idp.configured)
-        idp_client_set_config(app->idp, &fresh->idp);
+    bool keep_old = reload_idp(app, old, fresh);
     apply_log_level(app);
-    gw_config_free(old);
+    if (!keep_old)
+        gw_config_free(old);
     gw_log(GW_LOG_INFO, "app", NULL, "configuration reloaded", "file", app->opts.config_path, NULL);
 }
 
@@ -505,6 +569,13 @@ void gw_app_free(struct gw_app *app)
     proxy_free(app->proxy);     /* kills and reaps children still running */
     cluster_free(app->cluster); /* before httpc and the store: hops use both */
     idp_client_free(app->idp);
+    while (app->retired) {
+        struct retired_idp *r = app->retired;
+        app->retired = r->next;
+        idp_client_free(r->idp); /* what is still in flight is dropped: the process ends */
+        gw_config_free(r->cfg);
+        free(r);
+    }
     httpc_free(app->httpc);
     oauth_server_free(app->oauth);
     store_free(app->store);

@@ -154,6 +154,11 @@ struct idp_client {
     bool started;
 
     struct idp_op *ops; /* owned: pending logins and refreshes */
+
+    /* idp_client_retire: DONE runs (from the loop) once OPS is empty. */
+    void (*retired)(void *arg);
+    void *retired_arg;    /* borrowed */
+    struct event *reaper; /* owned: the deferred end of a retired client */
 };
 
 /* One login (code exchange) or refresh, from request to callback. */
@@ -954,6 +959,8 @@ static void fill_request(const struct idp_client *idp, struct httpc_request *req
 
 static void schedule(struct idp_client *idp, uint64_t ms)
 {
+    if (idp->retired)
+        return; /* a retired client refreshes nothing more */
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
     evtimer_add(idp->timer, &tv);
 }
@@ -1153,14 +1160,18 @@ static void op_unlink(struct idp_op *op)
  * Ends OP: unlinks it first, so the callback may free the client, then runs
  * the callback and frees the op. Only ever called from a loop callback.
  */
+static void reap_if_idle(struct idp_client *idp);
+
 static void op_finish(struct idp_op *op, const char *error, bool denied)
 {
+    struct idp_client *idp = op->idp;
     op_unlink(op);
     if (error)
         op->cb(NULL, error, denied, op->arg);
     else
         op->cb(op->ident, NULL, false, op->arg);
     op_free(op);
+    reap_if_idle(idp);
 }
 
 /* Logs why OP failed (MSG never holds a secret) and ends it. */
@@ -1512,10 +1523,58 @@ struct idp_client *idp_client_new(struct event_base *base, struct httpc *httpc,
     return idp;
 }
 
+static void on_reap(evutil_socket_t fd, short what, void *arg)
+{
+    struct idp_client *idp = arg;
+    (void)fd;
+    (void)what;
+    void (*done)(void *) = idp->retired;
+    void *done_arg = idp->retired_arg;
+    idp_client_free(idp);
+    done(done_arg);
+}
+
+/* A retired client with nothing in flight ends, from the loop. */
+static void reap_if_idle(struct idp_client *idp)
+{
+    if (idp->retired && idp->ops == NULL && idp->reaper == NULL) {
+        idp->reaper = xevtimer_new(idp->base, on_reap, idp);
+        struct timeval now = {0, 0};
+        event_add(idp->reaper, &now);
+    }
+}
+
+void idp_client_retire(struct idp_client *idp, void (*done)(void *arg), void *arg)
+{
+    GW_ASSERT(done != NULL && idp->retired == NULL);
+    idp->retired = done;
+    idp->retired_arg = arg;
+    event_del(idp->timer);
+    /* A JWKS fetch in flight is left to finish: a login may be waiting for it. */
+    httpc_cancel(idp->disc_call);
+    idp->disc_call = NULL;
+    reap_if_idle(idp);
+}
+
+static bool same_str(const char *a, const char *b)
+{
+    return strcmp(a ? a : "", b ? b : "") == 0;
+}
+
+bool idp_config_same_provider(const struct gw_idp_config *a, const struct gw_idp_config *b)
+{
+    return a->configured == b->configured && a->preset == b->preset &&
+           a->token_auth == b->token_auth && same_str(a->issuer, b->issuer) &&
+           same_str(a->organization, b->organization) && same_str(a->base_url, b->base_url) &&
+           same_str(a->client_id, b->client_id) && same_str(a->client_secret, b->client_secret);
+}
+
 void idp_client_free(struct idp_client *idp)
 {
     if (!idp)
         return;
+    if (idp->reaper)
+        event_free(idp->reaper);
     /* Pending logins are dropped without their callbacks (their owners are going away). */
     while (idp->ops) {
         struct idp_op *op = idp->ops;

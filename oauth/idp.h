@@ -74,8 +74,20 @@ bool idp_client_ready(const struct idp_client *idp);
 /* Why it is not ready (last error), or NULL. Cleared by a complete load; may be set while
  * ready when a periodic refresh failed (the last good metadata and keys stay in use). */
 const char *idp_client_last_error(const struct idp_client *idp);
-/* For a reload: the new config (borrowed) if its idp section is unchanged in substance. */
+/* For a reload: the new config (borrowed) if its idp section is unchanged in substance
+ * (idp_config_same_provider). */
 void idp_client_set_config(struct idp_client *idp, const struct gw_idp_config *cfg);
+/* The two sections name the same provider and the same client at it (preset, issuer,
+ * organization, base URL, client id and secret, token auth): a reload may keep the client. */
+bool idp_config_same_provider(const struct gw_idp_config *a, const struct gw_idp_config *b);
+/*
+ * For a reload that removes or replaces the IdP: discovery and key refreshes
+ * stop at once; logins and refreshes in flight finish normally, with their
+ * callbacks, still reading the config the client was given (keep it alive).
+ * When the last has ended, DONE(ARG) runs from the loop and the client frees
+ * itself. idp_client_free() on a retiring client drops what is left (exit).
+ */
+void idp_client_retire(struct idp_client *idp, void (*done)(void *arg), void *arg);
 
 /*
  * The URL to send the browser to, or NULL when discovery has not loaded yet.

@@ -36,6 +36,9 @@ struct oauth_server *oauth_server_new(const struct gw_config *cfg,
                                       const struct oauth_server_deps *deps);
 void oauth_server_free(struct oauth_server *srv);
 void oauth_server_set_config(struct oauth_server *srv, const struct gw_config *cfg);
+/* A reload that adds, removes or replaces the IdP: new logins and refreshes use IDP
+ * (borrowed; NULL: none). Those in flight finish on the client they started with. */
+void oauth_server_set_idp(struct oauth_server *srv, struct idp_client *idp);
 /* Registers every OAuth endpoint and the well-known documents of the routes. */
 int oauth_server_register_routes(struct oauth_server *srv, struct http_server *http);
 

@@ -34,6 +34,11 @@ void oauth_server_set_config(struct oauth_server *srv, const struct gw_config *c
     srv->cfg = cfg;
 }
 
+void oauth_server_set_idp(struct oauth_server *srv, struct idp_client *idp)
+{
+    srv->idp = idp;
+}
+
 int oauth_server_register_routes(struct oauth_server *srv, struct http_server *http)
 {
     int rc = oauth_metadata_register(srv, http);

@@ -12,19 +12,20 @@
 #include "proxy/jsonrpc.h"
 #include "proxy/proxy_int.h"
 
+const struct gw_route_config *proxy_call_route(const struct proxy_call *call)
+{
+    return gw_config_route_by_name(call->proxy->cfg, call->route_name);
+}
+
 /* On an `auth: none` route every caller is "anonymous", so the client
  * address stands in: limits count per address, and one address cannot use
  * another's session (review F15). */
 char *proxy_call_owner(const struct proxy_call *call)
 {
-    if (call->route->auth == GW_ROUTE_AUTH_NONE)
+    const struct gw_route_config *route = proxy_call_route(call); /* may run after a reload */
+    if (route && route->auth == GW_ROUTE_AUTH_NONE)
         return xasprintf("anonymous:%s", http_request_client_ip(call->req));
     return xstrdup(call->principal->subject);
-}
-
-const struct gw_route_config *proxy_call_route(const struct proxy_call *call)
-{
-    return gw_config_route_by_name(call->proxy->cfg, call->route_name);
 }
 
 void proxy_call_free(struct proxy_call *call)

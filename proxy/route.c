@@ -33,6 +33,7 @@ enum binding_kind {
 struct route_binding {
     struct proxy *proxy; /* borrowed */
     char *route_name;    /* owned */
+    char *route_path; /* owned: the route's path when it was bound (F16b: a reload may move it) */
     enum binding_kind kind;
     bool internal;              /* on the cluster's internal listener: hops from peers only */
     struct route_binding *next; /* owned list */
@@ -190,12 +191,20 @@ static void legacy_post(struct proxy_call *call)
     http_params_clear(&params);
 }
 
+/* B's route in the running config, or NULL when a reload removed it or moved
+ * it to another path (F16b: the old path must stop serving it). */
+static const struct gw_route_config *binding_route(const struct route_binding *b)
+{
+    const struct gw_route_config *r = gw_config_route_by_name(b->proxy->cfg, b->route_name);
+    return r && strcmp(r->path, b->route_path) == 0 ? r : NULL;
+}
+
 static void on_authed(struct http_request *req, const struct mg_principal *principal, void *arg)
 {
     struct route_binding *b = arg;
     struct proxy *p = b->proxy;
-    const struct gw_route_config *route = gw_config_route_by_name(p->cfg, b->route_name);
-    if (route == NULL) { /* removed by a reload while we authenticated */
+    const struct gw_route_config *route = binding_route(b);
+    if (route == NULL) { /* removed or moved by a reload while we authenticated */
         proxy_reply_rpc_error(req, 404, JSONRPC_INVALID_REQUEST, "no such route");
         return;
     }
@@ -276,7 +285,7 @@ static void on_route_request(struct http_request *req, void *arg)
 {
     struct route_binding *b = arg;
     struct proxy *p = b->proxy;
-    const struct gw_route_config *route = gw_config_route_by_name(p->cfg, b->route_name);
+    const struct gw_route_config *route = binding_route(b);
     if (route == NULL) {
         proxy_reply_rpc_error(req, 404, JSONRPC_INVALID_REQUEST, "no such route");
         return;
@@ -308,25 +317,27 @@ static void on_route_request(struct http_request *req, void *arg)
         p->auth(p->auth_arg, req, route, on_authed, b);
 }
 
-static struct route_binding *binding_new(struct proxy *p, const char *name, enum binding_kind kind,
-                                         bool internal)
+/* The binding of (R's name, R's path, KIND, INTERNAL), made on first use;
+ * *FRESH says whether it was. Bindings live until proxy_free: a request may
+ * be routed to one at any time, and a reload only re-points paths. */
+static struct route_binding *binding_get(struct proxy *p, const struct gw_route_config *r,
+                                         enum binding_kind kind, bool internal, bool *fresh)
 {
+    for (struct route_binding *b = p->bindings; b; b = b->next)
+        if (b->kind == kind && b->internal == internal && strcmp(b->route_name, r->name) == 0 &&
+            strcmp(b->route_path, r->path) == 0)
+            return b;
+    if (fresh)
+        *fresh = true;
     struct route_binding *b = xcalloc(1, sizeof(*b));
     b->proxy = p;
-    b->route_name = xstrdup(name);
+    b->route_name = xstrdup(r->name);
+    b->route_path = xstrdup(r->path);
     b->kind = kind;
     b->internal = internal;
     b->next = p->bindings;
     p->bindings = b;
     return b;
-}
-
-static bool bound(const struct proxy *p, const char *name, bool internal)
-{
-    for (const struct route_binding *b = p->bindings; b; b = b->next)
-        if (strcmp(b->route_name, name) == 0 && b->internal == internal)
-            return true;
-    return false;
 }
 
 void route_bindings_free(struct proxy *p)
@@ -335,42 +346,44 @@ void route_bindings_free(struct proxy *p)
         struct route_binding *b = p->bindings;
         p->bindings = b->next;
         free(b->route_name);
+        free(b->route_path);
         free(b);
     }
 }
 
 /* The MCP endpoint of R and its 2024-11-05 pair, on HTTP. */
 static int register_route(struct proxy *p, struct http_server *http,
-                          const struct gw_route_config *r, bool internal)
+                          const struct gw_route_config *r, bool internal, bool *fresh)
 {
     /* HTTP_ROUTE_RPC_ERRORS: the server's own 400/408/413 here are JSON-RPC errors */
     struct http_route_options o = {.label = r->name, .flags = HTTP_ROUTE_RPC_ERRORS};
     int rc = http_route_add(http, r->path, HTTP_POST | HTTP_GET | HTTP_DELETE, on_route_request,
-                            binding_new(p, r->name, BINDING_MCP, internal), &o);
+                            binding_get(p, r, BINDING_MCP, internal, fresh), &o);
     char *sse = xasprintf("%s/sse", r->path);
     char *messages = xasprintf("%s/messages", r->path);
     if (rc == 0)
         rc = http_route_add(http, sse, HTTP_GET, on_route_request,
-                            binding_new(p, r->name, BINDING_LEGACY_SSE, internal), &o);
+                            binding_get(p, r, BINDING_LEGACY_SSE, internal, NULL), &o);
     if (rc == 0)
         rc = http_route_add(http, messages, HTTP_POST, on_route_request,
-                            binding_new(p, r->name, BINDING_LEGACY_POST, internal), &o);
+                            binding_get(p, r, BINDING_LEGACY_POST, internal, NULL), &o);
     free(sse);
     free(messages);
     return rc;
 }
 
-/* Registers the routes not registered yet: at start, and after a reload
- * (removed routes stay registered but answer 404: they are looked up by name). */
+/* Points every route's paths at it: at start, and after a reload, so a new
+ * or moved route is served at once (F16b). A removed or moved route stays
+ * registered at its old path unless another route took it, and answers 404
+ * there: bindings are looked up by name and checked against the path. */
 int proxy_register_routes(struct proxy *p, struct http_server *http)
 {
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < p->cfg->n_routes; i++) {
         const struct gw_route_config *r = &p->cfg->routes[i];
-        if (bound(p, r->name, false))
-            continue;
-        rc = register_route(p, http, r, false);
-        if (r->auth == GW_ROUTE_AUTH_NONE)
+        bool fresh = false;
+        rc = register_route(p, http, r, false, &fresh);
+        if (fresh && r->auth == GW_ROUTE_AUTH_NONE)
             gw_log(GW_LOG_WARN, "proxy", NULL,
                    "route has auth: none: anyone who can reach it can use it", "route", r->name,
                    "path", r->path, NULL);
@@ -383,7 +396,6 @@ int proxy_register_internal_routes(struct proxy *p, struct http_server *internal
 {
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < p->cfg->n_routes; i++)
-        if (!bound(p, p->cfg->routes[i].name, true))
-            rc = register_route(p, internal, &p->cfg->routes[i], true);
+        rc = register_route(p, internal, &p->cfg->routes[i], true, NULL);
     return rc;
 }
