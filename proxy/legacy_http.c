@@ -8,12 +8,21 @@
  * notifications/initialized, a GET stream to the upstream carries
  * server-initiated messages. Closing the client's stream ends the upstream
  * session (DELETE).
+ *
+ * Nothing is dropped for a slow client (F17): when its stream is over the
+ * high-water mark every upstream transfer of the bridge pauses until it
+ * drains, and a client that reads nothing for server.limits.request_timeout
+ * loses its stream (and so the bridge), as a 2024-11-05 session ends with
+ * its stream. Bounded (F19): bridges per caller (max_sessions_per_user) and
+ * in all (max_sessions), messages in flight per bridge
+ * (max_pending_per_session).
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include <event2/event.h>
 #include <jansson.h>
 
 #include "common/httpc.h"
@@ -21,6 +30,7 @@
 #include "common/rand.h"
 #include "common/strbuf.h"
 #include "common/xalloc.h"
+#include "common/xevent.h"
 #include "http/http.h"
 #include "common/log.h"
 #include "proxy/jsonrpc.h"
@@ -33,6 +43,7 @@ struct bridge {
     struct proxy *proxy;           /* borrowed */
     char *route_name;              /* owned */
     struct mg_principal *who;      /* owned */
+    char *owner;                   /* owned: proxy_call_owner() of the caller that opened it */
     struct http_request *sse;      /* borrowed: the client's stream, NULL once gone */
     char *upstream_session;        /* owned: the upstream's Mcp-Session-Id */
     char *protocol_version;        /* owned: negotiated */
@@ -40,6 +51,8 @@ struct bridge {
     struct sse_parser *get_parser; /* owned */
     size_t posts_in_flight;
     bool closing;
+    bool full;            /* the client's stream is over the high-water mark: upstreams paused */
+    struct event *stall;  /* owned: armed while full */
     struct relay *relays; /* owned: messages being forwarded */
     struct bridge *next;  /* owned list in the proxy */
 };
@@ -52,6 +65,7 @@ struct relay {
     bool sse;
     struct sse_parser *parser; /* owned */
     struct strbuf json;        /* JSON answers, read whole (bounded) */
+    bool too_big;              /* the JSON answer passed 4 x max_body */
     char *id_json;             /* owned: the request's id, for an error if the upstream fails */
     char *list_method;         /* owned: a list request whose answer is filtered, or NULL */
     struct relay *next;        /* in b->relays */
@@ -72,8 +86,42 @@ static void emit(struct bridge *b, const char *data, size_t len)
 {
     if (b->sse == NULL || len == 0)
         return;
-    if (http_sse_event(b->sse, NULL, "message", data, len) < 0)
-        gw_log(GW_LOG_INFO, "proxy", b->id, "legacy client is not reading; event dropped", NULL);
+    char *text = xstrndup(data, len);
+    char *wire = sse_format(NULL, "message", text);
+    free(text);
+    if (http_stream_push(b->sse, wire, strlen(wire)) == HTTP_STREAM_FULL && !b->full) {
+        b->full = true; /* the upstream callbacks pause from now on */
+        uint64_t ms = b->proxy->cfg->server.limits.request_timeout_ms;
+        struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+        event_add(b->stall, &tv);
+    }
+    free(wire);
+}
+
+/* Upstream data callbacks answer this: pause while the client's stream is full. */
+static int flow(const struct bridge *b)
+{
+    return b->full ? HTTPC_PAUSE : HTTPC_CONTINUE;
+}
+
+/* The client's stream has room again (or is gone): every paused upstream goes on. */
+static void resume_all(struct bridge *b)
+{
+    b->full = false;
+    event_del(b->stall);
+    for (struct relay *rl = b->relays; rl; rl = rl->next)
+        if (rl->up && httpc_call_paused(rl->up))
+            httpc_resume(rl->up);
+    if (b->get && httpc_call_paused(b->get))
+        httpc_resume(b->get);
+}
+
+static void on_client_drained(struct http_request *req, void *arg)
+{
+    struct bridge *b = arg;
+    (void)req;
+    if (b->full)
+        resume_all(b);
 }
 
 static void on_event(const struct sse_event *ev, void *arg)
@@ -115,7 +163,7 @@ static int on_get_data(struct httpc_call *up, const char *data, size_t len, void
     (void)up;
     if (sse_parser_feed(b->get_parser, data, len) < 0)
         gw_log(GW_LOG_WARN, "proxy", b->id, "an upstream event was too large", NULL);
-    return HTTPC_CONTINUE;
+    return flow(b);
 }
 
 static void on_get_done(struct httpc_call *up, const char *error, void *arg)
@@ -194,7 +242,9 @@ static int on_relay_data(struct httpc_call *up, const char *data, size_t len, vo
         sse_parser_feed(rl->parser, data, len);
     else if (rl->json.len + len <= rl->b->proxy->cfg->server.limits.max_body_bytes * 4)
         strbuf_append(&rl->json, data, len);
-    return HTTPC_CONTINUE;
+    else
+        rl->too_big = true;
+    return flow(rl->b);
 }
 
 static void on_relay_done(struct httpc_call *up, const char *error, void *arg)
@@ -202,9 +252,10 @@ static void on_relay_done(struct httpc_call *up, const char *error, void *arg)
     struct relay *rl = arg;
     struct bridge *b = rl->b;
     (void)up;
-    if (error) {
+    if (error || rl->too_big) {
         if (rl->id_json) {
-            char *msg = xasprintf("upstream unreachable: %s", error);
+            char *msg = error ? xasprintf("upstream unreachable: %s", error)
+                              : xstrdup("the upstream's answer exceeds 4 x server.limits.max_body");
             char *text = jsonrpc_error_text(rl->id_json, strlen(rl->id_json),
                                             JSONRPC_GATEWAY_UPSTREAM_ERROR, msg);
             emit(b, text, strlen(text));
@@ -290,7 +341,9 @@ static void bridge_free(struct bridge *b)
     }
     httpc_cancel(b->get);
     sse_parser_free(b->get_parser);
+    event_free(b->stall);
     free(b->route_name);
+    free(b->owner);
     mg_principal_free(b->who);
     free(b->upstream_session);
     free(b->protocol_version);
@@ -303,6 +356,7 @@ static void on_client_closed(struct http_request *req, void *arg)
     http_stream_end(req);
     b->sse = NULL;
     b->closing = true;
+    resume_all(b); /* messages in flight finish upstream; their answers go nowhere */
     const struct gw_route_config *r = gw_config_route_by_name(b->proxy->cfg, b->route_name);
     if (r && b->upstream_session) { /* end the upstream session too */
         struct httpc_header h[4 + IDENTITY_MAX_HEADERS];
@@ -321,13 +375,56 @@ static void on_client_closed(struct http_request *req, void *arg)
         bridge_free(b);
 }
 
+/* The client read nothing for request_timeout while its stream was full. */
+static void on_stall(evutil_socket_t fd, short what, void *arg)
+{
+    struct bridge *b = arg;
+    (void)fd;
+    (void)what;
+    gw_log(GW_LOG_WARN, "proxy", b->id,
+           "legacy client read nothing for server.limits.request_timeout: its stream ends", "route",
+           b->route_name, NULL);
+    struct http_request *req = b->sse;
+    http_request_on_close(req, NULL, NULL);
+    on_client_closed(req, b);
+}
+
+/* Why a new bridge for OWNER is refused (a static text), or NULL. */
+static const char *bridge_refusal(const struct proxy *p, const char *owner)
+{
+    const struct gw_limits *lim = &p->cfg->server.limits;
+    size_t all = 0, mine = 0;
+    for (const struct bridge *it = p->bridges; it; it = it->next) {
+        if (it->closing)
+            continue;
+        all++;
+        mine += strcmp(it->owner, owner) == 0;
+    }
+    if (mine >= lim->max_sessions_per_user)
+        return "too many 2024-11-05 streams for this user (server.limits.max_sessions_per_user)";
+    if (all >= lim->max_sessions)
+        return "too many 2024-11-05 streams (server.limits.max_sessions)";
+    return NULL;
+}
+
 void legacy_http_open(struct proxy_call *call, const char *messages_path)
 {
+    char *owner = proxy_call_owner(call);
+    const char *refused = bridge_refusal(call->proxy, owner);
+    if (refused) {
+        free(owner);
+        http_set_header(call->req, "Retry-After", "5");
+        proxy_reply_rpc_error(call->req, 503, JSONRPC_GATEWAY_LIMIT, refused);
+        proxy_call_free(call);
+        return;
+    }
     struct bridge *b = xcalloc(1, sizeof(*b));
     proxy_session_id_new(call->proxy, b->id);
     b->proxy = call->proxy;
     b->route_name = xstrdup(call->route->name);
     b->who = mg_principal_dup(call->principal);
+    b->owner = owner;
+    b->stall = xevtimer_new(call->proxy->base, on_stall, b);
     if (http_sse_start(call->req) < 0) {
         http_stream_end(call->req);
         bridge_free(b);
@@ -338,6 +435,7 @@ void legacy_http_open(struct proxy_call *call, const char *messages_path)
     b->next = b->proxy->bridges;
     b->proxy->bridges = b;
     proxy_legacy_stream_open(call->req, messages_path, b->id, on_client_closed, b);
+    http_stream_on_drain(call->req, on_client_drained, b);
     proxy_call_free(call);
 }
 
@@ -349,10 +447,26 @@ void legacy_http_post(struct proxy_call *call, const char *session_id,
         if (strcmp(it->id, session_id) == 0 && !it->closing)
             b = it;
     /* Another user's bridge is answered like an unknown one. */
-    if (b == NULL || strcmp(b->who->subject, call->principal->subject) != 0 ||
-        strcmp(b->route_name, call->route->name) != 0) {
+    char *owner = proxy_call_owner(call);
+    bool mine = b && strcmp(b->owner, owner) == 0 && strcmp(b->route_name, call->route->name) == 0;
+    free(owner);
+    if (!mine) {
         proxy_reply_rpc_error(call->req, 404, JSONRPC_INVALID_REQUEST,
                               "unknown session: open the SSE stream first");
+    } else if (refusal == NULL &&
+               b->posts_in_flight >= call->proxy->cfg->server.limits.max_pending_per_session) {
+        /* Said on the stream too: that is where the client waits for the answer. */
+        const struct jsonrpc_msg *m = &body->msgs[0].info;
+        static const char why[] =
+            "too many requests in flight in this session (server.limits.max_pending_per_session)";
+        if (m->kind == JSONRPC_REQUEST) {
+            char *text = jsonrpc_error_text(body->msgs[0].orig + m->id.off, m->id.len,
+                                            JSONRPC_GATEWAY_LIMIT, why);
+            emit(b, text, strlen(text));
+            free(text);
+        }
+        http_set_header(call->req, "Retry-After", "1");
+        proxy_reply_rpc_error(call->req, 503, JSONRPC_GATEWAY_LIMIT, why);
     } else if (refusal) {
         /* The client waits for the answer on its stream, not on this POST. */
         emit(b, refusal->body, strlen(refusal->body));

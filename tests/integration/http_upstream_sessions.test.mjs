@@ -8,7 +8,7 @@ import http from 'node:http';
 import { after, before, describe, test } from 'node:test';
 
 import { gatewayConfig, startGateway, waitFor } from '../lib/harness.mjs';
-import { initializeMessage, mcpPost, routesYaml, toolCall } from '../lib/mcp.mjs';
+import { initializeMessage, mcpPost, mcpRequest, routesYaml, toolCall } from '../lib/mcp.mjs';
 
 const ROUTE = '/mcp/up';
 const ALICE = '127.0.0.1';
@@ -49,6 +49,11 @@ async function startRawUpstream() {
         return;
       }
       if (msg.method === 'tools/call' && msg.params.name === 'hang') return; // never answers
+      if (msg.method === 'tools/call' && msg.params.name === 'big') {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ jsonrpc: '2.0', id: msg.id, result: { content: [{ type: 'text', text: 'b'.repeat(msg.params.arguments.bytes) }] } }));
+        return;
+      }
       if (msg.method === 'tools/call' && msg.params.name === 'slow') {
         const steps = msg.params.arguments?.steps ?? 5;
         res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store' });
@@ -208,5 +213,101 @@ describe('forwarded request deadlines (F11)', () => {
     assert.equal(big.status, 502);
     assert.equal(big.json.error.code, -32000);
     assert.match(big.json.error.message, /exceeds 4 x server.limits.max_body/);
+  });
+});
+
+describe('2024-11-05 clients of an HTTP upstream: nothing dropped, everything bounded (F17, F19)', () => {
+  let gw;
+  after(async () => {
+    if (gw) assert.equal(await gw.stop(), 0);
+  });
+
+  /** Opens <route>/sse from FROM, initializes through the bridge; {s, send, next}. */
+  const openLegacy = async (from) => {
+    const s = await mcpRequest({ port: gw.port, path: `${ROUTE}/sse`, method: 'GET', localAddress: from });
+    assert.equal(s.status, 200);
+    const endpoint = await s.sse.next(5000);
+    assert.equal(endpoint.event, 'endpoint');
+    const send = (body) => mcpPost(gw.port, endpoint.data, body, { localAddress: from });
+    const next = async (ms = 10000) => {
+      for (;;) {
+        const ev = await s.sse.next(ms);
+        if (!ev) return null;
+        if (ev.data && ev.event === 'message') return JSON.parse(ev.data);
+      }
+    };
+    assert.equal((await send(initializeMessage(1, { protocolVersion: '2024-11-05' }))).status, 202);
+    assert.equal((await next()).id, 1);
+    return { s, send, next };
+  };
+
+  test('a client that reads slowly gets every answer, in order (the upstream waits for it)', async () => {
+    gw = await start({}, { sse_high_water: '64KiB' });
+    up.nextId = () => 'legacy-1';
+    const c = await openLegacy(ALICE);
+    c.s.res.pause(); // stop reading
+    for (let id = 10; id < 13; id++) assert.equal((await c.send(toolCall(id, 'big', { bytes: 300 * 1024 }))).status, 202);
+    c.s.res.resume();
+    const got = [];
+    for (let i = 0; i < 3; i++) {
+      const m = await c.next();
+      assert.ok(m, `answer ${i} never came`);
+      got.push([m.id, m.result.content[0].text.length]);
+    }
+    assert.deepEqual(got, [[10, 300 * 1024], [11, 300 * 1024], [12, 300 * 1024]]);
+    assert.ok(!gw.logs().some((l) => /dropped/.test(l.msg)), 'an event was dropped');
+    c.s.close();
+  });
+
+  test('a client that reads nothing for request_timeout loses its stream; the bridge goes', async () => {
+    await gw.stop();
+    gw = await start({}, { sse_high_water: '64KiB', request_timeout: '1s' });
+    const c = await openLegacy(ALICE);
+    c.s.res.pause();
+    // More than the socket buffers hold, so the gateway's own buffer fills.
+    for (let id = 20; id < 24; id++) assert.equal((await c.send(toolCall(id, 'big', { bytes: 4 * 1024 * 1024 }))).status, 202);
+    await gw.waitForLog((l) => /read nothing for server.limits.request_timeout/.test(l.msg), 15000);
+    c.s.res.resume();
+    await c.s.sse.waitEnd(10000);
+    const endpoint = c.s.sse.received.find((e) => e.event === 'endpoint').data;
+    const after = await mcpPost(gw.port, endpoint, toolCall(30, 'echo', {}), { localAddress: ALICE });
+    assert.equal(after.status, 404, 'the bridge is gone');
+  });
+
+  test('messages in flight per bridge are capped: the one past max_pending_per_session gets 503 and an error on the stream', async () => {
+    await gw.stop();
+    gw = await start({}, { max_pending_per_session: 2 });
+    const c = await openLegacy(ALICE);
+    assert.equal((await c.send(toolCall(40, 'hang', {}))).status, 202);
+    assert.equal((await c.send(toolCall(41, 'hang', {}))).status, 202);
+    const third = await c.send(toolCall(42, 'hang', {}));
+    assert.equal(third.status, 503);
+    assert.equal(third.json.error.code, -32001);
+    assert.equal(third.headers['retry-after'], '1');
+    const m = await c.next();
+    assert.equal(m.id, 42);
+    assert.equal(m.error.code, -32001);
+    assert.match(m.error.message, /max_pending_per_session/);
+    c.s.close();
+  });
+
+  test('bridges per caller are capped at max_sessions_per_user; another caller still gets one', async () => {
+    await gw.stop();
+    gw = await start({}, { max_sessions_per_user: 2 });
+    const a = [await openLegacy(ALICE), await openLegacy(ALICE)];
+    const third = await mcpRequest({ port: gw.port, path: `${ROUTE}/sse`, method: 'GET', localAddress: ALICE });
+    assert.equal(third.status, 503);
+    const j = await third.json();
+    assert.equal(j.error.code, -32001);
+    assert.match(j.error.message, /max_sessions_per_user/);
+    const bob = await openLegacy(BOB);
+    a[0].s.close(); // a closed stream frees its slot
+    await waitFor(async () => {
+      const r = await mcpRequest({ port: gw.port, path: `${ROUTE}/sse`, method: 'GET', localAddress: ALICE });
+      r.close();
+      return r.status === 200;
+    }, { what: 'the freed slot' });
+    a[1].s.close();
+    bob.s.close();
   });
 });
