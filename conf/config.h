@@ -173,6 +173,10 @@ struct gw_oauth_config {
     uint64_t max_grant_lifetime_ms; /* a grant refreshes for at most this long; 0 = no limit */
     uint32_t token_rate_count;      /* /token requests per client address (/64), default 600/min */
     uint64_t token_rate_window_ms;
+    uint32_t authorize_rate_count; /* GET and POST /authorize per client address, default 300/min */
+    uint64_t authorize_rate_window_ms;
+    uint32_t callback_rate_count; /* /callback per client address, default 300/min */
+    uint64_t callback_rate_window_ms;
 };
 
 /* ---- identity -------------------------------------------------------- */

@@ -281,7 +281,8 @@ static void show_consent(struct authz *a)
 {
     char key[128], ip[NET_RATE_KEY_MAX];
     net_rate_key(http_request_client_ip(a->req), ip);
-    snprintf(key, sizeof(key), "ratelimit:authorize:%s", ip);
+    snprintf(key, sizeof(key), "pendingauthz:%s",
+             ip); /* not ratelimit:authorize: that is the rate */
     if (store_incr(a->srv->store, key, a->srv->cfg->oauth.authorize_ttl_ms, on_pending_counted, a) <
         0) {
         oauth_reply_store_down(a->req, "authorization request");
@@ -433,9 +434,11 @@ static const char *repeated_param(const struct http_params *p)
     return NULL;
 }
 
-static void on_authorize_get(struct http_request *req, void *arg)
+static void authorize_get(struct http_request *req, bool allowed, void *arg)
 {
     struct oauth_server *srv = arg;
+    if (!allowed)
+        return; /* answered: 429 or 503 */
     struct authz *a = xcalloc(1, sizeof(*a));
     a->srv = srv;
     a->req = req;
@@ -515,9 +518,11 @@ static void on_authreq_taken(const struct store_result *res, void *arg)
     decision_free(d);
 }
 
-static void on_authorize_post(struct http_request *req, void *arg)
+static void authorize_post(struct http_request *req, bool allowed, void *arg)
 {
     struct oauth_server *srv = arg;
+    if (!allowed)
+        return;
     size_t len;
     const char *body = http_request_body(req, &len);
     struct http_params p = {0};
@@ -565,6 +570,24 @@ static void on_authorize_post(struct http_request *req, void *arg)
         oauth_reply_store_down(req, "consent");
         decision_free(d);
     }
+}
+
+/* Both halves of /authorize count against oauth.authorize_rate, per address and
+ * across instances (F19), before anything else is read. */
+static void on_authorize_get(struct http_request *req, void *arg)
+{
+    struct oauth_server *srv = arg;
+    const struct gw_oauth_config *oc = &srv->cfg->oauth;
+    oauth_rate_limit(srv, req, "authorize", oc->authorize_rate_count, oc->authorize_rate_window_ms,
+                     true, authorize_get, srv);
+}
+
+static void on_authorize_post(struct http_request *req, void *arg)
+{
+    struct oauth_server *srv = arg;
+    const struct gw_oauth_config *oc = &srv->cfg->oauth;
+    oauth_rate_limit(srv, req, "authorize", oc->authorize_rate_count, oc->authorize_rate_window_ms,
+                     true, authorize_post, srv);
 }
 
 int oauth_authorize_register(struct oauth_server *srv, struct http_server *http)

@@ -171,9 +171,11 @@ static void on_login_taken(const struct store_result *res, void *arg)
     free(callback);
 }
 
-static void on_callback(struct http_request *req, void *arg)
+static void callback_allowed(struct http_request *req, bool allowed, void *arg)
 {
     struct oauth_server *srv = arg;
+    if (!allowed)
+        return; /* answered: 429 or 503 */
     struct callback *cb = xcalloc(1, sizeof(*cb));
     cb->srv = srv;
     cb->req = req;
@@ -222,6 +224,15 @@ static void on_callback(struct http_request *req, void *arg)
         oauth_reply_store_down(req, "callback");
         callback_free(cb);
     }
+}
+
+/* Counted against oauth.callback_rate, per address and across instances (F19). */
+static void on_callback(struct http_request *req, void *arg)
+{
+    struct oauth_server *srv = arg;
+    const struct gw_oauth_config *oc = &srv->cfg->oauth;
+    oauth_rate_limit(srv, req, "callback", oc->callback_rate_count, oc->callback_rate_window_ms,
+                     true, callback_allowed, srv);
 }
 
 int oauth_callback_register(struct oauth_server *srv, struct http_server *http)

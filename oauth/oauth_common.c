@@ -40,6 +40,7 @@ struct rate_check {
     oauth_rate_fn cb;
     void *arg;    /* borrowed */
     bool allowed; /* for rate_deferred */
+    bool page;    /* answer a person: HTML */
 };
 
 static void on_rate_counted(const struct store_result *res, void *arg)
@@ -53,7 +54,12 @@ static void on_rate_counted(const struct store_result *res, void *arg)
         snprintf(retry, sizeof(retry), "%llu", (unsigned long long)(rc->window_ms + 999) / 1000);
         http_set_header(rc->req, "Retry-After", retry);
         char *msg = xasprintf("too many %s requests from this address; try again later", rc->what);
-        oauth_reply_error(rc->req, 429, "slow_down", msg);
+        if (rc->page)
+            oauth_reply_html_error(rc->req, 429, "Too many requests",
+                                   "Too many sign-in requests came from this address. Wait a "
+                                   "minute and try again.");
+        else
+            oauth_reply_error(rc->req, 429, "slow_down", msg);
         free(msg);
     } else {
         allowed = true;
@@ -74,9 +80,10 @@ static void rate_deferred(evutil_socket_t fd, short what, void *arg)
 }
 
 void oauth_rate_limit(struct oauth_server *srv, struct http_request *req, const char *what,
-                      uint32_t count, uint64_t window_ms, oauth_rate_fn cb, void *arg)
+                      uint32_t count, uint64_t window_ms, bool page, oauth_rate_fn cb, void *arg)
 {
     struct rate_check *rc = xcalloc(1, sizeof(*rc));
+    rc->page = page;
     rc->req = req;
     rc->count = count;
     rc->window_ms = window_ms;

@@ -246,6 +246,10 @@ static const struct conf_field oauth_fields[] = {
     {"max_grant_lifetime", CONF_DURATION, AT(struct gw_oauth_config, max_grant_lifetime_ms),
      RANGE(0, 3650 * DAY_MS)},
     {"token_rate", CONF_RATE, AT2(struct gw_oauth_config, token_rate_count, token_rate_window_ms)},
+    {"authorize_rate", CONF_RATE,
+     AT2(struct gw_oauth_config, authorize_rate_count, authorize_rate_window_ms)},
+    {"callback_rate", CONF_RATE,
+     AT2(struct gw_oauth_config, callback_rate_count, callback_rate_window_ms)},
 };
 
 static void oauth_post(struct conf_loader *ld, const struct conf_node *at, void *base,
@@ -319,6 +323,10 @@ void oauth_conf_defaults(struct gw_oauth_config *o)
     o->consent_remember_ms = 30 * DAY_MS;
     o->token_rate_count = 600;
     o->token_rate_window_ms = MIN_MS;
+    o->authorize_rate_count = 300;
+    o->authorize_rate_window_ms = MIN_MS;
+    o->callback_rate_count = 300;
+    o->callback_rate_window_ms = MIN_MS;
 }
 
 void oauth_conf_identity_defaults(struct gw_identity_config *id)

@@ -62,12 +62,13 @@ void oauth_reply_store_down(struct http_request *req, const char *what);
  * client counts per /64) in the store, so the limit holds across instances.
  * CB runs (on the loop) with ALLOWED true while the count is within COUNT per
  * WINDOW_MS (COUNT 0: no limit, and no store round trip); otherwise the
- * request was answered here, 429 {"error":"slow_down"} with Retry-After, or
- * 503 when the store is down, and ALLOWED is false.
+ * request was answered here, 429 with Retry-After ({"error":"slow_down"}, or
+ * an HTML page when PAGE: a person's browser asked), or 503 when the store is
+ * down, and ALLOWED is false.
  */
 typedef void (*oauth_rate_fn)(struct http_request *req, bool allowed, void *arg);
 void oauth_rate_limit(struct oauth_server *srv, struct http_request *req, const char *what,
-                      uint32_t count, uint64_t window_ms, oauth_rate_fn cb, void *arg);
+                      uint32_t count, uint64_t window_ms, bool page, oauth_rate_fn cb, void *arg);
 /* A JSON body with no-store (token responses, registration). Steals BODY. */
 void oauth_reply_json(struct http_request *req, int status, json_t *body);
 /* Headers for every page a person sees: no caching, no framing, strict CSP. */

@@ -390,7 +390,7 @@ static void on_register(struct http_request *req, void *arg)
     r->body = body;
     const struct gw_oauth_config *oc = &srv->cfg->oauth;
     oauth_rate_limit(srv, req, "register", oc->registration_rate_count,
-                     oc->registration_rate_window_ms, on_rate_checked, r);
+                     oc->registration_rate_window_ms, false, on_rate_checked, r);
 }
 
 int oauth_register_register(struct oauth_server *srv, struct http_server *http)

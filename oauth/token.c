@@ -709,7 +709,7 @@ static void on_token(struct http_request *req, void *arg)
         return;
     }
     const struct gw_oauth_config *oc = &t->srv->cfg->oauth;
-    oauth_rate_limit(t->srv, req, "token", oc->token_rate_count, oc->token_rate_window_ms,
+    oauth_rate_limit(t->srv, req, "token", oc->token_rate_count, oc->token_rate_window_ms, false,
                      on_token_rate_checked, t);
 }
 

@@ -9,6 +9,7 @@
 // Real redis-server, the test IdP (oidc-provider, rotating refresh tokens),
 // gateways under ASan, an SDK-built HTTP upstream and the STDIO whoami server.
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 
 import { freePort, redisCommand, startGateway, startRedis, teardownAll, waitFor, writeSecret } from '../lib/harness.mjs';
@@ -239,7 +240,7 @@ describe('code replay races and per-address limits (F20, F19)', () => {
   });
 });
 
-describe('oauth.token_rate', () => {
+describe('oauth.token_rate, authorize_rate, callback_rate (F19)', () => {
   test('the 4th /token request in a minute from one address gets 429 slow_down; another address is served', async () => {
     const s = await startOAuthStack({ oauth: { token_rate: '3/min' }, server: { trusted_proxies: ['127.0.0.1'] } });
     const client = await newClient(s.url, { redirectUri: 'http://127.0.0.1:45003/cb' });
@@ -250,6 +251,29 @@ describe('oauth.token_rate', () => {
     assert.equal(limited.json.error, 'slow_down');
     assert.equal(limited.headers.get('retry-after'), '60');
     assert.equal((await req('198.51.100.2')).status, 400, 'another address is not limited');
+    assert.equal(await s.gw.stop(), 0);
+  });
+
+  test('/authorize and /callback: the 4th request in a minute from one address gets a 429 page with Retry-After, shared by two instances', async () => {
+    const s = await startOAuthStack({ oauth: { authorize_rate: '3/min', callback_rate: '3/min' }, server: { trusted_proxies: ['127.0.0.1'] } });
+    // A second instance on the same Redis and prefix: the count is shared.
+    const port2 = await freePort();
+    const text = fs.readFileSync(s.gw.configPath, 'utf8').replaceAll(`127.0.0.1:${s.port}`, `127.0.0.1:${port2}`);
+    const gw2 = await startGateway({ port: port2, config: text });
+    const client = await newClient(s.url, { redirectUri: 'http://127.0.0.1:45004/cb' });
+    const get = (base, ip, p = '/authorize') => fetch(`${base}${p}?client_id=${client.client_id}`, { headers: { 'x-forwarded-for': ip }, redirect: 'manual' });
+    assert.notEqual((await get(s.url, '198.51.100.7')).status, 429);
+    assert.notEqual((await get(gw2.url, '198.51.100.7')).status, 429);
+    assert.notEqual((await get(s.url, '198.51.100.7')).status, 429);
+    const limited = await get(gw2.url, '198.51.100.7');
+    assert.equal(limited.status, 429, 'the other instance counted the same address');
+    assert.equal(limited.headers.get('retry-after'), '60');
+    assert.match(limited.headers.get('content-type'), /text\/html/);
+    assert.match(await limited.text(), /Too many requests/);
+    assert.notEqual((await get(s.url, '198.51.100.8')).status, 429, 'another address is served');
+    for (let i = 0; i < 3; i++) assert.notEqual((await get(s.url, '198.51.100.9', '/callback')).status, 429);
+    assert.equal((await get(s.url, '198.51.100.9', '/callback')).status, 429);
+    assert.equal(await gw2.stop(), 0);
     assert.equal(await s.gw.stop(), 0);
   });
 });
