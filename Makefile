@@ -32,7 +32,7 @@ SAN_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/san/%.o)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/san/tests/%)
 HELPER_BINS := $(HELPER_SRCS:tests/integration/%.c=$(BUILD)/san/helpers/%)
 
-.PHONY: all test unit integration demo bench install clean fmt fmt-check help deps layers \
+.PHONY: all test unit integration demo bench soak install clean fmt fmt-check help deps layers \
         san-binary fuzz
 
 all: mcpgate $(BUILD)/rel/examples/whoami-server ## Build mcpgate and the example server (release flags)
@@ -153,6 +153,9 @@ test: deps ## Run the whole suite under ASan/UBSan; ends with "N passed, N faile
 
 demo: deps all ## Start redis, the demo IdP, an upstream and mcpgate; Ctrl-C stops all
 	@sh scripts/demo.sh
+
+soak: deps all ## Mixed load for SOAK_SECONDS (600) with Redis restarts and killed children; fails if anything leaks
+	@SOAK_SECONDS=$(or $(SOAK_SECONDS),600) sh tests/soak/run.sh
 
 bench: deps mcpgate ## Load benchmarks, side by side with peers
 	@sh bench/run.sh

@@ -85,7 +85,14 @@ static void on_metrics(struct http_request *req, void *arg)
     struct gw_app *app = arg;
     struct store_stats st;
     store_get_stats(app->store, &st);
+    struct proxy_stats ps;
+    proxy_get_stats(app->proxy, &ps);
     struct gw_metrics_gauges g = {
+        .sessions = ps.sessions,
+        .children = ps.children,
+        .legacy_bridges = ps.legacy_bridges,
+        .upstream_bindings = ps.upstream_bindings,
+        .token_cache_entries = app->oauth ? oauth_bearer_cache_size(app->oauth) : 0,
         .open_connections = http_server_open_connections(app->http),
         .in_flight = http_server_in_flight(app->http),
         .store_ops = st.ops,

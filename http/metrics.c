@@ -179,6 +179,16 @@ char *gw_metrics_render(const struct gw_metrics *m, const struct gw_metrics_gaug
     render_gauge(&sb, "mcpgate_store_reconnects_total", "counter", "Reconnections to the store.",
                  g->store_reconnects);
     render_gauge(&sb, "mcpgate_store_up", "gauge", "1 when the store answers.", g->store_up);
+    render_gauge(&sb, "mcpgate_sessions", "gauge", "MCP sessions with a child (STDIO routes).",
+                 g->sessions);
+    render_gauge(&sb, "mcpgate_children", "gauge",
+                 "Child processes alive, stop sequences included.", g->children);
+    render_gauge(&sb, "mcpgate_legacy_bridges", "gauge", "2024-11-05 clients of HTTP upstreams.",
+                 g->legacy_bridges);
+    render_gauge(&sb, "mcpgate_upstream_session_bindings", "gauge",
+                 "HTTP-upstream session ids bound to their callers.", g->upstream_bindings);
+    render_gauge(&sb, "mcpgate_token_cache_entries", "gauge",
+                 "Validated access tokens cached in this process.", g->token_cache_entries);
     strbuf_printf(&sb,
                   "# HELP mcpgate_build_info Build version.\n# TYPE mcpgate_build_info gauge\n"
                   "mcpgate_build_info{version=\"%s\",revision=\"%s\"} 1\n",

@@ -31,6 +31,11 @@ struct gw_metrics_gauges {
     uint64_t store_timeouts;
     uint64_t store_reconnects;
     bool store_up;
+    uint64_t sessions;
+    uint64_t children;
+    uint64_t legacy_bridges;
+    uint64_t upstream_bindings;
+    uint64_t token_cache_entries;
 };
 
 struct gw_metrics *gw_metrics_new(void);

@@ -1164,14 +1164,17 @@ static void reap_if_idle(struct idp_client *idp);
 
 static void op_finish(struct idp_op *op, const char *error, bool denied)
 {
-    struct idp_client *idp = op->idp;
+    /* The callback may free a client that is not retiring; a retiring one is
+     * freed only by its reaper, so it may be looked at afterwards. */
+    struct idp_client *retiring = op->idp->retired ? op->idp : NULL;
     op_unlink(op);
     if (error)
         op->cb(NULL, error, denied, op->arg);
     else
         op->cb(op->ident, NULL, false, op->arg);
     op_free(op);
-    reap_if_idle(idp);
+    if (retiring)
+        reap_if_idle(retiring);
 }
 
 /* Logs why OP failed (MSG never holds a secret) and ends it. */

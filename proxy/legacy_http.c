@@ -478,6 +478,14 @@ void legacy_http_post(struct proxy_call *call, const char *session_id,
     proxy_call_free(call);
 }
 
+size_t legacy_http_bridges(const struct proxy *p)
+{
+    size_t n = 0;
+    for (const struct bridge *b = p->bridges; b; b = b->next)
+        n++;
+    return n;
+}
+
 void legacy_http_drain(struct proxy *p)
 {
     /* on_client_closed may free the bridge, so look for the next open one from the head. */

@@ -92,6 +92,14 @@ size_t proxy_children_alive(const struct proxy *p)
     return stdio_children_alive();
 }
 
+void proxy_get_stats(const struct proxy *p, struct proxy_stats *out)
+{
+    out->sessions = p->n_sessions;
+    out->children = stdio_children_alive();
+    out->legacy_bridges = legacy_http_bridges(p);
+    out->upstream_bindings = http_upstream_bindings(p);
+}
+
 void proxy_session_id_new(const struct proxy *p, char out[PROXY_SESSION_ID_MAX])
 {
     char random[RAND_HANDLE_LEN + 1];

@@ -58,4 +58,13 @@ size_t proxy_shutdown(struct proxy *p);
 size_t proxy_session_count(const struct proxy *p);
 size_t proxy_children_alive(const struct proxy *p);
 
+/* What the proxy holds now, for /metrics and the soak. */
+struct proxy_stats {
+    size_t sessions;          /* STDIO sessions, both transports */
+    size_t children;          /* child processes alive (stop sequences included) */
+    size_t legacy_bridges;    /* 2024-11-05 clients of HTTP upstreams */
+    size_t upstream_bindings; /* HTTP-upstream Mcp-Session-Id bindings */
+};
+void proxy_get_stats(const struct proxy *p, struct proxy_stats *out);
+
 #endif

@@ -165,6 +165,8 @@ void warm_free_all(struct proxy *p);
 /* BODY: what the guard passed (borrowed), or NULL for GET and DELETE. */
 void http_upstream_handle(struct proxy_call *call, const struct guard_body *body);
 void http_upstream_free_all(struct proxy *p);
+/* 2024-11-05 bridges open (legacy_http.c). */
+size_t legacy_http_bridges(const struct proxy *p);
 /* Upstream session bindings held (F12: bounded, idle ones expire). */
 size_t http_upstream_bindings(const struct proxy *p);
 /* Draining: ends the long-lived GET streams to HTTP upstreams. */
