@@ -52,11 +52,16 @@ function judge(r, what) {
   if (r.status === 503) return note('503 (store down or a limit)');
   if (r.status === 404) return note('404 (session ended)');
   if (r.status === 502) return note('502 (child could not start or died)');
-  if (r.status === 401) return note('401 (token revoked or store lost it)');
+  if (r.status === 401) {
+    onUnauthorized?.();
+    return note('401 (token revoked or store lost it)');
+  }
   return bad(`${what}: HTTP ${r.status} ${(r.text || '').slice(0, 200)}`);
 }
 
 const ROUTE = '/mcp/whoami';
+let onUnauthorized = null; // set by main: sign in again, as a real client would
+let relogin = null; // the sign-in in progress
 
 async function streamableClient(gw, token) {
   const headers = { authorization: `Bearer ${token()}` };
@@ -90,21 +95,35 @@ async function legacyClient(gw, token, { stopReading = false } = {}) {
   try {
     const ep = await s.sse.next(10000);
     if (!ep || ep.event !== 'endpoint') return bad('legacy: no endpoint event');
-    const send = (m) => mcpPost(gw.port, ep.data, m, { headers, timeoutMs: 15000 });
-    judge(await send(initializeMessage(1, { protocolVersion: '2024-11-05' })), 'legacy initialize');
+    // An answer comes on the stream only for a POST that was accepted (202).
+    const send = async (m, what) => {
+      const r = await mcpPost(gw.port, ep.data, m, { headers, timeoutMs: 15000 });
+      judge(r, what);
+      return r.status === 202;
+    };
+    const awaitId = async (id) => {
+      for (;;) {
+        const ev = await s.sse.next(10000).catch((e) => {
+          bad(`legacy: no answer for id ${id} on an open stream: ${e.message.slice(0, 300)}`);
+          return null;
+        });
+        if (!ev) return null; // the stream ended (its child was killed): documented
+        const m = ev.data && ev.event === 'message' ? JSON.parse(ev.data) : null;
+        if (m?.id === id) return m;
+      }
+    };
+    if (!(await send(initializeMessage(1, { protocolVersion: '2024-11-05' }), 'legacy initialize'))) return;
+    if (!(await awaitId(1))) return;
     if (stopReading) {
       s.res.pause(); // a client that stops reading, then goes away
-      for (let i = 0; i < 4; i++) await send(toolCall(10 + i, 'big_line', { bytes: 1 << 20 })).catch(() => {});
+      for (let i = 0; i < 4; i++) await send(toolCall(10 + i, 'big_line', { bytes: 1 << 20 }), 'legacy big').catch(() => {});
       await sleep(2000);
       return;
     }
-    judge(await send({ jsonrpc: '2.0', method: 'notifications/initialized' }), 'legacy initialized');
-    judge(await send(toolCall(2, 'whoami')), 'legacy whoami');
-    for (;;) {
-      const ev = await s.sse.next(10000);
-      if (!ev) break;
-      if (ev.data && JSON.parse(ev.data).id === 2) break;
-    }
+    if (!(await send({ jsonrpc: '2.0', method: 'notifications/initialized' }, 'legacy initialized'))) return;
+    if (!(await send(toolCall(2, 'whoami'), 'legacy whoami'))) return;
+    const m = await awaitId(2);
+    if (m && m.error && !(m.error.code === -32000 && /upstream process/.test(m.error.message))) bad(`legacy whoami: ${JSON.stringify(m.error)}`);
   } finally {
     s.close();
   }
@@ -134,6 +153,7 @@ async function loop(fn) {
   while (live()) {
     try {
       await fn();
+      if (relogin) await relogin; // a real client waits for its new sign-in
     } catch (e) {
       bad(`exception: ${e.message}`);
     }
@@ -161,6 +181,25 @@ async function main() {
     users.push({ user, client: t.client, tokens: t.tokens });
   }
   const token = () => users[Math.floor(Math.random() * users.length)].tokens.access_token;
+  // A 401 (Redis lost the tokens when it restarted) makes the clients sign in again, once.
+  const signInAgain = async () => {
+    await waitFor(async () => (await fetch(`${gw.url}/readyz`)).status === 200, { timeoutMs: 20000, intervalMs: 200, what: 'ready again' }).catch(() => {});
+    for (const u of users) {
+      for (let i = 0; i < 20; i++) {
+        const t = await obtainTokens(stack, { user: u.user }).catch(() => null);
+        if (t) {
+          u.client = t.client;
+          u.tokens = t.tokens;
+          note('signed in again');
+          break;
+        }
+        await sleep(250);
+      }
+    }
+  };
+  onUnauthorized = () => {
+    if (!relogin) relogin = signInAgain().finally(() => { relogin = null; });
+  };
   await sleep(500);
   const start = await sample(gw);
   console.log(`soak: ${SECONDS} s; start ${JSON.stringify(start)}`);
@@ -171,13 +210,7 @@ async function main() {
       while (live() && Date.now() < deadline - SECONDS * 1000 * (1 - at)) await sleep(200);
       if (!live()) return;
       console.log('soak: restarting redis');
-      await redis.restart();
-      // Redis lost everything: sign in again (well-behaved clients would).
-      for (const u of users) {
-        const t = await obtainTokens(stack, { user: u.user, clientOpts: {} }).catch(() => null);
-        if (t) u.client = t.client;
-        if (t) u.tokens = t.tokens;
-      }
+      await redis.restart(); // it loses everything: the next 401 makes the clients sign in again
     }
   })();
   const killer = (async () => {
@@ -241,6 +274,7 @@ async function main() {
     process.exit(1);
   }
   console.log('soak: ok');
+  process.exit(0);
 }
 
 main().catch(async (e) => {
