@@ -166,29 +166,34 @@ char *gw_metrics_render(const struct gw_metrics *m, const struct gw_metrics_gaug
 {
     struct strbuf sb = STRBUF_INIT;
     render_requests(&sb, m);
-    render_gauge(&sb, "mcpgate_http_open_connections", "gauge", "Open client connections.",
-                 g->open_connections);
-    render_gauge(&sb, "mcpgate_http_in_flight_requests", "gauge",
-                 "Requests received and not yet answered.", g->in_flight);
-    render_gauge(&sb, "mcpgate_store_operations_total", "counter", "Store operations issued.",
-                 g->store_ops);
-    render_gauge(&sb, "mcpgate_store_errors_total", "counter",
-                 "Store operations that failed (timeouts included).", g->store_errors);
-    render_gauge(&sb, "mcpgate_store_timeouts_total", "counter",
-                 "Store operations that hit their deadline.", g->store_timeouts);
-    render_gauge(&sb, "mcpgate_store_reconnects_total", "counter", "Reconnections to the store.",
-                 g->store_reconnects);
-    render_gauge(&sb, "mcpgate_store_up", "gauge", "1 when the store answers.", g->store_up);
-    render_gauge(&sb, "mcpgate_sessions", "gauge", "MCP sessions with a child (STDIO routes).",
-                 g->sessions);
-    render_gauge(&sb, "mcpgate_children", "gauge",
-                 "Child processes alive, stop sequences included.", g->children);
-    render_gauge(&sb, "mcpgate_legacy_bridges", "gauge", "2024-11-05 clients of HTTP upstreams.",
-                 g->legacy_bridges);
-    render_gauge(&sb, "mcpgate_upstream_session_bindings", "gauge",
-                 "HTTP-upstream session ids bound to their callers.", g->upstream_bindings);
-    render_gauge(&sb, "mcpgate_token_cache_entries", "gauge",
-                 "Validated access tokens cached in this process.", g->token_cache_entries);
+    /* One row per value: name, type, help, value (order is the exposition order). */
+    const struct {
+        const char *name, *type, *help;
+        unsigned long long value;
+    } rows[] = {
+        {"mcpgate_http_open_connections", "gauge", "Open client connections.", g->open_connections},
+        {"mcpgate_http_in_flight_requests", "gauge", "Requests received and not yet answered.",
+         g->in_flight},
+        {"mcpgate_store_operations_total", "counter", "Store operations issued.", g->store_ops},
+        {"mcpgate_store_errors_total", "counter",
+         "Store operations that failed (timeouts included).", g->store_errors},
+        {"mcpgate_store_timeouts_total", "counter", "Store operations that hit their deadline.",
+         g->store_timeouts},
+        {"mcpgate_store_reconnects_total", "counter", "Reconnections to the store.",
+         g->store_reconnects},
+        {"mcpgate_store_up", "gauge", "1 when the store answers.", g->store_up},
+        {"mcpgate_sessions", "gauge", "MCP sessions with a child (STDIO routes).", g->sessions},
+        {"mcpgate_children", "gauge", "Child processes alive, stop sequences included.",
+         g->children},
+        {"mcpgate_legacy_bridges", "gauge", "2024-11-05 clients of HTTP upstreams.",
+         g->legacy_bridges},
+        {"mcpgate_upstream_session_bindings", "gauge",
+         "HTTP-upstream session ids bound to their callers.", g->upstream_bindings},
+        {"mcpgate_token_cache_entries", "gauge", "Validated access tokens cached in this process.",
+         g->token_cache_entries},
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+        render_gauge(&sb, rows[i].name, rows[i].type, rows[i].help, rows[i].value);
     strbuf_printf(&sb,
                   "# HELP mcpgate_build_info Build version.\n# TYPE mcpgate_build_info gauge\n"
                   "mcpgate_build_info{version=\"%s\",revision=\"%s\"} 1\n",

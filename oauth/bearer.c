@@ -18,6 +18,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <sys/queue.h> /* TAILQ: the eviction order */
 
 #include "common/hash.h"
 #include "common/strbuf.h"
@@ -36,16 +37,16 @@
 
 struct bearer_entry {
     char hash[65];
-    struct mg_principal *principal;     /* owned */
-    uint64_t valid_until;               /* Unix seconds */
-    struct bearer_entry *next;          /* bucket chain (owned through the FIFO) */
-    struct bearer_entry *older, *newer; /* insertion order, for eviction */
+    struct mg_principal *principal; /* owned */
+    uint64_t valid_until;           /* Unix seconds */
+    struct bearer_entry *next;      /* bucket chain (owned through the FIFO) */
+    TAILQ_ENTRY(bearer_entry) fifo; /* insertion order, for eviction */
 };
 
 struct bearer_cache {
     struct oauth_server *srv; /* borrowed */
     struct bearer_entry *buckets[CACHE_BUCKETS];
-    struct bearer_entry *oldest, *newest;
+    TAILQ_HEAD(, bearer_entry) fifo;
     size_t len;
     /* Bumped by every revocation message. A lookup caches its answer only if
      * no revocation arrived while its GET was in flight: the message and the
@@ -66,14 +67,7 @@ static void entry_unlink(struct bearer_cache *c, struct bearer_entry *e)
         pp = &(*pp)->next;
     if (*pp)
         *pp = e->next;
-    if (e->older)
-        e->older->newer = e->newer;
-    else
-        c->oldest = e->newer;
-    if (e->newer)
-        e->newer->older = e->older;
-    else
-        c->newest = e->older;
+    TAILQ_REMOVE(&c->fifo, e, fifo);
     mg_principal_free(e->principal);
     free(e);
     c->len--;
@@ -94,7 +88,7 @@ static void cache_put(struct bearer_cache *c, const char *hash, const struct mg_
     if (old)
         entry_unlink(c, old);
     if (c->len >= CACHE_MAX_ENTRIES)
-        entry_unlink(c, c->oldest);
+        entry_unlink(c, TAILQ_FIRST(&c->fifo));
     struct bearer_entry *e = xcalloc(1, sizeof(*e));
     snprintf(e->hash, sizeof(e->hash), "%s", hash);
     e->principal = mg_principal_dup(p);
@@ -102,12 +96,7 @@ static void cache_put(struct bearer_cache *c, const char *hash, const struct mg_
     unsigned b = bucket_of(hash);
     e->next = c->buckets[b];
     c->buckets[b] = e;
-    e->older = c->newest;
-    if (c->newest)
-        c->newest->newer = e;
-    c->newest = e;
-    if (c->oldest == NULL)
-        c->oldest = e;
+    TAILQ_INSERT_TAIL(&c->fifo, e, fifo);
     c->len++;
 }
 
@@ -137,8 +126,8 @@ static bool cache_trusted(struct bearer_cache *c)
     store_get_stats(c->srv->store, &st);
     if (st.subscribed)
         return true;
-    while (c->oldest)
-        entry_unlink(c, c->oldest);
+    while (!TAILQ_EMPTY(&c->fifo))
+        entry_unlink(c, TAILQ_FIRST(&c->fifo));
     c->epoch++;
     return false;
 }
@@ -147,6 +136,7 @@ struct bearer_cache *bearer_cache_new(struct oauth_server *srv)
 {
     struct bearer_cache *c = xcalloc(1, sizeof(*c));
     c->srv = srv;
+    TAILQ_INIT(&c->fifo);
     int rc = store_subscribe(srv->store, CHANNEL_REVOKED, on_revoked, c);
     if (rc < 0) /* only on a programming error: the store is new and the channel valid */
         gw_log(GW_LOG_ERROR, "oauth", NULL, "cannot subscribe to revocations", "error",
@@ -158,8 +148,8 @@ void bearer_cache_free(struct bearer_cache *c)
 {
     if (c == NULL)
         return;
-    while (c->oldest)
-        entry_unlink(c, c->oldest);
+    while (!TAILQ_EMPTY(&c->fifo))
+        entry_unlink(c, TAILQ_FIRST(&c->fifo));
     free(c);
 }
 

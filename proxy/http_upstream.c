@@ -17,6 +17,7 @@
 #include <strings.h>
 #include <time.h>
 #include <errno.h>
+#include <sys/queue.h> /* TAILQ: the binding lists */
 
 #include <event2/event.h>
 
@@ -52,22 +53,23 @@ struct upstream_session {
     char *key;       /* owned: "<route>\n<id>" */
     struct owner *o; /* borrowed: the owner's record, freed with its last binding */
     uint64_t used_ms;
-    struct upstream_session *chain;         /* hash bucket */
-    struct upstream_session *older, *newer; /* global, by last use */
-    struct upstream_session *o_older, *o_newer;
+    struct upstream_session *chain;     /* hash bucket */
+    TAILQ_ENTRY(upstream_session) all;  /* every binding, least recently used first */
+    TAILQ_ENTRY(upstream_session) mine; /* the owner's, likewise */
 };
+TAILQ_HEAD(binding_list, upstream_session);
 
 struct owner {
     char *subject; /* owned */
     size_t n;
-    struct upstream_session *oldest, *newest; /* this owner's bindings */
+    struct binding_list list; /* this owner's bindings */
     struct owner *chain;
 };
 
 struct http_binding_sessions {
     struct upstream_session **buckets; /* owned array of chains */
     size_t n_buckets, len;
-    struct upstream_session *oldest, *newest;
+    struct binding_list lru;
     struct owner **owners; /* owned array of chains, OWNER_BUCKETS */
 };
 
@@ -80,6 +82,7 @@ static struct http_binding_sessions *bindings(struct proxy *p)
         b->n_buckets = 1024;
         b->buckets = xcalloc(b->n_buckets, sizeof(*b->buckets));
         b->owners = xcalloc(OWNER_BUCKETS, sizeof(*b->owners));
+        TAILQ_INIT(&b->lru);
         p->http_sessions = b;
     }
     return p->http_sessions;
@@ -106,47 +109,21 @@ static struct owner *owner_get(struct http_binding_sessions *b, const char *subj
     if (*pp == NULL && create) {
         *pp = xcalloc(1, sizeof(**pp));
         (*pp)->subject = xstrdup(subject);
+        TAILQ_INIT(&(*pp)->list);
     }
     return *pp;
 }
 
 static void lists_unlink(struct http_binding_sessions *b, struct upstream_session *u)
 {
-    if (u->older)
-        u->older->newer = u->newer;
-    else
-        b->oldest = u->newer;
-    if (u->newer)
-        u->newer->older = u->older;
-    else
-        b->newest = u->older;
-    struct owner *o = u->o;
-    if (u->o_older)
-        u->o_older->o_newer = u->o_newer;
-    else
-        o->oldest = u->o_newer;
-    if (u->o_newer)
-        u->o_newer->o_older = u->o_older;
-    else
-        o->newest = u->o_older;
-    u->older = u->newer = u->o_older = u->o_newer = NULL;
+    TAILQ_REMOVE(&b->lru, u, all);
+    TAILQ_REMOVE(&u->o->list, u, mine);
 }
 
 static void lists_push(struct http_binding_sessions *b, struct upstream_session *u)
 {
-    u->older = b->newest;
-    if (b->newest)
-        b->newest->newer = u;
-    b->newest = u;
-    if (b->oldest == NULL)
-        b->oldest = u;
-    struct owner *o = u->o;
-    u->o_older = o->newest;
-    if (o->newest)
-        o->newest->o_newer = u;
-    o->newest = u;
-    if (o->oldest == NULL)
-        o->oldest = u;
+    TAILQ_INSERT_TAIL(&b->lru, u, all);
+    TAILQ_INSERT_TAIL(&u->o->list, u, mine);
 }
 
 static void binding_drop(struct http_binding_sessions *b, struct upstream_session *u)
@@ -223,9 +200,9 @@ static void bind_session(struct proxy *p, const char *id, const char *owner, con
     forget_binding(p, route, id); /* a new initialize re-binds the id */
     struct owner *o = owner_get(b, owner, true);
     if (o->n >= lim->max_sessions_per_user)
-        binding_drop(b, o->oldest); /* frees O only with its last binding: n >= 1 here */
-    if (b->len >= lim->max_upstream_sessions && b->oldest)
-        binding_drop(b, b->oldest);
+        binding_drop(b, TAILQ_FIRST(&o->list)); /* frees O only with its last binding */
+    if (b->len >= lim->max_upstream_sessions && !TAILQ_EMPTY(&b->lru))
+        binding_drop(b, TAILQ_FIRST(&b->lru));
     o = owner_get(b, owner, true); /* the drop above may have freed it */
     if (b->len >= b->n_buckets * 2)
         table_grow(b);
@@ -250,8 +227,8 @@ static void bindings_free(struct proxy *p)
     struct http_binding_sessions *b = p->http_sessions;
     if (b == NULL)
         return;
-    while (b->oldest)
-        binding_drop(b, b->oldest);
+    while (!TAILQ_EMPTY(&b->lru))
+        binding_drop(b, TAILQ_FIRST(&b->lru));
     free(b->buckets);
     free(b->owners);
     free(b);
