@@ -15,11 +15,11 @@ const SERVER = path.join(path.dirname(fileURLToPath(import.meta.url)), 'server.m
  * @param {object} [o]
  * @param {string[]} [o.args]    extra server flags (default port: --port 0, a free one)
  * @param {object} [o.env]       extra environment
- * @param {number} [o.timeoutMs] how long to wait for the ready line (default 15000)
+ * @param {number} [o.timeoutMs] how long to wait for the ready line (default 60000: a loaded 2-core box starts node slowly)
  * @param {boolean} [o.inheritStderr] pass the server's stderr through (default: collect it)
  */
 export async function startIdpProcess({
-  args = [], env = {}, timeoutMs = 15000, inheritStderr = false,
+  args = [], env = {}, timeoutMs = 60000, inheritStderr = false,
 } = {}) {
   const argv = [SERVER, ...(args.includes('--port') ? [] : ['--port', '0']), '--exit-on-stdin-close', ...args];
   // stdin is a pipe that only this process holds: if it dies, even by SIGKILL, the IdP exits
