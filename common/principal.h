@@ -48,6 +48,19 @@ typedef void (*mg_authed_fn)(struct http_request *req, const struct mg_principal
  */
 #define MG_CHANNEL_GRANT_ENDED "grant-ended"
 
+/*
+ * The session registry, written by proxy/ and read by the operator CLI and
+ * the /account page (oauth/): "session:<id>" holds a JSON record (owner,
+ * route, client, grant, instance, pid, started, last, streams), refreshed at
+ * most every 10 s while the session is used; "sessions:all" and
+ * "grantsessions:<grant>" are sets of session ids. A message on
+ * "session-end" (a session id) ends that session on whichever instance has it.
+ */
+#define MG_KEY_SESSION "session:%s"
+#define MG_KEY_SESSIONS_ALL "sessions:all"
+#define MG_KEY_GRANT_SESSIONS "grantsessions:%s"
+#define MG_CHANNEL_SESSION_END "session-end"
+
 struct mg_principal *mg_principal_dup(const struct mg_principal *p);
 void mg_principal_free(struct mg_principal *p);
 

@@ -169,9 +169,12 @@ struct gw_oauth_config {
     uint64_t registration_max_body_bytes; /* default 64 KiB */
     struct gw_static_client *clients;     /* owned */
     size_t n_clients;
-    uint64_t consent_remember_ms;   /* default 30 d; 0 = never remember */
-    uint64_t max_grant_lifetime_ms; /* a grant refreshes for at most this long; 0 = no limit */
-    uint32_t token_rate_count;      /* /token requests per client address (/64), default 600/min */
+    uint64_t consent_remember_ms;    /* default 30 d; 0 = never remember */
+    bool account_enabled;            /* /account: a person's connected applications, default on */
+    char *account_path;              /* default "/account" */
+    uint64_t account_session_ttl_ms; /* its sign-in lasts this long, default 15 min */
+    uint64_t max_grant_lifetime_ms;  /* a grant refreshes for at most this long; 0 = no limit */
+    uint32_t token_rate_count;       /* /token requests per client address (/64), default 600/min */
     uint64_t token_rate_window_ms;
     uint32_t authorize_rate_count; /* GET and POST /authorize per client address, default 300/min */
     uint64_t authorize_rate_window_ms;

@@ -19,6 +19,7 @@
 #include "gateway/app.h"
 #include "gateway/config.h"
 #include "oauth/oauth.h"
+#include "proxy/proxy.h"
 #include "proxy/policy.h"
 #include "store/store.h"
 
@@ -180,6 +181,48 @@ int cli_clients(int argc, char **argv)
             oauth_admin_list_clients(ctx.oauth, stdout, cli_done, &ctx);
         else
             oauth_admin_delete_client(ctx.oauth, id, cli_done, &ctx);
+        rc = ctx_run(&ctx);
+    }
+    ctx_close(&ctx);
+    return rc;
+}
+
+int cli_sessions(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"user", required_argument, NULL, 'u'},
+        {"route", required_argument, NULL, 'r'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *config = NULL, *user = NULL, *route = NULL;
+    int opt;
+    bool bad = false;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "c:u:r:", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'c': config = optarg; break;
+        case 'u': user = optarg; break;
+        case 'r': route = optarg; break;
+        default: bad = true; break;
+        }
+    }
+    const char *verb = optind < argc ? argv[optind] : NULL;
+    const char *id = optind + 1 < argc ? argv[optind + 1] : NULL;
+    bool list = verb && strcmp(verb, "list") == 0 && id == NULL;
+    bool end = verb && strcmp(verb, "end") == 0 && id != NULL && !user && !route;
+    if (bad || (!list && !end) || optind + 2 < argc) {
+        fprintf(stderr, "usage: mcpgate sessions list -c FILE [--user SUB] [--route NAME]\n"
+                        "       mcpgate sessions end -c FILE ID\n");
+        return EXIT_USAGE;
+    }
+    struct cli_ctx ctx;
+    int rc = ctx_open(&ctx, config);
+    if (rc == 0) {
+        if (list)
+            proxy_admin_list_sessions(ctx.store, ctx.base, user, route, stdout, cli_done, &ctx);
+        else
+            proxy_admin_end_session(ctx.store, ctx.base, id, cli_done, &ctx);
         rc = ctx_run(&ctx);
     }
     ctx_close(&ctx);

@@ -15,6 +15,8 @@
 
 int cli_grants(int argc, char **argv);
 int cli_clients(int argc, char **argv);
+/* mcpgate sessions list|end: the live MCP sessions of every instance. */
+int cli_sessions(int argc, char **argv);
 int cli_explain(int argc, char **argv);
 /* The effective policy of every route (check-config prints it after the summary). */
 void cli_print_policy(const struct gw_config *cfg, FILE *out);

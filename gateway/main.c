@@ -28,6 +28,8 @@ static void print_usage(FILE *out)
         "       mcpgate grants list -c FILE [--user SUB]\n"
         "       mcpgate grants revoke -c FILE (ID | --user SUB)\n"
         "       mcpgate clients list -c FILE | clients delete -c FILE ID\n"
+        "       mcpgate sessions list -c FILE [--user SUB] [--route NAME]\n"
+        "       mcpgate sessions end -c FILE ID\n"
         "       mcpgate explain -c FILE --route NAME [--roles a,b] [--groups g] [--scopes x,y]\n"
         "                       [--kind tool|prompt|resource] NAME\n"
         "       mcpgate --version | --help\n"
@@ -156,6 +158,8 @@ int main(int argc, char **argv)
         return cli_grants(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "clients") == 0)
         return cli_clients(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "sessions") == 0)
+        return cli_sessions(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "explain") == 0)
         return cli_explain(argc - 1, argv + 1);
     return cmd_serve(argc, argv);

@@ -70,24 +70,21 @@ static void fmt_time(json_int_t t, char *buf, size_t cap)
 
 static void list_next_grant(struct admin_job *j);
 
-static void on_grant_record(const struct store_result *res, void *arg)
+static void on_grant_view(const struct oauth_grant_view *v, enum oauth_lookup how, void *arg)
 {
     struct admin_job *j = arg;
     const char *id = j->ids[j->next - 1];
-    if (res->status == STORE_OK) {
-        json_error_t jerr;
-        json_t *g = json_loadb(res->value, res->value_len, 0, &jerr);
-        char when[32] = "?";
-        fmt_time(json_integer_value(json_object_get(g, "created")), when, sizeof(when));
-        fprintf(j->out, "%s\t%s\t%s\t%s\t%s\n", id,
-                json_string_value(json_object_get(g, "sub")) ?: "?",
-                json_string_value(json_object_get(g, "client_id")) ?: "?",
-                json_string_value(json_object_get(g, "scope")) ?: "", when);
-        json_decref(g);
-    } else if (res->status == STORE_NOT_FOUND) {
+    if (how == OAUTH_FOUND) {
+        char when[32] = "?", used[32] = "never";
+        fmt_time((json_int_t)v->created, when, sizeof(when));
+        if (v->last_used)
+            fmt_time((json_int_t)v->last_used, used, sizeof(used));
+        fprintf(j->out, "%s\t%s\t%s\t%s\t%s\t%s\t%zu\n", id, v->subject, v->client_id, v->scope,
+                when, used, v->sessions);
+    } else if (how == OAUTH_NOT_FOUND) {
         store_set_remove_detached(j->srv->store, j->set_key, id, "grant index: expired grant");
     } else {
-        job_finish(j, -EIO, res->error ? res->error : "store unavailable");
+        job_finish(j, -EIO, "store unavailable");
         return;
     }
     list_next_grant(j);
@@ -99,10 +96,7 @@ static void list_next_grant(struct admin_job *j)
         job_finish(j, 0, NULL);
         return;
     }
-    char key[128];
-    snprintf(key, sizeof(key), KEY_GRANT "%s", j->ids[j->next++]);
-    if (store_get(j->srv->store, key, on_grant_record, j) < 0)
-        job_finish(j, -EIO, "store unavailable");
+    oauth_grant_view_load(j->srv, j->ids[j->next++], on_grant_view, j);
 }
 
 static void on_grant_ids(const struct store_result *res, void *arg)
@@ -113,7 +107,7 @@ static void on_grant_ids(const struct store_result *res, void *arg)
         return;
     }
     take_members(j, res);
-    fprintf(j->out, "GRANT\tSUBJECT\tCLIENT\tSCOPE\tCREATED\n");
+    fprintf(j->out, "GRANT\tSUBJECT\tCLIENT\tSCOPE\tCREATED\tLAST_USED\tSESSIONS\n");
     list_next_grant(j);
 }
 

@@ -145,85 +145,11 @@ static void authreq_key(const char *handle, char *out, size_t cap)
 
 /* ---- the IdP leg ----------------------------------------------------------- */
 
-struct login_start {
-    struct authz *a; /* owned */
-    char state[44];
-    char *idp_url; /* owned */
-};
-
-static void on_login_stored(const struct store_result *res, void *arg)
-{
-    struct login_start *ls = arg;
-    struct authz *a = ls->a;
-    if (res->status != STORE_OK) {
-        oauth_reply_store_down(a->req, "login start");
-    } else {
-        char name[64];
-        char hex[65];
-        crypto_sha256_hex(ls->state, hex);
-        snprintf(name, sizeof(name), "mcpgate_li_%.12s", hex);
-        const struct gw_oauth_config *oc = &a->srv->cfg->oauth;
-        char *mac = oauth_mac_new(oc->secret, oc->secret_len, "login", ls->state);
-        oauth_cookie_set(a->srv, a->req, name, mac, oc->authorize_ttl_ms / 1000);
-        free(mac);
-        oauth_reply_redirect(a->req, ls->idp_url);
-    }
-    free(ls->idp_url);
-    authz_free(a);
-    free(ls);
-}
-
-/*
- * Approved (now, or remembered): store the login record under the IdP state
- * and send the browser to the IdP with our own PKCE, state and nonce.
- */
+/* Approved (now, or remembered): the IdP login starts (login.c). */
 static void start_login(struct authz *a)
 {
-    struct oauth_server *srv = a->srv;
-    if (srv->idp == NULL || !idp_client_ready(srv->idp)) {
-        const char *why = srv->idp ? idp_client_last_error(srv->idp) : NULL;
-        oauth_audit(http_request_id(a->req), "idp failure", "client_id", a->client_id, "error",
-                    why ? why : "identity provider not ready", NULL);
-        oauth_reply_html_error(a->req, 503, "Sign-in is unavailable",
-                               "The identity provider cannot be reached right now. Close this "
-                               "window and try again in a few minutes.");
-        authz_free(a);
-        return;
-    }
-    struct login_start *ls = xcalloc(1, sizeof(*ls));
-    ls->a = a;
-    char nonce[44], verifier[44], challenge[OAUTH_PKCE_CHALLENGE_LEN + 1];
-    rand_handle(ls->state);
-    rand_handle(nonce);
-    oauth_pkce_new(verifier, challenge);
-    char *callback = xasprintf("%s/callback", srv->cfg->server.public_url);
-    ls->idp_url = idp_authorize_url(srv->idp, callback, ls->state, nonce, challenge);
-    free(callback);
-
-    json_t *rec = authz_to_json(a);
-    json_object_set_new(rec, "nonce", json_string(nonce));
-    json_object_set_new(rec, "verifier", json_string(verifier));
-    char *text = json_dumps(rec, JSON_COMPACT);
-    json_decref(rec);
-    crypto_wipe(verifier, sizeof(verifier));
-    char key[128], hex[65];
-    crypto_sha256_hex(ls->state, hex);
-    snprintf(key, sizeof(key), KEY_LOGIN "%s", hex);
-    int rc = ls->idp_url ? store_put(srv->store, key, text, strlen(text),
-                                     srv->cfg->oauth.authorize_ttl_ms, on_login_stored, ls)
-                         : -EAGAIN;
-    crypto_wipe(text, strlen(text));
-    free(text);
-    if (rc < 0) {
-        if (ls->idp_url == NULL)
-            oauth_reply_html_error(a->req, 503, "Sign-in is unavailable",
-                                   "The identity provider is not ready yet. Try again shortly.");
-        else
-            oauth_reply_store_down(a->req, "login start");
-        free(ls->idp_url);
-        authz_free(a);
-        free(ls);
-    }
+    oauth_idp_login_start(a->srv, a->req, authz_to_json(a), a->client_id);
+    authz_free(a);
 }
 
 /* ---- GET /authorize ------------------------------------------------------ */

@@ -331,6 +331,17 @@ static void on_idp_token(const struct oauth_idp_result *r, void *arg)
     check_free(bc);
 }
 
+/* For /account and `grants list`: when the grant was last used. Written on a
+ * cache miss only, so at most once per token per CACHE_TTL_S per instance. */
+static void note_grant_used(struct oauth_server *srv, const char *grant_id)
+{
+    char key[128], now[24];
+    snprintf(key, sizeof(key), KEY_GRANT_SEEN "%s", grant_id);
+    snprintf(now, sizeof(now), "%llu", (unsigned long long)time(NULL));
+    store_put_detached(srv->store, key, now, strlen(now), srv->cfg->oauth.refresh_token_ttl_ms,
+                       "grant last use");
+}
+
 static void on_token_record(const struct store_result *res, void *arg)
 {
     struct bearer_check *bc = arg;
@@ -357,6 +368,7 @@ static void on_token_record(const struct store_result *res, void *arg)
                              http_request_id(bc->req), on_idp_token, bc);
         return;
     } else {
+        note_grant_used(bc->srv, p->grant_id);
         if (bc->srv->cache->epoch == bc->cache_epoch && cache_trusted(bc->srv->cache))
             cache_put(bc->srv->cache, bc->hash, p, now);
         accept_principal(bc, p);

@@ -137,6 +137,16 @@ static void on_login_taken(const struct store_result *res, void *arg)
     }
     json_error_t jerr;
     cb->login = res->status == STORE_OK ? json_loadb(res->value, res->value_len, 0, &jerr) : NULL;
+    if (json_is_true(json_object_get(cb->login, "account"))) {
+        /* A sign-in to the account page: no client, no grant (account.c). */
+        if (http_params_get(&cb->params, "error"))
+            oauth_reply_html_error(cb->req, 403, "Sign-in failed",
+                                   "The identity provider did not sign you in.");
+        else
+            oauth_account_callback(srv, cb->req, http_params_get(&cb->params, "code"), cb->login);
+        callback_free(cb);
+        return;
+    }
     if (cb->login == NULL || !login_str(cb, "redirect_uri") || !login_str(cb, "verifier") ||
         !login_str(cb, "nonce")) {
         oauth_audit(http_request_id(cb->req), "callback rejected", "reason",

@@ -28,7 +28,7 @@ static void put_escaped(struct strbuf *sb, const char *text)
     free(e);
 }
 
-static const char *scope_text(const struct oauth_server *srv, const char *scope)
+const char *consent_scope_text(const struct oauth_server *srv, const char *scope)
 {
     const struct gw_string_map *m = &srv->cfg->oauth.scopes;
     for (size_t i = 0; i < m->len; i++)
@@ -37,7 +37,7 @@ static const char *scope_text(const struct oauth_server *srv, const char *scope)
     return NULL;
 }
 
-static const char page_style[] =
+const char consent_page_style[] =
     "body{font:16px/1.5 system-ui,-apple-system,Segoe UI,sans-serif;margin:0;background:#f5f5f7;"
     "color:#1d1d1f}main{max-width:30rem;margin:2rem auto;background:#fff;border-radius:14px;"
     "padding:1.5rem 1.75rem;box-shadow:0 1px 4px rgba(0,0,0,.08)}h1{font-size:1.3rem;"
@@ -56,7 +56,7 @@ static void render_scopes(struct strbuf *sb, const struct oauth_server *srv,
 {
     strbuf_puts(sb, "<h2 style=\"font-size:1rem\">It will be able to:</h2><ul>");
     for (size_t i = 0; i < v->scopes->len; i++) {
-        const char *text = scope_text(srv, v->scopes->items[i]);
+        const char *text = consent_scope_text(srv, v->scopes->items[i]);
         strbuf_puts(sb, "<li>");
         put_escaped(sb, text ? text : v->scopes->items[i]);
         strbuf_puts(sb, " <small>(<code>");
@@ -70,13 +70,12 @@ static void render_scopes(struct strbuf *sb, const struct oauth_server *srv,
 
 static const char *resource_norm(const struct oauth_server *srv, const char *resource);
 
-static void render_routes(struct strbuf *sb, const struct oauth_server *srv,
-                          const struct consent_view *v)
+void consent_render_routes(struct strbuf *sb, const struct oauth_server *srv, const char *resource)
 {
     strbuf_puts(sb, "<h2 style=\"font-size:1rem\">On these servers:</h2><ul>");
     const struct gw_config *cfg = srv->cfg;
     /* No resource, or the gateway root: the token works on every OAuth route (F9). */
-    const char *only = resource_norm(srv, v->resource);
+    const char *only = resource_norm(srv, resource);
     for (size_t i = 0; i < cfg->n_routes; i++) {
         const struct gw_route_config *r = &cfg->routes[i];
         if (r->auth != GW_ROUTE_AUTH_OAUTH)
@@ -104,7 +103,7 @@ char *consent_render(const struct oauth_server *srv, const struct consent_view *
                   "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
                   "<title>Authorize application</title><style>%s</style></head><body>"
                   "<main aria-labelledby=\"title\"><h1 id=\"title\"><span id=\"client-name\">",
-                  page_style);
+                  consent_page_style);
     put_escaped(&sb, name);
     strbuf_puts(&sb, "</span> wants to use your account</h1>");
     if (client_host) {
@@ -118,7 +117,7 @@ char *consent_render(const struct oauth_server *srv, const struct consent_view *
     strbuf_puts(&sb, "</strong><br><small>Approve only if you started this from an app you "
                      "trust and recognise this address.</small></div>");
     render_scopes(&sb, srv, v);
-    render_routes(&sb, srv, v);
+    consent_render_routes(&sb, srv, v->resource);
     strbuf_puts(&sb, "<form method=\"post\" action=\"/authorize\">"
                      "<input type=\"hidden\" name=\"request\" value=\"");
     put_escaped(&sb, v->handle);

@@ -31,6 +31,16 @@ struct consent_view {
     const char *csrf;
 };
 
+/* The style every page a person sees shares (the consent page's). */
+extern const char consent_page_style[];
+/* The consent text of SCOPE from oauth.scopes, or NULL when it has none. */
+const char *consent_scope_text(const struct oauth_server *srv, const char *scope);
+
+/* "On these servers:" and the routes a token for RESOURCE reaches (NULL or the
+ * gateway root: every OAuth route), HTML-escaped, appended to SB. */
+struct strbuf;
+void consent_render_routes(struct strbuf *sb, const struct oauth_server *srv, const char *resource);
+
 /* The whole page (owned). */
 char *consent_render(const struct oauth_server *srv, const struct consent_view *v);
 

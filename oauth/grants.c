@@ -370,6 +370,8 @@ static void on_grant_for_revoke(const struct store_result *res, void *arg)
     store_del_detached(st, key, "grant revocation: grant record");
     snprintf(key, sizeof(key), KEY_IDP_TOKENS "%s", rv->grant_id);
     store_del_detached(st, key, "grant revocation: IdP tokens");
+    snprintf(key, sizeof(key), KEY_GRANT_SEEN "%s", rv->grant_id);
+    store_del_detached(st, key, "grant revocation: last use");
     snprintf(key, sizeof(key), KEY_GRANT_TOKENS, rv->grant_id);
     if (store_set_members(st, key, on_grant_tokens, rv) < 0)
         revocation_free(rv);

@@ -224,6 +224,27 @@ static const struct conf_field consent_fields[] = {
 
 static const struct conf_section consent_section = {FIELDS(consent_fields), NULL, NULL};
 
+static bool check_page_path(struct conf_loader *ld, const struct conf_node *at, const char *v)
+{
+    bool ok = v[0] == '/' && v[1] != '\0' && strlen(v) < 200;
+    for (const char *p = v; ok && *p; p++)
+        ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+             strchr("/-_.", *p) != NULL;
+    if (!ok)
+        conf_node_error(ld, at, "\"%s\" must be a path such as /account (letters, digits, / - _ .)",
+                        v);
+    return ok;
+}
+
+static const struct conf_field account_fields[] = {
+    {"enabled", CONF_BOOL, AT(struct gw_oauth_config, account_enabled)},
+    {"path", CONF_STR, AT(struct gw_oauth_config, account_path), .check = check_page_path},
+    {"session_ttl", CONF_DURATION, AT(struct gw_oauth_config, account_session_ttl_ms),
+     RANGE(MIN_MS, DAY_MS)},
+};
+
+static const struct conf_section account_section = {FIELDS(account_fields), NULL, NULL};
+
 static const struct conf_field oauth_fields[] = {
     {"secret", CONF_SECRET_BYTES, AT2(struct gw_oauth_config, secret, secret_len),
      RANGE(OAUTH_SECRET_MIN_BYTES, 0)},
@@ -243,6 +264,7 @@ static const struct conf_field oauth_fields[] = {
     {"clients", CONF_LIST, AT2(struct gw_oauth_config, clients, n_clients), .sub = &client_section,
      .elem_size = sizeof(struct gw_static_client)},
     {"consent", CONF_SECTION, .off = 0, .sub = &consent_section},
+    {"account", CONF_SECTION, .off = 0, .sub = &account_section},
     {"max_grant_lifetime", CONF_DURATION, AT(struct gw_oauth_config, max_grant_lifetime_ms),
      RANGE(0, 3650 * DAY_MS)},
     {"token_rate", CONF_RATE, AT2(struct gw_oauth_config, token_rate_count, token_rate_window_ms)},
@@ -321,6 +343,9 @@ void oauth_conf_defaults(struct gw_oauth_config *o)
     o->registration_rate_window_ms = MIN_MS;
     o->registration_max_body_bytes = 64 * KiB;
     o->consent_remember_ms = 30 * DAY_MS;
+    o->account_enabled = true;
+    o->account_path = xstrdup("/account");
+    o->account_session_ttl_ms = 15 * MIN_MS;
     o->token_rate_count = 600;
     o->token_rate_window_ms = MIN_MS;
     o->authorize_rate_count = 300;

@@ -45,6 +45,7 @@ struct oauth_server {
 #define KEY_GRANT_TOKENS "granttokens:%s"
 #define KEY_IDP_TOKENS "idptok:"
 #define KEY_REVOKED_GRANT "revokedgrant:"
+#define KEY_GRANT_SEEN "grantseen:" /* Unix time of the grant's last use (bearer, refresh) */
 #define KEY_ALL_GRANTS "grants:all"
 #define KEY_ALL_CLIENTS "clients:all"
 #define CHANNEL_REVOKED "revoked"
@@ -170,6 +171,35 @@ enum oauth_lookup {
 typedef void (*oauth_client_fn)(struct oauth_client *client, enum oauth_lookup how, void *arg);
 void oauth_client_lookup(struct oauth_server *srv, const char *client_id, oauth_client_fn cb,
                          void *arg);
+/* ---- login.c: the start of an IdP sign-in ---------------------------------- */
+
+/*
+ * Sends REQ's browser to the IdP (or answers 503 when it is not ready), with
+ * REC (stolen: what /callback needs; "nonce" and "verifier" are added) stored
+ * under login:<sha256(state)>. WHO names the client in audit lines.
+ */
+void oauth_idp_login_start(struct oauth_server *srv, struct http_request *req, json_t *rec,
+                           const char *who);
+
+/* ---- grant_view.c: a grant as /account and `grants list` show it ---------- */
+
+struct oauth_grant_view {
+    char *grant_id, *subject, *client_id; /* owned */
+    char *client_name;                    /* owned, may be NULL */
+    char *redirect_host;                  /* owned, may be NULL: of the first redirect URI */
+    bool is_static;                       /* the client is from oauth.clients */
+    char *scope;                          /* owned, space-separated */
+    char *resource;                       /* owned, NULL: every route */
+    uint64_t created, last_used;          /* Unix seconds; last_used 0: never seen */
+    size_t sessions;                      /* MCP sessions open on it now (every instance) */
+};
+/* V is borrowed for the call (NULL unless HOW is OAUTH_FOUND). Never synchronous. */
+typedef void (*oauth_grant_view_fn)(const struct oauth_grant_view *v, enum oauth_lookup how,
+                                    void *arg);
+void oauth_grant_view_load(struct oauth_server *srv, const char *grant_id, oauth_grant_view_fn cb,
+                           void *arg);
+void oauth_grant_view_clear(struct oauth_grant_view *v);
+
 /* Checks a presented secret against the client's (constant time). */
 bool oauth_client_secret_ok(const struct oauth_client *c, const char *secret);
 bool oauth_client_allows_grant(const struct oauth_client *c, const char *grant_type);
@@ -200,6 +230,10 @@ int oauth_authorize_register(struct oauth_server *srv, struct http_server *http)
 int oauth_callback_register(struct oauth_server *srv, struct http_server *http);
 int oauth_token_register(struct oauth_server *srv, struct http_server *http);
 int oauth_revoke_register(struct oauth_server *srv, struct http_server *http);
+int oauth_account_register(struct oauth_server *srv, struct http_server *http);
+/* /callback hands a login record marked "account" here, with the IdP's code. */
+void oauth_account_callback(struct oauth_server *srv, struct http_request *req, const char *code,
+                            const json_t *login);
 
 /* bearer.c */
 struct bearer_cache *bearer_cache_new(struct oauth_server *srv);

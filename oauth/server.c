@@ -52,5 +52,7 @@ int oauth_server_register_routes(struct oauth_server *srv, struct http_server *h
         rc = oauth_token_register(srv, http);
     if (rc == 0)
         rc = oauth_revoke_register(srv, http);
+    if (rc == 0)
+        rc = oauth_account_register(srv, http);
     return rc;
 }

@@ -25,6 +25,14 @@ static void on_grant_ended(const char *channel, const char *msg, size_t len, voi
     free(grant_id);
 }
 
+static void on_session_end(const char *channel, const char *msg, size_t len, void *arg)
+{
+    (void)channel;
+    char *id = xstrndup(msg, len);
+    sessions_end_id(arg, id);
+    free(id);
+}
+
 struct proxy *proxy_new(const struct gw_config *cfg, const struct proxy_deps *deps)
 {
     struct proxy *p = xcalloc(1, sizeof(*p));
@@ -37,6 +45,8 @@ struct proxy *proxy_new(const struct gw_config *cfg, const struct proxy_deps *de
     p->signer = deps->signer;
     p->cluster = deps->cluster;
     int rc = p->store ? store_subscribe(p->store, MG_CHANNEL_GRANT_ENDED, on_grant_ended, p) : 0;
+    if (rc == 0 && p->store)
+        rc = store_subscribe(p->store, MG_CHANNEL_SESSION_END, on_session_end, p);
     if (rc < 0)
         gw_log(GW_LOG_ERROR, "proxy", NULL, "cannot subscribe to ended grants", "error",
                strerror(-rc), NULL);

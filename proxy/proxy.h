@@ -12,6 +12,7 @@
 #define MCPGATE_PROXY_PROXY_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include "common/principal.h"
 #include "conf/config.h"
@@ -66,5 +67,18 @@ struct proxy_stats {
     size_t upstream_bindings; /* HTTP-upstream Mcp-Session-Id bindings */
 };
 void proxy_get_stats(const struct proxy *p, struct proxy_stats *out);
+
+/*
+ * Administration (`mcpgate sessions …`), on the store alone: no proxy needed.
+ * DONE runs once with 0 or a negative errno and a message (-ENOENT: no such
+ * session; -ETIMEDOUT: no instance ended it; -EIO: the store).
+ */
+typedef void (*proxy_admin_done_fn)(int rc, const char *message, void *arg);
+/* Writes one row per session (USER, ROUTE filter when not NULL) to OUT. */
+void proxy_admin_list_sessions(struct store *st, struct event_base *base, const char *user,
+                               const char *route, FILE *out, proxy_admin_done_fn done, void *arg);
+/* ID: the whole session id, or a unique prefix of at least 8 characters. */
+void proxy_admin_end_session(struct store *st, struct event_base *base, const char *id,
+                             proxy_admin_done_fn done, void *arg);
 
 #endif

@@ -100,6 +100,8 @@ void sessions_end_all(struct proxy *p, const char *reason);
 size_t sessions_of_route(const struct proxy *p, const char *route);
 /* Ends every session of GRANT_ID (the grant ended: revoked, expired, refused by the IdP). */
 void sessions_end_grant(struct proxy *p, const char *grant_id);
+/* MG_CHANNEL_SESSION_END: the session ID ends here if this instance has it. */
+void sessions_end_id(struct proxy *p, const char *id);
 void sessions_end_get_streams(struct proxy *p);
 void sessions_free_all(struct proxy *p);
 

@@ -100,6 +100,8 @@ struct proxy_session {
      * principal has less than that gets a session of its own (review F10). */
     struct mg_principal *caller; /* owned */
     uint64_t last_used_ms;
+    uint64_t started_s;        /* wall clock, for the registry */
+    uint64_t record_ms;        /* when the registry record was last written */
     char *protocol_version;    /* owned: negotiated, from InitializeResult */
     struct stdio_child *child; /* owned */
     bool legacy_sse;           /* 2024-11-05 transport: everything goes to "g" */
@@ -397,9 +399,13 @@ static void on_idle(evutil_socket_t fd, short what, void *arg)
         session_end(s, "idle timeout", true);
 }
 
+static void record_put(struct proxy_session *s);
+
 static void touch(struct proxy_session *s)
 {
     s->last_used_ms = time_mono_ms();
+    if (!s->ended && s->last_used_ms - s->record_ms >= 10000)
+        record_put(s); /* the registry's "last" and "streams", at most every 10 s */
     if (s->idle_timeout_ms == 0 || s->ended)
         return;
     struct timeval tv = {(time_t)(s->idle_timeout_ms / 1000),
@@ -710,8 +716,14 @@ static void session_end(struct proxy_session *s, const char *reason, bool failin
     evtimer_del(s->idle_timer);
     table_remove(s->proxy, s);
     char key[96];
-    snprintf(key, sizeof(key), "session:%s", s->id);
+    snprintf(key, sizeof(key), MG_KEY_SESSION, s->id);
     store_del_detached(s->proxy->store, key, "session end: record");
+    store_set_remove_detached(s->proxy->store, MG_KEY_SESSIONS_ALL, s->id, "session end: index");
+    if (s->grant_id) {
+        char *gkey = xasprintf(MG_KEY_GRANT_SESSIONS, s->grant_id);
+        store_set_remove_detached(s->proxy->store, gkey, s->id, "session end: grant index");
+        free(gkey);
+    }
     stdio_child_stop(s->child);
 }
 
@@ -730,6 +742,35 @@ static void on_child_exit(struct stdio_child *c, int status, const char *reason,
     }
     forget_ended(s->proxy, s);
     session_free(s);
+}
+
+static size_t attached_streams(const struct proxy_session *s);
+
+/* The registry record (common/principal.h): who, where, since when, last use. */
+static void record_put(struct proxy_session *s)
+{
+    struct proxy *p = s->proxy;
+    char host[256] = "";
+    gethostname(host, sizeof(host) - 1);
+    char *instance = xasprintf("%s:%d", host, (int)getpid());
+    const char *tag = cluster_tag(p->cluster);
+    size_t streams = attached_streams(s);
+    uint64_t now = time_wall_s();
+    json_t *rec = json_pack("{s:s, s:s, s:s, s:s?, s:s?, s:s?, s:i, s:I, s:I, s:I}", "owner",
+                            s->owner, "route", s->route_name, "instance", instance, "tag", tag,
+                            "client", s->client_id, "grant", s->grant_id, "pid",
+                            (int)stdio_child_pid(s->child), "started", (json_int_t)s->started_s,
+                            "last", (json_int_t)now, "streams", (json_int_t)streams);
+    free(instance);
+    char *text = json_dumps(rec, JSON_COMPACT);
+    char *key = xasprintf(MG_KEY_SESSION, s->id);
+    /* Outlives the idle timeout a little: an ended session deletes it itself. */
+    store_put_detached(p->store, key, text, strlen(text), s->idle_timeout_ms + 60000,
+                       "session record");
+    free(key);
+    free(text);
+    json_decref(rec);
+    s->record_ms = time_mono_ms();
 }
 
 /* ---- creating a session ---------------------------------------------------- */
@@ -847,22 +888,15 @@ static struct proxy_session *session_new(struct proxy_call *call, bool legacy, i
     s->next = p->sessions[b];
     p->sessions[b] = s;
     p->n_sessions++;
-    char key[96];
-    snprintf(key, sizeof(key), "session:%s", s->id);
-    /* Which instance owns the session, so several instances can route to it. */
-    char host[256] = "";
-    gethostname(host, sizeof(host) - 1);
-    char *instance = xasprintf("%s:%d", host, (int)getpid());
-    const char *tag = cluster_tag(p->cluster);
-    json_t *rec = json_pack("{s:s, s:s, s:s, s:s?, s:s?, s:s?, s:i, s:I}", "owner", s->owner,
-                            "route", s->route_name, "instance", instance, "tag", tag, "client",
-                            s->client_id, "grant", s->grant_id, "pid",
-                            (int)stdio_child_pid(s->child), "started", (json_int_t)time_wall_s());
-    free(instance);
-    char *text = json_dumps(rec, JSON_COMPACT);
-    store_put_detached(p->store, key, text, strlen(text), s->idle_timeout_ms, "session record");
-    free(text);
-    json_decref(rec);
+    s->started_s = time_wall_s();
+    record_put(s);
+    store_set_add_detached(p->store, MG_KEY_SESSIONS_ALL, s->id, 0, "session index");
+    if (s->grant_id) {
+        char *gkey = xasprintf(MG_KEY_GRANT_SESSIONS, s->grant_id);
+        store_set_add_detached(p->store, gkey, s->id, p->cfg->oauth.refresh_token_ttl_ms,
+                               "session index: grant");
+        free(gkey);
+    }
     gw_log(GW_LOG_INFO, "proxy", s->id, "session started", "route", r->name, "subject", s->owner,
            NULL);
     return s;
@@ -1191,6 +1225,8 @@ static void attach(struct proxy_stream *st, struct http_request *req)
     st->json_ok = false;
     http_request_on_close(req, on_client_gone, st);
     http_sse_keepalive(req, PROXY_KEEPALIVE_MS);
+    if (st == &st->sess->get)
+        record_put(st->sess); /* the registry shows the stream at once */
 }
 
 static size_t attached_streams(const struct proxy_session *s)
@@ -1369,6 +1405,17 @@ void sessions_end_grant(struct proxy *p, const char *grant_id)
             s = next;
         }
     }
+}
+
+void sessions_end_id(struct proxy *p, const char *id)
+{
+    for (struct proxy_session *s = p->sessions[bucket_of(id)]; s; s = s->next)
+        if (strcmp(s->id, id) == 0) {
+            gw_log(GW_LOG_INFO, "audit", s->id, "session ended by an operator", "route",
+                   s->route_name, "subject", s->owner, NULL);
+            session_end(s, "ended by an operator", true);
+            return;
+        }
 }
 
 void sessions_end_get_streams(struct proxy *p)
