@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 
 import { chromium } from 'playwright-core';
 
-import { runCli, teardownAll, waitFor } from '../lib/harness.mjs';
+import { freePort, runCli, startGateway, teardownAll, waitFor } from '../lib/harness.mjs';
 import { childPids, initializeMessage, mcpPost, mcpRequest } from '../lib/mcp.mjs';
 import {
   USERS, callRoute, http, obtainTokens, refresh, startOAuthStack, waitRefused,
@@ -188,5 +188,33 @@ describe('/account: a person sees and disconnects the applications they connecte
     assert.match(gone.stderr, /no such session/);
     assert.equal((await cli('sessions', 'end', 'short')).code, 1);
     assert.equal((await cli('sessions', 'bogus')).code, 2);
+  });
+
+  test('across instances: a session on a second instance is listed and ended from the CLI, and a disconnect at /account ends it too', async () => {
+    const port2 = await freePort();
+    const text = fs.readFileSync(stack.gw.configPath, 'utf8').replaceAll(`127.0.0.1:${stack.port}`, `127.0.0.1:${port2}`);
+    const gw2 = await startGateway({ port: port2, config: text });
+    const other = { ...stack, port: port2, url: gw2.url };
+    const open = await openSession(other, a2.tokens.access_token);
+    const list = await cli('sessions', 'list', '--user', USERS.alice.sub);
+    const row = list.stdout.trim().split('\n').slice(1).map((l) => l.split('\t')).find((r) => r[0] === open.session.slice(0, 12));
+    assert.ok(row, list.stdout);
+    assert.match(row[4], new RegExp(`:${gw2.pid}$`), 'the instance that has it');
+    const end = await cli('sessions', 'end', open.session);
+    assert.equal(end.code, 0, end.stderr);
+    await open.get.sse.waitEnd(5000);
+    assert.ok(gw2.logs().some((l) => l.module === 'audit' && l.msg === 'session ended by an operator'));
+    // A disconnect at instance 1's /account ends what instance 2 holds.
+    const again = await openSession(other, a2.tokens.access_token);
+    const page = await signIn(browser, stack, 'alice');
+    const card = page.locator('.card', { hasText: 'Alice Mail' });
+    await Promise.all([page.waitForLoadState('load'), card.locator('button', { hasText: 'Disconnect' }).click()]);
+    await page.waitForFunction(() => document.querySelectorAll('.card').length === 0);
+    assert.ok(await page.isVisible('#none'));
+    await again.get.sse.waitEnd(5000);
+    const refused = await waitRefused(gw2.url, '/mcp/whoami', a2.tokens.access_token);
+    assert.equal(refused.status, 401, 'refused on the other instance too');
+    await page.context().close();
+    assert.equal(await gw2.stop(), 0);
   });
 });
