@@ -96,6 +96,8 @@ describe('trusted proxies', () => {
     assert.equal(await clientOf(trusted, { 'X-Forwarded-For': '203.0.113.9' }), '203.0.113.9');
     // A client-supplied left part is not believed: the right-most untrusted hop is the client.
     assert.equal(await clientOf(trusted, { 'X-Forwarded-For': '1.2.3.4, 198.51.100.7, 10.1.2.3' }), '198.51.100.7');
+    // A proxy that adds a line of its own instead of appending: the lines are one list (F13).
+    assert.equal(await clientOf(trusted, { 'X-Forwarded-For': ['1.2.3.4', '198.51.100.8'] }), '198.51.100.8');
     assert.equal(await clientOf(trusted, { 'X-Forwarded-For': 'garbage' }), '127.0.0.1');
     assert.equal(await clientOf(trusted, {}), '127.0.0.1');
     assert.equal(await trusted.stop(), 0);
