@@ -668,6 +668,12 @@ static void fail_pending(struct proxy_session *s, const char *why)
 
 static void session_free(struct proxy_session *s)
 {
+    while (s->pending) { /* a session that ended without failing them (its client left) */
+        struct pending *p = s->pending;
+        s->pending = p->next;
+        pending_free(p);
+    }
+    s->n_pending = 0;
     while (s->streams)
         stream_finish(s->streams);
     stream_detach(&s->get);
