@@ -65,4 +65,36 @@ describe('STDIO sessions under hostile use', () => {
     for (const r of await Promise.all(slow)) assert.equal(r.status, 200);
     assert.equal((await c.callTool('whoami')).status, 200, 'served again once they are done');
   });
+
+  test('the event ring is bounded in bytes: a client that left gets back the newest events within event_ring_bytes (F8)', async () => {
+    await start({ event_ring_bytes: '4KiB' });
+    const c = new McpClient(gw.port, ROUTE);
+    await c.initialize();
+    const h = await c.start(toolCall(5, 'slow', { seconds: 1.5, steps: 40 }, 'ring-tok'));
+    assert.equal(h.status, 200);
+    const first = await h.sse.next(5000);
+    assert.ok(first?.id, 'a priming event with an id');
+    const key = first.id.slice(0, first.id.lastIndexOf('_'));
+    h.close(); // the client leaves; the request runs on and its events go to the ring
+    // Resume after the priming event. While the tool runs, a resumed stream goes on live;
+    // once its answer has been seen the stream is over, and a replay is the ring alone.
+    const replayed = async () => {
+      const g = await mcpRequest({ port: gw.port, path: ROUTE, method: 'GET', ...c.opts(), lastEventId: `${key}_0` });
+      const got = [];
+      for (;;) {
+        const ev = await g.sse.next(500).catch(() => null);
+        if (!ev) break;
+        if (ev.data) got.push(ev);
+      }
+      g.close();
+      return got;
+    };
+    await waitFor(async () => (await replayed()).some((e) => JSON.parse(e.data).id === 5), { timeoutMs: 10000, intervalMs: 300, what: 'the answer' });
+    const events = await replayed();
+    const bytes = events.reduce((n, e) => n + Buffer.byteLength(e.data), 0);
+    assert.ok(bytes <= 4096, `${bytes} bytes replayed, more than event_ring_bytes`);
+    const progress = events.map((e) => JSON.parse(e.data)).filter((m) => m.method === 'notifications/progress').map((m) => m.params.progress);
+    assert.ok(progress.length < 40 && progress[0] > 1, `the oldest went first: ${progress.join(',')}`);
+    assert.equal(JSON.parse(events.at(-1).data).id, 5, 'the newest (the answer) is kept');
+  });
 });
