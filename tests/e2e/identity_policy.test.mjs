@@ -385,6 +385,23 @@ describe('identity and policy through mcpgate (SDK client and server)', { timeou
     }
   });
 
+  test('a token with less than the child was told (fewer scopes) gets 404 on that session and a session of its own; the wider one keeps it (F10)', T, async () => {
+    const wide = (await tok('alice', '/mcp/whoami', 'mcp:tools mcp:admin')).tokens.access_token;
+    const narrow = (await tok('alice', '/mcp/whoami', 'mcp:tools')).tokens.access_token;
+    const c = await connect(whoamiUrl, { token: wide });
+    const sid = c.transport.sessionId;
+    const lesser = await mcpPost(whoamiUrl, rpc('tools/list'), { token: narrow, sessionId: sid });
+    assert.equal(lesser.status, 404, `the narrower token on the wider session: ${lesser.status} ${lesser.text}`);
+    const own = await connect(whoamiUrl, { token: narrow });
+    assert.notEqual(own.transport.sessionId, sid, 'a session of its own');
+    const r = await own.client.callTool({ name: 'whoami', arguments: {} });
+    const id = r.structuredContent ?? firstTextJson({ content: [r.content[1]] });
+    assert.deepEqual(id.env.scopes, ['mcp:tools'], `its child was told the narrower scope: ${JSON.stringify(id.env)}`);
+    assert.equal((await mcpPost(whoamiUrl, rpc('tools/list'), { token: wide, sessionId: sid })).status, 200);
+    await own.close();
+    await c.close();
+  });
+
   test('require roles [manager]: bob gets 403 with a JSON-RPC error body; alice gets through', T, async () => {
     const url = s.routeUrl('/mcp/managers');
     const bobTok = (await tok('bob', '/mcp/managers')).tokens.access_token;
