@@ -12,7 +12,7 @@
  *   - no command timeout          on_cmd_deadline   test_store_fault: frozen/late/silent
  *   - no connect timeout          on_conn_timer     test_listener_never_answers
  *   - no reconnect                conn_down         test_kill_and_restart
- *   - names resolved blocking     parse_host        test_url_parse, test_store_new_errors
+ *   - names resolved blocking     conn_connect      test_redis_host_name (evdns instead)
  *   - free inside onConnect: UAF  conn_drop         (never done; test_redis_unreachable)
  *   - onConnect(ERR) frees ac     on_connect        test_redis_unreachable
  *   - stale pub/sub callback      on_sub_reply      test_publish_subscribe, kill_and_restart
@@ -32,6 +32,7 @@
  * pipelined ahead of any command, under one deadline), READY.
  */
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -42,6 +43,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include <event2/dns.h>
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
@@ -102,7 +104,8 @@ struct redis_conn {
     uint64_t last_reply_ms; /* monotonic: last reply on this connection (or connect start) */
     bool ever_ready;        /* later READYs are reconnects */
     char *error;            /* owned: why this connection is not READY; NULL while READY */
-    char *logged_error;     /* owned: the failure last logged in this outage; NULL when none */
+    struct evdns_getaddrinfo_request *dns; /* the host name being resolved, or NULL */
+    char *logged_error; /* owned: the failure last logged in this outage; NULL when none */
 };
 
 struct redis_channel {
@@ -121,6 +124,7 @@ struct redis_backend {
     uint64_t reconnect_max_ms;
     const struct timeval *cmd_timeout; /* borrowed: libevent common timeout of timeout_ms */
     char *timeout_error;               /* owned: "redis timeout after N ms" */
+    struct evdns_base *dns;            /* owned, made on first use: host names (never hiredis) */
     struct redis_conn data;            /* embedded */
     struct redis_conn pubsub;          /* embedded */
     struct redis_channel *channels;    /* owned: every channel with a local subscriber */
@@ -146,6 +150,7 @@ struct redis_cmd {
 };
 
 static void conn_connect(struct redis_conn *c);
+static void dns_cancel(struct redis_conn *c);
 static void sub_send(struct redis_conn *c, struct redis_channel *ch);
 
 static struct timeval ms_to_tv(uint64_t ms)
@@ -274,17 +279,14 @@ static int parse_host(const char *p, size_t len, struct store_redis_url *out, ch
         } else if (host[0] == '\0') {
             goto bad;
         } else if (inet_pton(AF_INET, host, &a4) != 1) {
-            /*
-             * hiredis 0.14: redisAsyncConnect resolves with blocking
-             * getaddrinfo(3) inside the call, which would stall the loop for
-             * as long as DNS takes. Names are refused instead.
-             */
-            *err = xasprintf("redis URL: host \"%s\" is a name; use an IP address (or "
-                             "\"localhost\"): hiredis resolves names synchronously, which would "
-                             "block the event loop",
-                             host);
-            rc = -EINVAL;
-            goto out;
+            /* A name (a compose service, a Kubernetes service, a managed endpoint):
+             * resolved on the loop before each connect (conn_connect), never by
+             * hiredis, whose 0.14 resolver blocks. RFC 1123 letters only. */
+            for (const char *h = host; *h; h++)
+                if (!((*h >= 'a' && *h <= 'z') || (*h >= 'A' && *h <= 'Z') ||
+                      (*h >= '0' && *h <= '9') || *h == '-' || *h == '.'))
+                    goto bad;
+            out->host_is_name = true;
         }
     }
     if (port_p != NULL && !parse_uint(port_p, port_len, 1, 65535, &port)) {
@@ -297,7 +299,7 @@ static int parse_host(const char *p, size_t len, struct store_redis_url *out, ch
     host = NULL;
     goto out;
 bad:
-    *err = xstrdup("redis URL: bad host (want an IPv4 address, [IPv6] or localhost)");
+    *err = xstrdup("redis URL: bad host (want a host name, an IPv4 address or [IPv6])");
     rc = -EINVAL;
 out:
     free(host);
@@ -581,9 +583,15 @@ static void on_conn_timer(evutil_socket_t fd, short what, void *arg)
         conn_connect(c);
     } else if (c->state == CONN_CONNECTING) {
         /* hiredis 0.14: no connect timeout; a silent peer would keep us here forever. */
-        char *reason = xasprintf("connect to %s timed out after %" PRIu64 " ms", c->rb->addr,
-                                 c->rb->timeout_ms);
-        conn_drop(c, reason);
+        char *reason =
+            xasprintf("%s %s timed out after %" PRIu64 " ms", c->dns ? "resolving" : "connect to",
+                      c->rb->addr, c->rb->timeout_ms);
+        if (c->dns) {
+            dns_cancel(c);
+            conn_down(c, reason);
+        } else {
+            conn_drop(c, reason);
+        }
         free(reason);
     }
 }
@@ -594,17 +602,83 @@ static void on_conn_timer(evutil_socket_t fd, short what, void *arg)
  * socket connects, and Redis answers in order, so every command issued while
  * CONNECTING runs authenticated and on the right database.
  */
+static void connect_to(struct redis_conn *c, const char *ip);
+
+static void on_resolved(int result, struct evutil_addrinfo *res, void *arg)
+{
+    struct redis_conn *c = arg;
+    c->dns = NULL;
+    if (result == EVUTIL_EAI_CANCEL)
+        return; /* we cancelled it: the connection is going down or away */
+    if (result != 0 || res == NULL) {
+        char *reason = xasprintf("cannot resolve %s: %s", c->rb->url.host,
+                                 result ? evutil_gai_strerror(result) : "no address");
+        conn_down(c, reason);
+        free(reason);
+        return;
+    }
+    char ip[INET6_ADDRSTRLEN] = "";
+    const void *a = res->ai_family == AF_INET6
+                        ? (const void *)&((struct sockaddr_in6 *)res->ai_addr)->sin6_addr
+                        : (const void *)&((struct sockaddr_in *)res->ai_addr)->sin_addr;
+    inet_ntop(res->ai_family, a, ip, sizeof(ip));
+    evutil_freeaddrinfo(res);
+    connect_to(c, ip);
+}
+
+static struct evdns_base *dns_base(struct redis_backend *rb)
+{
+    if (rb->dns == NULL) {
+        /* MCPGATE_RESOLV_CONF: another resolv.conf (tests run their own DNS server). */
+        const char *conf = getenv("MCPGATE_RESOLV_CONF");
+        rb->dns = evdns_base_new(rb->base, conf ? 0 : EVDNS_BASE_INITIALIZE_NAMESERVERS);
+        if (rb->dns == NULL)
+            GW_PANIC("evdns_base_new failed");
+        if (conf && evdns_base_resolv_conf_parse(rb->dns, DNS_OPTIONS_ALL, conf) != 0)
+            gw_log(GW_LOG_WARN, "store", NULL, "MCPGATE_RESOLV_CONF could not be read", "file",
+                   conf, NULL);
+    }
+    return rb->dns;
+}
+
+/* A pending resolution goes (its callback runs with EVUTIL_EAI_CANCEL and does nothing). */
+static void dns_cancel(struct redis_conn *c)
+{
+    struct evdns_getaddrinfo_request *r = c->dns;
+    if (r != NULL) {
+        c->dns = NULL;
+        evdns_getaddrinfo_cancel(r);
+    }
+}
+
 static void conn_connect(struct redis_conn *c)
+{
+    struct redis_backend *rb = c->rb;
+    const struct store_redis_url *u = &rb->url;
+    c->started = true;
+    c->state = CONN_CONNECTING;
+    if (!u->host_is_name) {
+        connect_to(c, u->host);
+        return;
+    }
+    /* Resolved again for every connection: an address may move (failover, rescheduling). */
+    conn_arm_timer(c, rb->timeout_ms);
+    struct evutil_addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct evdns_getaddrinfo_request *r =
+        evdns_getaddrinfo(dns_base(rb), u->host, NULL, &hints, on_resolved, c);
+    if (r != NULL && c->state == CONN_CONNECTING && c->ac == NULL)
+        c->dns = r; /* NULL: answered already (hosts file, or a failure), callback done */
+}
+
+static void connect_to(struct redis_conn *c, const char *ip)
 {
     struct redis_backend *rb = c->rb;
     const struct store_redis_url *u = &rb->url;
     char *reason = NULL;
     redisAsyncContext *ac;
 
-    c->started = true;
-    c->state = CONN_CONNECTING;
-    ac = u->unix_path != NULL ? redisAsyncConnectUnix(u->unix_path)
-                              : redisAsyncConnect(u->host, u->port);
+    ac =
+        u->unix_path != NULL ? redisAsyncConnectUnix(u->unix_path) : redisAsyncConnect(ip, u->port);
     if (ac == NULL)
         GW_PANIC("out of memory (redisAsyncConnect)");
     if (ac->err != 0) {
@@ -1163,6 +1237,7 @@ static void conn_init(struct redis_backend *rb, struct redis_conn *c, const char
 /* Frees the context first: its pending callbacks run now, reporting "store shutting down". */
 static void conn_shutdown(struct redis_conn *c)
 {
+    dns_cancel(c);
     redisAsyncContext *ac = c->ac;
     c->ac = NULL;
     c->state = CONN_DOWN;
@@ -1189,6 +1264,8 @@ static void redis_free(void *impl)
         free(ch);
         ch = next;
     }
+    if (rb->dns)
+        evdns_base_free(rb->dns, 0);
     store_redis_url_clear(&rb->url);
     free(rb->addr);
     free(rb->timeout_error);

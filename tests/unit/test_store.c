@@ -13,13 +13,19 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <event2/dns.h>
+#include <event2/dns_struct.h>
 #include <event2/event.h>
 
 #include "common/xalloc.h"
@@ -807,6 +813,83 @@ static void test_redis_unix_and_localhost(void **state)
     ts_res_clear(&r);
 }
 
+/* A DNS server on loopback (libevent's own): NAME_OK is 127.0.0.1, anything else NXDOMAIN. */
+#define NAME_OK "redis.mcpgate.test"
+static void on_dns_question(struct evdns_server_request *req, void *arg)
+{
+    int *answered = arg;
+    for (int i = 0; i < req->nquestions; i++) {
+        const struct evdns_server_question *q = req->questions[i];
+        if (q->type == EVDNS_TYPE_A && strcasecmp(q->name, NAME_OK) == 0) {
+            uint32_t a = htonl(0x7f000001);
+            evdns_server_request_add_a_reply(req, q->name, 1, &a, 10);
+            (*answered)++;
+        }
+    }
+    evdns_server_request_respond(req, 0);
+}
+
+static void test_redis_host_name(void **state)
+{
+    struct fx *fx = fx_get(state);
+    struct ts_redis rs = {0};
+    struct ts_res r = {0};
+    assert_int_equal(ts_redis_start(&rs, NULL), 0);
+
+    int udp = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000001)};
+    assert_int_equal(bind(udp, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    socklen_t sl = sizeof(sin);
+    getsockname(udp, (struct sockaddr *)&sin, &sl);
+    evutil_make_socket_nonblocking(udp);
+    int answered = 0;
+    struct evdns_server_port *dns =
+        evdns_add_server_port_with_base(fx->base, udp, 0, on_dns_question, &answered);
+    char conf[] = "/tmp/mcpgate-resolv-XXXXXX";
+    int cfd = mkstemp(conf);
+    char *line = xasprintf("nameserver 127.0.0.1:%d\n", ntohs(sin.sin_port));
+    assert_int_equal(write(cfd, line, strlen(line)), (ssize_t)strlen(line));
+    close(cfd);
+    setenv("MCPGATE_RESOLV_CONF", conf, 1);
+
+    char *url = xasprintf("redis://" NAME_OK ":%d", rs.port);
+    struct store *s = new_store_url(fx, fx->prefix, url, NULL);
+    if (!ts_wait_ready(fx->base, s, WAIT_MS))
+        fail_msg("a store named by host name is not ready: %s", store_last_error(s));
+    assert_true(answered >= 1);
+    DO(fx, &r, store_put(s, "n", "v", 1, 0, ts_res_cb, &r));
+    DO(fx, &r, store_get(s, "n", ts_res_cb, &r));
+    assert_string_equal(r.value, "v");
+    /* Killed and back: the name is resolved again for the new connection. */
+    int before = answered;
+    ts_redis_kill(&rs);
+    assert_int_equal(ts_redis_start(&rs, NULL), 0);
+    store_free(s);
+    free(url);
+    url = xasprintf("redis://" NAME_OK ":%d", rs.port);
+    s = new_store_url(fx, fx->prefix, url, NULL);
+    assert_true(ts_wait_ready(fx->base, s, WAIT_MS));
+    assert_true(answered > before);
+    store_free(s);
+    free(url);
+
+    /* A name nobody knows: not ready, and the error says so (the loop never blocked). */
+    s = new_store_url(fx, fx->prefix, "redis://nowhere.mcpgate.test:6379", NULL);
+    for (int i = 0; i < 200 && store_last_error(s) && !strstr(store_last_error(s), "resolve"); i++)
+        ts_wait_ready(fx->base, s, 10);
+    assert_false(store_is_ready(s));
+    assert_non_null(strstr(store_last_error(s), "cannot resolve nowhere.mcpgate.test"));
+    store_free(s);
+
+    unsetenv("MCPGATE_RESOLV_CONF");
+    unlink(conf);
+    free(line);
+    evdns_close_server_port(dns);
+    close(udp);
+    ts_redis_destroy(&rs);
+    ts_res_clear(&r);
+}
+
 /* Redis < 6.2 has no GETDEL; renaming it away reproduces that on a new server. */
 static void test_redis_take_without_getdel(void **state)
 {
@@ -884,6 +967,8 @@ static void test_url_parse(void **state)
         {"redis://pw@10.0.0.5", "10.0.0.5", NULL, NULL, "pw", 6379, 0},
         {"redis://alice:p%40ss%3Aw@[::1]:6390/1", "::1", NULL, "alice", "p@ss:w", 6390, 1},
         {"redis://a:b@c@127.0.0.1", "127.0.0.1", NULL, "a", "b@c", 6379, 0},
+        {"redis://redis.internal:6379", "redis.internal", NULL, NULL, NULL, 6379, 0},
+        {"redis://redis:6380/1", "redis", NULL, NULL, NULL, 6380, 1},
         {"unix:/run/redis.sock", NULL, "/run/redis.sock", NULL, NULL, 0, 0},
         {"unix:///run/redis.sock?db=4", NULL, "/run/redis.sock", NULL, NULL, 0, 4},
     };
@@ -894,7 +979,7 @@ static void test_url_parse(void **state)
         {"", "empty"},
         {"http://127.0.0.1", "redis://"},
         {"rediss://127.0.0.1", "TLS"},
-        {"redis://redis.internal:6379", "use an IP address"},
+        {"redis://bad_host!:6379", "bad host"},
         {"redis://127.0.0.1:0", "port"},
         {"redis://127.0.0.1:65536", "port"},
         {"redis://127.0.0.1:63x9", "port"},
@@ -1024,8 +1109,9 @@ static void test_store_new_errors(void **state)
     char *err = NULL;
     (void)state;
 
+    o.redis_url = "redis://cache example.com:6379";
     assert_null(store_new(base, &o, &err));
-    assert_non_null(strstr(err, "\"cache.example.com\" is a name; use an IP address"));
+    assert_non_null(strstr(err, "bad host"));
     free(err);
     o.redis_url = NULL;
     assert_null(store_new(base, &o, &err));
@@ -1104,6 +1190,7 @@ int main(void)
         REDIS(test_redis_password),
         REDIS(test_redis_db_select),
         REDIS(test_redis_unix_and_localhost),
+        REDIS(test_redis_host_name),
         REDIS(test_redis_take_without_getdel),
         REDIS(test_redis_unreachable),
         {"memory/test_memory_grow_and_sweep", test_memory_grow_and_sweep, setup_memory, teardown,
