@@ -194,14 +194,12 @@ static char *check_redirect_uris(json_t *doc, struct oauth_client *c)
 static char *check_grants(json_t *doc, struct oauth_client *c)
 {
     json_t *g = json_object_get(doc, "grant_types");
-    if (g == NULL) {
-        mg_string_list_add(&c->grant_types, "authorization_code"); /* RFC 7591 §2 default */
-        return NULL;
-    }
-    if (!json_is_array(g))
-        return xstrdup("grant_types must be an array of strings");
     size_t i;
     json_t *v;
+    if (g && !json_is_array(g))
+        return xstrdup("grant_types must be an array of strings");
+    if (g == NULL)
+        mg_string_list_add(&c->grant_types, "authorization_code"); /* RFC 7591 §2 default */
     json_array_foreach (g, i, v) {
         const char *s = json_string_value(v);
         if (s && (strcmp(s, "authorization_code") == 0 || strcmp(s, "refresh_token") == 0) &&
@@ -211,12 +209,12 @@ static char *check_grants(json_t *doc, struct oauth_client *c)
     if (!mg_string_list_contains(&c->grant_types, "authorization_code"))
         return xstrdup("grant_types must include authorization_code");
     json_t *r = json_object_get(doc, "response_types");
+    if (r && !json_is_array(r))
+        return xstrdup("response_types must be an array of strings");
     bool code = r == NULL;
     json_array_foreach (r, i, v)
         code = code || (json_is_string(v) && strcmp(json_string_value(v), "code") == 0);
-    if (!code)
-        return xstrdup("response_types must include code");
-    return NULL;
+    return code ? NULL : xstrdup("response_types must include code");
 }
 
 static char *check_document(const char *url, json_t *doc, struct oauth_client *c)
