@@ -129,18 +129,26 @@ char *oauth_cimd_host(const char *url)
     return out;
 }
 
+/* The LEN bytes at *S without IPv6 brackets and without the trailing dot of a fully
+ * qualified name ("evil.example." is "evil.example" to DNS, so to the lists too). */
+static void host_trim(const char **s, size_t *len)
+{
+    if (*len >= 2 && (*s)[0] == '[' && (*s)[*len - 1] == ']')
+        (*s)++, *len -= 2;
+    else if (*len >= 2 && (*s)[*len - 1] == '.')
+        (*len)--;
+}
+
 /* HOST (from url_split: IPv6 in brackets) is in LIST (entries with or without brackets). */
 static bool host_listed(const char *host, const struct gw_string_list *list)
 {
     size_t hn = strlen(host);
     const char *h = host;
-    if (hn >= 2 && h[0] == '[' && h[hn - 1] == ']')
-        h++, hn -= 2;
+    host_trim(&h, &hn);
     for (size_t i = 0; i < list->len; i++) {
         const char *e = list->items[i];
         size_t en = strlen(e);
-        if (en >= 2 && e[0] == '[' && e[en - 1] == ']')
-            e++, en -= 2;
+        host_trim(&e, &en);
         if (en == hn && strncasecmp(e, h, hn) == 0)
             return true;
     }

@@ -16,7 +16,7 @@ import { auth } from '@modelcontextprotocol/sdk/client/auth.js';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 
-import { tmpDir } from '../lib/harness.mjs';
+import { tmpDir, waitFor } from '../lib/harness.mjs';
 import {
   CookieJar, MemoryOAuthProvider, USERS, assertNoSecretsInLog, authorizeUrl, callRoute, http, login,
   makePkce, newClient, obtainTokens, recordingFetch, startOAuthStack, tokenRequest,
@@ -287,6 +287,7 @@ describe('client ID metadata documents', () => {
   test('deny_hosts and malformed client_id URLs are refused before any fetch', async () => {
     const cases = [
       [`https://127.0.0.2:${docs.port}/app/client.json`, /does not accept applications from this host/],
+      [`https://127.0.0.2.:${docs.port}/app/client.json`, /does not accept applications from this host/],
       [`https://127.0.0.1:${docs.port}/`, /must have a path/],
       [`https://127.0.0.1:${docs.port}/a/../app/client.json`, /\. or \.\. path segments/],
       [`https://127.0.0.1:${docs.port}/app/client.json?x=1`, /query string/],
@@ -319,7 +320,7 @@ describe('client ID metadata documents', () => {
   });
 });
 
-describe('client ID metadata documents without allow_hosts, and disabled', () => {
+describe('client ID metadata documents without allow_hosts, at shutdown, and disabled', () => {
   let docs;
   after(async () => {
     if (docs) await docs.close();
@@ -328,6 +329,7 @@ describe('client ID metadata documents without allow_hosts, and disabled', () =>
   test('without allow_hosts a document on 127.0.0.1 is refused as a loopback address', async () => {
     const ca = makeCa();
     docs = await startDocServer(ca);
+    docs.caFile = ca.caFile;
     const s = await startOAuthStack({ oauth: { cimd: { ca_file: ca.caFile } } });
     try {
       const url = docs.url('/app/client.json');
@@ -341,6 +343,21 @@ describe('client ID metadata documents without allow_hosts, and disabled', () =>
     } finally {
       assert.equal(await s.gw.stop(), 0);
     }
+  });
+
+  test('a fetch in flight at shutdown: the waiting /authorize is answered, exit 0, no leak', async () => {
+    const s = await startOAuthStack({
+      oauth: { cimd: { allow_hosts: ['127.0.0.1'], ca_file: docs.caFile, timeout: '30s' } },
+      server: { limits: { shutdown_grace: '0s' } },
+    });
+    const url = docs.url('/bad/slow.json');
+    const before = docs.hits['/bad/slow.json'] || 0;
+    const pending = http(authorizeUrl(s.url, { client_id: url, redirect_uris: ['http://127.0.0.1/callback'] }, {}))
+      .catch((e) => ({ error: e }));
+    await waitFor(() => (docs.hits['/bad/slow.json'] || 0) > before, { what: 'the document request to arrive' });
+    assert.equal(await s.gw.stop(), 0);
+    const r = await pending;
+    if (!r.error) assert.equal(r.status, 503, r.text.slice(0, 300));
   });
 
   test('oauth.cimd.enabled false: not advertised, and a URL client_id is an unknown application', async () => {
