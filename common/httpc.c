@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include <curl/curl.h>
@@ -155,6 +156,7 @@ struct httpc_call {
     long status;                  /* of the latest status line */
     size_t skip;                  /* bytes libcurl will hand over again after a pause */
     char *error;                  /* owned: our own reason to fail; wins over libcurl's code */
+    char *refusal;                /* owned: the first address public_addresses_only refused */
     char errbuf[CURL_ERROR_SIZE]; /* libcurl's detail (CURLOPT_ERRORBUFFER) */
     uint64_t started_ms;
     uint64_t last_byte_ms;
@@ -626,6 +628,36 @@ static int on_curl_prereq(void *arg, char *primary_ip, char *local_ip, int prima
     return CURL_PREREQFUNC_OK;
 }
 
+/*
+ * CURLOPT_OPENSOCKETFUNCTION for public_addresses_only: libcurl calls it with
+ * each resolved address it is about to connect to (happy eyeballs included),
+ * so the check and the connection see the same address. A refused address
+ * gets no socket; libcurl tries the next one or fails with COULDNT_CONNECT,
+ * which call_end() reports as the refusal.
+ */
+static curl_socket_t on_curl_opensocket(void *arg, curlsocktype purpose,
+                                        struct curl_sockaddr *address)
+{
+    struct httpc_call *call = arg;
+    const struct sockaddr *sa = &address->addr;
+    const char *kind = purpose == CURLSOCKTYPE_IPCXN ? net_sockaddr_special_use(sa) : "a non-TCP";
+    if (kind) {
+        if (call->refusal == NULL) {
+            char ip[INET6_ADDRSTRLEN] = "?";
+            if (sa->sa_family == AF_INET)
+                inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, ip,
+                          sizeof(ip));
+            else if (sa->sa_family == AF_INET6)
+                inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, ip,
+                          sizeof(ip));
+            call->refusal = xasprintf("refused to connect to %s (%s): %s address",
+                                      call->host ? call->host : "?", ip, kind);
+        }
+        return CURL_SOCKET_BAD;
+    }
+    return socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
+}
+
 /* ---- ending a call ----------------------------------------------------------- */
 
 static bool is_tls_error(CURLcode rc)
@@ -696,6 +728,8 @@ static void call_end(struct httpc_call *call, CURLcode rc)
     struct httpc *c = call->c;
     char *described = call->error ? NULL : describe_failure(call, rc);
     const char *error = call->error ? call->error : described;
+    if (call->error == NULL && rc != CURLE_OK && call->refusal)
+        error = call->refusal; /* the real reason behind libcurl's "couldn't connect" */
     if (error && call->started)
         c->stats.requests_failed++;
     log_call(call, "request done", error);
@@ -845,7 +879,9 @@ static char *setup_url(struct httpc_call *call, const struct httpc_request *req)
         err = xasprintf("unsupported URL scheme \"%s\" (http and https only)", scheme);
         goto out;
     }
-    if (!https && req->https_only_except_loopback && !net_host_is_loopback(host))
+    if (!https && (req->https_only || req->public_addresses_only))
+        err = xasprintf("refused plain http to %s: https is required", host);
+    else if (!https && req->https_only_except_loopback && !net_host_is_loopback(host))
         err = xasprintf("refused plain http to %s: https is required for non-loopback hosts", host);
 out:
     curl_free(scheme);
@@ -956,6 +992,15 @@ static CURLcode setup_easy(struct httpc_call *call, const struct httpc_request *
         uint64_t max = call->max_response_bytes > INT64_MAX ? INT64_MAX : call->max_response_bytes;
         SETOPT(rc, e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)max);
     }
+    if (req->ca_file)
+        SETOPT(rc, e, CURLOPT_CAINFO, req->ca_file);
+    if (req->public_addresses_only) {
+        SETOPT(rc, e, CURLOPT_OPENSOCKETFUNCTION, on_curl_opensocket);
+        SETOPT(rc, e, CURLOPT_OPENSOCKETDATA, (void *)call);
+        SETOPT(rc, e, CURLOPT_NOPROXY, "*");      /* the check must see the server, not a proxy */
+        SETOPT(rc, e, CURLOPT_FRESH_CONNECT, 1L); /* never a connection opened unchecked */
+        SETOPT(rc, e, CURLOPT_FORBID_REUSE, 1L);
+    }
     if (req->basic_user || req->basic_password) {
         SETOPT(rc, e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
         SETOPT(rc, e, CURLOPT_USERNAME, req->basic_user ? req->basic_user : "");
@@ -1042,6 +1087,7 @@ static void call_free(struct httpc_call *call)
     free(call->host);
     free(call->host_port);
     free(call->error);
+    free(call->refusal);
     free(call);
 }
 

@@ -81,6 +81,16 @@ struct httpc_request {
     /* Refuse plain http unless the host is localhost, 127.0.0.0/8 or [::1]; checked before
      * any connection is made. */
     bool https_only_except_loopback;
+    /* For URLs that come from outside (Client ID Metadata Documents): https only, and every
+     * address libcurl is about to connect to, after name resolution, must be public
+     * (net_sockaddr_special_use() NULL). The check runs on the socket actually opened, so
+     * the connection goes to exactly the address checked (no DNS rebinding between check
+     * and use). Such calls ignore proxy environment variables, always open a connection of
+     * their own and never keep it for another call. A refusal fails the call with
+     * "refused to connect to ADDR: a private address" and so on. */
+    bool public_addresses_only;
+    bool https_only;     /* refuse plain http whatever the host (implied by the above) */
+    const char *ca_file; /* PEM bundle to verify servers with instead of the system's; NULL */
 };
 
 /*

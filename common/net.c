@@ -129,6 +129,88 @@ bool net_sockaddr_is_loopback(const struct sockaddr *sa)
     return false;
 }
 
+/* An IPv4 address in host byte order: NULL when public, else its kind (RFC 6890). */
+static const char *ipv4_special_use(uint32_t a)
+{
+    static const struct {
+        uint32_t net;
+        unsigned len;
+        const char *kind;
+    } ranges[] = {
+        {0x00000000, 8, "unspecified"},        /* 0.0.0.0/8 "this network" */
+        {0x0a000000, 8, "private"},            /* 10/8 */
+        {0x64400000, 10, "carrier-grade NAT"}, /* 100.64/10 */
+        {0x7f000000, 8, "loopback"},           /* 127/8 */
+        {0xa9fe0000, 16, "link-local"},        /* 169.254/16 */
+        {0xac100000, 12, "private"},           /* 172.16/12 */
+        {0xc0000000, 24, "special-use"},       /* 192.0.0/24 IETF protocol assignments */
+        {0xc0000200, 24, "documentation"},     /* 192.0.2/24 TEST-NET-1 */
+        {0xc0586300, 24, "special-use"},       /* 192.88.99/24 6to4 relay anycast */
+        {0xc0a80000, 16, "private"},           /* 192.168/16 */
+        {0xc6120000, 15, "benchmarking"},      /* 198.18/15 */
+        {0xc6336400, 24, "documentation"},     /* 198.51.100/24 TEST-NET-2 */
+        {0xcb007100, 24, "documentation"},     /* 203.0.113/24 TEST-NET-3 */
+        {0xe0000000, 4, "multicast"},          /* 224/4 */
+        {0xf0000000, 4, "reserved"},           /* 240/4, with 255.255.255.255 */
+    };
+    for (size_t i = 0; i < sizeof(ranges) / sizeof(ranges[0]); i++) {
+        uint32_t mask = 0xffffffffu << (32 - ranges[i].len);
+        if ((a & mask) == ranges[i].net)
+            return ranges[i].kind;
+    }
+    return NULL;
+}
+
+static uint32_t be32_at(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static const char *ipv6_special_use(const uint8_t b[16])
+{
+    static const uint8_t zero[16] = {0};
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    static const uint8_t nat64[12] = {0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0};
+    if (memcmp(b, zero, 16) == 0)
+        return "unspecified";
+    if (memcmp(b, zero, 15) == 0 && b[15] == 1)
+        return "loopback";
+    if (memcmp(b, mapped, 12) == 0 || memcmp(b, nat64, 12) == 0)
+        return ipv4_special_use(be32_at(b + 12)); /* RFC 4291 §2.5.5.2, RFC 6052 */
+    if (b[0] == 0xff)
+        return "multicast";
+    if (b[0] == 0xfe && (b[1] & 0xc0) == 0x80)
+        return "link-local"; /* fe80::/10 */
+    if ((b[0] & 0xfe) == 0xfc)
+        return "private"; /* fc00::/7 unique local */
+    if ((b[0] & 0xe0) != 0x20)
+        return "reserved"; /* outside 2000::/3 global unicast: ::/96, 64:ff9b:1::/48, fec0::/10 … */
+    if (b[0] == 0x20 && b[1] == 0x02)
+        return ipv4_special_use(be32_at(b + 2)); /* 2002::/16 6to4 carries an IPv4 address */
+    if (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0d && b[3] == 0xb8)
+        return "documentation"; /* 2001:db8::/32 */
+    if (b[0] == 0x3f && b[1] == 0xff && (b[2] & 0xf0) == 0)
+        return "documentation"; /* 3fff::/20, RFC 9637 */
+    if (b[0] == 0x20 && b[1] == 0x01 && b[2] < 0x02)
+        return "special-use"; /* 2001::/23 IETF protocol assignments (Teredo, ORCHID, …) */
+    return NULL;
+}
+
+const char *net_sockaddr_special_use(const struct sockaddr *sa)
+{
+    if (sa && sa->sa_family == AF_INET) {
+        struct sockaddr_in sin;
+        memcpy(&sin, sa, sizeof(sin));
+        return ipv4_special_use(ntohl(sin.sin_addr.s_addr));
+    }
+    if (sa && sa->sa_family == AF_INET6) {
+        struct sockaddr_in6 sin6;
+        memcpy(&sin6, sa, sizeof(sin6));
+        return ipv6_special_use(sin6.sin6_addr.s6_addr);
+    }
+    return "not an IP address";
+}
+
 static bool is_hostname(const char *s, size_t n)
 {
     if (n == 0 || n > 253)

@@ -38,6 +38,18 @@ bool net_host_is_loopback_n(const char *host, size_t len);
 bool net_sockaddr_is_loopback(const struct sockaddr *sa);
 
 /*
+ * NULL when SA is a public (globally routable) IPv4 or IPv6 unicast address;
+ * otherwise what it is, a static string for logs: "loopback", "private"
+ * (RFC 1918, IPv6 ULA), "link-local", "carrier-grade NAT", "multicast",
+ * "unspecified", "documentation", "benchmarking", "reserved", "special-use"
+ * (RFC 6890 and its IANA registries). IPv6 outside 2000::/3 is never public;
+ * IPv4 embedded in IPv6 (mapped ::ffff:0:0/96, NAT64 64:ff9b::/96, 6to4
+ * 2002::/16) is judged as the IPv4 address it carries, so no encoding trick
+ * reaches 127.0.0.1 or 10.0.0.0/8. Other families are "not an IP address".
+ */
+const char *net_sockaddr_special_use(const struct sockaddr *sa);
+
+/*
  * Splits "host:port" or "[v6]:port" (the LEN bytes at S). The host is copied
  * without brackets into HOST (HOST_SIZE bytes with its NUL); a bracketed host
  * must be an IPv6 literal, an unbracketed one a DNS name or IPv4 literal.

@@ -180,6 +180,14 @@ struct gw_oauth_config {
     uint64_t authorize_rate_window_ms;
     uint32_t callback_rate_count; /* /callback per client address, default 300/min */
     uint64_t callback_rate_window_ms;
+    /* Client ID Metadata Documents (oauth/cimd.c): https client_ids fetched and cached */
+    bool cimd_enabled;                      /* default true */
+    struct gw_string_list cimd_allow_hosts; /* fetched even when they resolve to private IPs */
+    struct gw_string_list cimd_deny_hosts;  /* never fetched */
+    uint32_t cimd_cache_entries;            /* validated documents kept, LRU, default 1000 */
+    uint64_t cimd_timeout_ms;               /* whole fetch, default 5 s */
+    uint64_t cimd_max_document_bytes;       /* default 5 KiB (draft §6.6) */
+    char *cimd_ca_file;                     /* NULL: the system's CA bundle */
 };
 
 /* ---- identity -------------------------------------------------------- */

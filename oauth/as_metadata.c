@@ -54,6 +54,10 @@ static void on_as_metadata(struct http_request *req, void *arg)
         string_array(auth_methods, 3), "revocation_endpoint_auth_methods_supported",
         string_array(auth_methods, 3), "scopes_supported", configured_scopes(srv),
         "authorization_response_iss_parameter_supported", 1);
+    /* MCP 2025-11-25 authorization: Client ID Metadata Documents (oauth/cimd.c); "none"
+     * above is the method such clients use. */
+    if (srv->cfg->oauth.cimd_enabled)
+        json_object_set_new(doc, "client_id_metadata_document_supported", json_true());
     if (srv->cfg->oauth.registration_enabled) {
         char *reg = xasprintf("%s/register", base);
         json_object_set_new(doc, "registration_endpoint", json_string(reg));

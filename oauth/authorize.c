@@ -27,6 +27,7 @@
 #include "common/rand.h"
 #include "common/xalloc.h"
 #include "http/http.h"
+#include "oauth/cimd.h"
 #include "oauth/consent.h"
 #include "oauth/idp.h"
 #include "oauth/oauth_int.h"
@@ -165,10 +166,12 @@ static void on_authreq_stored(const struct store_result *res, void *arg)
     char cookie[64];
     authreq_cookie(a->handle, cookie, sizeof(cookie));
     oauth_cookie_set(a->srv, a->req, cookie, a->csrf, a->srv->cfg->oauth.authorize_ttl_ms / 1000);
+    char *verified = oauth_cimd_is_url(a->client_id) ? oauth_cimd_host(a->client_id) : NULL;
     struct consent_view v = {
         .client_id = a->client_id,
         .client_name = a->client_name,
         .client_uri = a->client_uri,
+        .verified_host = verified,
         .redirect_uri = a->redirect_uri,
         .scopes = &a->scopes,
         .resource = a->resource,
@@ -176,6 +179,7 @@ static void on_authreq_stored(const struct store_result *res, void *arg)
         .csrf = a->csrf,
     };
     char *page = consent_render(a->srv, &v);
+    free(verified);
     oauth_page_headers(a->req);
     http_reply_html(a->req, 200, page);
     free(page);
@@ -294,11 +298,22 @@ static const char *check_request(struct authz *a, const char **error)
     return NULL;
 }
 
-static void on_client_for_get(struct oauth_client *client, enum oauth_lookup how, void *arg)
+static void on_client_for_get(struct oauth_client *client, enum oauth_lookup how,
+                              const char *refused, void *arg)
 {
     struct authz *a = arg;
     if (how == OAUTH_STORE_DOWN) {
         oauth_reply_store_down(a->req, "client lookup");
+        authz_free(a);
+        return;
+    }
+    if (how == OAUTH_INVALID_CLIENT) { /* a client metadata document, refused (audited) */
+        char *msg = xasprintf("The application that sent you here names itself by the address "
+                              "%s, but its client metadata document was refused: %s. Nothing "
+                              "was shared. (invalid_client)",
+                              a->client_id, refused ? refused : "it is not valid");
+        oauth_reply_html_error(a->req, 400, "Application not recognised", msg);
+        free(msg);
         authz_free(a);
         return;
     }
@@ -387,7 +402,7 @@ static void authorize_get(struct http_request *req, bool allowed, void *arg)
     }
     a->client_id = xstrdup(client_id);
     a->state = opt_dup(http_params_get(&a->params, "state"));
-    oauth_client_lookup(srv, client_id, on_client_for_get, a);
+    oauth_client_lookup(srv, client_id, http_request_id(req), on_client_for_get, a);
 }
 
 /* ---- POST /authorize: the decision ---------------------------------------- */

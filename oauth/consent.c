@@ -106,7 +106,13 @@ char *consent_render(const struct oauth_server *srv, const struct consent_view *
                   consent_page_style);
     put_escaped(&sb, name);
     strbuf_puts(&sb, "</span> wants to use your account</h1>");
-    if (client_host) {
+    if (v->verified_host) {
+        /* draft-ietf-oauth-client-id-metadata-document §6.4: show the client_id's host. */
+        strbuf_puts(&sb, "<p>from <strong id=\"client-domain\">");
+        put_escaped(&sb, v->verified_host);
+        strbuf_puts(&sb, "</strong> <small>(verified: the application publishes its details "
+                         "there)</small></p>");
+    } else if (client_host) {
         strbuf_puts(&sb, "<p><small>Application site: <span id=\"client-host\">");
         put_escaped(&sb, client_host);
         strbuf_puts(&sb, "</span></small></p>");

@@ -22,8 +22,9 @@ struct http_request;
 
 struct consent_view {
     const char *client_id;
-    const char *client_name; /* may be NULL: the client_id is shown */
-    const char *client_uri;  /* may be NULL */
+    const char *client_name;   /* may be NULL: the client_id is shown */
+    const char *client_uri;    /* may be NULL */
+    const char *verified_host; /* may be NULL: the host of a metadata document client_id */
     const char *redirect_uri;
     const struct mg_string_list *scopes;
     const char *resource; /* may be NULL: every route */

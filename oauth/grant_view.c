@@ -67,8 +67,9 @@ static void on_seen(const struct store_result *res, void *arg)
         job_end(j, OAUTH_STORE_DOWN);
 }
 
-static void on_client(struct oauth_client *c, enum oauth_lookup how, void *arg)
+static void on_client(struct oauth_client *c, enum oauth_lookup how, const char *why, void *arg)
 {
+    (void)why; /* a refused metadata document: the grant is shown without a name */
     struct view_job *j = arg;
     if (how == OAUTH_STORE_DOWN) {
         job_end(j, OAUTH_STORE_DOWN);
@@ -114,7 +115,7 @@ static void on_grant(const struct store_result *res, void *arg)
     j->v.resource = resource ? xstrdup(resource) : NULL;
     j->v.created = (uint64_t)json_integer_value(json_object_get(g, "created"));
     json_decref(g);
-    oauth_client_lookup(j->srv, j->v.client_id, on_client, j);
+    oauth_client_lookup(j->srv, j->v.client_id, NULL, on_client, j);
 }
 
 static void on_refused(evutil_socket_t fd, short what, void *arg)

@@ -19,6 +19,7 @@
 #include "common/strbuf.h"
 #include "common/xalloc.h"
 #include "http/http.h"
+#include "oauth/cimd.h"
 #include "oauth/idp.h"
 #include "common/log.h"
 #include "store/store.h"
@@ -503,13 +504,28 @@ static void on_client_loaded(const struct store_result *res, void *arg)
         store_expire_detached(lk->srv->store, key, lk->srv->cfg->oauth.registration_client_ttl_ms,
                               "client registration renewal");
     }
-    lk->cb(c, how, lk->arg);
+    lk->cb(c, how, NULL, lk->arg);
     oauth_client_free(c);
     free(lk);
 }
 
-void oauth_client_lookup(struct oauth_server *srv, const char *client_id, oauth_client_fn cb,
-                         void *arg)
+struct oauth_client *oauth_client_dup(const struct oauth_client *c)
+{
+    struct oauth_client *d = xcalloc(1, sizeof(*d));
+    d->client_id = xstrdup(c->client_id);
+    d->secret_sha256 = c->secret_sha256 ? xstrdup(c->secret_sha256) : NULL;
+    d->auth = c->auth;
+    mg_string_list_copy(&d->redirect_uris, &c->redirect_uris);
+    mg_string_list_copy(&d->grant_types, &c->grant_types);
+    d->client_name = c->client_name ? xstrdup(c->client_name) : NULL;
+    d->client_uri = c->client_uri ? xstrdup(c->client_uri) : NULL;
+    d->logo_uri = c->logo_uri ? xstrdup(c->logo_uri) : NULL;
+    d->is_static = c->is_static;
+    return d;
+}
+
+void oauth_client_lookup(struct oauth_server *srv, const char *client_id, const char *request_id,
+                         oauth_client_fn cb, void *arg)
 {
     struct client_lookup *lk = xcalloc(1, sizeof(*lk));
     lk->srv = srv;
@@ -519,21 +535,31 @@ void oauth_client_lookup(struct oauth_server *srv, const char *client_id, oauth_
     for (size_t i = 0; i < oc->n_clients; i++) {
         if (strcmp(oc->clients[i].client_id, client_id) == 0) {
             struct oauth_client *c = client_from_static(&oc->clients[i]);
-            cb(c, OAUTH_FOUND, arg);
+            cb(c, OAUTH_FOUND, NULL, arg);
             oauth_client_free(c);
             free(lk);
             return;
         }
     }
+    /* An https client_id is a metadata document URL, never a registration: /register issues
+     * base64url ids, and no stored record can stand in for a document (draft §6.9). */
+    if (oauth_cimd_is_url(client_id)) {
+        free(lk);
+        if (oc->cimd_enabled)
+            oauth_cimd_lookup(srv, client_id, request_id, cb, arg);
+        else
+            cb(NULL, OAUTH_NOT_FOUND, NULL, arg);
+        return;
+    }
     if (strlen(client_id) > 200 || client_id[0] == '\0') {
-        cb(NULL, OAUTH_NOT_FOUND, arg);
+        cb(NULL, OAUTH_NOT_FOUND, NULL, arg);
         free(lk);
         return;
     }
     char key[300];
     snprintf(key, sizeof(key), KEY_CLIENT "%s", client_id);
     if (store_get(srv->store, key, on_client_loaded, lk) < 0) {
-        cb(NULL, OAUTH_STORE_DOWN, arg);
+        cb(NULL, OAUTH_STORE_DOWN, NULL, arg);
         free(lk);
     }
 }

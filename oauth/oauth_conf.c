@@ -245,6 +245,34 @@ static const struct conf_field account_fields[] = {
 
 static const struct conf_section account_section = {FIELDS(account_fields), NULL, NULL};
 
+/* A host name or IP literal as it appears in a client_id URL (no port, no scheme). */
+static bool check_cimd_host(struct conf_loader *ld, const struct conf_node *at, const char *v)
+{
+    size_t n = strlen(v);
+    bool ok = n > 0 && n <= 253 &&
+              strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                        "0123456789-.:[]") == n;
+    if (!ok)
+        conf_node_error(ld, at, "\"%s\" is not a host name or IP address (no scheme or port)", v);
+    return ok;
+}
+
+static const struct conf_field cimd_fields[] = {
+    {"enabled", CONF_BOOL, AT(struct gw_oauth_config, cimd_enabled)},
+    {"allow_hosts", CONF_STRLIST, AT(struct gw_oauth_config, cimd_allow_hosts),
+     .check = check_cimd_host},
+    {"deny_hosts", CONF_STRLIST, AT(struct gw_oauth_config, cimd_deny_hosts),
+     .check = check_cimd_host},
+    {"cache_entries", CONF_U32, AT(struct gw_oauth_config, cimd_cache_entries), RANGE(0, 1000000)},
+    {"timeout", CONF_DURATION, AT(struct gw_oauth_config, cimd_timeout_ms),
+     RANGE(100, 60 * SEC_MS)},
+    {"max_document", CONF_SIZE, AT(struct gw_oauth_config, cimd_max_document_bytes),
+     RANGE(1 * KiB, 64 * KiB)},
+    {"ca_file", CONF_STR, AT(struct gw_oauth_config, cimd_ca_file)},
+};
+
+static const struct conf_section cimd_section = {FIELDS(cimd_fields), NULL, NULL};
+
 static const struct conf_field oauth_fields[] = {
     {"secret", CONF_SECRET_BYTES, AT2(struct gw_oauth_config, secret, secret_len),
      RANGE(OAUTH_SECRET_MIN_BYTES, 0)},
@@ -265,6 +293,8 @@ static const struct conf_field oauth_fields[] = {
      .elem_size = sizeof(struct gw_static_client)},
     {"consent", CONF_SECTION, .off = 0, .sub = &consent_section},
     {"account", CONF_SECTION, .off = 0, .sub = &account_section},
+
+    {"cimd", CONF_SECTION, .off = 0, .sub = &cimd_section},
     {"max_grant_lifetime", CONF_DURATION, AT(struct gw_oauth_config, max_grant_lifetime_ms),
      RANGE(0, 3650 * DAY_MS)},
     {"token_rate", CONF_RATE, AT2(struct gw_oauth_config, token_rate_count, token_rate_window_ms)},
@@ -352,6 +382,10 @@ void oauth_conf_defaults(struct gw_oauth_config *o)
     o->authorize_rate_window_ms = MIN_MS;
     o->callback_rate_count = 300;
     o->callback_rate_window_ms = MIN_MS;
+    o->cimd_enabled = true;
+    o->cimd_cache_entries = 1000;
+    o->cimd_timeout_ms = 5 * SEC_MS;
+    o->cimd_max_document_bytes = 5 * KiB;
 }
 
 void oauth_conf_identity_defaults(struct gw_identity_config *id)

@@ -28,6 +28,7 @@ struct oauth_server {
     struct idp_client *idp;         /* borrowed, may be NULL */
     struct bearer_cache *cache;     /* owned */
     struct idp_flight *idp_flights; /* owned: IdP renewals in progress (idp_tokens.c) */
+    struct oauth_cimd *cimd;        /* owned: client metadata documents (cimd.c) */
 };
 
 /* Store keys (the store adds its own prefix). */
@@ -165,12 +166,23 @@ struct oauth_client *oauth_client_from_json(const char *text, size_t len);
 enum oauth_lookup {
     OAUTH_FOUND = 0,
     OAUTH_NOT_FOUND,
-    OAUTH_STORE_DOWN,
+    OAUTH_STORE_DOWN,     /* the store (or the process) cannot answer now */
+    OAUTH_INVALID_CLIENT, /* a client metadata document was refused: WHY says why */
 };
-/* CLIENT is borrowed for the call. */
-typedef void (*oauth_client_fn)(struct oauth_client *client, enum oauth_lookup how, void *arg);
-void oauth_client_lookup(struct oauth_server *srv, const char *client_id, oauth_client_fn cb,
-                         void *arg);
+/* CLIENT is borrowed for the call; WHY (borrowed, may be NULL) is a reason a person may be
+ * shown, set with OAUTH_INVALID_CLIENT. */
+typedef void (*oauth_client_fn)(struct oauth_client *client, enum oauth_lookup how, const char *why,
+                                void *arg);
+/*
+ * Finds CLIENT_ID: a static client (oauth.clients), else an https URL through its client
+ * metadata document (cimd.h; never the store), else a dynamic registration in the store.
+ * CB runs once, inside this call for static and cached clients, otherwise from the loop.
+ * REQUEST_ID (may be NULL) goes into the audit lines of refused documents.
+ */
+void oauth_client_lookup(struct oauth_server *srv, const char *client_id, const char *request_id,
+                         oauth_client_fn cb, void *arg);
+struct oauth_client *oauth_client_dup(const struct oauth_client *c); /* owned */
+
 /* ---- login.c: the start of an IdP sign-in ---------------------------------- */
 
 /*

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "common/xalloc.h"
+#include "oauth/cimd.h"
 #include "oauth/idp_tokens.h"
 #include "oauth/oauth_int.h"
 
@@ -24,6 +25,7 @@ void oauth_server_free(struct oauth_server *srv)
 {
     if (srv == NULL)
         return;
+    oauth_cimd_free(srv->cimd); /* lookups still waiting are answered first */
     bearer_cache_free(srv->cache);
     oauth_idp_tokens_shutdown(srv);
     free(srv);

@@ -93,7 +93,8 @@ static void auth_failed(struct client_auth *ca, const char *why)
     client_auth_free(ca);
 }
 
-static void on_client_for_auth(struct oauth_client *client, enum oauth_lookup how, void *arg)
+static void on_client_for_auth(struct oauth_client *client, enum oauth_lookup how,
+                               const char *refused, void *arg)
 {
     struct client_auth *ca = arg;
     const char *why = NULL;
@@ -102,7 +103,9 @@ static void on_client_for_auth(struct oauth_client *client, enum oauth_lookup ho
         auth_failed(ca, NULL);
         return;
     }
-    if (client == NULL)
+    if (how == OAUTH_INVALID_CLIENT)
+        why = refused ? refused : "the client metadata document was refused";
+    else if (client == NULL)
         why = "unknown client";
     else if (client->auth == GW_CLIENT_AUTH_NONE)
         why = ca->secret && ca->secret[0] ? "this client is public and has no secret" : NULL;
@@ -181,7 +184,7 @@ void oauth_authenticate_client(struct oauth_server *srv, struct http_request *re
         auth_failed(ca, "client authentication is required");
         return;
     }
-    oauth_client_lookup(srv, id, on_client_for_auth, ca);
+    oauth_client_lookup(srv, id, http_request_id(req), on_client_for_auth, ca);
     free(id);
 }
 

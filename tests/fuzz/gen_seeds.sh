@@ -9,7 +9,7 @@ cd "$(dirname "$0")"
 C=corpus
 FIX=../fixtures/idp
 find "$C" -type f ! -name 'crash-*' -delete 2>/dev/null || true
-mkdir -p "$C/config" "$C/form" "$C/redirect_uri" "$C/b64url" "$C/jsonrpc_sse" "$C/idtoken"
+mkdir -p "$C/config" "$C/form" "$C/redirect_uri" "$C/b64url" "$C/jsonrpc_sse" "$C/idtoken" "$C/cimd"
 
 seed() { # DIR NAME TEXT (printf format: \n, \r, \000 work)
     printf "$3" >"$C/$1/$2"
@@ -44,6 +44,14 @@ seed redirect_uri native-known.txt 'cursor://anysphere.cursor-retrieval/oauth/ca
 seed redirect_uri dangerous.txt 'javascript:alert(1)//\nhttps://user:pw@127.0.0.1:1/cb#frag'
 seed redirect_uri tricky-host.txt 'http://127.0.0.1.evil.com/cb\000http://127.0.0.1@evil.com/cb'
 seed redirect_uri empty-authority.txt 'https:///evil.com/cb\nHTTP://LOCALHOST:1/cb'
+
+# ---- cimd: client_id URL <newline> document ---------------------------------
+seed cimd claude-code.txt 'https://claude.ai/oauth/claude-code-client-metadata\n{"client_id":"https://claude.ai/oauth/claude-code-client-metadata","client_name":"Claude Code","redirect_uris":["http://localhost/callback","http://127.0.0.1/callback"],"grant_types":["authorization_code","refresh_token"],"response_types":["code"],"token_endpoint_auth_method":"none"}'
+seed cimd vscode-device-code.txt 'https://vscode.dev/oauth/client-metadata.json\n{"client_id":"https://vscode.dev/oauth/client-metadata.json","client_name":"Visual Studio Code","redirect_uris":["http://127.0.0.1:33418/","https://vscode.dev/redirect"],"grant_types":["authorization_code","refresh_token","urn:ietf:params:oauth:grant-type:device_code"],"token_endpoint_auth_method":"none"}'
+seed cimd wrong-id.txt 'https://a.example/c.json\n{"client_id":"https://a.example/c.json/","client_name":"A","redirect_uris":["http://localhost/cb"]}'
+seed cimd secret-basic.txt 'https://a.example/c.json\n{"client_id":"https://a.example/c.json","client_name":"A","redirect_uris":["http://localhost/cb"],"token_endpoint_auth_method":"client_secret_basic","client_secret":"x"}'
+seed cimd cache-control.txt 'public, max-age="600", no-cache\n[]'
+seed cimd dot-segments.txt 'https://a.example/x/%%2E%%2e/c.json\n{}'
 
 # ---- b64url ------------------------------------------------------------------
 seed b64url pkce-verifier.txt 'dBjftJeZ4CVP-mJ92K27uhbUJU1p1r_wW1gFWFOEjXk'

@@ -555,6 +555,45 @@ static void test_errors_collected(void **state)
     assert_null(errs.messages);
 }
 
+/* oauth.cimd: defaults, values, and a bad host or range reported at its position. */
+static void test_oauth_cimd(void **state)
+{
+    (void)state;
+    struct gw_config *cfg = load_ok(SRV "store: {backend: memory}\n");
+    assert_true(cfg->oauth.cimd_enabled);
+    assert_int_equal(cfg->oauth.cimd_cache_entries, 1000);
+    assert_int_equal(cfg->oauth.cimd_timeout_ms, 5000);
+    assert_int_equal(cfg->oauth.cimd_max_document_bytes, 5120);
+    assert_int_equal(cfg->oauth.cimd_allow_hosts.len, 0);
+    assert_null(cfg->oauth.cimd_ca_file);
+    gw_config_free(cfg);
+    cfg = load_ok(SRV "store: {backend: memory}\n"
+                      "oauth:\n  cimd: {enabled: false, allow_hosts: [127.0.0.1, \"[::1]\"],\n"
+                      "    deny_hosts: [evil.example], cache_entries: 0, timeout: 2s,\n"
+                      "    max_document: 8KiB, ca_file: /etc/ssl/test-ca.pem}\n");
+    assert_false(cfg->oauth.cimd_enabled);
+    assert_int_equal(cfg->oauth.cimd_allow_hosts.len, 2);
+    assert_string_equal(cfg->oauth.cimd_allow_hosts.items[1], "[::1]");
+    assert_string_equal(cfg->oauth.cimd_deny_hosts.items[0], "evil.example");
+    assert_int_equal(cfg->oauth.cimd_cache_entries, 0);
+    assert_int_equal(cfg->oauth.cimd_timeout_ms, 2000);
+    assert_int_equal(cfg->oauth.cimd_max_document_bytes, 8192);
+    assert_string_equal(cfg->oauth.cimd_ca_file, "/etc/ssl/test-ca.pem");
+    gw_config_free(cfg);
+
+    struct gw_config_errors errs = {0};
+    cfg = load(SRV "store: {backend: memory}\n"
+                   "oauth:\n  cimd:\n    allow_hosts: [\"https://a.example/x\"]\n"
+                   "    max_document: 1MiB\n",
+               &errs);
+    assert_null(cfg);
+    assert_int_equal(errs.len, 2);
+    assert_non_null(strstr(errs.messages[0], "t.yaml:6:19: oauth.cimd.allow_hosts"));
+    assert_non_null(strstr(errs.messages[0], "is not a host name or IP address"));
+    assert_non_null(strstr(errs.messages[1], "t.yaml:7:19: oauth.cimd.max_document"));
+    gw_config_errors_clear(&errs);
+}
+
 /* ---- good configs -------------------------------------------------------- */
 
 /*
@@ -1279,6 +1318,7 @@ int main(void)
         cmocka_unit_test(test_bad_configs),
         cmocka_unit_test(test_nul_escape_is_an_error),
         cmocka_unit_test(test_errors_collected),
+        cmocka_unit_test(test_oauth_cimd),
         cmocka_unit_test(test_design_example),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_route_defaults),

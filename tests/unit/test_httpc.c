@@ -730,6 +730,46 @@ static void test_https_only_refuses_without_connecting(void **state)
     }
 }
 
+/* public_addresses_only (CIMD): the resolved address is judged on the socket libcurl opens;
+ * a loopback one never gets a connection, whatever the name says. */
+static void test_public_addresses_only(void **state)
+{
+    (void)state;
+    struct httpc_stats before, after;
+    httpc_get_stats(fx.hc, &before);
+    char *u = xasprintf("https://127.0.0.1:%d/json", fx.port);
+    struct httpc_request req = {.url = u, .timeout_ms = 5000, .public_addresses_only = true};
+    struct result r = {0};
+    fetch(&req, &r);
+    assert_int_equal(r.status, 0);
+    assert_string_equal(r.error, "refused to connect to 127.0.0.1 (127.0.0.1): loopback address");
+    result_clear(&r);
+    free(u);
+    u = xasprintf("https://localhost:%d/json", fx.port);
+    req.url = u;
+    fetch(&req, &r);
+    assert_non_null(r.error);
+    assert_true(strncmp(r.error, "refused to connect to localhost (", 33) == 0);
+    assert_non_null(strstr(r.error, "): loopback address"));
+    result_clear(&r);
+    free(u);
+    httpc_get_stats(fx.hc, &after);
+    assert_int_equal(after.connections_opened, before.connections_opened);
+
+    /* Plain http is refused before libcurl, loopback or not. */
+    u = url("/json");
+    req.url = u;
+    fetch(&req, &r);
+    assert_string_equal(r.error, "refused plain http to 127.0.0.1: https is required");
+    result_clear(&r);
+    req.public_addresses_only = false;
+    req.https_only = true;
+    fetch(&req, &r);
+    assert_string_equal(r.error, "refused plain http to 127.0.0.1: https is required");
+    result_clear(&r);
+    free(u);
+}
+
 static void test_bad_requests_fail_async(void **state)
 {
     (void)state;
@@ -1362,6 +1402,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tls_failure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_https_only_refuses_without_connecting, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_public_addresses_only, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_requests_fail_async, setup, teardown),
         cmocka_unit_test_setup_teardown(test_50_concurrent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_reused, setup, teardown),
