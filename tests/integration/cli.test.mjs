@@ -7,6 +7,7 @@ import path from 'node:path';
 import { describe, test } from 'node:test';
 
 import { REPO, assertNoSanitizerReport, gatewayConfig, runCli, tmpDir, writeSecret, writeTemp } from '../lib/harness.mjs';
+import { WHOAMI_BIN } from '../lib/mcp.mjs';
 
 const VERSION = fs.readFileSync(path.join(REPO, 'VERSION'), 'utf8').trim();
 const escapeRe = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
@@ -95,6 +96,29 @@ describe('cli', () => {
         noSanitizer(r);
       });
     }
+  });
+
+  test('check-config on the container config (deploy/kubernetes/mcpgate.yaml, also mounted by docker-compose): exit 0', async () => {
+    const file = path.join(REPO, 'deploy', 'kubernetes', 'mcpgate.yaml');
+    const scratch = tmpDir('mcpgate-cli-');
+    const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    writeTemp('identity-es256.pem', privateKey.export({ type: 'pkcs8', format: 'pem' }), scratch);
+    writeTemp('mcpgate-secret', randomBytes(48).toString('base64'), scratch);
+    writeTemp('idp-client-secret', 'client-secret\n', scratch);
+    writeTemp('redis-password', 'redis-password\n', scratch);
+    // The files the Deployment mounts under /run/secrets, and the binary the image ships.
+    const text = fs.readFileSync(file, 'utf8').replaceAll('/run/secrets/', `${scratch}/`)
+      .replaceAll('/usr/local/bin/whoami-server', WHOAMI_BIN);
+    const copy = writeTemp('container.yaml', text, scratch);
+    const r = await runCli(['check-config', copy], { env: { INSTANCE_ADDR: '10.1.2.3' } });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.split('\n')[0], 'ok', r.stdout);
+    assert.match(r.stdout, /redis:\/\/redis:6379/, 'a service name is a valid Redis host');
+    noSanitizer(r);
+    const compose = fs.readFileSync(path.join(REPO, 'deploy', 'docker', 'docker-compose.yml'), 'utf8');
+    assert.match(compose, /\.\.\/kubernetes\/mcpgate\.yaml:\/etc\/mcpgate\/mcpgate\.yaml/, 'compose mounts the same file');
+    const kustomize = fs.readFileSync(path.join(REPO, 'deploy', 'kubernetes', 'kustomization.yaml'), 'utf8');
+    assert.match(kustomize, /files: \[mcpgate\.yaml\]/, 'the ConfigMap is made from the same file');
   });
 
   test('check-config on a broken file: exit 2, every error as path:line:col: key.path: message', async () => {
