@@ -6,37 +6,16 @@
 // child goes, while the other keeps working. Bob never sees Alice's grants;
 // a forged or replayed form is refused. Screenshots go to tests/e2e/artifacts.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
-
-import { chromium } from 'playwright-core';
 
 import { freePort, runCli, startGateway, teardownAll, waitFor } from '../lib/harness.mjs';
 import { childPids, initializeMessage, mcpPost, mcpRequest } from '../lib/mcp.mjs';
 import {
   USERS, callRoute, http, obtainTokens, refresh, startOAuthStack, waitRefused,
 } from '../lib/oauth.mjs';
-
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const ARTIFACTS = path.join(HERE, 'artifacts');
-const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
-const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'];
-
-function ensureChromium() {
-  if (fs.existsSync(CHROMIUM)) return null;
-  if (process.getuid?.() !== 0) return `${CHROMIUM} is missing and this is not root: run \`apt-get install -y chromium\``;
-  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-  let r = spawnSync('apt-get', ['install', '-y', '-q', 'chromium'], { env, encoding: 'utf8', timeout: 240000 });
-  if (r.status !== 0) {
-    spawnSync('apt-get', ['update', '-q'], { env, encoding: 'utf8', timeout: 120000 });
-    r = spawnSync('apt-get', ['install', '-y', '-q', 'chromium'], { env, encoding: 'utf8', timeout: 240000 });
-  }
-  return fs.existsSync(CHROMIUM) ? null : `apt-get install -y chromium failed (status ${r.status})`;
-}
+import { ARTIFACTS, launchChromium } from './lib_browser.mjs';
 
 /** Opens a Streamable session on the whoami route with TOKEN and a GET stream on it. */
 async function openSession(stack, token) {
@@ -74,10 +53,8 @@ describe('/account: a person sees and disconnects the applications they connecte
   const cli = (...args) => runCli([...args, '-c', stack.gw.configPath], { timeoutMs: 20000 });
 
   before(async () => {
-    const missing = ensureChromium();
-    assert.equal(missing, null, `Chromium is not available: ${missing}`);
+    browser = await launchChromium();
     stack = await startOAuthStack();
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true, timeout: 30000 });
     a1 = await obtainTokens(stack, { user: 'alice', clientOpts: { name: 'Alice Notes' } });
     a2 = await obtainTokens(stack, { user: 'alice', clientOpts: { name: 'Alice Mail' } });
     b1 = await obtainTokens(stack, { user: 'bob', clientOpts: { name: 'Bob Tools' } });

@@ -6,40 +6,16 @@
 // Chromium missing or not launching is a FAILURE with a clear message, never
 // a silent skip.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
-
-import { chromium } from 'playwright-core';
 
 import { freePort } from '../lib/harness.mjs';
 import {
   assertNoSecretsInLog, authorizeUrl, exchangeCode, makePkce, newClient, startOAuthStack,
 } from '../lib/oauth.mjs';
-
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const ARTIFACTS = path.join(HERE, 'artifacts');
-const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
-const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'];
-
-/** Installs Debian's chromium when it is missing and we are root; returns a reason when it stays missing. */
-function ensureChromium() {
-  if (fs.existsSync(CHROMIUM)) return null;
-  if (process.getuid?.() !== 0) return `${CHROMIUM} is missing and this is not root: run \`apt-get install -y chromium\``;
-  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-  const install = () => spawnSync('apt-get', ['install', '-y', '-q', 'chromium'], { env, encoding: 'utf8', timeout: 240000 });
-  let r = install();
-  if (r.status !== 0) {
-    spawnSync('apt-get', ['update', '-q'], { env, encoding: 'utf8', timeout: 120000 });
-    r = install();
-  }
-  if (fs.existsSync(CHROMIUM)) return null;
-  return `apt-get install -y chromium failed (status ${r.status}): ${(r.stderr || r.error?.message || '').slice(-1000)}`;
-}
+import { ARTIFACTS, launchChromium } from './lib_browser.mjs';
 
 /** The client's redirect URI: a tiny server that records each request's query. */
 async function startRedirectServer() {
@@ -89,13 +65,7 @@ describe('consent in a real browser (headless Chromium)', () => {
   });
 
   test('Chromium opens /authorize, shows the consent page, approves, logs in as alice, reaches the client with code and state', async (t) => {
-    const missing = ensureChromium();
-    assert.equal(missing, null, `Chromium is not available: ${missing}`);
-    try {
-      browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true, timeout: 30000 });
-    } catch (e) {
-      assert.fail(`Chromium (${CHROMIUM}) did not launch: ${e.message}`);
-    }
+    browser = await launchChromium();
 
     const redirectUri = `http://127.0.0.1:${cb.port}/cb`;
     const client = await newClient(s.url, { redirectUri, name: 'Browser Test App' });
