@@ -400,7 +400,16 @@ char *jsonrpc_error_text(const char *id_json, size_t id_len, int code, const cha
 {
     struct strbuf sb = STRBUF_INIT;
     strbuf_puts(&sb, "{\"jsonrpc\":\"2.0\",\"id\":");
-    if (id_json && id_len)
+    /* Only an id a request may have is echoed, a string or an integer; anything else
+     * (a real such as 1e400 that some parsers refuse, an object) answers as null. */
+    bool echo = id_json && id_len && (id_json[0] == '"' && id_json[id_len - 1] == '"');
+    if (id_json && id_len && !echo) {
+        size_t i = id_json[0] == '-';
+        echo = i < id_len && id_len - i <= 20;
+        for (; echo && i < id_len; i++)
+            echo = id_json[i] >= '0' && id_json[i] <= '9';
+    }
+    if (echo)
         strbuf_append(&sb, id_json, id_len);
     else
         strbuf_puts(&sb, "null");
