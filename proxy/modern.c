@@ -495,25 +495,10 @@ static struct mchild *child_new(struct proxy_call *call, const char *owner,
     c->next_id = 1;
     c->idle_ms = r->stdio.idle_timeout_ms;
     c->idle_timer = xevtimer_new(p->base, on_idle, c);
-    char **env = identity_child_env(p, r, call->principal);
-    const char **argv = xcalloc(r->stdio.command.len + 1, sizeof(*argv));
-    for (size_t i = 0; i < r->stdio.command.len; i++)
-        argv[i] = r->stdio.command.items[i];
-    struct stdio_spawn_options o = {
-        .argv = argv,
-        .env = (const char *const *)env,
-        .cwd = r->stdio.cwd,
-        .log_tag = r->name,
-        .max_line_bytes = r->stdio.max_line_bytes,
-        .stdin_high_water_bytes = p->cfg->server.limits.max_body_bytes * 4,
-        .kill_grace_ms = r->stdio.kill_grace_ms,
-    };
     static const struct stdio_child_callbacks cbs = {.on_line = on_child_line,
                                                      .on_exit = on_child_exit};
     char *err = NULL;
-    c->child = stdio_spawn(p->base, &o, &cbs, c, &err);
-    identity_env_free(env);
-    free(argv);
+    c->child = proxy_spawn_child(p, r, call->principal, r->name, &cbs, c, &err);
     if (c->child == NULL) {
         gw_log(GW_LOG_ERROR, "proxy", http_request_id(call->req), "cannot start the upstream",
                "route", r->name, "error", err, NULL);

@@ -102,6 +102,31 @@ size_t proxy_children_alive(const struct proxy *p)
     return stdio_children_alive();
 }
 
+struct stdio_child *proxy_spawn_child(struct proxy *p, const struct gw_route_config *r,
+                                      const struct mg_principal *who, const char *log_tag,
+                                      const struct stdio_child_callbacks *cbs, void *arg,
+                                      char **err_out)
+{
+    char **env = identity_child_env(p, r, who);
+    /* The config's lists are length-counted; posix_spawn wants a NULL end. */
+    const char **argv = xcalloc(r->stdio.command.len + 1, sizeof(*argv));
+    for (size_t i = 0; i < r->stdio.command.len; i++)
+        argv[i] = r->stdio.command.items[i];
+    struct stdio_spawn_options o = {
+        .argv = argv,
+        .env = (const char *const *)env,
+        .cwd = r->stdio.cwd,
+        .log_tag = log_tag,
+        .max_line_bytes = r->stdio.max_line_bytes,
+        .stdin_high_water_bytes = p->cfg->server.limits.max_body_bytes * 4,
+        .kill_grace_ms = r->stdio.kill_grace_ms,
+    };
+    struct stdio_child *c = stdio_spawn(p->base, &o, cbs, arg, err_out);
+    identity_env_free(env);
+    free(argv);
+    return c;
+}
+
 void proxy_get_stats(const struct proxy *p, struct proxy_stats *out)
 {
     out->sessions = p->n_sessions;

@@ -167,6 +167,17 @@ void warm_free_all(struct proxy *p);
 /* BODY: what the guard passed (borrowed), or NULL for GET and DELETE. */
 void http_upstream_handle(struct proxy_call *call, const struct guard_body *body);
 void http_upstream_free_all(struct proxy *p);
+/*
+ * Starts ROUTE's command as a child told WHO (NULL: nobody yet, a warm child)
+ * through the route's identity environment, with the route's limits. The one
+ * place a child is spawned (sessions, modern requests, the warm pool).
+ */
+struct stdio_child_callbacks;
+struct stdio_child *proxy_spawn_child(struct proxy *p, const struct gw_route_config *r,
+                                      const struct mg_principal *who, const char *log_tag,
+                                      const struct stdio_child_callbacks *cbs, void *arg,
+                                      char **err_out);
+
 /* 2024-11-05 bridges open (legacy_http.c). */
 size_t legacy_http_bridges(const struct proxy *p);
 /* Upstream session bindings held (F12: bounded, idle ones expire). */

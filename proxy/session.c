@@ -854,25 +854,9 @@ static struct proxy_session *session_new(struct proxy_call *call, bool legacy, i
         stdio_child_set_callbacks(s->child, &cbs, s);
         s->drop_initialized = true;
     }
-    char **env = s->child ? NULL : identity_child_env(p, r, call->principal);
-    /* The config's lists are length-counted; posix_spawn wants a NULL end. */
-    const char **argv = xcalloc(r->stdio.command.len + 1, sizeof(*argv));
-    for (size_t i = 0; i < r->stdio.command.len; i++)
-        argv[i] = r->stdio.command.items[i];
-    struct stdio_spawn_options o = {
-        .argv = argv,
-        .env = (const char *const *)env,
-        .cwd = r->stdio.cwd,
-        .log_tag = s->id,
-        .max_line_bytes = r->stdio.max_line_bytes,
-        .stdin_high_water_bytes = lim->max_body_bytes * 4,
-        .kill_grace_ms = r->stdio.kill_grace_ms,
-    };
     char *err = NULL;
     if (s->child == NULL)
-        s->child = stdio_spawn(p->base, &o, &cbs, s, &err);
-    identity_env_free(env);
-    free(argv);
+        s->child = proxy_spawn_child(p, r, call->principal, s->id, &cbs, s, &err);
     if (s->child == NULL) {
         gw_log(GW_LOG_ERROR, "proxy", http_request_id(call->req), "cannot start the upstream",
                "route", r->name, "error", err, NULL);

@@ -109,25 +109,10 @@ static void warm_spawn(struct proxy *p, const struct gw_route_config *r)
     struct warm *w = xcalloc(1, sizeof(*w));
     w->proxy = p;
     w->route_name = xstrdup(r->name);
-    char **env = identity_child_env(p, r, NULL);
-    const char **argv = xcalloc(r->stdio.command.len + 1, sizeof(*argv));
-    for (size_t i = 0; i < r->stdio.command.len; i++)
-        argv[i] = r->stdio.command.items[i];
-    struct stdio_spawn_options o = {
-        .argv = argv,
-        .env = (const char *const *)env,
-        .cwd = r->stdio.cwd,
-        .log_tag = r->name,
-        .max_line_bytes = r->stdio.max_line_bytes,
-        .stdin_high_water_bytes = p->cfg->server.limits.max_body_bytes * 4,
-        .kill_grace_ms = r->stdio.kill_grace_ms,
-    };
     static const struct stdio_child_callbacks cbs = {.on_line = on_warm_line,
                                                      .on_exit = on_warm_exit};
     char *err = NULL;
-    w->child = stdio_spawn(p->base, &o, &cbs, w, &err);
-    identity_env_free(env);
-    free(argv);
+    w->child = proxy_spawn_child(p, r, NULL, r->name, &cbs, w, &err);
     if (w->child == NULL) {
         gw_log(GW_LOG_ERROR, "proxy", NULL, "cannot start a warm child", "route", r->name, "error",
                err, NULL);
