@@ -405,7 +405,7 @@ char *jsonrpc_error_text(const char *id_json, size_t id_len, int code, const cha
     bool echo = id_json && id_len && (id_json[0] == '"' && id_json[id_len - 1] == '"');
     if (id_json && id_len && !echo) {
         size_t i = id_json[0] == '-';
-        echo = i < id_len && id_len - i <= 20;
+        echo = i < id_len && id_len - i <= 18; /* within int64: every parser reads it */
         for (; echo && i < id_len; i++)
             echo = id_json[i] >= '0' && id_json[i] <= '9';
     }
