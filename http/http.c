@@ -621,43 +621,50 @@ static void on_chunk_flushed(struct evhttp_connection *evcon, void *arg)
         req->drain_fn(req, req->drain_arg);
 }
 
-int http_stream_write(struct http_request *req, const void *data, size_t len)
+static uint64_t high_water(const struct http_request *req)
 {
-    if (req->ev == NULL || req->client_gone || req->evcon == NULL)
-        return -EPIPE;
-    if (!req->streaming)
-        return -EINVAL;
-    uint64_t high = req->srv->opts.sse_high_water_bytes ? req->srv->opts.sse_high_water_bytes
-                                                        : HTTP_DEFAULT_HIGH_WATER;
-    if (http_stream_buffered(req) + len > high && http_stream_buffered(req) > 0)
-        return -ENOBUFS;
+    return req->srv->opts.sse_high_water_bytes ? req->srv->opts.sse_high_water_bytes
+                                               : HTTP_DEFAULT_HIGH_WATER;
+}
+
+/* Queues one chunk; the callback fires when evhttp's output buffer has fully drained. */
+static int queue_chunk(struct http_request *req, const void *data, size_t len)
+{
     struct evbuffer *chunk = evbuffer_new();
     if (chunk == NULL)
         return -ENOMEM;
     evbuffer_add(chunk, data, len);
     req->bytes_out += len;
-    /* The callback fires when evhttp's output buffer has fully drained. */
     evhttp_send_reply_chunk_with_cb(req->ev, chunk, on_chunk_flushed, req);
     evbuffer_free(chunk);
     return 0;
 }
 
-int http_stream_push(struct http_request *req, const void *data, size_t len)
+static int stream_check(const struct http_request *req)
 {
     if (req->ev == NULL || req->client_gone || req->evcon == NULL)
         return -EPIPE;
-    if (!req->streaming)
-        return -EINVAL;
-    struct evbuffer *chunk = evbuffer_new();
-    if (chunk == NULL)
-        return -ENOMEM;
-    evbuffer_add(chunk, data, len);
-    req->bytes_out += len;
-    evhttp_send_reply_chunk_with_cb(req->ev, chunk, on_chunk_flushed, req);
-    evbuffer_free(chunk);
-    uint64_t high = req->srv->opts.sse_high_water_bytes ? req->srv->opts.sse_high_water_bytes
-                                                        : HTTP_DEFAULT_HIGH_WATER;
-    return http_stream_buffered(req) > high ? HTTP_STREAM_FULL : 0;
+    return req->streaming ? 0 : -EINVAL;
+}
+
+int http_stream_write(struct http_request *req, const void *data, size_t len)
+{
+    int rc = stream_check(req);
+    if (rc < 0)
+        return rc;
+    if (http_stream_buffered(req) + len > high_water(req) && http_stream_buffered(req) > 0)
+        return -ENOBUFS;
+    return queue_chunk(req, data, len);
+}
+
+int http_stream_push(struct http_request *req, const void *data, size_t len)
+{
+    int rc = stream_check(req);
+    if (rc == 0)
+        rc = queue_chunk(req, data, len);
+    if (rc < 0)
+        return rc;
+    return http_stream_buffered(req) > high_water(req) ? HTTP_STREAM_FULL : 0;
 }
 
 void http_stream_on_drain(struct http_request *req, http_drain_fn fn, void *arg)
