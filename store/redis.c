@@ -1264,8 +1264,10 @@ static void redis_free(void *impl)
         free(ch);
         ch = next;
     }
+    /* 1: requests still in libevent's hands (a cancelled lookup waits for its
+     * answer) are finished and freed now; ours were cancelled above. */
     if (rb->dns)
-        evdns_base_free(rb->dns, 0);
+        evdns_base_free(rb->dns, 1);
     store_redis_url_clear(&rb->url);
     free(rb->addr);
     free(rb->timeout_error);
