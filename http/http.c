@@ -146,6 +146,7 @@ struct http_conn {
     struct evhttp_connection
         *evcon; /* borrowed: set up on the loop turn after accept; NULL once freed */
     struct http_request *active; /* borrowed: the request being answered, or NULL */
+    bool peer_gone;              /* the peer hung up while no request was being answered */
     struct event *rdhup;         /* owned: EV_CLOSED on the socket, for the whole connection */
     struct event *kick;          /* owned: deferred work (set-up, a close) */
     struct event *deadline;      /* owned: the header or the body deadline */
@@ -231,7 +232,8 @@ struct http_request {
     uint64_t bytes_out;
     uint64_t started_us;
     http_close_fn close_fn;
-    void *close_arg; /* borrowed */
+    struct event *gone_ev; /* owned: tells a close_fn registered after the peer left */
+    void *close_arg;       /* borrowed */
     http_drain_fn drain_fn;
     void *drain_arg;                  /* borrowed */
     struct event *keepalive;          /* owned */
@@ -432,6 +434,8 @@ static void request_free(struct http_request *req)
 {
     if (req->keepalive)
         event_free(req->keepalive);
+    if (req->gone_ev)
+        event_free(req->gone_ev);
     free(req->path);
     free(req->query);
     free(req->label);
@@ -861,10 +865,26 @@ void http_request_set_label(struct http_request *req, const char *label)
     req->label = label ? xstrdup(label) : NULL;
 }
 
+static void on_gone_deferred(evutil_socket_t fd, short what, void *arg)
+{
+    struct http_request *req = arg;
+    (void)fd;
+    (void)what;
+    if (req->close_fn)
+        req->close_fn(req, req->close_arg);
+}
+
 void http_request_on_close(struct http_request *req, http_close_fn fn, void *arg)
 {
     req->close_fn = fn;
     req->close_arg = arg;
+    /* The peer already left (before the handler ran): it is told from the loop, never
+     * inside this call. */
+    if (fn && req->client_gone) {
+        if (req->gone_ev == NULL)
+            req->gone_ev = xevtimer_new(req->srv->base, on_gone_deferred, req);
+        event_active(req->gone_ev, EV_TIMEOUT, 1);
+    }
 }
 
 bool http_request_client_gone(const struct http_request *req)
@@ -1186,6 +1206,8 @@ static void on_conn_rdhup(evutil_socket_t fd, short what, void *arg)
     event_del(conn->rdhup);
     if (conn->active)
         notify_gone(conn->active);
+    else
+        conn->peer_gone = true; /* a request still in the gate learns it when it is dispatched */
 }
 
 static void watch_hangup(struct http_conn *c)
@@ -1960,6 +1982,7 @@ static void on_request(struct evhttp_request *ev, void *arg)
     if (conn) {
         req->conn = conn;
         conn->active = req;
+        req->client_gone = conn->peer_gone; /* hung up before this request was handed over */
         evhttp_request_set_on_complete_cb(ev, on_response_done, conn);
     }
     req->method = method_from_ev(evhttp_request_get_command(ev));
