@@ -12,8 +12,10 @@
 
 #include "common/b64url.h"
 #include "common/crypto.h"
+#include "common/log.h"
 #include "common/strbuf.h"
 #include "common/xalloc.h"
+#include "http/http.h"
 #include "oauth/oauth_int.h"
 #include "oauth/redirect_uri.h"
 #include "oauth/tokens.h"
@@ -280,6 +282,12 @@ static void approval_write(struct strbuf *sb, const char *key, const struct mg_s
     free(joined);
 }
 
+/* Whether LEN bytes of entries, with "." and the MAC after them, fit CONSENT_COOKIE_MAX. */
+static bool entries_fit(size_t len)
+{
+    return len + 1 + 43 <= CONSENT_COOKIE_MAX;
+}
+
 char *consent_cookie_write(const unsigned char *secret, size_t secret_len,
                            const struct consent_approvals *as, const char *key,
                            const struct mg_string_list *scopes, uint64_t until)
@@ -293,9 +301,22 @@ char *consent_cookie_write(const unsigned char *secret, size_t secret_len,
         if (!mg_string_list_contains(&joined, old->scopes.items[i]))
             mg_string_list_add(&joined, old->scopes.items[i]);
 
+    /*
+     * The new entry is bounded like the others: when the scopes joined do
+     * not fit, the new ones alone (they replace the earlier approval);
+     * when even those do not, no cookie (a browser would drop it anyway).
+     */
     struct strbuf sb = STRBUF_INIT;
     approval_write(&sb, key, &joined, until);
     mg_string_list_clear(&joined);
+    if (!entries_fit(sb.len) && old) {
+        strbuf_truncate(&sb, 0);
+        approval_write(&sb, key, scopes, until);
+    }
+    if (!entries_fit(sb.len)) {
+        strbuf_release(&sb);
+        return NULL;
+    }
     size_t kept = 1;
     for (size_t i = 0; i < as->len && kept < CONSENT_MAX_APPROVALS; i++) {
         const struct consent_approval *a = &as->items[i];
@@ -303,7 +324,7 @@ char *consent_cookie_write(const unsigned char *secret, size_t secret_len,
             continue;
         size_t before = sb.len;
         approval_write(&sb, a->key, &a->scopes, a->until);
-        if (sb.len + 1 + 43 > CONSENT_COOKIE_MAX) { /* "." + the MAC */
+        if (!entries_fit(sb.len)) {
             strbuf_truncate(&sb, before);
             break;
         }
@@ -328,6 +349,12 @@ void consent_remember(const struct oauth_server *srv, struct http_request *req,
     char *value = consent_cookie_write(oc->secret, oc->secret_len, &as, key, c->scopes,
                                        now + oc->consent_remember_ms / 1000);
     consent_approvals_clear(&as);
+    if (value == NULL) {
+        gw_log(GW_LOG_WARN, "oauth", http_request_id(req),
+               "consent not remembered: the approved scopes do not fit in a cookie", "client",
+               c->client_id, NULL);
+        return;
+    }
     oauth_cookie_set(srv, req, CONSENT_COOKIE, value, oc->consent_remember_ms / 1000);
     free(value);
 }

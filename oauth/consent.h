@@ -57,6 +57,8 @@ bool consent_is_remembered(const struct oauth_server *srv, struct http_request *
  * Remembers C in this browser (sets the cookie): joined with what it
  * approved for the same client, redirect URI and resource before; the
  * oldest approvals go first when the cookie would pass CONSENT_COOKIE_MAX.
+ * When the joined scopes alone would pass it, C's own scopes replace the
+ * earlier ones; when even those would, nothing changes (a warning is logged).
  */
 void consent_remember(const struct oauth_server *srv, struct http_request *req,
                       const struct consent_scope *c, uint64_t now);
@@ -101,7 +103,8 @@ void consent_approvals_clear(struct consent_approvals *as);
  * The signed cookie value that remembers KEY with SCOPES until UNTIL
  * (owned): first that entry, its scopes joined with those AS held for KEY,
  * then the other approvals of AS in order, as many as fit
- * CONSENT_MAX_APPROVALS and CONSENT_COOKIE_MAX.
+ * CONSENT_MAX_APPROVALS and CONSENT_COOKIE_MAX. When the joined scopes do
+ * not fit, SCOPES alone; NULL when even they do not.
  */
 char *consent_cookie_write(const unsigned char *secret, size_t secret_len,
                            const struct consent_approvals *as, const char *key,

@@ -267,6 +267,54 @@ static void test_limits(void **state)
     free(v);
 }
 
+static char *many_scopes(const char *prefix, int n)
+{
+    struct strbuf sb = STRBUF_INIT;
+    for (int i = 0; i < n; i++)
+        strbuf_printf(&sb, "%s%s:with-a-rather-long-name-%02d", i ? " " : "", prefix, i);
+    return strbuf_detach(&sb, NULL);
+}
+
+/*
+ * The new approval's own entry is bounded too (found by fuzz_consent_cookie,
+ * corpus/consent_cookie/crash-joined-scopes-over-max.txt): joined with the
+ * scopes approved before for the same key it may not fit; then the new
+ * scopes alone are remembered, and when even they do not fit, nothing.
+ */
+static void test_new_approval_over_max(void **state)
+{
+    (void)state;
+    char *a = many_scopes("a", 46), *b = many_scopes("b", 46), *huge = many_scopes("c", 100);
+    char *v1 = remember(NULL, "cli-a", a, LATER);
+    char *v2 = remember(v1, "cli-z", "mcp:tools", LATER);
+    assert_true(strlen(v2) <= CONSENT_COOKIE_MAX);
+    char *v3 = remember(v2, "cli-a", b, LATER); /* a and b joined: about 3700 bytes */
+    assert_non_null(v3);
+    assert_true(strlen(v3) <= CONSENT_COOKIE_MAX);
+    struct consent_approvals as;
+    consent_cookie_parse(secret, sizeof(secret), v3, NOW, &as);
+    assert_true(as.len >= 1);
+    char key[CONSENT_KEY_LEN + 1];
+    key_of("cli-a", key);
+    assert_string_equal(as.items[0].key, key);
+    struct mg_string_list want = {0};
+    mg_string_list_split(&want, b);
+    assert_int_equal(as.items[0].scopes.len, want.len);
+    for (size_t i = 0; i < want.len; i++)
+        assert_true(mg_string_list_contains(&as.items[0].scopes, want.items[i]));
+    mg_string_list_clear(&want);
+    consent_approvals_clear(&as);
+    /* Scopes that alone pass the limit: no cookie to set. */
+    assert_null(remember(v2, "cli-a", huge, LATER));
+    assert_null(remember(NULL, "cli-a", huge, LATER));
+    free(v1);
+    free(v2);
+    free(v3);
+    free(a);
+    free(b);
+    free(huge);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -277,6 +325,7 @@ int main(void)
         cmocka_unit_test(test_malformed_entries),
         cmocka_unit_test(test_expiry_order_and_merge),
         cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_new_approval_over_max),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
