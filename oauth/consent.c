@@ -1,8 +1,8 @@
 /*
  * consent: rendering and remembered approvals. The remembered-approvals
- * cookie holds "client_id~expiry,client_id~expiry…" followed by "." and an
+ * cookie holds "key~scopes~expiry,key~scopes~expiry…" followed by "." and an
  * HMAC over it (key derived from the server secret), so a browser can keep
- * it but not forge or extend it.
+ * it but not forge or extend it (the format is in consent.h).
  */
 #include "oauth/consent.h"
 
@@ -12,14 +12,15 @@
 
 #include "common/b64url.h"
 #include "common/crypto.h"
+#include "common/log.h"
 #include "common/strbuf.h"
 #include "common/xalloc.h"
+#include "http/http.h"
 #include "oauth/oauth_int.h"
 #include "oauth/redirect_uri.h"
 #include "oauth/tokens.h"
 
 #define CONSENT_COOKIE "mcpgate_consent"
-#define CONSENT_MAX_CLIENTS 20
 
 static void put_escaped(struct strbuf *sb, const char *text)
 {
@@ -142,15 +143,6 @@ char *consent_render(const struct oauth_server *srv, const struct consent_view *
     return strbuf_detach(&sb, NULL);
 }
 
-/*
- * The cookie: entries "key~scopes~expiry" joined by ",", then "." and an
- * HMAC over them. KEY is 22 base64url characters (132 bits) of
- * SHA-256(client_id NUL redirect_uri NUL resource), so the cookie shows
- * nothing about the clients; SCOPES is the base64url of the approved scopes
- * joined by spaces. Newest first.
- */
-#define CONSENT_KEY_LEN 22
-
 /* The resource an approval is for: "" for every route (NULL, the root). */
 static const char *resource_norm(const struct oauth_server *srv, const char *resource)
 {
@@ -161,8 +153,8 @@ static const char *resource_norm(const struct oauth_server *srv, const char *res
     return r ? r->resource_url : "";
 }
 
-static void approval_key(const char *client_id, const char *redirect_uri, const char *resource,
-                         char out[CONSENT_KEY_LEN + 1])
+void consent_approval_key(const char *client_id, const char *redirect_uri, const char *resource,
+                          char out[CONSENT_KEY_LEN + 1])
 {
     struct strbuf sb = STRBUF_INIT;
     strbuf_puts(&sb, client_id);
@@ -179,18 +171,7 @@ static void approval_key(const char *client_id, const char *redirect_uri, const 
     out[CONSENT_KEY_LEN] = '\0';
 }
 
-struct approval {
-    char key[CONSENT_KEY_LEN + 1];
-    struct mg_string_list scopes;
-    uint64_t until;
-};
-
-struct approvals {
-    struct approval items[CONSENT_MAX_CLIENTS];
-    size_t len;
-};
-
-static void approvals_clear(struct approvals *as)
+void consent_approvals_clear(struct consent_approvals *as)
 {
     for (size_t i = 0; i < as->len; i++)
         mg_string_list_clear(&as->items[i].scopes);
@@ -198,7 +179,7 @@ static void approvals_clear(struct approvals *as)
 }
 
 /* One "key~scopes~expiry" entry; false when malformed. */
-static bool approval_parse(char *item, struct approval *out)
+static bool approval_parse(char *item, struct consent_approval *out)
 {
     char *t1 = strchr(item, '~');
     char *t2 = t1 ? strchr(t1 + 1, '~') : NULL;
@@ -223,22 +204,18 @@ static bool approval_parse(char *item, struct approval *out)
     return true;
 }
 
-/* This browser's current approvals (signature checked, expired ones dropped). */
-static void approvals_read(const struct oauth_server *srv, struct http_request *req, uint64_t now,
-                           struct approvals *as)
+void consent_cookie_parse(const unsigned char *secret, size_t secret_len, const char *value,
+                          uint64_t now, struct consent_approvals *as)
 {
     as->len = 0;
-    char *cookie = oauth_cookie_dup(srv, req, CONSENT_COOKIE);
-    if (cookie == NULL)
-        return;
+    char *cookie = xstrdup(value);
     char *dot = strrchr(cookie, '.');
-    const struct gw_oauth_config *oc = &srv->cfg->oauth;
     if (dot)
         *dot = '\0';
-    if (dot && oauth_mac_verify(oc->secret, oc->secret_len, "consent", cookie, dot + 1)) {
+    if (dot && oauth_mac_verify(secret, secret_len, "consent", cookie, dot + 1)) {
         for (char *save = NULL, *item = strtok_r(cookie, ",", &save);
-             item && as->len < CONSENT_MAX_CLIENTS; item = strtok_r(NULL, ",", &save)) {
-            struct approval *a = &as->items[as->len];
+             item && as->len < CONSENT_MAX_APPROVALS; item = strtok_r(NULL, ",", &save)) {
+            struct consent_approval *a = &as->items[as->len];
             if (!approval_parse(item, a))
                 continue;
             if (a->until <= now) {
@@ -251,6 +228,19 @@ static void approvals_read(const struct oauth_server *srv, struct http_request *
     free(cookie);
 }
 
+/* This browser's current approvals (signature checked, expired ones dropped). */
+static void approvals_read(const struct oauth_server *srv, struct http_request *req, uint64_t now,
+                           struct consent_approvals *as)
+{
+    as->len = 0;
+    char *cookie = oauth_cookie_dup(srv, req, CONSENT_COOKIE);
+    if (cookie == NULL)
+        return;
+    const struct gw_oauth_config *oc = &srv->cfg->oauth;
+    consent_cookie_parse(oc->secret, oc->secret_len, cookie, now, as);
+    free(cookie);
+}
+
 static bool scopes_cover(const struct mg_string_list *approved, const struct mg_string_list *want)
 {
     for (size_t i = 0; i < want->len; i++)
@@ -259,7 +249,8 @@ static bool scopes_cover(const struct mg_string_list *approved, const struct mg_
     return true;
 }
 
-static const struct approval *approvals_find(const struct approvals *as, const char *key)
+static const struct consent_approval *approvals_find(const struct consent_approvals *as,
+                                                     const char *key)
 {
     for (size_t i = 0; i < as->len; i++)
         if (strcmp(as->items[i].key, key) == 0)
@@ -272,17 +263,17 @@ bool consent_is_remembered(const struct oauth_server *srv, struct http_request *
 {
     if (srv->cfg->oauth.consent_remember_ms == 0)
         return false;
-    struct approvals as;
+    struct consent_approvals as;
     approvals_read(srv, req, now, &as);
     const char *resource = resource_norm(srv, c->resource);
     char key[CONSENT_KEY_LEN + 1], every[CONSENT_KEY_LEN + 1];
-    approval_key(c->client_id, c->redirect_uri, resource, key);
-    approval_key(c->client_id, c->redirect_uri, "", every);
-    const struct approval *mine = approvals_find(&as, key);
-    const struct approval *all = resource[0] ? approvals_find(&as, every) : NULL;
+    consent_approval_key(c->client_id, c->redirect_uri, resource, key);
+    consent_approval_key(c->client_id, c->redirect_uri, "", every);
+    const struct consent_approval *mine = approvals_find(&as, key);
+    const struct consent_approval *all = resource[0] ? approvals_find(&as, every) : NULL;
     bool found = (mine && scopes_cover(&mine->scopes, c->scopes)) ||
                  (all && scopes_cover(&all->scopes, c->scopes));
-    approvals_clear(&as);
+    consent_approvals_clear(&as);
     return found;
 }
 
@@ -296,46 +287,79 @@ static void approval_write(struct strbuf *sb, const char *key, const struct mg_s
     free(joined);
 }
 
+/* Whether LEN bytes of entries, with "." and the MAC after them, fit CONSENT_COOKIE_MAX. */
+static bool entries_fit(size_t len)
+{
+    return len + 1 + 43 <= CONSENT_COOKIE_MAX;
+}
+
+char *consent_cookie_write(const unsigned char *secret, size_t secret_len,
+                           const struct consent_approvals *as, const char *key,
+                           const struct mg_string_list *scopes, uint64_t until)
+{
+    /* What the person approved now, and before for the same key: both hold. */
+    struct mg_string_list joined = {0};
+    for (size_t i = 0; i < scopes->len; i++)
+        mg_string_list_add(&joined, scopes->items[i]);
+    const struct consent_approval *old = approvals_find(as, key);
+    for (size_t i = 0; old && i < old->scopes.len; i++)
+        if (!mg_string_list_contains(&joined, old->scopes.items[i]))
+            mg_string_list_add(&joined, old->scopes.items[i]);
+
+    /*
+     * The new entry is bounded like the others: when the scopes joined do
+     * not fit, the new ones alone (they replace the earlier approval);
+     * when even those do not, no cookie (a browser would drop it anyway).
+     */
+    struct strbuf sb = STRBUF_INIT;
+    approval_write(&sb, key, &joined, until);
+    mg_string_list_clear(&joined);
+    if (!entries_fit(sb.len) && old) {
+        strbuf_truncate(&sb, 0);
+        approval_write(&sb, key, scopes, until);
+    }
+    if (!entries_fit(sb.len)) {
+        strbuf_release(&sb);
+        return NULL;
+    }
+    size_t kept = 1;
+    for (size_t i = 0; i < as->len && kept < CONSENT_MAX_APPROVALS; i++) {
+        const struct consent_approval *a = &as->items[i];
+        if (a == old)
+            continue;
+        size_t before = sb.len;
+        approval_write(&sb, a->key, &a->scopes, a->until);
+        if (!entries_fit(sb.len)) {
+            strbuf_truncate(&sb, before);
+            break;
+        }
+        kept++;
+    }
+    char *mac = oauth_mac_new(secret, secret_len, "consent", strbuf_str(&sb));
+    strbuf_printf(&sb, ".%s", mac);
+    free(mac);
+    return strbuf_detach(&sb, NULL);
+}
+
 void consent_remember(const struct oauth_server *srv, struct http_request *req,
                       const struct consent_scope *c, uint64_t now)
 {
     const struct gw_oauth_config *oc = &srv->cfg->oauth;
     if (oc->consent_remember_ms == 0)
         return;
-    struct approvals as;
+    struct consent_approvals as;
     approvals_read(srv, req, now, &as);
     char key[CONSENT_KEY_LEN + 1];
-    approval_key(c->client_id, c->redirect_uri, resource_norm(srv, c->resource), key);
-
-    /* What the person approved now, and before for the same key: both hold. */
-    struct mg_string_list scopes = {0};
-    for (size_t i = 0; i < c->scopes->len; i++)
-        mg_string_list_add(&scopes, c->scopes->items[i]);
-    const struct approval *old = approvals_find(&as, key);
-    for (size_t i = 0; old && i < old->scopes.len; i++)
-        if (!mg_string_list_contains(&scopes, old->scopes.items[i]))
-            mg_string_list_add(&scopes, old->scopes.items[i]);
-
-    struct strbuf sb = STRBUF_INIT;
-    approval_write(&sb, key, &scopes, now + oc->consent_remember_ms / 1000);
-    mg_string_list_clear(&scopes);
-    size_t kept = 1;
-    for (size_t i = 0; i < as.len && kept < CONSENT_MAX_CLIENTS; i++) {
-        const struct approval *a = &as.items[i];
-        if (a == old)
-            continue;
-        size_t before = sb.len;
-        approval_write(&sb, a->key, &a->scopes, a->until);
-        if (sb.len + 1 + 43 > CONSENT_COOKIE_MAX) { /* "." + the MAC */
-            strbuf_truncate(&sb, before);
-            break;
-        }
-        kept++;
+    consent_approval_key(c->client_id, c->redirect_uri, resource_norm(srv, c->resource), key);
+    char *value = consent_cookie_write(oc->secret, oc->secret_len, &as, key, c->scopes,
+                                       now + oc->consent_remember_ms / 1000);
+    consent_approvals_clear(&as);
+    if (value == NULL) {
+        gw_log(GW_LOG_WARN, "oauth", http_request_id(req),
+               "consent not remembered: the approved scopes do not fit in a cookie", "client",
+               c->client_id, NULL);
+        return;
     }
-    approvals_clear(&as);
-    char *mac = oauth_mac_new(oc->secret, oc->secret_len, "consent", strbuf_str(&sb));
-    strbuf_printf(&sb, ".%s", mac);
-    oauth_cookie_set(srv, req, CONSENT_COOKIE, strbuf_str(&sb), oc->consent_remember_ms / 1000);
-    free(mac);
-    strbuf_release(&sb);
+    oauth_cookie_set(srv, req, CONSENT_COOKIE, value, oc->consent_remember_ms / 1000);
+    free(value);
 }

@@ -13,6 +13,7 @@
 #define MCPGATE_OAUTH_CONSENT_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "common/principal.h"
@@ -67,11 +68,57 @@ bool consent_is_remembered(const struct oauth_server *srv, struct http_request *
  * Remembers C in this browser (sets the cookie): joined with what it
  * approved for the same client, redirect URI and resource before; the
  * oldest approvals go first when the cookie would pass CONSENT_COOKIE_MAX.
+ * When the joined scopes alone would pass it, C's own scopes replace the
+ * earlier ones; when even those would, nothing changes (a warning is logged).
  */
 void consent_remember(const struct oauth_server *srv, struct http_request *req,
                       const struct consent_scope *c, uint64_t now);
 
 /* The remembered-approvals cookie never passes this many bytes (browsers keep 4096). */
 #define CONSENT_COOKIE_MAX 3600
+
+/*
+ * The cookie itself, without a request (the two functions above, the unit
+ * tests and tests/fuzz/fuzz_consent_cookie.c). Its value is entries
+ * "key~scopes~expiry" joined by ",", newest first, then "." and an HMAC over
+ * them under a key derived from the server secret for "consent". KEY is
+ * consent_approval_key(); SCOPES the base64url of the scopes joined by
+ * spaces; EXPIRY Unix seconds.
+ */
+#define CONSENT_KEY_LEN 22
+#define CONSENT_MAX_APPROVALS 20
+
+struct consent_approval {
+    char key[CONSENT_KEY_LEN + 1];
+    struct mg_string_list scopes;
+    uint64_t until; /* Unix seconds */
+};
+
+struct consent_approvals {
+    struct consent_approval items[CONSENT_MAX_APPROVALS];
+    size_t len;
+};
+
+/* 22 base64url characters (132 bits) of SHA-256(client_id NUL redirect_uri NUL resource). */
+void consent_approval_key(const char *client_id, const char *redirect_uri, const char *resource,
+                          char out[CONSENT_KEY_LEN + 1]);
+/*
+ * The approvals in cookie VALUE that are current at NOW, newest first, at
+ * most CONSENT_MAX_APPROVALS; none when SECRET did not sign VALUE.
+ * Malformed entries are skipped. Free with consent_approvals_clear().
+ */
+void consent_cookie_parse(const unsigned char *secret, size_t secret_len, const char *value,
+                          uint64_t now, struct consent_approvals *out);
+void consent_approvals_clear(struct consent_approvals *as);
+/*
+ * The signed cookie value that remembers KEY with SCOPES until UNTIL
+ * (owned): first that entry, its scopes joined with those AS held for KEY,
+ * then the other approvals of AS in order, as many as fit
+ * CONSENT_MAX_APPROVALS and CONSENT_COOKIE_MAX. When the joined scopes do
+ * not fit, SCOPES alone; NULL when even they do not.
+ */
+char *consent_cookie_write(const unsigned char *secret, size_t secret_len,
+                           const struct consent_approvals *as, const char *key,
+                           const struct mg_string_list *scopes, uint64_t until);
 
 #endif

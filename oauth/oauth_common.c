@@ -269,10 +269,13 @@ char *oauth_cookie_dup(const struct oauth_server *srv, struct http_request *req,
 {
     char name[96];
     oauth_cookie_name(srv, base, name, sizeof(name));
-    size_t name_len = strlen(name);
     const char *header = http_request_header(req, "Cookie");
-    if (header == NULL)
-        return NULL;
+    return header ? oauth_cookie_find(header, name) : NULL;
+}
+
+char *oauth_cookie_find(const char *header, const char *name)
+{
+    size_t name_len = strlen(name);
     /* RFC 6265 §4.2.1: "name=value" pairs separated by "; ". */
     const char *p = header;
     while (*p) {

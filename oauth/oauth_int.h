@@ -119,6 +119,8 @@ char *oauth_identity_props(const struct idp_identity *id);
 void oauth_cookie_name(const struct oauth_server *srv, const char *base, char *out, size_t cap);
 /* The value of cookie BASE (owned), or NULL. */
 char *oauth_cookie_dup(const struct oauth_server *srv, struct http_request *req, const char *base);
+/* The value of the first cookie NAME in Cookie header text HEADER (owned), or NULL. */
+char *oauth_cookie_find(const char *header, const char *name);
 /* Sets cookie BASE (HttpOnly, SameSite=Lax, Path=/, Secure on https). max_age 0 deletes. */
 void oauth_cookie_set(const struct oauth_server *srv, struct http_request *req, const char *base,
                       const char *value, uint64_t max_age_s);

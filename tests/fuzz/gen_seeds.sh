@@ -3,13 +3,25 @@
 # format or fixture change). Seeds are small realistic inputs, one per case
 # worth reaching, named for what they are. Files named crash-* are inputs that
 # once crashed project code: they are kept as they are, never rewritten here.
-# Needs: openssl, xxd (idtoken seeds are signed with tests/fixtures/idp keys).
+# Needs: openssl, xxd (idtoken seeds are signed with tests/fixtures/idp keys),
+# and build/fuzz/fuzz_consent_cookie (`make fuzz-build`), which writes its own
+# seeds signed by the real consent code.
 set -eu
 cd "$(dirname "$0")"
 C=corpus
 FIX=../fixtures/idp
-find "$C" -type f ! -name 'crash-*' -delete 2>/dev/null || true
-mkdir -p "$C/config" "$C/form" "$C/redirect_uri" "$C/b64url" "$C/jsonrpc_sse" "$C/idtoken" "$C/cimd"
+CONSENT_BIN=${FUZZ_DIR:-../../build/fuzz}/fuzz_consent_cookie
+if [ ! -x "$CONSENT_BIN" ]; then
+    echo "gen_seeds: $CONSENT_BIN is missing: run make fuzz-build first" >&2
+    exit 1
+fi
+# Only the corpora this script writes are regenerated (guard, http_frame and json_scan
+# seeds are kept as they are); crash-* inputs always stay.
+GENERATED="config form redirect_uri b64url jsonrpc_sse idtoken cimd consent_cookie"
+for d in $GENERATED; do
+    mkdir -p "$C/$d"
+    find "$C/$d" -type f ! -name 'crash-*' -delete
+done
 
 seed() { # DIR NAME TEXT (printf format: \n, \r, \000 work)
     printf "$3" >"$C/$1/$2"
@@ -144,4 +156,7 @@ printf '{"alg":"RS256","kid":"rsa1"}\n{"iss":"x","sub":"","aud":[],"exp":1e300}\
 printf '{"alg":"ES256"}\n{}\n' >"$C/idtoken/structured-no-kid-empty-sig.bin"
 printf 'a.b' >"$C/idtoken/two-parts.jwt"
 printf 'e30.e30.e30.e30' >"$C/idtoken/four-parts.jwt"
+# ---- consent_cookie: Cookie headers and values, signed by consent_cookie_write ----
+# The driver writes them (fuzz_consent_cookie.c, write_seeds; NOW = 1700000000).
+MCPGATE_FUZZ_WRITE_SEEDS="$C/consent_cookie" "$CONSENT_BIN"
 echo "seeds written to $(pwd)/$C"
