@@ -21,6 +21,7 @@
 
 #include <event2/event.h>
 
+#include "common/crypto.h"
 #include "common/hash.h"
 #include "common/httpc.h"
 #include "common/panic.h"
@@ -53,6 +54,7 @@ struct upstream_session {
     char *key;       /* owned: "<route>\n<id>" */
     struct owner *o; /* borrowed: the owner's record, freed with its last binding */
     uint64_t used_ms;
+    uint64_t checked_ms;                /* when the store last confirmed it (BINDING_TRUST_MS) */
     struct upstream_session *chain;     /* hash bucket */
     TAILQ_ENTRY(upstream_session) all;  /* every binding, least recently used first */
     TAILQ_ENTRY(upstream_session) mine; /* the owner's, likewise */
@@ -74,6 +76,16 @@ struct http_binding_sessions {
 };
 
 #define OWNER_BUCKETS 1024u
+/*
+ * The store holds every binding ("upbind:<sha256(route \\n id)>" = the owner,
+ * for http.session_idle), so any instance can serve any session; the table
+ * here is a cache of it, trusted for BINDING_TRUST_MS before the store is
+ * asked again (a re-bind by initialize on another instance is seen within that).
+ */
+#define BINDING_TRUST_MS 10000u
+#define KEY_UPSTREAM_BINDING "upbind:"
+/* A new initialize re-bound "<route>\n<id>": every instance drops its cached copy at once. */
+#define CHANNEL_REBOUND "upbind-rebound"
 
 static struct http_binding_sessions *bindings(struct proxy *p)
 {
@@ -91,6 +103,22 @@ static struct http_binding_sessions *bindings(struct proxy *p)
 static char *binding_key(const char *route, const char *id)
 {
     return xasprintf("%s\n%s", route, id);
+}
+
+/* The store's key of the binding whose table key is BKEY ("<route>\n<id>"). */
+static char *store_key_of(const char *bkey)
+{
+    char hex[65];
+    crypto_sha256_hex(bkey, hex);
+    return xasprintf(KEY_UPSTREAM_BINDING "%s", hex);
+}
+
+static char *store_key(const char *route, const char *id)
+{
+    char *k = binding_key(route, id);
+    char *sk = store_key_of(k);
+    free(k);
+    return sk;
 }
 
 static struct upstream_session **bucket_slot(struct http_binding_sessions *b, const char *key)
@@ -177,13 +205,15 @@ static struct upstream_session *find_binding(struct proxy *p, const struct gw_ro
         binding_drop(b, u);
         return NULL;
     }
+    if (p->store && now - u->checked_ms > BINDING_TRUST_MS)
+        return NULL; /* ask the store again: it may have been re-bound elsewhere */
     u->used_ms = now;
     lists_unlink(b, u);
     lists_push(b, u);
     return u;
 }
 
-static void forget_binding(struct proxy *p, const char *route, const char *id)
+static void forget_local(struct proxy *p, const char *route, const char *id)
 {
     struct http_binding_sessions *b = bindings(p);
     char *key = binding_key(route, id);
@@ -193,28 +223,85 @@ static void forget_binding(struct proxy *p, const char *route, const char *id)
         binding_drop(b, u);
 }
 
-static void bind_session(struct proxy *p, const char *id, const char *owner, const char *route)
+static void forget_binding(struct proxy *p, const char *route, const char *id)
+{
+    forget_local(p, route, id);
+    if (p->store) {
+        char *sk = store_key(route, id);
+        store_del_detached(p->store, sk, "upstream session binding: end");
+        free(sk);
+    }
+}
+
+/* A binding the caps push out. EVICT_STORED: it goes from the store too (a new
+ * initialize made room, F12); otherwise only this instance's cache forgets it. */
+static void drop_for_room(struct proxy *p, struct upstream_session *u, bool evict_stored)
+{
+    if (evict_stored && p->store) {
+        char *sk = store_key_of(u->key);
+        store_del_detached(p->store, sk, "upstream session binding: evicted");
+        free(sk);
+    }
+    binding_drop(bindings(p), u);
+}
+
+static void bind_local(struct proxy *p, const char *id, const char *owner, const char *route,
+                       bool evict_stored)
 {
     struct http_binding_sessions *b = bindings(p);
     const struct gw_limits *lim = &p->cfg->server.limits;
-    forget_binding(p, route, id); /* a new initialize re-binds the id */
+    forget_local(p, route, id); /* a new initialize re-binds the id */
     struct owner *o = owner_get(b, owner, true);
     if (o->n >= lim->max_sessions_per_user)
-        binding_drop(b, TAILQ_FIRST(&o->list)); /* frees O only with its last binding */
+        drop_for_room(p, TAILQ_FIRST(&o->list), evict_stored); /* frees O with its last */
     if (b->len >= lim->max_upstream_sessions && !TAILQ_EMPTY(&b->lru))
-        binding_drop(b, TAILQ_FIRST(&b->lru));
+        drop_for_room(p, TAILQ_FIRST(&b->lru), evict_stored);
     o = owner_get(b, owner, true); /* the drop above may have freed it */
     if (b->len >= b->n_buckets * 2)
         table_grow(b);
     struct upstream_session *u = xcalloc(1, sizeof(*u));
     u->key = binding_key(route, id);
     u->o = o;
-    u->used_ms = time_mono_ms();
+    u->used_ms = u->checked_ms = time_mono_ms();
     struct upstream_session **slot = bucket_slot(b, u->key);
     *slot = u;
     o->n++;
     lists_push(b, u);
     b->len++;
+}
+
+static void bind_session(struct proxy *p, const char *id, const char *owner,
+                         const struct gw_route_config *route)
+{
+    bind_local(p, id, owner, route->name, true);
+    if (p->store) {
+        char *sk = store_key(route->name, id);
+        store_put_detached(p->store, sk, owner, strlen(owner), route->http.session_idle_ms,
+                           "upstream session binding");
+        free(sk);
+        char *bkey = binding_key(route->name, id);
+        store_publish_detached(p->store, CHANNEL_REBOUND, bkey, strlen(bkey),
+                               "upstream session binding: re-bound");
+        free(bkey);
+    }
+}
+
+static void on_rebound(const char *channel, const char *msg, size_t len, void *arg)
+{
+    struct proxy *p = arg;
+    (void)channel;
+    char *bkey = xstrndup(msg, len);
+    struct http_binding_sessions *b = bindings(p);
+    struct upstream_session *u = *bucket_slot(b, bkey);
+    /* Ours too when we made it (it comes back to us): the store is asked next time. */
+    if (u)
+        u->checked_ms = 0;
+    free(bkey);
+}
+
+int http_upstream_subscribe(struct proxy *p)
+{
+    return p->store ? store_subscribe(p->store, CHANNEL_REBOUND, on_rebound, p) : 0;
 }
 
 size_t http_upstream_bindings(const struct proxy *p)
@@ -257,13 +344,17 @@ struct exchange {
     /* http.timeout bounds the wait for the answer's head, and a JSON answer
      * whole; once an event stream has begun only http.idle_timeout applies
      * (F11: a tools/call streaming progress for minutes must not be cut). */
-    struct event *deadline;       /* owned */
-    long status;                  /* FILTER_JSON: the upstream's status, answered at the end */
-    char *ctype;                  /* owned, FILTER_JSON */
+    struct event *deadline; /* owned */
+    long status;            /* FILTER_JSON: the upstream's status, answered at the end */
+    char *ctype;            /* owned, FILTER_JSON */
+    char *body;             /* owned: the request body, kept while the binding is looked up */
+    size_t body_len;
+    bool lookup_pending; /* the session's binding is being read from the store */
+    bool dead;           /* answered and unlinked while the lookup was pending: free it then */
     struct exchange *prev, *next; /* in proxy->exchanges */
 };
 
-static void exchange_free(struct exchange *x)
+static void exchange_unlink(struct exchange *x)
 {
     struct proxy *p = x->call->proxy;
     if (x->prev)
@@ -272,10 +363,18 @@ static void exchange_free(struct exchange *x)
         p->exchanges = x->next;
     if (x->next)
         x->next->prev = x->prev;
+    x->prev = x->next = NULL;
+}
+
+static void exchange_free(struct exchange *x)
+{
+    if (!x->dead)
+        exchange_unlink(x);
     proxy_call_free(x->call);
     if (x->deadline)
         event_free(x->deadline);
     free(x->ctype);
+    free(x->body);
     free(x->list_method);
     strbuf_release(&x->json);
     sse_parser_free(x->sse);
@@ -312,6 +411,12 @@ static void on_client_gone(struct http_request *req, void *arg)
 {
     struct exchange *x = arg;
     (void)req;
+    if (x->lookup_pending) { /* the store's answer frees it */
+        http_reply_empty(x->call->req, 502);
+        exchange_unlink(x);
+        x->dead = true;
+        return;
+    }
     /* The client left: end the upstream transfer too (its own resumability,
      * if any, lets the client pick up with Last-Event-ID). */
     httpc_cancel(x->up);
@@ -350,7 +455,9 @@ static void on_up_headers(struct httpc_call *up, long status, void *arg)
     const char *asked = http_request_header(call->req, "Mcp-Session-Id");
     if (sid && x->initialize && status >= 200 && status < 300) {
         char *owner = proxy_call_owner(call);
-        bind_session(call->proxy, sid, owner, call->route_name);
+        const struct gw_route_config *route = proxy_call_route(call);
+        if (route)
+            bind_session(call->proxy, sid, owner, route);
         free(owner);
     }
     if (asked && (status == 404 ||
@@ -482,22 +589,53 @@ static size_t build_headers(struct proxy_call *call, struct httpc_header *h, siz
     return n + ih->n;
 }
 
+static void exchange_start(struct exchange *x);
+
+static void refuse_unknown(struct exchange *x)
+{
+    exchange_unlink(x);
+    http_request_on_close(x->call->req, NULL, NULL);
+    proxy_reply_rpc_error(x->call->req, 404, JSONRPC_INVALID_REQUEST,
+                          "unknown or expired session: initialize again");
+    exchange_free(x);
+}
+
+/* The store's binding of the session this request names (another instance may have made it). */
+static void on_binding(const struct store_result *res, void *arg)
+{
+    struct exchange *x = arg;
+    x->lookup_pending = false;
+    if (x->dead) {
+        exchange_free(x);
+        return;
+    }
+    struct proxy_call *call = x->call;
+    const struct gw_route_config *route = proxy_call_route(call);
+    const char *sid = http_request_header(call->req, "Mcp-Session-Id");
+    if (res->status == STORE_UNAVAILABLE || res->status == STORE_ERROR) {
+        exchange_unlink(x);
+        http_request_on_close(call->req, NULL, NULL);
+        http_set_header(call->req, "Retry-After", "1");
+        proxy_reply_rpc_error(call->req, 503, JSONRPC_GATEWAY_UPSTREAM_ERROR,
+                              "the session store is unavailable");
+        exchange_free(x);
+        return;
+    }
+    char *owner = proxy_call_owner(call);
+    bool mine = route && sid && res->status == STORE_OK && res->value_len == strlen(owner) &&
+                memcmp(res->value, owner, res->value_len) == 0;
+    if (mine)
+        bind_local(call->proxy, sid, owner, route->name, false);
+    free(owner);
+    if (mine)
+        exchange_start(x);
+    else
+        refuse_unknown(x);
+}
+
 void http_upstream_handle(struct proxy_call *call, const struct guard_body *body)
 {
     struct http_request *req = call->req;
-    const char *sid = http_request_header(req, "Mcp-Session-Id");
-    if (sid) {
-        struct upstream_session *u = find_binding(call->proxy, call->route, sid);
-        char *owner = proxy_call_owner(call);
-        bool mine = u && strcmp(u->o->subject, owner) == 0;
-        free(owner);
-        if (!mine) {
-            proxy_reply_rpc_error(req, 404, JSONRPC_INVALID_REQUEST,
-                                  "unknown or expired session: initialize again");
-            proxy_call_free(call);
-            return;
-        }
-    }
     struct exchange *x = xcalloc(1, sizeof(*x));
     x->call = call;
     const struct jsonrpc_msg *first = body && !body->batch ? &body->msgs[0].info : NULL;
@@ -505,11 +643,63 @@ void http_upstream_handle(struct proxy_call *call, const struct guard_body *body
     /* Parse the answer only when a rule could remove something from it. */
     if (first && first->kind == JSONRPC_REQUEST && policy_list_filtered(call->route, first->method))
         x->list_method = xstrdup(first->method);
+    if (body) {
+        x->body = xstrndup(body->text, body->len);
+        x->body_len = body->len;
+    }
+    x->next = call->proxy->exchanges;
+    if (x->next)
+        x->next->prev = x;
+    call->proxy->exchanges = x;
+    http_request_on_close(req, on_client_gone, x);
+    const char *sid = http_request_header(req, "Mcp-Session-Id");
+    if (sid == NULL) {
+        exchange_start(x);
+        return;
+    }
+    struct upstream_session *u = find_binding(call->proxy, call->route, sid);
+    if (u) {
+        char *owner = proxy_call_owner(call);
+        bool mine = strcmp(u->o->subject, owner) == 0;
+        free(owner);
+        if (mine)
+            exchange_start(x);
+        else
+            refuse_unknown(x);
+        return;
+    }
+    if (call->proxy->store == NULL) {
+        refuse_unknown(x);
+        return;
+    }
+    char *sk = store_key(call->route->name, sid);
+    x->lookup_pending = true;
+    int rc = store_get(call->proxy->store, sk, on_binding, x);
+    free(sk);
+    if (rc < 0) {
+        x->lookup_pending = false;
+        exchange_unlink(x);
+        http_request_on_close(req, NULL, NULL);
+        proxy_reply_rpc_error(req, 503, JSONRPC_GATEWAY_UPSTREAM_ERROR,
+                              "the session store is unavailable");
+        exchange_free(x);
+    }
+}
 
+static void exchange_start(struct exchange *x)
+{
+    struct proxy_call *call = x->call;
+    struct http_request *req = call->req;
+    const struct gw_route_config *route = proxy_call_route(call);
+    if (route == NULL) { /* removed by a reload while the binding was looked up */
+        refuse_unknown(x);
+        return;
+    }
+    call->route = route;
     struct httpc_header headers[8 + IDENTITY_MAX_HEADERS];
     struct identity_headers ih;
     size_t n = build_headers(call, headers, sizeof(headers) / sizeof(headers[0]), &ih);
-    const struct gw_http_upstream *hu = &call->route->http;
+    const struct gw_http_upstream *hu = &route->http;
     enum http_method m = http_request_method(req);
     struct httpc_request r = {
         .method = m == HTTP_POST     ? "POST"
@@ -518,8 +708,8 @@ void http_upstream_handle(struct proxy_call *call, const struct guard_body *body
         .url = hu->url,
         .headers = headers,
         .n_headers = n,
-        .body = body ? body->text : NULL, /* httpc copies it */
-        .body_len = body ? body->len : 0,
+        .body = x->body, /* httpc copies it */
+        .body_len = x->body_len,
         .connect_timeout_ms = hu->connect_timeout_ms,
         /* No total deadline in libcurl: x->deadline bounds what it must. A GET
          * is the long-lived server stream: quiet for as long as it likes. */
@@ -538,11 +728,6 @@ void http_upstream_handle(struct proxy_call *call, const struct guard_body *body
                              (suseconds_t)(hu->timeout_ms % 1000) * 1000};
         event_add(x->deadline, &tv);
     }
-    x->next = call->proxy->exchanges;
-    if (x->next)
-        x->next->prev = x;
-    call->proxy->exchanges = x;
-    http_request_on_close(req, on_client_gone, x);
     x->up = httpc_stream(call->proxy->httpc, &r, &cbs, x);
     identity_headers_clear(&ih);
 }
@@ -551,6 +736,14 @@ void http_upstream_handle(struct proxy_call *call, const struct guard_body *body
 static void exchange_abort(struct exchange *x)
 {
     struct http_request *req = x->call->req;
+    if (x->lookup_pending) { /* answered now; the store's answer frees it */
+        http_request_on_close(req, NULL, NULL);
+        proxy_reply_rpc_error(req, 503, JSONRPC_GATEWAY_UPSTREAM_ERROR,
+                              "the gateway is shutting down");
+        exchange_unlink(x);
+        x->dead = true;
+        return;
+    }
     httpc_cancel(x->up);
     x->up = NULL;
     http_request_on_close(req, NULL, NULL);

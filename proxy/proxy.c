@@ -47,6 +47,8 @@ struct proxy *proxy_new(const struct gw_config *cfg, const struct proxy_deps *de
     int rc = p->store ? store_subscribe(p->store, MG_CHANNEL_GRANT_ENDED, on_grant_ended, p) : 0;
     if (rc == 0 && p->store)
         rc = store_subscribe(p->store, MG_CHANNEL_SESSION_END, on_session_end, p);
+    if (rc == 0)
+        rc = http_upstream_subscribe(p);
     if (rc < 0)
         gw_log(GW_LOG_ERROR, "proxy", NULL, "cannot subscribe to ended grants", "error",
                strerror(-rc), NULL);

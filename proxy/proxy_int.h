@@ -180,6 +180,8 @@ struct stdio_child *proxy_spawn_child(struct proxy *p, const struct gw_route_con
 
 /* 2024-11-05 bridges open (legacy_http.c). */
 size_t legacy_http_bridges(const struct proxy *p);
+/* Listens for bindings re-bound on other instances (proxy_new). */
+int http_upstream_subscribe(struct proxy *p);
 /* Upstream session bindings held (F12: bounded, idle ones expire). */
 size_t http_upstream_bindings(const struct proxy *p);
 /* Draining: ends the long-lived GET streams to HTTP upstreams. */

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import { after, before, describe, test } from 'node:test';
 
-import { gatewayConfig, parseMetrics, startGateway, waitFor } from '../lib/harness.mjs';
+import { gatewayConfig, parseMetrics, startGateway, startRedis, waitFor } from '../lib/harness.mjs';
 import { initializeMessage, mcpPost, mcpRequest, routesYaml, toolCall } from '../lib/mcp.mjs';
 
 const ROUTE = '/mcp/up';
@@ -311,5 +311,31 @@ describe('2024-11-05 clients of an HTTP upstream: nothing dropped, everything bo
     }, { what: 'the freed slot' });
     a[1].s.close();
     bob.s.close();
+  });
+});
+
+describe('bindings live in the store: any instance serves any session (issue 10)', () => {
+  const gws = [];
+  after(async () => {
+    for (const g of gws) assert.equal(await g.stop(), 0);
+  });
+
+  test('initialize on one instance, use it on another; another caller gets 404 there; a re-bind is seen at once', async () => {
+    const redis = await startRedis();
+    const cfg = ({ port }) => gatewayConfig({ port, store: { url: redis.url }, extra: route({}) });
+    const a = await startGateway({ config: cfg });
+    const b = await startGateway({ config: cfg });
+    gws.push(a, b);
+    up.nextId = () => 'shared-1';
+    assert.equal(await init(a, ALICE), 'shared-1');
+    const there = await call(b, ALICE, 'shared-1');
+    assert.equal(there.status, 200, there.text);
+    assert.equal(there.response.result.content[0].text, 'ok shared-1');
+    assert.equal((await call(b, BOB, 'shared-1')).status, 404, 'another caller, on the other instance');
+    // The upstream hands the same id to Bob through instance B: A forgets Alice's copy at once.
+    assert.equal((await call(a, ALICE, 'shared-1')).status, 200, 'A has it cached');
+    assert.equal(await init(b, BOB), 'shared-1');
+    await waitFor(async () => (await call(a, ALICE, 'shared-1')).status === 404, { timeoutMs: 3000, what: "A to drop Alice's stale binding" });
+    assert.equal((await call(a, BOB, 'shared-1')).status, 200, 'and serves Bob on it');
   });
 });
