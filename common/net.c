@@ -63,6 +63,8 @@ bool net_cidr_contains(const struct net_cidr *net, const struct sockaddr *addr)
 {
     static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
     uint8_t bytes[16];
+    if (net == NULL)
+        return false;
     int family = addr ? addr->sa_family : AF_UNSPEC;
     if (family == AF_INET) {
         struct sockaddr_in sin;
@@ -77,7 +79,7 @@ bool net_cidr_contains(const struct net_cidr *net, const struct sockaddr *addr)
             family = AF_INET;
         }
     }
-    if (net == NULL || family != net->family)
+    if (family != net->family)
         return false;
     unsigned full = net->prefix_len / 8, rest = net->prefix_len % 8;
     if (memcmp(bytes, net->addr, full) != 0)
