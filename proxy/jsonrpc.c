@@ -246,6 +246,14 @@ int jsonrpc_batch_split(const char *text, size_t len, struct json_ref **elems, s
     struct json_ref top;
     *elems = NULL;
     *n = 0;
+    /* Only a text that starts with '[' can be a batch. Anything else is left
+     * for jsonrpc_inspect to validate, so a large single message is scanned
+     * once, not twice. */
+    size_t i = 0;
+    while (i < len && (text[i] == ' ' || text[i] == '\t' || text[i] == '\n' || text[i] == '\r'))
+        i++;
+    if (i == len || text[i] != '[')
+        return 0;
     if (json_scan(text, len, &cb, &b, &top, NULL) < 0) {
         free(b.elems);
         return -EINVAL;

@@ -87,8 +87,10 @@ void jsonrpc_msg_clear(struct jsonrpc_msg *m);
 
 /*
  * A top-level array (a JSON-RPC batch)? Returns 0 and sets *ELEMS (owned,
- * *N entries: each element's ref in TEXT) when TEXT is an array, 0 with
- * *ELEMS NULL when it is some other JSON value, -EINVAL when it is not JSON.
+ * *N entries: each element's ref in TEXT) when TEXT is an array, -EINVAL
+ * when it starts with '[' but is not JSON, and 0 with *ELEMS NULL for
+ * anything else, NOT validated: the caller passes that text to
+ * jsonrpc_inspect(), which validates it (one scan of a large message, not two).
  */
 int jsonrpc_batch_split(const char *text, size_t len, struct json_ref **elems, size_t *n);
 
