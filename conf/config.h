@@ -304,9 +304,10 @@ struct gw_log_config {
 };
 
 struct gw_metrics_config {
-    bool enabled; /* default true */
-    char *path;   /* default "/metrics" */
-    char *listen; /* NULL: served on the main listeners */
+    bool enabled;        /* default true */
+    char *path;          /* default "/metrics" */
+    char *listen;        /* NULL: served on the main listeners */
+    uint32_t max_series; /* label sets per labelled family, default 1000 */
 };
 
 /* ---- cluster: several instances on one store (proxy/cluster.c) -------- */

@@ -80,6 +80,14 @@ static void on_access(const struct http_access_record *rec, void *arg)
     gw_log_end(l);
 }
 
+static const struct gw_metric_family store_latency = {
+    "mcpgate_store_operation_duration_seconds",
+    "Time from a store operation submitted to its result (failures included).",
+    GW_METRIC_HISTOGRAM,
+    0,
+    {NULL},
+};
+
 static void on_metrics(struct http_request *req, void *arg)
 {
     struct gw_app *app = arg;
@@ -87,7 +95,14 @@ static void on_metrics(struct http_request *req, void *arg)
     store_get_stats(app->store, &st);
     struct proxy_stats ps;
     proxy_get_stats(app->proxy, &ps);
+    proxy_metrics_scrape(app->proxy);
+    gw_metrics_set_histogram(app->metrics, &store_latency, NULL, &st.latency);
+    struct cluster_stats cs = {0};
+    if (app->cluster)
+        cluster_get_stats(app->cluster, &cs);
     struct gw_metrics_gauges g = {
+        .cluster_forwarded = cs.forwarded,
+        .cluster_owner_gone = cs.owner_gone,
         .sessions = ps.sessions,
         .children = ps.children,
         .legacy_bridges = ps.legacy_bridges,
@@ -101,6 +116,8 @@ static void on_metrics(struct http_request *req, void *arg)
         .store_reconnects = st.reconnects,
         .store_up = store_is_ready(app->store),
     };
+    if (app->oauth)
+        oauth_bearer_cache_counts(app->oauth, &g.bearer_cache_hits, &g.bearer_cache_misses);
     char *text = gw_metrics_render(app->metrics, &g);
     http_set_header(req, "Cache-Control", "no-store");
     http_reply(req, 200, "text/plain; version=0.0.4; charset=utf-8", text, strlen(text));
@@ -318,7 +335,8 @@ static void open_proxy(struct gw_app *app)
                               .auth = auth_route,
                               .auth_arg = app,
                               .signer = app->sign_key,
-                              .cluster = app->cluster};
+                              .cluster = app->cluster,
+                              .metrics = app->metrics};
     app->proxy = proxy_new(app->cfg, &deps);
 }
 
@@ -537,7 +555,7 @@ struct gw_app *gw_app_new(struct gw_config *cfg, const struct gw_app_options *op
         *err_out = xstrdup("cannot create the event loop");
         goto fail;
     }
-    app->metrics = gw_metrics_new();
+    app->metrics = gw_metrics_new(app->cfg->metrics.max_series);
     app->drain_timer = xevtimer_new(app->base, drain_check, app);
     if (load_identity_keys(cfg, &app->sign_key, &app->previous_key, err_out) < 0 ||
         open_store(app, err_out) < 0 || open_oauth(app, err_out) < 0 ||

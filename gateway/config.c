@@ -83,6 +83,7 @@ static const struct conf_field metrics_fields[] = {
     {"enabled", CONF_BOOL, AT(struct gw_metrics_config, enabled)},
     {"path", CONF_STR, AT(struct gw_metrics_config, path), .check = check_metrics_path},
     {"listen", CONF_STR, AT(struct gw_metrics_config, listen), .check = http_conf_check_listen},
+    {"max_series", CONF_U32, AT(struct gw_metrics_config, max_series), RANGE(10, 100000)},
 };
 
 static const struct conf_section metrics_section = {FIELDS(metrics_fields), NULL, NULL};
@@ -243,6 +244,7 @@ static void config_defaults(struct gw_config *cfg)
     cfg->log.access_log = true;
     cfg->metrics.enabled = true;
     cfg->metrics.path = xstrdup("/metrics");
+    cfg->metrics.max_series = 1000;
 }
 
 void gw_config_free(struct gw_config *cfg)

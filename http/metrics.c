@@ -1,15 +1,22 @@
 /*
- * metrics: request counters and latency histograms per route label, plus
- * gauges read from other modules at render time. Route labels come from the
- * fixed route table ("-" for unknown paths), so label cardinality is bounded
- * by configuration, never by what clients send.
+ * metrics: families of labelled counters, gauges and latency histograms,
+ * and the fixed rows read from other modules at render time, in the
+ * Prometheus text format.
+ *
+ * Label cardinality is bounded twice: by the callers (route labels come from
+ * the route table, "-" for unknown paths; tool labels only from configured
+ * or answered names, proxy/call_metrics.c), and here, by max_series per
+ * family, past which new label sets fold into the all-"other" series.
  */
 #include "http/metrics.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "common/hash.h"
+#include "common/histogram.h"
 #include "common/strbuf.h"
 #include "common/xalloc.h"
 
@@ -20,93 +27,220 @@
 #define MCPGATE_GIT_REV "unknown"
 #endif
 
-/* Upper bounds in microseconds: 0.5 ms … 10 s. */
-static const uint64_t bucket_bounds_us[] = {500,     1000,    2500,    5000,    10000,
-                                            25000,   50000,   100000,  250000,  500000,
-                                            1000000, 2500000, 5000000, 10000000};
-#define N_BUCKETS (sizeof(bucket_bounds_us) / sizeof(bucket_bounds_us[0]))
-#define MAX_STATUSES 24
+#define SERIES_BUCKETS 256  /* hash buckets per family */
+#define LABEL_VALUE_MAX 128 /* longer label values are cut (a tool name, a route name) */
 
-struct status_count {
-    int status;
-    uint64_t count;
+/* One label set of a family. */
+struct series {
+    char *key;                          /* owned: the label values joined by 0x1f */
+    char *values[GW_METRIC_MAX_LABELS]; /* owned */
+    uint64_t value;                     /* counter or gauge */
+    struct histogram hist;              /* histogram */
+    struct series *hnext;               /* borrowed: the hash chain (the list owns) */
+    struct series *next;                /* owned: insertion order, the exposition order */
 };
 
-struct route_metrics {
-    char *route;                 /* owned */
-    uint64_t buckets[N_BUCKETS]; /* non-cumulative; summed at render */
-    uint64_t count;
-    uint64_t sum_us;
-    struct status_count statuses[MAX_STATUSES];
-    size_t n_statuses;
-    struct route_metrics *next; /* owned */
+struct family_state {
+    const struct gw_metric_family *f; /* borrowed: static */
+    struct series *head, *tail;       /* owned list */
+    struct series *table[SERIES_BUCKETS];
+    uint64_t n_series;
+    struct family_state *next; /* owned: declaration order */
 };
 
 struct gw_metrics {
-    struct route_metrics *routes; /* owned list */
+    struct family_state *families, *families_tail; /* owned list */
+    uint64_t max_series;
     time_t started;
 };
 
-struct gw_metrics *gw_metrics_new(void)
+static const struct gw_metric_family http_requests = {
+    "mcpgate_http_requests_total",
+    "HTTP requests answered, by route and status.",
+    GW_METRIC_COUNTER,
+    2,
+    {"route", "status"},
+};
+static const struct gw_metric_family http_duration = {
+    "mcpgate_http_request_duration_seconds",
+    "Time from request parsed to response queued.",
+    GW_METRIC_HISTOGRAM,
+    1,
+    {"route"},
+};
+
+static struct family_state *family_get(struct gw_metrics *m, const struct gw_metric_family *f)
+{
+    for (struct family_state *fs = m->families; fs; fs = fs->next)
+        if (fs->f == f)
+            return fs;
+    struct family_state *fs = xcalloc(1, sizeof(*fs));
+    fs->f = f;
+    if (m->families_tail)
+        m->families_tail->next = fs;
+    else
+        m->families = fs;
+    m->families_tail = fs;
+    return fs;
+}
+
+struct gw_metrics *gw_metrics_new(uint64_t max_series)
 {
     struct gw_metrics *m = xcalloc(1, sizeof(*m));
     m->started = time(NULL);
+    m->max_series = max_series ? max_series : 1;
+    gw_metrics_declare(m, &http_requests);
+    gw_metrics_declare(m, &http_duration);
     return m;
+}
+
+static void series_free_all(struct family_state *fs)
+{
+    while (fs->head) {
+        struct series *s = fs->head;
+        fs->head = s->next;
+        for (unsigned i = 0; i < GW_METRIC_MAX_LABELS; i++)
+            free(s->values[i]);
+        free(s->key);
+        free(s);
+    }
+    fs->tail = NULL;
+    memset(fs->table, 0, sizeof(fs->table));
+    fs->n_series = 0;
 }
 
 void gw_metrics_free(struct gw_metrics *m)
 {
     if (m == NULL)
         return;
-    while (m->routes) {
-        struct route_metrics *r = m->routes;
-        m->routes = r->next;
-        free(r->route);
-        free(r);
+    while (m->families) {
+        struct family_state *fs = m->families;
+        m->families = fs->next;
+        series_free_all(fs);
+        free(fs);
     }
     free(m);
 }
 
-static struct route_metrics *route_get(struct gw_metrics *m, const char *route)
+/* The key of VALUES in KEY: each value cut to LABEL_VALUE_MAX - 1 bytes, joined by 0x1f. */
+static void series_key(const struct gw_metric_family *f, const char *const *values,
+                       char key[GW_METRIC_MAX_LABELS * LABEL_VALUE_MAX])
 {
-    for (struct route_metrics *r = m->routes; r; r = r->next)
-        if (strcmp(r->route, route) == 0)
-            return r;
-    struct route_metrics *r = xcalloc(1, sizeof(*r));
-    r->route = xstrdup(route);
-    r->next = m->routes;
-    m->routes = r;
-    return r;
+    size_t n = 0;
+    for (unsigned i = 0; i < f->n_labels && i < GW_METRIC_MAX_LABELS; i++) {
+        const char *v = values && values[i] ? values[i] : "";
+        size_t len = strnlen(v, LABEL_VALUE_MAX - 1);
+        memcpy(key + n, v, len);
+        n += len;
+        key[n++] = '\x1f';
+    }
+    key[n ? n - 1 : 0] = '\0';
+}
+
+static struct series *series_find(const struct family_state *fs, const char *key, uint32_t h)
+{
+    for (struct series *s = fs->table[h % SERIES_BUCKETS]; s; s = s->hnext)
+        if (strcmp(s->key, key) == 0)
+            return s;
+    return NULL;
+}
+
+static const char *const others[GW_METRIC_MAX_LABELS] = {"other", "other", "other"};
+
+/* The series of VALUES in F, made when new; past max_series, the all-"other" series. */
+static struct series *series_get(struct gw_metrics *m, const struct gw_metric_family *f,
+                                 const char *const *values)
+{
+    struct family_state *fs = family_get(m, f);
+    char key[GW_METRIC_MAX_LABELS * LABEL_VALUE_MAX];
+    series_key(f, values, key);
+    uint32_t h = hash_str(key);
+    struct series *s = series_find(fs, key, h);
+    if (s)
+        return s;
+    if (fs->n_series >= m->max_series && values != others)
+        return series_get(m, f, others);
+    s = xcalloc(1, sizeof(*s));
+    s->key = xstrdup(key);
+    for (unsigned i = 0; i < f->n_labels && i < GW_METRIC_MAX_LABELS; i++)
+        s->values[i] = xstrndup(values && values[i] ? values[i] : "", LABEL_VALUE_MAX - 1);
+    s->hnext = fs->table[h % SERIES_BUCKETS];
+    fs->table[h % SERIES_BUCKETS] = s;
+    if (fs->tail)
+        fs->tail->next = s;
+    else
+        fs->head = s;
+    fs->tail = s;
+    fs->n_series++;
+    return s;
+}
+
+void gw_metrics_declare(struct gw_metrics *m, const struct gw_metric_family *f)
+{
+    if (m)
+        (void)family_get(m, f);
+}
+
+void gw_metrics_add(struct gw_metrics *m, const struct gw_metric_family *f,
+                    const char *const *values, uint64_t n)
+{
+    if (m)
+        series_get(m, f, values)->value += n;
+}
+
+void gw_metrics_set(struct gw_metrics *m, const struct gw_metric_family *f,
+                    const char *const *values, uint64_t value)
+{
+    if (m)
+        series_get(m, f, values)->value = value;
+}
+
+void gw_metrics_observe(struct gw_metrics *m, const struct gw_metric_family *f,
+                        const char *const *values, uint64_t us)
+{
+    if (m)
+        histogram_observe(&series_get(m, f, values)->hist, us);
+}
+
+void gw_metrics_set_histogram(struct gw_metrics *m, const struct gw_metric_family *f,
+                              const char *const *values, const struct histogram *h)
+{
+    if (m)
+        series_get(m, f, values)->hist = *h;
+}
+
+bool gw_metrics_has(const struct gw_metrics *m, const struct gw_metric_family *f,
+                    const char *const *values)
+{
+    if (m == NULL)
+        return false;
+    for (const struct family_state *fs = m->families; fs; fs = fs->next) {
+        if (fs->f != f)
+            continue;
+        char key[GW_METRIC_MAX_LABELS * LABEL_VALUE_MAX];
+        series_key(f, values, key);
+        return series_find(fs, key, hash_str(key)) != NULL;
+    }
+    return false;
+}
+
+void gw_metrics_reset(struct gw_metrics *m, const struct gw_metric_family *f)
+{
+    if (m)
+        series_free_all(family_get(m, f));
 }
 
 void gw_metrics_observe_request(struct gw_metrics *m, const char *route, int status,
                                 uint64_t duration_us)
 {
-    struct route_metrics *r = route_get(m, route ? route : "-");
-    r->count++;
-    r->sum_us += duration_us;
-    for (size_t i = 0; i < N_BUCKETS; i++) {
-        if (duration_us <= bucket_bounds_us[i]) {
-            r->buckets[i]++;
-            break;
-        }
-    }
-    for (size_t i = 0; i < r->n_statuses; i++) {
-        if (r->statuses[i].status == status) {
-            r->statuses[i].count++;
-            return;
-        }
-    }
-    if (r->n_statuses < MAX_STATUSES) {
-        r->statuses[r->n_statuses].status = status;
-        r->statuses[r->n_statuses].count = 1;
-        r->n_statuses++;
-    } else {
-        /* More distinct statuses than any real route produces: fold into 0. */
-        r->statuses[MAX_STATUSES - 1].status = 0;
-        r->statuses[MAX_STATUSES - 1].count++;
-    }
+    char code[12];
+    snprintf(code, sizeof(code), "%d", status);
+    const char *r = route ? route : "-";
+    gw_metrics_add(m, &http_requests, (const char *const[]){r, code}, 1);
+    gw_metrics_observe(m, &http_duration, (const char *const[]){r}, duration_us);
 }
+
+/* ---- rendering ------------------------------------------------------------- */
 
 /* Prometheus label values escape backslash, double quote and newline. */
 static void put_label(struct strbuf *sb, const char *v)
@@ -121,38 +255,60 @@ static void put_label(struct strbuf *sb, const char *v)
     }
 }
 
-static void render_requests(struct strbuf *sb, const struct gw_metrics *m)
+static void put_labels(struct strbuf *sb, const struct gw_metric_family *f, const struct series *s,
+                       const char *le)
 {
-    strbuf_puts(sb, "# HELP mcpgate_http_requests_total HTTP requests answered, by route and "
-                    "status.\n# TYPE mcpgate_http_requests_total counter\n");
-    for (const struct route_metrics *r = m->routes; r; r = r->next) {
-        for (size_t i = 0; i < r->n_statuses; i++) {
-            strbuf_puts(sb, "mcpgate_http_requests_total{route=\"");
-            put_label(sb, r->route);
-            strbuf_printf(sb, "\",status=\"%d\"} %llu\n", r->statuses[i].status,
-                          (unsigned long long)r->statuses[i].count);
-        }
+    if (f->n_labels == 0 && le == NULL)
+        return;
+    strbuf_puts(sb, "{");
+    for (unsigned i = 0; i < f->n_labels && i < GW_METRIC_MAX_LABELS; i++) {
+        strbuf_printf(sb, "%s%s=\"", i ? "," : "", f->labels[i]);
+        put_label(sb, s->values[i]);
+        strbuf_puts(sb, "\"");
     }
-    strbuf_puts(sb, "# HELP mcpgate_http_request_duration_seconds Time from request parsed to "
-                    "response queued.\n# TYPE mcpgate_http_request_duration_seconds histogram\n");
-    for (const struct route_metrics *r = m->routes; r; r = r->next) {
-        uint64_t cumulative = 0;
-        for (size_t i = 0; i < N_BUCKETS; i++) {
-            cumulative += r->buckets[i];
-            strbuf_puts(sb, "mcpgate_http_request_duration_seconds_bucket{route=\"");
-            put_label(sb, r->route);
-            strbuf_printf(sb, "\",le=\"%g\"} %llu\n", (double)bucket_bounds_us[i] / 1e6,
-                          (unsigned long long)cumulative);
+    if (le)
+        strbuf_printf(sb, "%sle=\"%s\"", f->n_labels ? "," : "", le);
+    strbuf_puts(sb, "}");
+}
+
+static void render_histogram(struct strbuf *sb, const struct gw_metric_family *f,
+                             const struct series *s)
+{
+    const struct histogram *h = &s->hist;
+    uint64_t cumulative = 0;
+    for (unsigned i = 0; i < HISTOGRAM_BUCKETS; i++) {
+        char le[32];
+        cumulative += h->buckets[i];
+        snprintf(le, sizeof(le), "%g", (double)histogram_bounds_us[i] / 1e6);
+        strbuf_printf(sb, "%s_bucket", f->name);
+        put_labels(sb, f, s, le);
+        strbuf_printf(sb, " %llu\n", (unsigned long long)cumulative);
+    }
+    strbuf_printf(sb, "%s_bucket", f->name);
+    put_labels(sb, f, s, "+Inf");
+    strbuf_printf(sb, " %llu\n%s_sum", (unsigned long long)h->count, f->name);
+    put_labels(sb, f, s, NULL);
+    strbuf_printf(sb, " %.6f\n%s_count", (double)h->sum_us / 1e6, f->name);
+    put_labels(sb, f, s, NULL);
+    strbuf_printf(sb, " %llu\n", (unsigned long long)h->count);
+}
+
+static void render_family(struct strbuf *sb, const struct family_state *fs)
+{
+    const struct gw_metric_family *f = fs->f;
+    static const char *const types[] = {"counter", "gauge", "histogram"};
+    strbuf_printf(sb, "# HELP %s %s\n# TYPE %s %s\n", f->name, f->help, f->name, types[f->type]);
+    /* A family without labels always has its one sample, 0 until recorded. */
+    if (f->n_labels == 0 && fs->head == NULL && f->type != GW_METRIC_HISTOGRAM)
+        strbuf_printf(sb, "%s 0\n", f->name);
+    for (const struct series *s = fs->head; s; s = s->next) {
+        if (f->type == GW_METRIC_HISTOGRAM) {
+            render_histogram(sb, f, s);
+            continue;
         }
-        strbuf_puts(sb, "mcpgate_http_request_duration_seconds_bucket{route=\"");
-        put_label(sb, r->route);
-        strbuf_printf(sb, "\",le=\"+Inf\"} %llu\n", (unsigned long long)r->count);
-        strbuf_puts(sb, "mcpgate_http_request_duration_seconds_sum{route=\"");
-        put_label(sb, r->route);
-        strbuf_printf(sb, "\"} %.6f\n", (double)r->sum_us / 1e6);
-        strbuf_puts(sb, "mcpgate_http_request_duration_seconds_count{route=\"");
-        put_label(sb, r->route);
-        strbuf_printf(sb, "\"} %llu\n", (unsigned long long)r->count);
+        strbuf_puts(sb, f->name);
+        put_labels(sb, f, s, NULL);
+        strbuf_printf(sb, " %llu\n", (unsigned long long)s->value);
     }
 }
 
@@ -165,7 +321,6 @@ static void render_gauge(struct strbuf *sb, const char *name, const char *type, 
 char *gw_metrics_render(const struct gw_metrics *m, const struct gw_metrics_gauges *g)
 {
     struct strbuf sb = STRBUF_INIT;
-    render_requests(&sb, m);
     /* One row per value: name, type, help, value (order is the exposition order). */
     const struct {
         const char *name, *type, *help;
@@ -191,6 +346,14 @@ char *gw_metrics_render(const struct gw_metrics *m, const struct gw_metrics_gaug
          "HTTP-upstream session ids bound to their callers.", g->upstream_bindings},
         {"mcpgate_token_cache_entries", "gauge", "Validated access tokens cached in this process.",
          g->token_cache_entries},
+        {"mcpgate_bearer_cache_hits_total", "counter",
+         "Bearer checks answered from the in-process cache.", g->bearer_cache_hits},
+        {"mcpgate_bearer_cache_misses_total", "counter",
+         "Bearer checks that had to read the store.", g->bearer_cache_misses},
+        {"mcpgate_cluster_forwarded_total", "counter",
+         "Requests forwarded to the instance that owns their session.", g->cluster_forwarded},
+        {"mcpgate_cluster_owner_gone_total", "counter",
+         "Forwarded requests answered 404: the owning instance is gone.", g->cluster_owner_gone},
     };
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
         render_gauge(&sb, rows[i].name, rows[i].type, rows[i].help, rows[i].value);
@@ -200,5 +363,7 @@ char *gw_metrics_render(const struct gw_metrics *m, const struct gw_metrics_gaug
                   MCPGATE_VERSION, MCPGATE_GIT_REV);
     render_gauge(&sb, "mcpgate_start_time_seconds", "gauge", "Process start, Unix time.",
                  (unsigned long long)m->started);
+    for (const struct family_state *fs = m->families; fs; fs = fs->next)
+        render_family(&sb, fs);
     return strbuf_detach(&sb, NULL);
 }

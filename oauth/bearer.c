@@ -53,6 +53,7 @@ struct bearer_cache {
      * GET reply come on different connections, so a revocation of the very
      * token looked up may be seen before the (stale) record is. */
     uint64_t epoch;
+    uint64_t hits, misses; /* checks answered from the cache, checks that read the store */
 };
 
 static unsigned bucket_of(const char *hash)
@@ -156,6 +157,12 @@ void bearer_cache_free(struct bearer_cache *c)
 size_t oauth_bearer_cache_size(const struct oauth_server *srv)
 {
     return srv->cache ? srv->cache->len : 0;
+}
+
+void oauth_bearer_cache_counts(const struct oauth_server *srv, uint64_t *hits, uint64_t *misses)
+{
+    *hits = srv->cache ? srv->cache->hits : 0;
+    *misses = srv->cache ? srv->cache->misses : 0;
 }
 
 /* ---- challenges ------------------------------------------------------------ */
@@ -427,12 +434,14 @@ void oauth_bearer_check(struct oauth_server *srv, struct http_request *req,
     uint64_t now = (uint64_t)time(NULL);
     struct bearer_entry *e = cache_trusted(srv->cache) ? cache_find(srv->cache, bc->hash) : NULL;
     if (e && e->valid_until > now && !route->identity.idp_access_token) {
+        srv->cache->hits++;
         accept_principal(bc, e->principal);
         check_free(bc);
         return;
     }
     if (e)
         entry_unlink(srv->cache, e);
+    srv->cache->misses++;
     char key[128];
     snprintf(key, sizeof(key), KEY_TOKEN "%s", bc->hash);
     bc->cache_epoch = srv->cache->epoch;

@@ -13,6 +13,7 @@
 #define MCPGATE_OAUTH_OAUTH_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "common/principal.h"
@@ -71,5 +72,7 @@ void oauth_admin_delete_client(struct oauth_server *srv, const char *client_id,
 
 /* How many validated tokens the in-process cache holds (for metrics and tests). */
 size_t oauth_bearer_cache_size(const struct oauth_server *srv);
+/* Bearer checks answered from that cache, and those that had to read the store. */
+void oauth_bearer_cache_counts(const struct oauth_server *srv, uint64_t *hits, uint64_t *misses);
 
 #endif

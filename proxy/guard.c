@@ -29,6 +29,7 @@ void guard_refusal_clear(struct guard_refusal *r)
 {
     free(r->body);
     free(r->www_authenticate);
+    free(r->tool);
     memset(r, 0, sizeof(*r));
 }
 
@@ -161,6 +162,8 @@ static enum guard_result check_policy(const struct guard_ctx *ctx, const char *t
         free(why);
         res = v.decision == POLICY_DENY_SCOPE ? refuse_scope(ctx, r, text, m, v.scopes_needed, name)
                                               : refuse_unknown(r, text, m, t, name);
+        if (t == POLICY_TARGET_TOOL && jsonrpc_is(m, "tools/call"))
+            r->tool = xstrdup(name);
     }
     free(normal);
     free(name);

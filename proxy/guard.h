@@ -69,6 +69,7 @@ struct guard_refusal {
     char *body;             /* owned: the JSON-RPC error response text */
     char *www_authenticate; /* owned: the step-up challenge of a 403, else NULL */
     bool has_id;            /* the refused message was a request: BODY answers its id */
+    char *tool;             /* owned: a tools/call the policy refused: its tool (metrics) */
 };
 
 enum guard_result {

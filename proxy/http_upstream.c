@@ -351,8 +351,17 @@ struct exchange {
     size_t body_len;
     bool lookup_pending; /* the session's binding is being read from the store */
     bool dead;           /* answered and unlinked while the lookup was pending: free it then */
+    struct call_obs obs; /* a single request: for the route's metrics */
     struct exchange *prev, *next; /* in proxy->exchanges */
 };
+
+size_t http_upstream_streams_of_route(const struct proxy *p, const char *route)
+{
+    size_t n = 0;
+    for (const struct exchange *x = p->exchanges; x; x = x->next)
+        n += x->started && x->filter != FILTER_JSON && strcmp(x->call->route_name, route) == 0;
+    return n;
+}
 
 static void exchange_unlink(struct exchange *x)
 {
@@ -370,6 +379,8 @@ static void exchange_free(struct exchange *x)
 {
     if (!x->dead)
         exchange_unlink(x);
+    call_obs_end_http(x->call->proxy, x->call->route_name, &x->obs,
+                      0); /* no answer: the client left */
     proxy_call_free(x->call);
     if (x->deadline)
         event_free(x->deadline);
@@ -451,6 +462,7 @@ static void on_up_headers(struct httpc_call *up, long status, void *arg)
 {
     struct exchange *x = arg;
     struct proxy_call *call = x->call;
+    call_obs_end_http(call->proxy, call->route_name, &x->obs, status);
     const char *sid = httpc_call_header(up, "Mcp-Session-Id");
     const char *asked = http_request_header(call->req, "Mcp-Session-Id");
     if (sid && x->initialize && status >= 200 && status < 300) {
@@ -515,6 +527,8 @@ static void on_up_done(struct httpc_call *up, const char *error, void *arg)
     struct http_request *req = x->call->req;
     (void)up;
     x->up = NULL;
+    if (error)
+        call_obs_end_http(x->call->proxy, x->call->route_name, &x->obs, -1);
     http_request_on_close(req, NULL, NULL);
     if (x->filter == FILTER_JSON && error == NULL) {
         if (x->too_big) {
@@ -647,6 +661,8 @@ void http_upstream_handle(struct proxy_call *call, const struct guard_body *body
         x->body = xstrndup(body->text, body->len);
         x->body_len = body->len;
     }
+    if (first && first->kind == JSONRPC_REQUEST)
+        call_obs_start(&x->obs, first, body->msgs[0].orig);
     x->next = call->proxy->exchanges;
     if (x->next)
         x->next->prev = x;

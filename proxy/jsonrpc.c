@@ -114,6 +114,8 @@ static void on_member(const struct json_member *mb, void *arg)
     if (mb->depth == 1 && path_is(mb, "result", NULL)) {
         if (strcmp(k, "resultType") == 0)
             take(in, &m->result_type, v);
+        else if (strcmp(k, "isError") == 0)
+            m->result_is_error = v->kind == JSON_KIND_TRUE;
         else if (strcmp(k, "_meta") == 0)
             take(in, &m->result_meta, v);
         return;

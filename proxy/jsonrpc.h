@@ -72,7 +72,8 @@ struct jsonrpc_msg {
     /* Of a response: result.resultType, result._meta, how many members result has, error.code */
     struct json_ref result_type, result_meta, error_code;
     unsigned result_members;
-    size_t end; /* the message's closing '}' */
+    bool result_is_error; /* result.isError is true (a tool's own failure) */
+    size_t end;           /* the message's closing '}' */
     unsigned params_members, meta_members;
 };
 

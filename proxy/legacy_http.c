@@ -486,6 +486,14 @@ size_t legacy_http_bridges(const struct proxy *p)
     return n;
 }
 
+size_t legacy_http_streams_of_route(const struct proxy *p, const char *route)
+{
+    size_t n = 0;
+    for (const struct bridge *b = p->bridges; b; b = b->next)
+        n += b->sse != NULL && strcmp(b->route_name, route) == 0;
+    return n;
+}
+
 void legacy_http_drain(struct proxy *p)
 {
     /* on_client_closed may free the bridge, so look for the next open one from the head. */

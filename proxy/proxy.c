@@ -44,6 +44,8 @@ struct proxy *proxy_new(const struct gw_config *cfg, const struct proxy_deps *de
     p->auth_arg = deps->auth_arg;
     p->signer = deps->signer;
     p->cluster = deps->cluster;
+    p->metrics = deps->metrics;
+    call_metrics_declare(p);
     int rc = p->store ? store_subscribe(p->store, MG_CHANNEL_GRANT_ENDED, on_grant_ended, p) : 0;
     if (rc == 0 && p->store)
         rc = store_subscribe(p->store, MG_CHANNEL_SESSION_END, on_session_end, p);
@@ -135,6 +137,11 @@ void proxy_get_stats(const struct proxy *p, struct proxy_stats *out)
     out->children = stdio_children_alive();
     out->legacy_bridges = legacy_http_bridges(p);
     out->upstream_bindings = http_upstream_bindings(p);
+}
+
+void proxy_metrics_scrape(struct proxy *p)
+{
+    call_metrics_scrape(p);
 }
 
 void proxy_session_id_new(const struct proxy *p, char out[PROXY_SESSION_ID_MAX])

@@ -23,6 +23,7 @@ struct http_request;
 struct httpc;
 struct store;
 struct proxy;
+struct gw_metrics;
 struct jws_key;
 
 /* Authenticate REQ for ROUTE: call OK, or answer the request (401/403/503) and not call OK. */
@@ -37,6 +38,7 @@ struct proxy_deps {
     void *auth_arg;               /* borrowed */
     const struct jws_key *signer; /* borrowed; NULL: no identity assertions */
     struct cluster *cluster;      /* borrowed; NULL: a single instance */
+    struct gw_metrics *metrics;   /* borrowed; NULL: nothing recorded */
 };
 
 struct proxy *proxy_new(const struct gw_config *cfg, const struct proxy_deps *deps);
@@ -67,6 +69,8 @@ struct proxy_stats {
     size_t upstream_bindings; /* HTTP-upstream Mcp-Session-Id bindings */
 };
 void proxy_get_stats(const struct proxy *p, struct proxy_stats *out);
+/* Brings the per-route gauges in the metrics up to date (before each scrape). */
+void proxy_metrics_scrape(struct proxy *p);
 
 /*
  * Administration (`mcpgate sessions …`), on the store alone: no proxy needed.

@@ -30,6 +30,7 @@ struct proxy {
     void *auth_arg;                                        /* borrowed */
     const struct jws_key *signer;                          /* borrowed, may be NULL */
     struct cluster *cluster;                               /* borrowed, may be NULL */
+    struct gw_metrics *metrics;                            /* borrowed, may be NULL */
     struct proxy_session *sessions[PROXY_SESSION_BUCKETS]; /* live sessions, owned */
     struct proxy_session *ended; /* ended sessions waiting for their child to be reaped */
     size_t n_sessions;
@@ -98,6 +99,10 @@ void session_handle_legacy_post(struct proxy_call *call, const char *session_id,
 void sessions_end_all(struct proxy *p, const char *reason);
 /* Children of ROUTE that run or are stopping (stdio.max_processes), sessions' only. */
 size_t sessions_of_route(const struct proxy *p, const char *route);
+/* Every child of ROUTE: sessions', the warm pool's and the 2026-07-28 pool's. */
+size_t route_children(const struct proxy *p, const char *route);
+/* ROUTE's live STDIO sessions and their open streams (GET, SSE answers, 2024-11-05). */
+void sessions_count(const struct proxy *p, const char *route, size_t *sessions, size_t *streams);
 /* Ends every session of GRANT_ID (the grant ended: revoked, expired, refused by the IdP). */
 void sessions_end_grant(struct proxy *p, const char *grant_id);
 /* MG_CHANNEL_SESSION_END: the session ID ends here if this instance has it. */
@@ -141,6 +146,31 @@ void identity_caller_digest(const struct mg_principal *p, unsigned char out[32])
 /* The JSON object text params._meta["io.mcpgate/principal"] carries for P (owned). */
 char *identity_meta_json(const struct mg_principal *p);
 
+/* ---- call_metrics.c: per-route metrics (tool calls, upstream latency, gauges) ---- */
+
+/* One forwarded request, from its forwarding to its answer. */
+struct call_obs {
+    uint64_t start_us; /* 0: not observed, or already counted */
+    bool tool_call;
+    char tool[64]; /* params.name of a tools/call; "" when absent or longer */
+};
+/* Declares the families, so /metrics lists them before anything happens. */
+void call_metrics_declare(struct proxy *p);
+/* M: the request as inspected; its refs index TEXT. */
+void call_obs_start(struct call_obs *o, const struct jsonrpc_msg *m, const char *text);
+/* The answer ANSWER came (its outcome is read from it), or none did: NO_ANSWER is the
+ * outcome then ("failed", "cancelled"). Counts once; later calls do nothing. */
+void call_obs_end(struct proxy *p, const char *route, struct call_obs *o,
+                  const struct jsonrpc_msg *answer, const char *no_answer);
+/* The same for an HTTP upstream, whose answer streams through unparsed: STATUS is
+ * its HTTP status (2xx: ok, else error), 0 when the client left first ("cancelled"),
+ * -1 when the exchange failed ("failed"). */
+void call_obs_end_http(struct proxy *p, const char *route, struct call_obs *o, long status);
+/* A tools/call of TOOL the policy refused (it never reached the upstream). */
+void call_metrics_refused(struct proxy *p, const char *route, const char *tool);
+/* At each scrape: the per-route gauges. */
+void call_metrics_scrape(struct proxy *p);
+
 /* ---- modern.c: 2026-07-28 requests in front of legacy STDIO servers ---------- */
 
 /* Answers a modern POST (BODY borrowed) on a STDIO route with modern: true. */
@@ -178,8 +208,11 @@ struct stdio_child *proxy_spawn_child(struct proxy *p, const struct gw_route_con
                                       const struct stdio_child_callbacks *cbs, void *arg,
                                       char **err_out);
 
-/* 2024-11-05 bridges open (legacy_http.c). */
+/* 2024-11-05 bridges open (legacy_http.c); those of ROUTE with their client's stream open. */
 size_t legacy_http_bridges(const struct proxy *p);
+size_t legacy_http_streams_of_route(const struct proxy *p, const char *route);
+/* ROUTE's exchanges with an HTTP upstream whose answer is streaming to the client. */
+size_t http_upstream_streams_of_route(const struct proxy *p, const char *route);
 /* Listens for bindings re-bound on other instances (proxy_new). */
 int http_upstream_subscribe(struct proxy *p);
 /* Upstream session bindings held (F12: bounded, idle ones expire). */

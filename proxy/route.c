@@ -133,6 +133,7 @@ static void mcp_post(struct proxy_call *call)
     struct guard_body gb;
     struct guard_refusal refusal;
     if (guard_check(&ctx, text, len, &gb, &refusal) != GUARD_PASS) {
+        call_metrics_refused(call->proxy, call->route_name, refusal.tool);
         reply_refusal(req, &refusal);
         guard_refusal_clear(&refusal);
         proxy_call_free(call);
@@ -176,6 +177,8 @@ static void legacy_post(struct proxy_call *call)
     struct guard_body gb;
     struct guard_refusal refusal;
     enum guard_result res = guard_check(&ctx, text, len, &gb, &refusal);
+    if (res != GUARD_PASS)
+        call_metrics_refused(call->proxy, call->route_name, refusal.tool);
     if (res != GUARD_PASS && !refusal.has_id) {
         reply_refusal(req, &refusal);
         proxy_call_free(call);

@@ -72,6 +72,7 @@ struct pending {
     char method[JSONRPC_METHOD_MAX];
     struct mg_principal *principal; /* owned: who asked (list results are filtered for them) */
     struct proxy_stream *stream;    /* borrowed */
+    struct call_obs obs;            /* for the route's metrics */
     struct pending *next;           /* owned list */
 };
 
@@ -169,11 +170,26 @@ static size_t sessions_of(const struct proxy *p, const char *owner, const char *
 
 /* Children of a route that still run: live sessions, and ended ones whose
  * child is still in its stop sequence (a DELETE must not make room early). */
-static size_t processes_of(const struct proxy *p, const char *route)
+size_t route_children(const struct proxy *p, const char *route)
 {
     size_t n = sessions_of_route(p, route) + modern_children_of_route(p, route) +
                warm_children_of_route(p, route);
     return n;
+}
+
+void sessions_count(const struct proxy *p, const char *route, size_t *sessions, size_t *streams)
+{
+    *sessions = *streams = 0;
+    for (size_t b = 0; b < PROXY_SESSION_BUCKETS; b++) {
+        for (const struct proxy_session *s = p->sessions[b]; s; s = s->next) {
+            if (strcmp(s->route_name, route) != 0)
+                continue;
+            (*sessions)++;
+            *streams += s->get.req != NULL;
+            for (const struct proxy_stream *st = s->streams; st; st = st->next)
+                *streams += st->req != NULL && st->sse;
+        }
+    }
 }
 
 size_t sessions_of_route(const struct proxy *p, const char *route)
@@ -508,6 +524,7 @@ static void route_message(struct proxy_session *s, const struct jsonrpc_msg *m, 
             gw_log(GW_LOG_WARN, "proxy", s->id, "dropping a response to no pending request", NULL);
             return;
         }
+        call_obs_end(s->proxy, s->route_name, &p->obs, m, NULL);
         remember_protocol(s, p, text, len);
         char *filtered = filter_response(s, p, text, &len);
         if (filtered)
@@ -662,6 +679,7 @@ static void fail_pending(struct proxy_session *s, const char *why)
         else
             stream_response(p->stream, text, strlen(text));
         free(text);
+        call_obs_end(s->proxy, s->route_name, &p->obs, NULL, "failed");
         pending_free(p);
     }
 }
@@ -671,6 +689,7 @@ static void session_free(struct proxy_session *s)
     while (s->pending) { /* a session that ended without failing them (its client left) */
         struct pending *p = s->pending;
         s->pending = p->next;
+        call_obs_end(s->proxy, s->route_name, &p->obs, NULL, "cancelled");
         pending_free(p);
     }
     s->n_pending = 0;
@@ -819,7 +838,7 @@ static struct proxy_session *session_new(struct proxy_call *call, bool legacy, i
                     "server.limits.max_sessions_per_user",
                     true);
     }
-    if (processes_of(p, r->name) >= r->stdio.max_processes) {
+    if (route_children(p, r->name) >= r->stdio.max_processes) {
         free(owner);
         *why = "process limit of this route reached (stdio.max_processes)";
         return NULL;
@@ -977,6 +996,7 @@ static void add_pending(struct proxy_session *s, struct proxy_stream *st, const 
     snprintf(p->method, sizeof(p->method), "%s", m->method);
     p->progress_key = m->progress_token.kind ? jsonrpc_id_key(g->orig, &m->progress_token) : NULL;
     p->stream = st;
+    call_obs_start(&p->obs, m, g->orig);
     p->next = s->pending;
     s->pending = p;
     s->n_pending++;
@@ -1008,6 +1028,7 @@ static void client_cancelled(struct proxy_session *s, const struct guard_msg *g)
         }
         free(text);
     }
+    call_obs_end(s->proxy, s->route_name, &p->obs, NULL, "cancelled");
     pending_free(p);
 }
 

@@ -18,6 +18,7 @@
 #include <event2/event.h>
 
 #include "common/panic.h"
+#include "common/timeutil.h"
 #include "common/xalloc.h"
 #include "common/log.h"
 #include "common/xevent.h"
@@ -291,7 +292,25 @@ void store_free(struct store *s)
 
 /* --- operations ---------------------------------------------------------- */
 
-/* Checks common arguments, prefixes the key, counts and submits. */
+/* An operation in flight, timed for store_stats.latency: the backend calls
+ * on_timed_done exactly once (its contract), which frees it. */
+struct timed_op {
+    struct store *s; /* borrowed */
+    store_cb_fn cb;  /* the caller's; may be NULL */
+    void *arg;       /* borrowed */
+    uint64_t start_us;
+};
+
+static void on_timed_done(const struct store_result *res, void *arg)
+{
+    struct timed_op *t = arg;
+    histogram_observe(&t->s->stats.latency, time_mono_us() - t->start_us);
+    if (t->cb)
+        t->cb(res, t->arg);
+    free(t);
+}
+
+/* Checks common arguments, prefixes the key, counts, times and submits. */
 static int submit(struct store *s, struct store_op *op, const char *key)
 {
     char *full = NULL;
@@ -322,6 +341,10 @@ static int submit(struct store *s, struct store_op *op, const char *key)
         op->key = full;
     }
     s->stats.ops++;
+    struct timed_op *t = xmalloc(sizeof(*t));
+    *t = (struct timed_op){.s = s, .cb = op->cb, .arg = op->arg, .start_us = time_mono_us()};
+    op->cb = on_timed_done;
+    op->arg = t;
     s->ops->submit(s->impl, op);
 
 out:

@@ -47,6 +47,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/histogram.h"
+
 struct event_base;
 struct store;
 
@@ -210,6 +212,7 @@ struct store_stats {
     uint64_t reconnects; /* data connections re-established after a loss */
     bool connected;      /* data connection up (memory: always) */
     bool subscribed;     /* every subscription is live on the server (memory: always) */
+    struct histogram latency; /* submit to result, every operation (failures included) */
 };
 void store_get_stats(const struct store *s, struct store_stats *out);
 
