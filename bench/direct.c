@@ -14,7 +14,7 @@
  * one JSON object shaped like bench/drive.mjs's results (bench/report.mjs reads both).
  *
  *   bench/direct --upstream PATH --out FILE [--seconds 8] [--warmup 2] [--concurrency 1,16,64]
- *                [--large-bytes 1048576]
+ *                [--large-bytes 1048576 (0: no large payloads)]
  *
  * Bounded in time: every wait for an answer is at most 10 s (then the run fails), and an
  * alarm ends the process if the whole run overruns; the children then read EOF and exit.
@@ -519,7 +519,7 @@ static void parse_args(int argc, char **argv, const char **out)
     if (upstream == NULL || *out == NULL)
         die("usage: direct --upstream PATH --out FILE [--seconds S] [--warmup S] [--concurrency 1,16,64] "
             "[--large-bytes N]");
-    if (opt_seconds <= 0 || opt_warmup < 0 || large_bytes < 1 || large_bytes > 16 * 1024 * 1024)
+    if (opt_seconds <= 0 || opt_warmup < 0 || large_bytes < 0 || large_bytes > 16 * 1024 * 1024)
         die("bad --seconds, --warmup or --large-bytes");
     for (const char *p = cs; *p && nconc < 16;) {
         char *e;
@@ -600,7 +600,12 @@ int main(int argc, char **argv)
     }
     fputc(']', f);
 
-    /* large payloads, one child */
+    /* large payloads, one child (--large-bytes 0: none) */
+    if (large_bytes == 0) {
+        fputs("}\n", f);
+        fclose(f);
+        return 0;
+    }
     char *big = xrealloc(NULL, (size_t)large_bytes + 1);
     memset(big, 'x', (size_t)large_bytes);
     big[large_bytes] = '\0';
