@@ -321,14 +321,18 @@ async function throughput(c, openSids) {
 
 // ---- scenario 4: large payloads ----------------------------------------------------
 
+/** A short, readable reason from an answer body (an HTML error page becomes its text). */
+const brief = (text) => text.replace(/<(head|style|script)[^]*?<\/\1>/gi, ' ').replace(/<[^>]*>/g, ' ')
+  .replace(/\s+/g, ' ').split(/&nbsp;| at /)[0].trim().slice(0, 100); // no stack trace
+
 function largeCall(sid, tool, bytes, id) {
   const text = 'x'.repeat(bytes);
   const args = tool === 'big_line' ? { bytes } : { text };
   return call('POST', sid, { jsonrpc: '2.0', id, method: 'tools/call', params: { name: tool, arguments: args } })
     .then((r) => {
-      if (r.status !== 200) return `HTTP ${r.status} ${r.text.slice(0, 120).replace(/\s+/g, ' ')}`;
+      if (r.status !== 200) return `HTTP ${r.status} ${brief(r.text)}`;
       if (!r.text.includes('"result"') || !r.text.includes(`"text":"${text}"`)) {
-        return `HTTP 200 but not the expected result: ${r.text.slice(0, 120).replace(/\s+/g, ' ')}`;
+        return `HTTP 200 but not the expected result: ${brief(r.text)}`;
       }
       return '';
     }, (e) => String(e.message ?? e));

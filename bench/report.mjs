@@ -178,7 +178,8 @@ for (const c of concurrencies) {
   const d = direct && get(direct);
   if (d) {
     say(`  child direct: ${c} child${c > 1 ? 'ren' : ''}, one per client, over pipes; its driver used ${f(d.driver_cpu_pct, 0)}% of a core`);
-    say(`  (not the bottleneck), the children ${f(d.children_cpu_pct, 0)}%. Its ratio req/s is mcpgate / the ceiling.`);
+    say(`  (${d.driver_cpu_pct < 90 ? 'less than one core: it is not the bottleneck' : 'WARNING: about one core, the driver may be the bottleneck'}), `
+      + `the children ${f(d.children_cpu_pct, 0)}%. Its ratio req/s is mcpgate / the ceiling.`);
   }
   if (c === 1) {
     say('  One client on a 2-vCPU VM is bimodal (p50 ~55 us or ~150 us for mcpgate, flipping from one moment to');

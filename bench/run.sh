@@ -96,7 +96,7 @@ if [ "$BENCH_DIRECT" = 1 ] && { [ ! -x "$DIRECT_BIN" ] || [ bench/direct.c -nt "
     command -v cc >/dev/null 2>&1 || die "cc is missing (make deps installs build-essential)"
     mkdir -p "$ROOT/build/bench"
     say "building $DIRECT_BIN"
-    cc -std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+    cc -std=c11 -O2 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
         -o "$DIRECT_BIN" bench/direct.c || die "cannot build bench/direct.c"
 fi
 
