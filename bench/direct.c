@@ -136,7 +136,8 @@ static long long proc_ticks(pid_t pid)
     if (p == NULL)
         return 0;
     long long ut = 0, st = 0;
-    /* after ") ": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime */
+    /* after ") ": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
+     */
     if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lld %lld", &ut, &st) != 2)
         return 0;
     return ut + st;
@@ -149,26 +150,30 @@ static long long machine_busy(void)
     if (f == NULL)
         return 0;
     long long u = 0, ni = 0, sy = 0, id = 0, io = 0, irq = 0, sirq = 0;
-    if (fscanf(f, "cpu %lld %lld %lld %lld %lld %lld %lld", &u, &ni, &sy, &id, &io, &irq, &sirq) != 7)
+    if (fscanf(f, "cpu %lld %lld %lld %lld %lld %lld %lld", &u, &ni, &sy, &id, &io, &irq, &sirq) !=
+        7)
         u = ni = sy = irq = sirq = 0;
     fclose(f);
     return u + ni + sy + irq + sirq;
 }
 
-static double self_cpu_s(void)
+/* user + system CPU seconds of getrusage(WHO) */
+static double rusage_s(int who)
 {
     struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
-           (double)ru.ru_stime.tv_usec / 1e6;
+    getrusage(who, &ru);
+    double user = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6;
+    return user + (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+static double self_cpu_s(void)
+{
+    return rusage_s(RUSAGE_SELF);
 }
 
 static double reaped_cpu_s(void)
 {
-    struct rusage ru;
-    getrusage(RUSAGE_CHILDREN, &ru);
-    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
-           (double)ru.ru_stime.tv_usec / 1e6;
+    return rusage_s(RUSAGE_CHILDREN);
 }
 
 /* ---- children ----------------------------------------------------------------------- */
@@ -271,7 +276,8 @@ static long read_some(struct child *c)
         if (r < 0 && (errno == EAGAIN || errno == EINTR))
             return -1;
         if (r <= 0)
-            die("the child %d closed its stdout (%s)", (int)c->pid, r < 0 ? strerror(errno) : "EOF");
+            die("the child %d closed its stdout (%s)", (int)c->pid,
+                r < 0 ? strerror(errno) : "EOF");
         c->len += (size_t)r;
     }
 }
@@ -299,17 +305,20 @@ static long read_line(struct child *c)
     }
 }
 
-static const char INIT[] = "{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"initialize\",\"params\":{\"protocolVersion\":"
-                           "\"" PROTOCOL "\",\"capabilities\":{},\"clientInfo\":{\"name\":\"mcpgate-bench-direct\","
-                           "\"version\":\"1\"}}}\n";
-static const char INITIALIZED[] = "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n";
+static const char INIT[] =
+    "{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"initialize\",\"params\":{\"protocolVersion\":"
+    "\"" PROTOCOL "\",\"capabilities\":{},\"clientInfo\":{\"name\":\"mcpgate-bench-direct\","
+    "\"version\":\"1\"}}}\n";
+static const char INITIALIZED[] =
+    "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n";
 
 /* initialize, its answer checked, notifications/initialized. */
 static void initialize(struct child *c)
 {
     send_str(c, INIT);
     long n = read_line(c);
-    if (memmem(c->buf, (size_t)n, "\"result\"", 8) == NULL || memmem(c->buf, (size_t)n, "\"id\":0", 6) == NULL)
+    if (memmem(c->buf, (size_t)n, "\"result\"", 8) == NULL ||
+        memmem(c->buf, (size_t)n, "\"id\":0", 6) == NULL)
         die("initialize: unexpected answer: %.200s", c->buf);
     consume(c, n);
     send_str(c, INITIALIZED);
@@ -319,24 +328,26 @@ static void initialize(struct child *c)
 
 /* The request in flight: a tools/call of TOOL; the answer must hold "text":"EXPECT". */
 struct load {
-    const char *tool;     /* "echo" or "big_line" */
-    const char *arg;      /* the argument: a text for echo, a number for big_line */
-    bool arg_is_string;   /* quoted */
-    const char *expect;   /* the text the result must hold, whole */
+    const char *tool;   /* "echo" or "big_line" */
+    const char *arg;    /* the argument: a text for echo, a number for big_line */
+    bool arg_is_string; /* quoted */
+    const char *expect; /* the text the result must hold, whole */
     size_t expect_len;
-    size_t req_bytes;     /* bytes of one request line, for MiB moved */
+    size_t req_bytes; /* bytes of one request line, for MiB moved */
 };
 
 static void send_call(struct child *c, const struct load *L)
 {
     char head[256];
     c->seq++;
-    int hn = snprintf(head, sizeof head,
-                      "{\"jsonrpc\":\"2.0\",\"id\":%ld,\"method\":\"tools/call\",\"params\":{\"name\":\"%s\","
-                      "\"arguments\":{\"%s\":%s",
-                      c->seq, L->tool, L->arg_is_string ? "text" : "bytes", L->arg_is_string ? "\"" : "");
+    int hn = snprintf(
+        head, sizeof head,
+        "{\"jsonrpc\":\"2.0\",\"id\":%ld,\"method\":\"tools/call\",\"params\":{\"name\":\"%s\","
+        "\"arguments\":{\"%s\":%s",
+        c->seq, L->tool, L->arg_is_string ? "text" : "bytes", L->arg_is_string ? "\"" : "");
     const char *tail = L->arg_is_string ? "\"}}}\n" : "}}}\n";
-    struct iovec v[3] = {{head, (size_t)hn}, {(void *)L->arg, strlen(L->arg)}, {(void *)tail, strlen(tail)}};
+    struct iovec v[3] = {
+        {head, (size_t)hn}, {(void *)L->arg, strlen(L->arg)}, {(void *)tail, strlen(tail)}};
     c->t_sent = now_s();
     write_all(c->in, v, 3);
 }
@@ -353,7 +364,8 @@ static bool check_answer(const struct child *c, long n, const struct load *L)
     const char *p = c->buf, *end = c->buf + n;
     while ((p = memmem(p, (size_t)(end - p), "\"text\":\"", 8)) != NULL) {
         p += 8;
-        if ((size_t)(end - p) > L->expect_len && memcmp(p, L->expect, L->expect_len) == 0 && p[L->expect_len] == '"')
+        if ((size_t)(end - p) > L->expect_len && memcmp(p, L->expect, L->expect_len) == 0 &&
+            p[L->expect_len] == '"')
             return true;
     }
     return false;
@@ -368,7 +380,8 @@ struct run {
 };
 
 /* The closed loop on N initialized children for SECONDS; latencies in seconds. */
-static void closed_loop(struct child *ch, int n, const struct load *L, double seconds, struct run *R)
+static void closed_loop(struct child *ch, int n, const struct load *L, double seconds,
+                        struct run *R)
 {
     memset(R, 0, sizeof *R);
     struct pollfd *pf = xrealloc(NULL, (size_t)n * sizeof *pf);
@@ -385,7 +398,8 @@ static void closed_loop(struct child *ch, int n, const struct load *L, double se
     int inflight = n;
     while (inflight > 0) {
         for (int i = 0; i < n; i++)
-            pf[i] = (struct pollfd){.fd = ch[i].in >= 0 && ch[i].seq > 0 ? ch[i].out : -1, .events = POLLIN};
+            pf[i] = (struct pollfd){.fd = ch[i].in >= 0 && ch[i].seq > 0 ? ch[i].out : -1,
+                                    .events = POLLIN};
         int r = poll(pf, (nfds_t)n, ANSWER_TIMEOUT_MS);
         if (r == 0)
             die("no answer within %d ms (%d requests in flight)", ANSWER_TIMEOUT_MS, inflight);
@@ -409,7 +423,8 @@ static void closed_loop(struct child *ch, int n, const struct load *L, double se
                 lat_add(&R->lat, t - c->t_sent);
             } else {
                 if (R->bad++ == 0)
-                    snprintf(R->example_bad, sizeof R->example_bad, "%.*s", (int)(len < 200 ? len : 200), c->buf);
+                    snprintf(R->example_bad, sizeof R->example_bad, "%.*s",
+                             (int)(len < 200 ? len : 200), c->buf);
             }
             consume(c, len);
             if (t < end) {
@@ -430,7 +445,8 @@ static void closed_loop(struct child *ch, int n, const struct load *L, double se
         kids += proc_ticks(ch[i].pid) - t0[i];
     long hz = sysconf(_SC_CLK_TCK);
     R->children_cpu_s = (double)kids / (double)hz;
-    double other = (double)(machine_busy() - busy0) / (double)hz - R->children_cpu_s - R->driver_cpu_s;
+    double other =
+        (double)(machine_busy() - busy0) / (double)hz - R->children_cpu_s - R->driver_cpu_s;
     R->other_cpu_pct = other > 0 ? other / R->seconds * 100 : 0;
     free(pf);
     qsort(R->lat.v, R->lat.n, sizeof *R->lat.v, cmp_double);
@@ -455,22 +471,24 @@ static void json_run(FILE *f, const struct run *R)
 {
     const double *v = R->lat.v;
     size_t n = R->lat.n;
-    fprintf(f,
-            "\"requests\":%ld,\"ok\":%ld,\"bad\":%ld,\"errors\":0,\"example_bad\":", R->requests, R->ok, R->bad);
+    fprintf(f, "\"requests\":%ld,\"ok\":%ld,\"bad\":%ld,\"errors\":0,\"example_bad\":", R->requests,
+            R->ok, R->bad);
     json_str(f, R->example_bad);
     fprintf(f,
-            ",\"seconds\":%.6f,\"per_s\":%.3f,\"p50_ms\":%.6f,\"p90_ms\":%.6f,\"p99_ms\":%.6f,\"max_ms\":%.6f,"
-            "\"gateway_cpu_pct\":null,\"driver_cpu_pct\":%.3f,\"children_cpu_pct\":%.3f,\"other_cpu_pct\":%.3f,"
+            ",\"seconds\":%.6f,\"per_s\":%.3f,\"p50_ms\":%.6f,\"p90_ms\":%.6f,\"p99_ms\":%.6f,"
+            "\"max_ms\":%.6f,"
+            "\"gateway_cpu_pct\":null,\"driver_cpu_pct\":%.3f,\"children_cpu_pct\":%.3f,\"other_"
+            "cpu_pct\":%.3f,"
             "\"tx_bytes\":%.0f,\"rx_bytes\":%.0f",
-            R->seconds, (double)R->ok / R->seconds, pct(v, n, 50) * 1e3, pct(v, n, 90) * 1e3, pct(v, n, 99) * 1e3,
-            n ? v[n - 1] * 1e3 : 0, R->driver_cpu_s / R->seconds * 100, R->children_cpu_s / R->seconds * 100,
-            R->other_cpu_pct, R->tx_bytes, R->rx_bytes);
+            R->seconds, (double)R->ok / R->seconds, pct(v, n, 50) * 1e3, pct(v, n, 90) * 1e3,
+            pct(v, n, 99) * 1e3, n ? v[n - 1] * 1e3 : 0, R->driver_cpu_s / R->seconds * 100,
+            R->children_cpu_s / R->seconds * 100, R->other_cpu_pct, R->tx_bytes, R->rx_bytes);
 }
 
 /* ---- scenarios ---------------------------------------------------------------------- */
 
-static void spawn_cycles(double seconds, struct lat *init, struct lat *cycle, double *elapsed, long long *busy,
-                         double *ours)
+static void spawn_cycles(double seconds, struct lat *init, struct lat *cycle, double *elapsed,
+                         long long *busy, double *ours)
 {
     long long b0 = machine_busy();
     double c0 = self_cpu_s() + reaped_cpu_s();
@@ -517,7 +535,8 @@ static void parse_args(int argc, char **argv, const char **out)
             die("unknown option %s", k);
     }
     if (upstream == NULL || *out == NULL)
-        die("usage: direct --upstream PATH --out FILE [--seconds S] [--warmup S] [--concurrency 1,16,64] "
+        die("usage: direct --upstream PATH --out FILE [--seconds S] [--warmup S] [--concurrency "
+            "1,16,64] "
             "[--large-bytes N]");
     if (opt_seconds <= 0 || opt_warmup < 0 || large_bytes < 0 || large_bytes > 16 * 1024 * 1024)
         die("bad --seconds, --warmup or --large-bytes");
@@ -559,10 +578,13 @@ int main(int argc, char **argv)
     qsort(cycle.v, cycle.n, sizeof *cycle.v, cmp_double);
     double other = (double)busy / (double)hz - ours;
     fprintf(f,
-            ",\"setup\":{\"sessions\":%zu,\"failures\":0,\"first_error\":\"\",\"seconds\":%.6f,\"per_s\":%.3f,"
-            "\"p50_ms\":%.6f,\"p99_ms\":%.6f,\"init_p50_ms\":%.6f,\"init_p99_ms\":%.6f,\"other_cpu_pct\":%.3f}",
-            cycle.n, el, (double)cycle.n / el, pct(cycle.v, cycle.n, 50) * 1e3, pct(cycle.v, cycle.n, 99) * 1e3,
-            pct(init.v, init.n, 50) * 1e3, pct(init.v, init.n, 99) * 1e3, other > 0 ? other / el * 100 : 0);
+            ",\"setup\":{\"sessions\":%zu,\"failures\":0,\"first_error\":\"\",\"seconds\":%.6f,"
+            "\"per_s\":%.3f,"
+            "\"p50_ms\":%.6f,\"p99_ms\":%.6f,\"init_p50_ms\":%.6f,\"init_p99_ms\":%.6f,\"other_cpu_"
+            "pct\":%.3f}",
+            cycle.n, el, (double)cycle.n / el, pct(cycle.v, cycle.n, 50) * 1e3,
+            pct(cycle.v, cycle.n, 99) * 1e3, pct(init.v, init.n, 50) * 1e3,
+            pct(init.v, init.n, 99) * 1e3, other > 0 ? other / el * 100 : 0);
     fprintf(stderr, "bench: direct: spawn to initialize p50 %.3f ms, whole cycle %.1f/s\n",
             pct(init.v, init.n, 50) * 1e3, (double)cycle.n / el);
 
@@ -591,7 +613,9 @@ int main(int argc, char **argv)
         fprintf(f, "%s{\"concurrency\":%d,", k ? "," : "", n);
         json_run(f, &R);
         fputc('}', f);
-        fprintf(stderr, "bench: direct: C=%d: %.0f req/s, p50 %.3f ms, bad %ld, driver CPU %.0f%%, children %.0f%%\n",
+        fprintf(stderr,
+                "bench: direct: C=%d: %.0f req/s, p50 %.3f ms, bad %ld, driver CPU %.0f%%, "
+                "children %.0f%%\n",
                 n, (double)R.ok / R.seconds, pct(R.lat.v, R.lat.n, 50) * 1e3, R.bad,
                 R.driver_cpu_s / R.seconds * 100, R.children_cpu_s / R.seconds * 100);
         if (R.ok == 0)
@@ -628,12 +652,15 @@ int main(int argc, char **argv)
         }
         closed_loop(&c, 1, &large[k], opt_seconds, &R);
         reap(&c);
-        fprintf(f, "%s{\"scenario\":\"%s\",\"bytes\":%ld,", k ? "," : "", large_name[k], large_bytes);
+        fprintf(f, "%s{\"scenario\":\"%s\",\"bytes\":%ld,", k ? "," : "", large_name[k],
+                large_bytes);
         json_run(f, &R);
         fputc('}', f);
-        fprintf(stderr, "bench: direct: %s %ld bytes: %.1f req/s, p50 %.3f ms, bad %ld, driver CPU %.0f%%\n",
-                large_name[k], large_bytes, (double)R.ok / R.seconds, pct(R.lat.v, R.lat.n, 50) * 1e3, R.bad,
-                R.driver_cpu_s / R.seconds * 100);
+        fprintf(
+            stderr,
+            "bench: direct: %s %ld bytes: %.1f req/s, p50 %.3f ms, bad %ld, driver CPU %.0f%%\n",
+            large_name[k], large_bytes, (double)R.ok / R.seconds, pct(R.lat.v, R.lat.n, 50) * 1e3,
+            R.bad, R.driver_cpu_s / R.seconds * 100);
         if (R.ok == 0)
             die("%s: no good answer (first: %s)", large_name[k], R.example_bad);
         free(R.lat.v);

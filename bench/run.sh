@@ -40,7 +40,7 @@ BENCH_LOAD_START=$(cat /proc/loadavg)
 export BENCH_SECONDS BENCH_WARMUP MCPGATE_BIN BENCH_T0 BENCH_LOAD_START BENCH_LARGE_BYTES BENCH_WARM
 # A bound on one driver run: every measurement of it (setup, each concurrency, two large
 # payloads) with its warm-up, plus slack for opening sessions and starting wrk.
-NCONC=$(echo "$BENCH_CONCURRENCY" | tr ', ' '\n\n' | grep -c .)
+NCONC=$(echo "$BENCH_CONCURRENCY" | tr -s ', ' '\n' | grep -c .)
 DRIVER_TIMEOUT=$(awk -v s="$BENCH_SECONDS" -v w="$BENCH_WARMUP" -v n="$NCONC" 'BEGIN { printf "%d", (s + w) * (n + 3) * 1.5 + 120 }')
 
 say() { echo "bench: $*" >&2; }
@@ -86,19 +86,20 @@ if [ -z "$NODE_TOO_OLD" ] && { [ ! -f "$NM/.package-lock.json" ] ||
     (cd bench && timeout 300 npm ci --no-audit --no-fund --loglevel=error) || die "npm ci in bench/ failed"
 fi
 
-rm -f "$ROOT"/bench/results/*.log # logs of gateways that failed to start last time
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/mcpgate-bench.XXXXXX")
-chmod 700 "$TMP"
-
-# The child-direct driver, built with the flags of the project's own C.
+# The child-direct driver, built with the flags of the project's own C (before TMP exists:
+# a failure here leaves nothing behind).
 DIRECT_BIN=$ROOT/build/bench/direct
-if [ "$BENCH_DIRECT" = 1 ] && { [ ! -x "$DIRECT_BIN" ] || [ bench/direct.c -nt "$DIRECT_BIN" ]; }; then
-    command -v cc >/dev/null 2>&1 || die "cc is missing (make deps installs build-essential)"
+if [ "$BENCH_DIRECT" = 1 ] && { [ ! -x "$DIRECT_BIN" ] || [ -n "$(find bench/direct.c -newer "$DIRECT_BIN")" ]; }; then
+    command -v cc >/dev/null 2>&1 || die "cc is missing (make deps installs gcc)"
     mkdir -p "$ROOT/build/bench"
     say "building $DIRECT_BIN"
     cc -std=c11 -O2 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
         -o "$DIRECT_BIN" bench/direct.c || die "cannot build bench/direct.c"
 fi
+
+rm -f "$ROOT"/bench/results/*.log # logs of gateways that failed to start last time
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/mcpgate-bench.XXXXXX")
+chmod 700 "$TMP"
 
 # ---- process lifetimes -----------------------------------------------------------------
 
