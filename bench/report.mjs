@@ -113,6 +113,10 @@ say(`each measurement: ${process.env.BENCH_WARMUP ?? '?'} s warm-up, then ${proc
   + `protocol 2025-11-25; per-request logging off everywhere`);
 say('ratio columns: mcpgate (auth: none) / that row. req/s and sessions/s: above 1 = mcpgate does more;');
 say('latency, CPU per request, memory: below 1 = mcpgate needs less.');
+if (direct) {
+  say('child direct is the ceiling: there req/s 0.40x = mcpgate delivers 40% of what the bare child answers over');
+  say('its pipes, latency 2.00x = mcpgate takes twice as long; 1.00x would be a gateway that costs nothing.');
+}
 const loadStart = Number((process.env.BENCH_LOAD_START ?? '0').split(' ')[0]);
 if (loadStart > 0.5 || os.loadavg()[0] > cpus.length) {
   say(`WARNING: the machine was not idle (load ${loadStart.toFixed(2)} at start): other processes shared `
