@@ -4,7 +4,8 @@
 //
 //   node bench/drive.mjs --name mcpgate --url http://127.0.0.1:P/mcp --pid PID \
 //       --upstream build/rel/examples/whoami-server --out result.json \
-//       [--auth-file FILE] [--seconds 8] [--warmup 2] [--concurrency 1,16]
+//       [--auth-file FILE] [--seconds 8] [--warmup 2] [--concurrency 1,16,64]
+//       [--large-bytes 1048576] [--only setup]
 //
 // 1. session setup: initialize, notifications/initialized, DELETE, one after the other on one
 //    keep-alive connection, for --warmup then --seconds seconds: sessions/s, p50, p99.
@@ -13,6 +14,11 @@
 // 3. memory and fds: RSS and open fds of the gateway process, and the number of upstream
 //    processes below it, before any load, with every throughput session open ("loaded"), and
 //    after those sessions were DELETEd and the upstream processes had gone ("closed").
+// 4. large payloads (--large-bytes, 0: skipped): on a new session, tools/call echo with a text of
+//    that many bytes, then big_line with bytes=that many, one client (wrk, bench/echo.lua), each
+//    answer checked whole; first one request each, and a gateway that refuses it (413, an
+//    error) gets {refused: why} instead of numbers. Gateway CPU and RSS before/after each.
+// --only setup: scenario 1 alone (the warm-pool row).
 //
 // Every request has a deadline; every wrk run has --timeout and a duration; bench/run.sh wraps
 // the whole driver in timeout(1) as well.
@@ -30,7 +36,7 @@ const REQUEST_TIMEOUT_MS = 10000;
 const CLK_TCK = 100; // Linux USER_HZ, for /proc/PID/stat times
 
 function parseArgs(argv) {
-  const o = { seconds: 8, warmup: 2, concurrency: '1,16' };
+  const o = { seconds: 8, warmup: 2, concurrency: '1,16,64', largeBytes: 1048576, only: '' };
   for (let i = 0; i < argv.length; i += 2) {
     const k = argv[i].replace(/^--/, '').replace(/-([a-z])/g, (_, c) => c.toUpperCase());
     if (argv[i + 1] === undefined) throw new Error(`missing value for ${argv[i]}`);
@@ -42,6 +48,7 @@ function parseArgs(argv) {
   o.pid = Number(o.pid);
   o.seconds = Number(o.seconds);
   o.warmup = Number(o.warmup);
+  o.largeBytes = Number(o.largeBytes);
   o.concurrency = String(o.concurrency).split(/[ ,]+/).filter(Boolean).map(Number);
   o.auth = o.authFile ? `Bearer ${readFileSync(o.authFile, 'utf8').trim()}` : '';
   return o;
@@ -253,7 +260,7 @@ async function sessionLoop(seconds) {
 
 // ---- scenario 2: throughput with wrk ------------------------------------------------
 
-function runWrk(sids, seconds, runTag) {
+function runWrk(sids, seconds, runTag, extraEnv = {}) {
   const c = sids.length;
   const args = ['-t', String(c), '-c', String(c), '-d', `${seconds}s`, '--timeout', '5s',
     '-s', path.join(HERE, 'echo.lua'), opt.url];
@@ -264,6 +271,7 @@ function runWrk(sids, seconds, runTag) {
     BENCH_AUTH: opt.auth,
     BENCH_RUN: runTag,
     BENCH_TEXT: ECHO_TEXT,
+    ...extraEnv,
   };
   return new Promise((resolve, reject) => {
     execFile(opt.wrk ?? 'wrk', args, { env, timeout: (seconds + 20) * 1000, maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
@@ -311,6 +319,73 @@ async function throughput(c, openSids) {
   return out;
 }
 
+// ---- scenario 4: large payloads ----------------------------------------------------
+
+/** A short, readable reason from an answer body (an HTML error page becomes its text). */
+const brief = (text) => text.replace(/<(head|style|script)[^]*?<\/\1>/gi, ' ').replace(/<[^>]*>/g, ' ')
+  .replace(/\s+/g, ' ').split(/&nbsp;| at /)[0].trim().slice(0, 100); // no stack trace
+
+function largeCall(sid, tool, bytes, id) {
+  const text = 'x'.repeat(bytes);
+  const args = tool === 'big_line' ? { bytes } : { text };
+  return call('POST', sid, { jsonrpc: '2.0', id, method: 'tools/call', params: { name: tool, arguments: args } })
+    .then((r) => {
+      if (r.status !== 200) return `HTTP ${r.status} ${brief(r.text)}`;
+      if (!r.text.includes('"result"') || !r.text.includes(`"text":"${text}"`)) {
+        return `HTTP 200 but not the expected result: ${brief(r.text)}`;
+      }
+      return '';
+    }, (e) => String(e.message ?? e));
+}
+
+async function large(tool, bytes) {
+  const rssBefore = rssKiB(opt.pid);
+  const sid = await openSession();
+  try {
+    const why = await largeCall(sid, tool, bytes, `probe-${tool}`);
+    if (why) {
+      log(`${tool} ${bytes} bytes: refused: ${why}`);
+      return { scenario: tool, bytes, refused: why, rss_before_kib: rssBefore, rss_after_kib: rssKiB(opt.pid) };
+    }
+    const env = { BENCH_TOOL: tool, BENCH_BYTES: String(bytes) };
+    if (opt.warmup > 0) await runWrk([sid], opt.warmup, `lw-${tool}`, env);
+    const cpu0 = cpuTicks(opt.pid);
+    const c0 = cpuSample();
+    const r = await runWrk([sid], opt.seconds, `lm-${tool}`, env);
+    const cpu1 = cpuTicks(opt.pid);
+    const other = otherPct(c0, cpuSample());
+    const secs = r.duration_us / 1e6;
+    const ok = r.requests - r.bad;
+    const out = {
+      scenario: tool,
+      bytes,
+      requests: r.requests,
+      ok,
+      bad: r.bad,
+      errors: r.connect_err + r.read_err + r.write_err + r.timeouts,
+      example_bad: r.example_bad,
+      seconds: secs,
+      per_s: ok / secs,
+      p50_ms: r.p50_us / 1000,
+      p90_ms: r.p90_us / 1000,
+      p99_ms: r.p99_us / 1000,
+      max_ms: r.max_us / 1000,
+      gateway_cpu_pct: (((cpu1 - cpu0) / CLK_TCK) / secs) * 100,
+      gateway_cpu_s: (cpu1 - cpu0) / CLK_TCK,
+      tx_bytes: r.tx_bytes,
+      rx_bytes: r.rx_bytes,
+      other_cpu_pct: other,
+      rss_before_kib: rssBefore,
+      rss_after_kib: rssKiB(opt.pid),
+    };
+    log(`${tool} ${bytes} bytes: ${out.per_s.toFixed(1)} req/s, p50 ${out.p50_ms.toFixed(1)} ms, bad ${out.bad}, `
+      + `socket errors ${out.errors}, gateway CPU ${out.gateway_cpu_pct.toFixed(0)}%, RSS ${rssBefore} -> ${out.rss_after_kib} KiB`);
+    return out;
+  } finally {
+    await closeSession(sid).catch(() => {});
+  }
+}
+
 // ---- main ----------------------------------------------------------------------------
 
 async function settle(baseline, ms) {
@@ -318,7 +393,7 @@ async function settle(baseline, ms) {
   while (upstreams().length > baseline && performance.now() < end) await new Promise((r) => setTimeout(r, 100));
 }
 
-const result = { name: opt.name, url: opt.url, auth: Boolean(opt.auth), seconds: opt.seconds, warmup: opt.warmup };
+const result = { name: opt.name, url: opt.url, auth: Boolean(opt.auth), seconds: opt.seconds, warmup: opt.warmup, only: opt.only };
 try {
   const before = snapshot('before', 0);
   const baselineUpstreams = before.upstreams; // mcp-proxy keeps one shared child from the start
@@ -331,6 +406,7 @@ try {
     + `other processes ${result.setup.other_cpu_pct.toFixed(0)}%`);
   if (result.setup.sessions === 0) throw new Error(`no session could be set up: ${result.setup.first_error}`);
   await settle(baselineUpstreams, 5000);
+  if (opt.only === 'setup') throw Object.assign(new Error('done'), { done: true });
 
   const openSids = [];
   result.throughput = [];
@@ -348,9 +424,17 @@ try {
   await new Promise((r) => setTimeout(r, 500)); // let the gateway finish its own clean-up
   const closed = snapshot('closed', 0);
   result.memory = { before, loaded, closed, close_failures: closeFailures, settle_ms: settleMs };
+
+  if (opt.largeBytes > 0) {
+    result.large = [];
+    for (const tool of ['echo', 'big_line']) result.large.push(await large(tool, opt.largeBytes));
+    agent.destroy();
+  }
 } catch (e) {
-  result.error = String(e.message ?? e);
-  log(`FAILED: ${result.error}`);
+  if (!e.done) {
+    result.error = String(e.message ?? e);
+    log(`FAILED: ${result.error}`);
+  }
 } finally {
   agent.destroy();
 }

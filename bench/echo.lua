@@ -1,4 +1,5 @@
--- wrk script for the request-throughput scenario: tools/call echo on open MCP sessions.
+-- wrk script for the request-throughput and large-payload scenarios: tools/call on open MCP
+-- sessions (echo with a short text, echo with a text of BENCH_BYTES bytes, or big_line).
 --
 -- Run with as many threads as connections (wrk -t C -c C): each thread then has exactly one
 -- keep-alive connection and one session, and sends its next request only after the previous
@@ -9,8 +10,12 @@
 --   BENCH_AUTH   an Authorization header value, or empty
 --   BENCH_RUN    a prefix that makes JSON-RPC ids unique in the session across runs
 --   BENCH_TEXT   the echo payload (plain ASCII, no quotes)
--- Every answer is checked (HTTP 200 and the echoed text in a result); done() prints one line
--- "BENCH_JSON {...}" with the counts and the latency percentiles in microseconds.
+--   BENCH_TOOL   "echo" (default) or "big_line"
+--   BENCH_BYTES  when set: echo sends a text of that many "x" (generated here), big_line asks
+--                for bytes=BENCH_BYTES; either way the answer must hold that text whole
+-- Every answer is checked (HTTP 200 and the expected text, whole, in a result); done() prints
+-- one line "BENCH_JSON {...}" with the counts, the bytes sent and received (bodies), and the
+-- latency percentiles in microseconds.
 
 local sids = {}
 for s in string.gmatch(os.getenv("BENCH_SIDS") or "", "[^,]+") do
@@ -31,7 +36,17 @@ end
 function init(args)
     path = os.getenv("BENCH_PATH") or "/mcp"
     run = (os.getenv("BENCH_RUN") or "r") .. "-" .. tno .. "-"
+    tool = os.getenv("BENCH_TOOL") or "echo"
+    local nbytes = tonumber(os.getenv("BENCH_BYTES") or "")
     text = os.getenv("BENCH_TEXT") or "hello"
+    if nbytes then
+        text = string.rep("x", nbytes)
+    end
+    if tool == "big_line" then
+        call_args = '{"bytes":' .. (nbytes or 0) .. '}'
+    else
+        call_args = '{"text":"' .. text .. '"}'
+    end
     expect = '"text":"' .. text .. '"'
     headers = {
         ["Content-Type"] = "application/json",
@@ -45,6 +60,8 @@ function init(args)
     end
     n = 0
     bad = 0
+    tx = 0
+    rx = 0
     first_bad = ""
 end
 
@@ -52,11 +69,13 @@ function request()
     -- JSON-RPC ids must not repeat within a session (MCP basic: requests), hence one per call.
     n = n + 1
     local body = '{"jsonrpc":"2.0","id":"' .. run .. n ..
-        '","method":"tools/call","params":{"name":"echo","arguments":{"text":"' .. text .. '"}}}'
+        '","method":"tools/call","params":{"name":"' .. tool .. '","arguments":' .. call_args .. '}}'
+    tx = tx + #body
     return wrk.format("POST", path, headers, body)
 end
 
 function response(status, hdrs, body)
+    rx = rx + #(body or "")
     if status ~= 200 or not string.find(body, '"result"', 1, true)
         or not string.find(body, expect, 1, true) then
         bad = bad + 1
@@ -71,9 +90,11 @@ local function jstr(s)
 end
 
 function done(summary, latency, requests)
-    local bad_total, example = 0, ""
+    local bad_total, example, tx_total, rx_total = 0, "", 0, 0
     for _, t in ipairs(threads) do
         bad_total = bad_total + (t:get("bad") or 0)
+        tx_total = tx_total + (t:get("tx") or 0)
+        rx_total = rx_total + (t:get("rx") or 0)
         local fb = t:get("first_bad") or ""
         if example == "" then example = fb end
     end
@@ -81,8 +102,8 @@ function done(summary, latency, requests)
     io.write(string.format(
         'BENCH_JSON {"requests":%d,"duration_us":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,' ..
         '"max_us":%d,"bad":%d,"connect_err":%d,"read_err":%d,"write_err":%d,"status_err":%d,' ..
-        '"timeouts":%d,"example_bad":%s}\n',
+        '"timeouts":%d,"tx_bytes":%.0f,"rx_bytes":%.0f,"example_bad":%s}\n',
         summary.requests, summary.duration, latency:percentile(50), latency:percentile(90),
         latency:percentile(99), latency.max, bad_total, e.connect, e.read, e.write, e.status,
-        e.timeout, jstr(example)))
+        e.timeout, tx_total, rx_total, jstr(example)))
 end

@@ -1,11 +1,13 @@
 // Prints the tables of `make bench` from the JSON files bench/drive.mjs wrote, one row per
-// gateway, with the ratio mcpgate/peer, and writes the same text to --out.
+// gateway, with the ratio mcpgate/row, and writes the same text to --out and, as Markdown
+// (headings, the same tables), to --md.
 //
-//   node bench/report.mjs --dir DIR --out bench/results/latest.txt NAME...
+//   node bench/report.mjs --dir DIR --out bench/results/latest.txt --md bench/results/latest.md NAME...
 //
-// DIR/NAME.json is a driver result; DIR/NAME.error (plain text) says why a gateway has none.
-// Environment from bench/run.sh: BENCH_LOAD_START (/proc/loadavg at start), BENCH_T0 (start,
-// epoch seconds), MCPGATE_BIN, BENCH_SECONDS, BENCH_WARMUP.
+// DIR/NAME.json is a driver result (bench/drive.mjs, or bench/direct for the row "direct");
+// DIR/NAME.error (plain text) says why a gateway has none. Environment from bench/run.sh:
+// BENCH_LOAD_START (/proc/loadavg at start), BENCH_T0 (start, epoch seconds), MCPGATE_BIN,
+// BENCH_SECONDS, BENCH_WARMUP, BENCH_WARM.
 
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -17,10 +19,12 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 const argv = process.argv.slice(2);
 let dir;
 let out;
+let md;
 const names = [];
 for (let i = 0; i < argv.length; i += 1) {
   if (argv[i] === '--dir') dir = argv[++i];
   else if (argv[i] === '--out') out = argv[++i];
+  else if (argv[i] === '--md') md = argv[++i];
   else names.push(argv[i]);
 }
 
@@ -44,6 +48,8 @@ const LABELS = {
   supergateway: `supergateway ${pkgVersion('supergateway')} (--stateful)`,
   'mcp-proxy': `mcp-proxy ${pkgVersion('mcp-proxy')}`,
   'mcpgate-oauth': 'mcpgate (OAuth bearer, Redis store)',
+  'mcpgate-warm': `mcpgate (stdio.warm: ${process.env.BENCH_WARM ?? '?'}, identity in _meta only)`,
+  direct: 'child direct (bench/direct: no gateway, the ceiling)',
 };
 const REF = 'mcpgate';
 
@@ -55,6 +61,9 @@ const results = names.map((name) => {
   return JSON.parse(readFileSync(file, 'utf8'));
 });
 const ref = results.find((r) => r.name === REF);
+const direct = results.find((r) => r.name === 'direct' && !r.error);
+/** Rows that ran every scenario (the warm-pool row runs session setup only). */
+const full = results.filter((r) => r.only !== 'setup');
 
 // ---- formatting ----------------------------------------------------------------------
 
@@ -83,8 +92,11 @@ function table(header, rows) {
 /** A row for a gateway that has no numbers for this scenario: its reason, across the table. */
 const failedRow = (r, why) => [`${LABELS[r.name] ?? r.name}: ${why}`];
 
-const text = [];
-const say = (s = '') => text.push(s);
+// Each piece is kept with its kind, so that the same report prints as text and as Markdown.
+const parts = [];
+const say = (s = '') => parts.push({ kind: 'line', s });
+const title = (s) => parts.push({ kind: 'title', s });
+const tbl = (s) => parts.push({ kind: 'table', s });
 
 // ---- header ----------------------------------------------------------------------------
 
@@ -101,6 +113,10 @@ say(`each measurement: ${process.env.BENCH_WARMUP ?? '?'} s warm-up, then ${proc
   + `protocol 2025-11-25; per-request logging off everywhere`);
 say('ratio columns: mcpgate (auth: none) / that row. req/s and sessions/s: above 1 = mcpgate does more;');
 say('latency, CPU per request, memory: below 1 = mcpgate needs less.');
+if (direct) {
+  say('child direct is the ceiling: there req/s 0.40x = mcpgate delivers 40% of what the bare child answers over');
+  say('its pipes, latency 2.00x = mcpgate takes twice as long; 1.00x would be a gateway that costs nothing.');
+}
 const loadStart = Number((process.env.BENCH_LOAD_START ?? '0').split(' ')[0]);
 if (loadStart > 0.5 || os.loadavg()[0] > cpus.length) {
   say(`WARNING: the machine was not idle (load ${loadStart.toFixed(2)} at start): other processes shared `
@@ -111,17 +127,29 @@ say();
 
 // ---- scenario 1 --------------------------------------------------------------------------
 
-say('Scenario 1: session setup: initialize + notifications/initialized + DELETE, one after the other');
-say(table(
-  ['gateway', 'sessions/s', 'p50 ms', 'p99 ms', 'sessions', 'failed', 'other CPU', 'ratio sessions/s', 'ratio p50',
-    'ratio p99'],
+title('Scenario 1: session setup: initialize + notifications/initialized + DELETE, one after the other');
+tbl(table(
+  ['gateway', 'sessions/s', 'ms/session', 'p50 ms', 'p99 ms', 'sessions', 'failed', 'other CPU', 'ratio sessions/s',
+    'ratio p50', 'ratio p99', 'ms/session / direct spawn→init'],
   results.map((r) => {
     if (r.error && !r.setup) return failedRow(r, r.error);
     const s = r.setup;
-    return [LABELS[r.name] ?? r.name, f(s.per_s, 1), f(s.p50_ms), f(s.p99_ms), int(s.sessions), int(s.failures),
-      `${f(s.other_cpu_pct, 0)}%`, ratio(r, (x) => x.setup?.per_s), ratio(r, (x) => x.setup?.p50_ms), ratio(r, (x) => x.setup?.p99_ms)];
+    const msPer = 1000 / s.per_s;
+    return [LABELS[r.name] ?? r.name, f(s.per_s, 1), f(msPer), f(s.p50_ms), f(s.p99_ms), int(s.sessions), int(s.failures),
+      `${f(s.other_cpu_pct, 0)}%`, ratio(r, (x) => x.setup?.per_s), ratio(r, (x) => x.setup?.p50_ms), ratio(r, (x) => x.setup?.p99_ms),
+      direct ? `${f(msPer / direct.setup.init_p50_ms)}x` : 'n/a'];
   }),
 ));
+if (direct) {
+  say(`  child direct: spawn → initialize answer p50 ${f(direct.setup.init_p50_ms, 3)} ms, p99 ${f(direct.setup.init_p99_ms, 3)} ms;`);
+  say('  its row is the whole cycle: spawn, initialize, notifications/initialized, close stdin, wait for the exit.');
+  say('  ms/session = 1000 / sessions/s. The last column divides it by the direct spawn → initialize p50: how many');
+  say('  times the bare start of one child a whole session costs (a warm pool starts children off the critical path).');
+}
+if (results.some((r) => r.name === 'mcpgate-warm' && r.setup)) {
+  say('  mcpgate (stdio.warm): the same route with a pool of pre-initialized children; a sequential client takes one');
+  say('  per session and the pool refills behind it; a session that finds the pool empty starts a child cold.');
+}
 if (results.some((r) => r.name === 'mcp-proxy' && r.setup)) {
   say('  mcp-proxy starts no process per session: every session shares the one upstream child it started');
   say('  at launch, so its sessions/s is not a spawn-per-session number (mcpgate and supergateway spawn one each).');
@@ -131,18 +159,18 @@ say();
 
 // ---- scenario 2 --------------------------------------------------------------------------
 
-const cpuPerReq = (t) => (t && t.ok > 0 ? (t.gateway_cpu_pct / 100) * t.seconds * 1e6 / t.ok : undefined);
+const cpuPerReq = (t) => (t && t.ok > 0 && Number.isFinite(t.gateway_cpu_pct) ? (t.gateway_cpu_pct / 100) * t.seconds * 1e6 / t.ok : undefined);
 const concurrencies = [...new Set(results.flatMap((r) => (r.throughput ?? []).map((t) => t.concurrency)))];
 for (const c of concurrencies) {
-  say(`Scenario 2: tools/call echo, ${c} concurrent client${c > 1 ? 's' : ''}, one session and one keep-alive connection each (wrk)`);
+  title(`Scenario 2: tools/call echo, ${c} concurrent client${c > 1 ? 's' : ''}, one session and one keep-alive connection each (wrk)`);
   const get = (r) => (r.throughput ?? []).find((t) => t.concurrency === c);
-  say(table(
+  tbl(table(
     ['gateway', 'req/s', 'p50 ms', 'p99 ms', 'gw CPU', 'CPU us/req', 'bad/err', 'other CPU', 'ratio req/s', 'ratio p50',
       'ratio p99', 'ratio CPU/req'],
-    results.map((r) => {
+    full.map((r) => {
       const t = get(r);
       if (!t) return failedRow(r, r.error ?? 'not measured');
-      return [LABELS[r.name] ?? r.name, int(t.per_s), f(t.p50_ms, 3), f(t.p99_ms, 3), `${f(t.gateway_cpu_pct, 0)}%`,
+      return [LABELS[r.name] ?? r.name, int(t.per_s), f(t.p50_ms, 3), f(t.p99_ms, 3), t.gateway_cpu_pct === null ? 'none' : `${f(t.gateway_cpu_pct, 0)}%`,
         f(cpuPerReq(t), 0), `${t.bad}/${t.errors}`, `${f(t.other_cpu_pct, 0)}%`, ratio(r, (x) => get(x)?.per_s), ratio(r, (x) => get(x)?.p50_ms),
         ratio(r, (x) => get(x)?.p99_ms), ratio(r, (x) => cpuPerReq(get(x)))];
     }),
@@ -150,6 +178,12 @@ for (const c of concurrencies) {
   for (const r of results) {
     const t = get(r);
     if (t?.example_bad) say(`  ${r.name}: first bad answer: ${t.example_bad}`);
+  }
+  const d = direct && get(direct);
+  if (d) {
+    say(`  child direct: ${c} child${c > 1 ? 'ren' : ''}, one per client, over pipes; its driver used ${f(d.driver_cpu_pct, 0)}% of a core`);
+    say(`  (${d.driver_cpu_pct < 90 ? 'less than one core: it is not the bottleneck' : 'WARNING: about one core, the driver may be the bottleneck'}), `
+      + `the children ${f(d.children_cpu_pct, 0)}%. Its ratio req/s is mcpgate / the ceiling.`);
   }
   if (c === 1) {
     say('  One client on a 2-vCPU VM is bimodal (p50 ~55 us or ~150 us for mcpgate, flipping from one moment to');
@@ -170,13 +204,12 @@ say();
 
 // ---- scenario 3 --------------------------------------------------------------------------
 
-say('Scenario 3: memory and descriptors of the gateway process: before any load, loaded (the');
-say('throughput sessions still open), closed (those sessions DELETEd, upstream processes gone)');
+title('Scenario 3: memory and descriptors of the gateway process: before any load, loaded (the throughput sessions still open), closed (those sessions DELETEd, upstream processes gone)');
 const m = (r, k) => r.memory?.[k];
-say(table(
+tbl(table(
   ['gateway', 'RSS MiB before/loaded/closed', 'fds before/loaded/closed', 'upstream procs', 'upstream RSS MiB loaded',
     'ratio RSS closed', 'ratio RSS+upstreams loaded'],
-  results.map((r) => {
+  full.filter((r) => r.name !== 'direct').map((r) => {
     if (!r.memory) return failedRow(r, r.error ?? 'not measured');
     const [b, l, c] = ['before', 'loaded', 'closed'].map((k) => m(r, k));
     return [LABELS[r.name] ?? r.name, `${mib(b.rss_kib)} / ${mib(l.rss_kib)} / ${mib(c.rss_kib)}`,
@@ -195,14 +228,74 @@ if (withMem) {
 for (const r of results) {
   if (r.memory?.close_failures) say(`  ${r.name}: ${r.memory.close_failures} DELETEs failed`);
 }
+say();
+
+// ---- scenario 4 --------------------------------------------------------------------------
+
+const largeOf = (r, sc) => (r.large ?? []).find((x) => x.scenario === sc);
+/** MiB through the gateway per answered request: the request body and the answer body. */
+const mibPerReq = (x) => (x && x.requests > 0 ? (x.rx_bytes / x.requests + (x.scenario === 'echo' ? x.bytes : 0) + 100) / 2 ** 20 : undefined);
+const cpuMsPerReq = (x) => (x && x.ok > 0 && Number.isFinite(x.gateway_cpu_pct) ? (x.gateway_cpu_pct / 100) * x.seconds * 1e3 / x.ok : undefined);
+const cpuMsPerMiB = (x) => (cpuMsPerReq(x) !== undefined ? cpuMsPerReq(x) / mibPerReq(x) : undefined);
+for (const sc of ['echo', 'big_line']) {
+  if (!full.some((r) => largeOf(r, sc))) continue;
+  const bytes = full.map((r) => largeOf(r, sc)).find(Boolean).bytes;
+  title(sc === 'echo'
+    ? `Scenario 4: large payload: tools/call echo with a text of ${int(bytes)} bytes (that much in, that much out), 1 client`
+    : `Scenario 4: large payload: tools/call big_line bytes=${int(bytes)} (a small request, a result of that many bytes), 1 client`);
+  tbl(table(
+    ['gateway', 'req/s', 'p50 ms', 'p99 ms', 'gw CPU', 'CPU ms/req', 'CPU ms/MiB', 'RSS MiB before/after', 'bad/err',
+      'other CPU', 'ratio req/s', 'ratio p50', 'ratio p99', 'ratio CPU/MiB'],
+    full.map((r) => {
+      const x = largeOf(r, sc);
+      if (!x) return failedRow(r, r.error ?? 'not measured');
+      if (x.refused) return failedRow(r, `refused the request: ${x.refused}`);
+      const rss = r.name === 'direct' ? 'none' : `${mib(x.rss_before_kib)} / ${mib(x.rss_after_kib)}`;
+      return [LABELS[r.name] ?? r.name, f(x.per_s, 1), f(x.p50_ms, 1), f(x.p99_ms, 1),
+        x.gateway_cpu_pct === null ? 'none' : `${f(x.gateway_cpu_pct, 0)}%`, f(cpuMsPerReq(x), 2), f(cpuMsPerMiB(x), 2), rss,
+        `${x.bad}/${x.errors}`, `${f(x.other_cpu_pct, 0)}%`, ratio(r, (y) => largeOf(y, sc)?.per_s),
+        ratio(r, (y) => largeOf(y, sc)?.p50_ms), ratio(r, (y) => largeOf(y, sc)?.p99_ms), ratio(r, (y) => cpuMsPerMiB(largeOf(y, sc)))];
+    }),
+  ));
+  for (const r of full) {
+    const x = largeOf(r, sc);
+    if (x?.example_bad) say(`  ${r.name}: first bad answer: ${x.example_bad}`);
+  }
+  const d = direct && largeOf(direct, sc);
+  if (d) say(`  child direct: its driver used ${f(d.driver_cpu_pct, 0)}% of a core, the child ${f(d.children_cpu_pct, 0)}%.`);
+  say();
+}
+if (full.some((r) => r.large)) {
+  say('  CPU ms/MiB: the gateway\'s own CPU time (utime + stime of its process, children excluded) per MiB it');
+  say('  carried: request body + answer body (echo: ~2 MiB per request, big_line: ~1 MiB). RSS before/after: the');
+  say('  gateway process before the first large request and after the last. Every answer is checked whole (HTTP');
+  say('  200, a result holding the whole text); a gateway that refuses the request (413, an error) says so.');
+}
+
 if (elapsed !== undefined) {
   say();
   say(`run time: ${elapsed} s`);
 }
 
-const report = `${text.join('\n')}\n`;
+const asText = () => `${parts.map((p) => p.s).join('\n')}\n`;
+function asMarkdown() {
+  const lines = [];
+  let first = true;
+  for (const p of parts) {
+    if (p.kind === 'title') lines.push('', `### ${p.s}`, '');
+    else if (p.kind === 'table') lines.push(p.s, '');
+    else if (first) {
+      lines.push(`## ${p.s}`, '');
+      first = false;
+    } else if (p.s === '') lines.push('');
+    else lines.push(`${p.s.trim()}  `); // two spaces: a line break in the same paragraph
+  }
+  return `${lines.join('\n').replace(/\n{3,}/g, '\n\n').trim()}\n`;
+}
+const report = asText();
 process.stdout.write(report);
-if (out) {
-  mkdirSync(path.dirname(out), { recursive: true });
-  writeFileSync(out, report);
+for (const [file, body] of [[out, report], [md, md ? asMarkdown() : '']]) {
+  if (!file) continue;
+  mkdirSync(path.dirname(file), { recursive: true });
+  writeFileSync(file, body);
 }

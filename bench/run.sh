@@ -4,12 +4,17 @@
 #
 # Each gateway runs alone in turn, in front of the same upstream (build/rel/examples/
 # whoami-server); bench/drive.mjs runs the scenarios against it (session setup, throughput with
-# wrk, memory and fds); then mcpgate again with OAuth on (redis-server, the test IdP of
-# tests/idp, a token obtained through the real flow by bench/token.mjs). bench/report.mjs prints
-# the tables with the ratios mcpgate/peer and writes them to bench/results/latest.txt.
+# wrk, memory and fds, large payloads); mcpgate once more with a warm pool (stdio.warm, session
+# setup only); bench/direct (built here from bench/direct.c) drives the upstream itself over its
+# stdin/stdout, the ceiling ("child direct"); then mcpgate again with OAuth on (redis-server,
+# the test IdP of tests/idp, a token obtained through the real flow by bench/token.mjs).
+# bench/report.mjs prints the tables with the ratios mcpgate/row and writes them to
+# bench/results/latest.txt and, as Markdown, bench/results/latest.md.
 #
 # Knobs (environment): BENCH_SECONDS (8) and BENCH_WARMUP (2) per measurement,
-# BENCH_CONCURRENCY ("1,16"), BENCH_OAUTH (1; 0 skips that scenario), BENCH_PEERS
+# BENCH_CONCURRENCY ("1,16,64"), BENCH_LARGE_BYTES (1048576; 0 skips the large payloads),
+# BENCH_WARM (4: stdio.warm of the warm-pool row; 0 skips that row), BENCH_DIRECT (1; 0 skips
+# the child-direct row), BENCH_OAUTH (1; 0 skips that scenario), BENCH_PEERS
 # ("supergateway mcp-proxy"), MCPGATE_BIN (build/rel/mcpgate).
 #
 # Every process started here is in its own process group and is stopped on exit, on error and
@@ -21,7 +26,10 @@ ROOT=$PWD
 
 BENCH_SECONDS=${BENCH_SECONDS:-8}
 BENCH_WARMUP=${BENCH_WARMUP:-2}
-BENCH_CONCURRENCY=${BENCH_CONCURRENCY:-1,16}
+BENCH_CONCURRENCY=${BENCH_CONCURRENCY:-1,16,64}
+BENCH_LARGE_BYTES=${BENCH_LARGE_BYTES:-1048576}
+BENCH_WARM=${BENCH_WARM:-4}
+BENCH_DIRECT=${BENCH_DIRECT:-1}
 BENCH_OAUTH=${BENCH_OAUTH:-1}
 BENCH_PEERS=${BENCH_PEERS-supergateway mcp-proxy} # empty: mcpgate only
 MCPGATE_BIN=${MCPGATE_BIN:-$ROOT/build/rel/mcpgate}
@@ -29,7 +37,11 @@ WHOAMI=$ROOT/build/rel/examples/whoami-server
 NM=$ROOT/bench/node_modules
 BENCH_T0=$(date +%s)
 BENCH_LOAD_START=$(cat /proc/loadavg)
-export BENCH_SECONDS BENCH_WARMUP MCPGATE_BIN BENCH_T0 BENCH_LOAD_START
+export BENCH_SECONDS BENCH_WARMUP MCPGATE_BIN BENCH_T0 BENCH_LOAD_START BENCH_LARGE_BYTES BENCH_WARM
+# A bound on one driver run: every measurement of it (setup, each concurrency, two large
+# payloads) with its warm-up, plus slack for opening sessions and starting wrk.
+NCONC=$(echo "$BENCH_CONCURRENCY" | tr -s ', ' '\n' | grep -c .)
+DRIVER_TIMEOUT=$(awk -v s="$BENCH_SECONDS" -v w="$BENCH_WARMUP" -v n="$NCONC" 'BEGIN { printf "%d", (s + w) * (n + 3) * 1.5 + 120 }')
 
 say() { echo "bench: $*" >&2; }
 die() {
@@ -72,6 +84,17 @@ if [ -z "$NODE_TOO_OLD" ] && { [ ! -f "$NM/.package-lock.json" ] ||
     [ -n "$(find bench/package-lock.json -newer "$NM/.package-lock.json")" ]; }; then
     say "installing the peers (npm ci in bench/)"
     (cd bench && timeout 300 npm ci --no-audit --no-fund --loglevel=error) || die "npm ci in bench/ failed"
+fi
+
+# The child-direct driver, built with the flags of the project's own C (before TMP exists:
+# a failure here leaves nothing behind).
+DIRECT_BIN=$ROOT/build/bench/direct
+if [ "$BENCH_DIRECT" = 1 ] && { [ ! -x "$DIRECT_BIN" ] || [ -n "$(find bench/direct.c -newer "$DIRECT_BIN")" ]; }; then
+    command -v cc >/dev/null 2>&1 || die "cc is missing (make deps installs gcc)"
+    mkdir -p "$ROOT/build/bench"
+    say "building $DIRECT_BIN"
+    cc -std=c11 -O2 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+        -o "$DIRECT_BIN" bench/direct.c || die "cannot build bench/direct.c"
 fi
 
 rm -f "$ROOT"/bench/results/*.log # logs of gateways that failed to start last time
@@ -157,9 +180,9 @@ measure() {
     say "measuring $name"
     # In the background and in its own process group (with its wrk runs), so that a signal to
     # this script stops it at once: sh runs traps only after a foreground command ends.
-    setsid timeout 240 node bench/drive.mjs --name "$name" --url "$url" --pid "$pid" --upstream "$WHOAMI" \
+    setsid timeout "$DRIVER_TIMEOUT" node bench/drive.mjs --name "$name" --url "$url" --pid "$pid" --upstream "$WHOAMI" \
         --out "$TMP/$name.json" --seconds "$BENCH_SECONDS" --warmup "$BENCH_WARMUP" \
-        --concurrency "$BENCH_CONCURRENCY" "$@" &
+        --concurrency "$BENCH_CONCURRENCY" --large-bytes "$BENCH_LARGE_BYTES" "$@" &
     dpid=$!
     PIDS="$PIDS $dpid"
     if ! wait "$dpid"; then
@@ -188,7 +211,9 @@ NAMES="mcpgate"
 
 # Per-request logging is off for every gateway (mcpgate: access_log; supergateway: --logLevel
 # none, as its info level logs every message; mcp-proxy logs nothing per request by default).
-write_config() { # $1 port, $2 extra top-level YAML (flow style), $3 route auth
+# $1 port, $2 extra top-level YAML (flow style), $3 route auth, [$4 extra stdio keys (", k: v"),
+# $5 extra route line]
+write_config() {
     cat <<EOF
 server:
   listen: ["127.0.0.1:$1"]
@@ -198,7 +223,8 @@ routes:
   - name: whoami
     path: /mcp
     auth: $3
-    stdio: { command: ["$WHOAMI"] }
+    stdio: { command: ["$WHOAMI"]${4:-} }
+${5:-}
 log: { level: warn, access_log: false }
 $2
 EOF
@@ -214,6 +240,47 @@ if wait_up mcpgate "$PID" "http://127.0.0.1:$port/healthz" "$TMP/mcpgate.log"; t
 else
     stop_pid "$PID"
     start_failed mcpgate "$TMP/mcpgate.log"
+fi
+
+# ---- mcpgate with a warm pool: session setup only -----------------------------------
+
+# stdio.warm needs the identity to reach the child per request only (README, "Warm children").
+if [ "$BENCH_WARM" != 0 ]; then
+    NAMES="$NAMES mcpgate-warm"
+    port=$(free_port)
+    write_config "$port" "store: { backend: memory }" none ", warm: $BENCH_WARM" \
+        "    identity: { env: false, jwt: false, idp_access_token: false, meta: true }" >"$TMP/mcpgate-warm.yaml"
+    if ! "$MCPGATE_BIN" check-config "$TMP/mcpgate-warm.yaml" >"$TMP/check.log" 2>&1; then
+        cat "$TMP/check.log" >&2
+        failed mcpgate-warm "mcpgate refused the warm-pool configuration (stdio.warm: $BENCH_WARM)"
+    else
+        start "$TMP/mcpgate-warm.log" "$MCPGATE_BIN" -c "$TMP/mcpgate-warm.yaml"
+        if wait_up mcpgate-warm "$PID" "http://127.0.0.1:$port/healthz" "$TMP/mcpgate-warm.log"; then
+            sleep 1 # the pool fills
+            measure mcpgate-warm "http://127.0.0.1:$port/mcp" "$PID" --only setup
+        else
+            stop_pid "$PID"
+            start_failed mcpgate-warm "$TMP/mcpgate-warm.log"
+        fi
+    fi
+fi
+
+# ---- child direct: the upstream driven over its stdin/stdout, no gateway ---------------
+
+if [ "$BENCH_DIRECT" = 1 ]; then
+    NAMES="$NAMES direct"
+    say "measuring direct (bench/direct: whoami-server spawned and driven over its pipes)"
+    # Its own process group, as every driver; its children read EOF and exit when it ends.
+    setsid timeout "$DRIVER_TIMEOUT" "$DIRECT_BIN" --upstream "$WHOAMI" --out "$TMP/direct.json" \
+        --seconds "$BENCH_SECONDS" --warmup "$BENCH_WARMUP" --concurrency "$BENCH_CONCURRENCY" \
+        --large-bytes "$BENCH_LARGE_BYTES" &
+    dpid=$!
+    PIDS="$PIDS $dpid"
+    if ! wait "$dpid"; then
+        rm -f "$TMP/direct.json"
+        failed direct "bench/direct failed; see the messages above"
+    fi
+    stop_pid "$dpid"
 fi
 
 # ---- peers -----------------------------------------------------------------------------
@@ -326,4 +393,4 @@ fi
 say "all gateways stopped; the report:"
 echo
 # shellcheck disable=SC2086
-node bench/report.mjs --dir "$TMP" --out "$ROOT/bench/results/latest.txt" $NAMES
+node bench/report.mjs --dir "$TMP" --out "$ROOT/bench/results/latest.txt" --md "$ROOT/bench/results/latest.md" $NAMES
