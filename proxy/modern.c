@@ -86,13 +86,16 @@ struct mreq {
     char *text; /* owned: the request as the child gets it (after initialize) */
     size_t len;
     bool sent;
-    bool sse;      /* the response switched to SSE (progress came first) */
-    bool discover; /* answered from the InitializeResult */
+    bool sse;            /* the response switched to SSE (progress came first) */
+    bool discover;       /* answered from the InitializeResult */
+    struct call_obs obs; /* for the route's metrics */
     struct mreq *next;
 };
 
 static void mreq_free(struct mreq *r)
 {
+    /* Not counted yet: no answer of the child's reached the client. */
+    call_obs_end(r->call->proxy, r->call->route_name, &r->obs, NULL, "failed");
     proxy_call_free(r->call);
     free(r->id_json);
     free(r->token_json);
@@ -370,6 +373,7 @@ static void on_child_line(struct stdio_child *sc, const char *line, size_t len, 
         } else if (m.id_key) {
             struct mreq *r = req_by_gw_id(c, m.id_key);
             if (r) {
+                call_obs_end(c->proxy, r->call->route_name, &r->obs, &m, NULL);
                 const struct gw_route_config *route =
                     gw_config_route_by_name(c->proxy->cfg, c->route_name);
                 size_t flen = len;
@@ -549,6 +553,7 @@ static void on_client_gone(struct http_request *req, void *arg)
 {
     struct mreq *r = arg;
     (void)req;
+    call_obs_end(r->call->proxy, r->call->route_name, &r->obs, NULL, "cancelled");
     /* Closing the response cancels the request (2026-07-28, cancellation). */
     if (r->sent && !r->c->dead) {
         char *cancel = xasprintf("{\"jsonrpc\":\"2.0\",\"method\":\"notifications/cancelled\","
@@ -744,6 +749,7 @@ void modern_handle(struct proxy_call *call, const struct guard_body *body)
             answer_discover(r);
         return;
     }
+    call_obs_start(&r->obs, m, g->orig);
     r->text = child_text(g, r->gw_id, &r->len);
     if (r->text == NULL) {
         fail(r, JSONRPC_INTERNAL_ERROR, "cannot forward the request");

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import { REPO, gatewayConfig, parseMetrics, request, startGateway, waitFor } from '../lib/harness.mjs';
-import { McpClient, childPids, mcpRequest, routesYaml, toolCall, whoamiRoute } from '../lib/mcp.mjs';
+import { McpClient, childPids, mcpPost, mcpRequest, routesYaml, toolCall, whoamiRoute } from '../lib/mcp.mjs';
 
 const ROUTE = '/mcp/who';
 let gw;
@@ -22,8 +22,9 @@ before(async () => {
       extra: routesYaml([whoamiRoute({
         name: 'who',
         path: ROUTE,
+        modern: true, // modern is per origin: every route or none
         tools: [{ match: 'crash', deny: true }, { match: 'secret_*', deny: true }],
-      })]),
+      }), whoamiRoute({ name: 'mod', path: '/mcp/mod', modern: true })]),
     }),
   });
 });
@@ -112,6 +113,22 @@ describe('per-route metrics', () => {
     // slow never answered on this route and no rule names it: its label is "other".
     await waitFor(async () => calls((await metrics()).m, 'other', 'failed') === 1, { what: 'the failed call to be counted' });
     assert.equal(calls((await metrics()).m, 'slow', 'failed'), undefined);
+  });
+
+  test('2026-07-28 requests are counted like the others', async () => {
+    const meta = {
+      'io.modelcontextprotocol/protocolVersion': '2026-07-28',
+      'io.modelcontextprotocol/clientCapabilities': {},
+      'io.modelcontextprotocol/clientInfo': { name: 'metrics-test', version: '1' },
+    };
+    const r = await mcpPost(gw.port, '/mcp/mod', { jsonrpc: '2.0', id: 'm1', method: 'tools/call', params: { name: 'echo', arguments: { text: 'modern' }, _meta: meta } },
+      { protocolVersion: '2026-07-28', headers: { 'mcp-method': 'tools/call', 'mcp-name': 'echo' } });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.result.content[0].text, 'modern');
+    const { m } = await metrics();
+    assert.equal(m.get('mcpgate_tool_calls_total{route="mod",tool="echo",outcome="ok"}'), 1);
+    assert.ok(m.get('mcpgate_upstream_request_duration_seconds_count{route="mod"}') >= 1);
+    assert.equal(m.get('mcpgate_route_children{route="mod"}'), 1, 'the modern pool child is a child of the route');
   });
 
   test('the store latency histogram and the fixed rows are exposed', async () => {
