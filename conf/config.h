@@ -41,23 +41,24 @@ struct gw_string_map {
 /* ---- server ---------------------------------------------------------- */
 
 struct gw_limits {
-    uint64_t max_body_bytes;             /* default 4 MiB */
-    uint64_t max_header_bytes;           /* default 16 KiB (request line + headers) */
-    uint32_t max_connections;            /* default 20000 */
-    uint32_t max_connections_per_ip;     /* per TCP peer address (IPv6 /64), default 256 */
-    uint32_t max_sessions;               /* default 10000 */
-    uint32_t max_sessions_per_user;      /* default 20 */
-    uint32_t event_ring;                 /* events kept per session, default 256 */
-    uint32_t max_streams_per_session;    /* default 4 */
-    uint64_t sse_high_water_bytes;       /* slow-reader bound per stream, default 1 MiB */
-    uint64_t request_timeout_ms;         /* reading a request, default 30 s */
-    uint64_t idle_timeout_ms;            /* idle keep-alive connection, default 120 s */
-    uint64_t header_timeout_ms;          /* request line + headers in total, default 20 s */
-    uint64_t body_timeout_ms;            /* a request body in total, default 60 s */
-    uint64_t lingering_bytes;            /* drained after an answer that closes, default 64 MiB */
-    uint64_t lingering_time_ms;          /* ... for at most, default 30 s */
-    uint64_t lingering_timeout_ms;       /* ... waiting for each read at most, default 5 s */
-    uint64_t shutdown_grace_ms;          /* drain on SIGTERM, default 10 s */
+    uint64_t max_body_bytes;          /* default 4 MiB */
+    uint64_t max_header_bytes;        /* default 16 KiB (request line + headers) */
+    uint32_t max_connections;         /* default 20000 */
+    uint32_t max_connections_per_ip;  /* per TCP peer address (IPv6 /64), default 256 */
+    uint32_t open_files;              /* RLIMIT_NOFILE set at start; 0 (default): the hard limit */
+    uint32_t max_sessions;            /* default 10000 */
+    uint32_t max_sessions_per_user;   /* default 20 */
+    uint32_t event_ring;              /* events kept per session, default 256 */
+    uint32_t max_streams_per_session; /* default 4 */
+    uint64_t sse_high_water_bytes;    /* slow-reader bound per stream, default 1 MiB */
+    uint64_t request_timeout_ms;      /* reading a request, default 30 s */
+    uint64_t idle_timeout_ms;         /* idle keep-alive connection, default 120 s */
+    uint64_t header_timeout_ms;       /* request line + headers in total, default 20 s */
+    uint64_t body_timeout_ms;         /* a request body in total, default 60 s */
+    uint64_t lingering_bytes;         /* drained after an answer that closes, default 64 MiB */
+    uint64_t lingering_time_ms;       /* ... for at most, default 30 s */
+    uint64_t lingering_timeout_ms;    /* ... waiting for each read at most, default 5 s */
+    uint64_t shutdown_grace_ms;       /* drain on SIGTERM, default 10 s */
     uint32_t max_pending_authorizations; /* per client IP, default 100 */
     /* MCP sessions (proxy/session.c) */
     uint32_t max_pending_per_session; /* requests in flight per session, default 64 */

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include <event2/event.h>
@@ -543,6 +544,59 @@ static void install_signals(struct gw_app *app)
 
 /* ---- lifecycle ------------------------------------------------------- */
 
+/*
+ * The open-file limit, set once at start: server.limits.open_files, or the
+ * hard limit when it is 0 (most systems start services with a soft limit of
+ * 1024, far below max_connections). Every connection, child pipe and pidfd
+ * is a descriptor; at the limit accept() fails with EMFILE, which the HTTP
+ * server survives (it sheds the newest connection), but the operator should
+ * hear about it before that: a warning when the limit is below
+ * max_connections plus a reserve for listeners, the store and children.
+ */
+#define OPEN_FILES_RESERVE 256
+static void log_limit(enum gw_log_level level, const char *msg, const char *k1, uint64_t v1,
+                      const char *k2, uint64_t v2)
+{
+    struct gw_log_line *l = gw_log_begin(level, "app", NULL, msg);
+    gw_log_int(l, k1, (int64_t)v1);
+    gw_log_int(l, k2, (int64_t)v2);
+    gw_log_end(l);
+}
+
+static void apply_open_files(const struct gw_config *cfg)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        gw_log(GW_LOG_WARN, "app", NULL, "cannot read the open-file limit", "error",
+               strerror(errno), NULL);
+        return;
+    }
+    rlim_t hard = rl.rlim_max == RLIM_INFINITY ? 1048576 : rl.rlim_max; /* Linux's nr_open */
+    rlim_t want = cfg->server.limits.open_files ? cfg->server.limits.open_files : hard;
+    if (want > hard) {
+        log_limit(GW_LOG_WARN, "server.limits.open_files is above the hard limit: using it",
+                  "open_files", want, "hard_limit", hard);
+        want = hard;
+    }
+    if (want != rl.rlim_cur) {
+        rl.rlim_cur = want;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            gw_log(GW_LOG_WARN, "app", NULL, "cannot set the open-file limit", "error",
+                   strerror(errno), NULL);
+    }
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    uint64_t need = (uint64_t)cfg->server.limits.max_connections + OPEN_FILES_RESERVE;
+    if (rl.rlim_cur < need)
+        log_limit(GW_LOG_WARN,
+                  "the open-file limit is below server.limits.max_connections + 256: "
+                  "raise the hard limit (LimitNOFILE=, ulimit -Hn) or lower max_connections",
+                  "open_files", rl.rlim_cur, "needed", need);
+    else
+        log_limit(GW_LOG_DEBUG, "open-file limit", "open_files", rl.rlim_cur, "hard_limit",
+                  rl.rlim_max == RLIM_INFINITY ? 0 : rl.rlim_max);
+}
+
 struct gw_app *gw_app_new(struct gw_config *cfg, const struct gw_app_options *opts, char **err_out)
 {
     *err_out = NULL;
@@ -550,6 +604,7 @@ struct gw_app *gw_app_new(struct gw_config *cfg, const struct gw_app_options *op
     app->cfg = cfg;
     app->opts = *opts;
     apply_log_level(app);
+    apply_open_files(cfg);
     app->base = event_base_new();
     if (app->base == NULL) {
         *err_out = xstrdup("cannot create the event loop");

@@ -125,6 +125,7 @@ static const struct conf_field limits_fields[] = {
     {"max_connections", CONF_U32, AT(struct gw_limits, max_connections), RANGE(1, 1000000)},
     {"max_connections_per_ip", CONF_U32, AT(struct gw_limits, max_connections_per_ip),
      RANGE(1, 1000000)},
+    {"open_files", CONF_U32, AT(struct gw_limits, open_files), RANGE(0, 1048576)},
     {"max_sessions", CONF_U32, AT(struct gw_limits, max_sessions), RANGE(1, 10000000)},
     {"max_sessions_per_user", CONF_U32, AT(struct gw_limits, max_sessions_per_user),
      RANGE(1, 1000000)},

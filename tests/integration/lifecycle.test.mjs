@@ -1,6 +1,7 @@
 // Signals: SIGHUP reloads (or keeps the running config and logs errors with
 // file:line:column), SIGTERM/SIGINT drain in-flight requests and exit 0.
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import net from 'node:net';
 import { after, describe, test } from 'node:test';
 
@@ -206,5 +207,38 @@ describe('SIGTERM / SIGINT drain', () => {
     assert.ok(Date.now() - t0 < 2000, `second SIGTERM took ${Date.now() - t0} ms`);
     assert.ok(gw.logs().some((l) => /second signal/.test(l.msg)));
     await inflight;
+  });
+});
+
+describe('the open-file limit (server.limits.open_files)', () => {
+  const softLimit = (pid) => Number(/^Max open files\s+(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/limits`, 'utf8'))[1]);
+  const gws = [];
+  after(async () => {
+    for (const g of gws) assert.equal(await g.stop(), 0);
+  });
+
+  test('by default the soft limit is raised to the hard limit at start', async () => {
+    const gw = await startGateway({ nofile: { soft: 256, hard: 4096 }, config: ({ port }) => gatewayConfig({ port, limits: { max_connections: 1000 } }) });
+    gws.push(gw);
+    assert.equal(softLimit(gw.pid), 4096);
+    assert.ok(!gw.logs().some((l) => /open-file limit is below/.test(l.msg)), 'warned although 4096 is enough');
+  });
+
+  test('open_files sets it, within the hard limit', async () => {
+    const gw = await startGateway({ nofile: { soft: 256, hard: 4096 }, config: ({ port }) => gatewayConfig({ port, limits: { max_connections: 500, open_files: 1000 } }) });
+    gws.push(gw);
+    assert.equal(softLimit(gw.pid), 1000);
+    const over = await startGateway({ nofile: { soft: 256, hard: 2048 }, config: ({ port }) => gatewayConfig({ port, limits: { max_connections: 500, open_files: 100000 } }) });
+    gws.push(over);
+    assert.equal(softLimit(over.pid), 2048);
+    await over.waitForLog((l) => l.level === 'warn' && /above the hard limit/.test(l.msg) && l.hard_limit === 2048);
+  });
+
+  test('a hard limit below max_connections is warned about at start', async () => {
+    const gw = await startGateway({ nofile: { soft: 256, hard: 512 }, config: ({ port }) => gatewayConfig({ port }) });
+    gws.push(gw);
+    const w = await gw.waitForLog((l) => l.level === 'warn' && /open-file limit is below server\.limits\.max_connections/.test(l.msg));
+    assert.equal(w.open_files, 512);
+    assert.equal(w.needed, 20000 + 256);
   });
 });

@@ -444,7 +444,8 @@ export function assertNoSanitizerReport(text, who = 'mcpgate') {
  *   health   {port, host, socketPath} to probe instead of 127.0.0.1:<port>;
  *            false: do not wait for health
  *   startTimeoutMs  default 10000
- *   nofile   when set, the open-file limit (ulimit -n) the binary runs with
+ *   nofile   when set, the open-file limit (ulimit -n) the binary runs with, or
+ *            {soft, hard} for the two limits apart
  *            (spawned as sh -c 'ulimit -n N; exec mcpgate …': same pid)
  *
  * Returns {port, url, dir, configPath, proc, logs(), stderr(), waitForLog(),
@@ -459,8 +460,11 @@ export async function startGateway({ config, port, env = {}, args = [], health, 
   fs.writeFileSync(configPath, text);
 
   const argv = ['-c', configPath, ...args];
+  // nofile: N (soft and hard), or {soft, hard}
+  const ulimit = typeof nofile === 'object' ? 'ulimit -Sn "${0%:*}" && ulimit -Hn "${0#*:}" && exec "$@"' : 'ulimit -n "$0" && exec "$@"';
+  const nofileArg = typeof nofile === 'object' ? `${nofile.soft}:${nofile.hard}` : String(nofile);
   const proc = track(nofile
-    ? spawn('/bin/sh', ['-c', 'ulimit -n "$0" && exec "$@"', String(nofile), MCPGATE_BIN, ...argv], {
+    ? spawn('/bin/sh', ['-c', ulimit, nofileArg, MCPGATE_BIN, ...argv], {
       env: sanitizerEnv(env),
       stdio: ['ignore', 'pipe', 'pipe'],
     })
