@@ -987,6 +987,11 @@ static CURLcode setup_easy(struct httpc_call *call, const struct httpc_request *
         SETOPT(rc, e, CURLOPT_CONNECTTIMEOUT_MS, clamp_long(call->connect_timeout_ms));
     if (call->timeout_ms)
         SETOPT(rc, e, CURLOPT_TIMEOUT_MS, clamp_long(call->timeout_ms));
+    /* libcurl 7.88 gives every transfer a receive buffer of CURLOPT_BUFFERSIZE (16 KiB by
+     * default) for its whole life. A GET stream to an upstream is mostly idle, and there
+     * can be thousands: 4 KiB each keeps them cheap (larger events just take more reads). */
+    if (call->streaming && strcmp(call->method, "GET") == 0)
+        SETOPT(rc, e, CURLOPT_BUFFERSIZE, 4096L);
     if (!call->streaming) {
         /* Fails at once when Content-Length says too much; on_curl_body bounds the rest. */
         uint64_t max = call->max_response_bytes > INT64_MAX ? INT64_MAX : call->max_response_bytes;

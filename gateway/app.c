@@ -5,6 +5,9 @@
 #include "gateway/app.h"
 
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,6 +58,9 @@ struct gw_app {
     bool stopping_children;
     struct event *signals[3];   /* owned: TERM, INT, HUP */
     struct event *drain_timer;  /* owned */
+    struct event *trim_timer;   /* owned: gives freed memory back (trim_check) */
+    size_t conn_peak;           /* open connections, the most since the last trim */
+    uint64_t last_trim_ms;      /* monotonic */
     uint64_t drain_deadline_ms; /* monotonic */
     bool draining;
     int exit_status;
@@ -542,6 +548,38 @@ static void install_signals(struct gw_app *app)
     }
 }
 
+/* ---- memory ------------------------------------------------------------ */
+
+/*
+ * glibc keeps what a burst of connections freed (thousands of idle streams
+ * closing) in its arenas, so RSS stays at the peak. Every TRIM_INTERVAL_MS,
+ * when open connections fell to half of their peak since the last trim (and
+ * by at least TRIM_MIN_DROP), malloc_trim(0) returns the free pages to the
+ * kernel. Its cost grows with the heap, not with traffic, and it runs at most
+ * once per interval, on the loop; the peak is sampled every second.
+ */
+#define TRIM_SAMPLE_MS 1000
+#define TRIM_INTERVAL_MS 10000
+#define TRIM_MIN_DROP 256
+static void trim_check(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct gw_app *app = arg;
+    size_t now = app->http ? http_server_open_connections(app->http) : 0;
+    if (now > app->conn_peak)
+        app->conn_peak = now;
+    uint64_t t = time_mono_ms();
+    if (t - app->last_trim_ms >= TRIM_INTERVAL_MS && app->conn_peak >= now + TRIM_MIN_DROP &&
+        now <= app->conn_peak / 2) {
+#ifdef __GLIBC__
+        malloc_trim(0);
+#endif
+        app->conn_peak = now;
+        app->last_trim_ms = t;
+    }
+}
+
 /* ---- lifecycle ------------------------------------------------------- */
 
 /*
@@ -612,6 +650,9 @@ struct gw_app *gw_app_new(struct gw_config *cfg, const struct gw_app_options *op
     }
     app->metrics = gw_metrics_new(app->cfg->metrics.max_series);
     app->drain_timer = xevtimer_new(app->base, drain_check, app);
+    app->trim_timer = xevent_new(app->base, -1, EV_PERSIST, trim_check, app);
+    struct timeval trim_tv = {TRIM_SAMPLE_MS / 1000, 0};
+    event_add(app->trim_timer, &trim_tv);
     if (load_identity_keys(cfg, &app->sign_key, &app->previous_key, err_out) < 0 ||
         open_store(app, err_out) < 0 || open_oauth(app, err_out) < 0 ||
         open_cluster(app, err_out) < 0)
@@ -644,6 +685,8 @@ void gw_app_free(struct gw_app *app)
             event_free(app->signals[i]);
     if (app->drain_timer)
         event_free(app->drain_timer);
+    if (app->trim_timer)
+        event_free(app->trim_timer);
     /* Outbound calls and the store first: their pending callbacks still
      * finish live requests while the HTTP servers exist. */
     proxy_free(app->proxy);     /* kills and reaps children still running */
