@@ -223,7 +223,8 @@ if (withMem) {
   say(`  loaded = ${withMem.memory.loaded.sessions_open} sessions open. Every gateway had by then set up and closed`);
   say('  all the sessions of scenario 1 and served every request of scenario 2: fds and upstream processes');
   say('  back to "before" means nothing leaked; RSS of a Node process does not shrink after a peak (V8 heap),');
-  say("  mcpgate's (glibc malloc) does not either; what matters is that it stays flat from run to run.");
+  say("  mcpgate gives freed memory back (malloc_trim) only after connections fell to half their peak; what");
+  say('  matters is that it stays flat from run to run.');
 }
 for (const r of results) {
   if (r.memory?.close_failures) say(`  ${r.name}: ${r.memory.close_failures} DELETEs failed`);
@@ -270,6 +271,30 @@ if (full.some((r) => r.large)) {
   say('  carried: request body + answer body (echo: ~2 MiB per request, big_line: ~1 MiB). RSS before/after: the');
   say('  gateway process before the first large request and after the last. Every answer is checked whole (HTTP');
   say('  200, a result holding the whole text); a gateway that refuses the request (413, an error) says so.');
+}
+
+// ---- scenario 5: idle GET streams on an HTTP route (bench/idle.mjs) ------------------------
+
+const idle = ['mcpgate', 'nginx'].map((n) => {
+  const file = path.join(dir, `idle-${n}.json`);
+  return existsSync(file) ? { name: n, ...JSON.parse(readFileSync(file, 'utf8')) } : null;
+}).filter(Boolean);
+if (idle.length) {
+  title(`Scenario 5: idle GET streams on an HTTP route (the same HTTP upstream behind each front): ${idle[0].n} streams`);
+  const ng = idle.find((r) => r.name === 'nginx');
+  tbl(table(['front', 'KiB per stream', 'ratio', 'RSS MiB: base', 'sessions made', 'streams open', '10 s after close', 'after close / base', 'fds open / closed'],
+    idle.map((r) => [
+      r.name === 'nginx' ? 'nginx 1.22 (proxy_buffering off)' : 'mcpgate (auth: none)',
+      f(r.kib_per_stream, 1),
+      r.name === 'mcpgate' ? (ng ? `${(r.kib_per_stream / ng.kib_per_stream).toFixed(2)}x nginx` : 'n/a') : 'ref',
+      mib(r.base.rss), mib(r.initialized.rss), mib(r.loaded.rss), mib(r.closed.rss),
+      `${(r.closed.rss / r.base.rss).toFixed(2)}x`,
+      `${int(r.loaded.fds)} / ${int(r.closed.fds)}`,
+    ])));
+  say('  KiB per stream: (RSS with the streams open - RSS after the sessions were made) / streams. "sessions');
+  say('  made" is after N initializes through the front: mcpgate keeps a binding per upstream session (until');
+  say('  http.session_idle), nginx keeps nothing. RSS of nginx is master + worker.');
+  say();
 }
 
 if (elapsed !== undefined) {

@@ -15,7 +15,8 @@
 # BENCH_CONCURRENCY ("1,16,64"), BENCH_LARGE_BYTES (1048576; 0 skips the large payloads),
 # BENCH_WARM (4: stdio.warm of the warm-pool row; 0 skips that row), BENCH_DIRECT (1; 0 skips
 # the child-direct row), BENCH_OAUTH (1; 0 skips that scenario), BENCH_PEERS
-# ("supergateway mcp-proxy"), MCPGATE_BIN (build/rel/mcpgate).
+# ("supergateway mcp-proxy"), BENCH_IDLE_STREAMS (5000; 0 skips the idle-stream scenario),
+# MCPGATE_BIN (build/rel/mcpgate).
 #
 # Every process started here is in its own process group and is stopped on exit, on error and
 # on Ctrl-C; every wait is bounded; ports are picked free at run time.
@@ -386,6 +387,102 @@ oauth: { secret_file: \"$TMP/secret\", scopes: { \"mcp:tools\": \"Use the benchm
 if [ "$BENCH_OAUTH" = 1 ]; then
     NAMES="$NAMES mcpgate-oauth"
     oauth_scenario
+fi
+
+# ---- idle streams: an HTTP route, mcpgate beside nginx in front of the same upstream --------
+
+# idle_front NAME PORT PIDS: bench/idle.mjs client against one front, into $TMP/idle-NAME.json.
+idle_front() {
+    say "idle streams: $BENCH_IDLE_STREAMS GET streams through $1"
+    timeout 300 node bench/idle.mjs client --port "$2" --path /mcp --pids "$3" --n "$BENCH_IDLE_STREAMS" \
+        --out "$TMP/idle-$1.json" >"$TMP/idle-$1.err" 2>&1 ||
+        { say "the idle-stream client failed through $1:"; tail -n 5 "$TMP/idle-$1.err" >&2; }
+}
+
+idle_scenario() {
+    # Each stream is a client socket and an upstream socket in the front, and one in the client.
+    need=$((BENCH_IDLE_STREAMS * 2 + 512))
+    if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt "$need" ]; then
+        say "idle streams skipped: the hard open-file limit $(ulimit -Hn) is below $need"
+        return
+    fi
+    ulimit -n "$need" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+    uport=$(free_port)
+    start "$TMP/idle-upstream.log" node bench/idle.mjs upstream --port "$uport"
+    upid=$PID
+    wait_up "idle upstream" "$upid" "http://127.0.0.1:$uport/" "$TMP/idle-upstream.log" || { stop_pid "$upid"; return 0; }
+
+    gport=$(free_port)
+    cat >"$TMP/mcpgate-idle.yaml" <<YAML
+server:
+  listen: ["127.0.0.1:$gport"]
+  public_url: "http://127.0.0.1:$gport"
+  limits: { max_connections: $need, max_connections_per_ip: $need, max_sessions: $need, max_sessions_per_user: $need, max_upstream_sessions: $need }
+store: { backend: memory }
+log: { level: warn, access_log: false }
+routes:
+  - { name: idle, path: /mcp, auth: none, http: { url: "http://127.0.0.1:$uport/mcp" } }
+YAML
+    "$MCPGATE_BIN" check-config "$TMP/mcpgate-idle.yaml" >"$TMP/check-idle.log" 2>&1 ||
+        { cat "$TMP/check-idle.log" >&2; say "idle streams: mcpgate refused its configuration"; stop_pid "$upid"; return; }
+    start "$TMP/mcpgate-idle.log" "$MCPGATE_BIN" -c "$TMP/mcpgate-idle.yaml"
+    gpid=$PID
+    if wait_up mcpgate "$gpid" "http://127.0.0.1:$gport/healthz" "$TMP/mcpgate-idle.log"; then
+        idle_front mcpgate "$gport" "$gpid"
+    fi
+    stop_pid "$gpid"
+
+    if ! command -v nginx >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        say "installing nginx-light (Debian package) for the idle-stream comparison"
+        timeout 300 apt-get install -y -qq --no-install-recommends nginx-light >/dev/null || true
+    fi
+    if command -v nginx >/dev/null 2>&1; then
+        nport=$(free_port)
+        mkdir -p "$TMP/nginx"
+        cat >"$TMP/nginx/nginx.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/error.log warn;
+worker_rlimit_nofile $need;
+events { worker_connections $need; }
+http {
+    access_log off;
+    client_body_temp_path $TMP/nginx/body;
+    proxy_temp_path $TMP/nginx/proxy;
+    fastcgi_temp_path $TMP/nginx/fastcgi;
+    uwsgi_temp_path $TMP/nginx/uwsgi;
+    scgi_temp_path $TMP/nginx/scgi;
+    upstream idle { server 127.0.0.1:$uport; keepalive 64; }
+    server {
+        listen 127.0.0.1:$nport;
+        location / {
+            proxy_pass http://idle;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_read_timeout 1h;
+        }
+    }
+}
+NGINX
+        start "$TMP/nginx.log" nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf"
+        npid=$PID
+        if wait_up nginx "$npid" "http://127.0.0.1:$nport/" "$TMP/nginx.log"; then
+            workers=$(pgrep -P "$npid" | tr '\n' ',' | sed 's/,$//')
+            idle_front nginx "$nport" "$npid${workers:+,$workers}"
+        fi
+        stop_pid "$npid"
+    else
+        say "idle streams: nginx is missing (apt-get install nginx-light): mcpgate alone"
+    fi
+    stop_pid "$upid"
+}
+
+BENCH_IDLE_STREAMS=${BENCH_IDLE_STREAMS:-5000}
+export BENCH_IDLE_STREAMS
+if [ "$BENCH_IDLE_STREAMS" -gt 0 ]; then
+    idle_scenario
 fi
 
 # ---- report ------------------------------------------------------------------------------
