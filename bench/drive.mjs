@@ -285,20 +285,16 @@ function runWrk(sids, seconds, runTag, extraEnv = {}) {
   });
 }
 
-async function throughput(c, openSids) {
-  const sids = [];
-  for (let i = 0; i < c; i += 1) sids.push(await openSession());
-  openSids.push(...sids);
-  if (opt.warmup > 0) await runWrk(sids, opt.warmup, `w${c}`);
+/** One measured wrk run on SIDS: its counts and latencies, and the gateway's CPU meanwhile. */
+async function measuredWrk(sids, tag, env) {
   const cpu0 = cpuTicks(opt.pid);
   const c0 = cpuSample();
-  const r = await runWrk(sids, opt.seconds, `m${c}`);
+  const r = await runWrk(sids, opt.seconds, tag, env);
   const cpu1 = cpuTicks(opt.pid);
   const other = otherPct(c0, cpuSample());
   const secs = r.duration_us / 1e6;
   const ok = r.requests - r.bad;
-  const out = {
-    concurrency: c,
+  return {
     requests: r.requests,
     ok,
     bad: r.bad,
@@ -311,8 +307,19 @@ async function throughput(c, openSids) {
     p99_ms: r.p99_us / 1000,
     max_ms: r.max_us / 1000,
     gateway_cpu_pct: (((cpu1 - cpu0) / CLK_TCK) / secs) * 100,
+    gateway_cpu_s: (cpu1 - cpu0) / CLK_TCK,
+    tx_bytes: r.tx_bytes,
+    rx_bytes: r.rx_bytes,
     other_cpu_pct: other,
   };
+}
+
+async function throughput(c, openSids) {
+  const sids = [];
+  for (let i = 0; i < c; i += 1) sids.push(await openSession());
+  openSids.push(...sids);
+  if (opt.warmup > 0) await runWrk(sids, opt.warmup, `w${c}`);
+  const out = { concurrency: c, ...await measuredWrk(sids, `m${c}`) };
   log(`C=${c}: ${out.per_s.toFixed(0)} req/s, p50 ${out.p50_ms.toFixed(2)} ms, p99 ${out.p99_ms.toFixed(2)} ms, `
     + `bad ${out.bad}, socket errors ${out.errors}, gateway CPU ${out.gateway_cpu_pct.toFixed(0)}%, `
     + `other processes ${out.other_cpu_pct.toFixed(0)}%`);
@@ -349,32 +356,10 @@ async function large(tool, bytes) {
     }
     const env = { BENCH_TOOL: tool, BENCH_BYTES: String(bytes) };
     if (opt.warmup > 0) await runWrk([sid], opt.warmup, `lw-${tool}`, env);
-    const cpu0 = cpuTicks(opt.pid);
-    const c0 = cpuSample();
-    const r = await runWrk([sid], opt.seconds, `lm-${tool}`, env);
-    const cpu1 = cpuTicks(opt.pid);
-    const other = otherPct(c0, cpuSample());
-    const secs = r.duration_us / 1e6;
-    const ok = r.requests - r.bad;
     const out = {
       scenario: tool,
       bytes,
-      requests: r.requests,
-      ok,
-      bad: r.bad,
-      errors: r.connect_err + r.read_err + r.write_err + r.timeouts,
-      example_bad: r.example_bad,
-      seconds: secs,
-      per_s: ok / secs,
-      p50_ms: r.p50_us / 1000,
-      p90_ms: r.p90_us / 1000,
-      p99_ms: r.p99_us / 1000,
-      max_ms: r.max_us / 1000,
-      gateway_cpu_pct: (((cpu1 - cpu0) / CLK_TCK) / secs) * 100,
-      gateway_cpu_s: (cpu1 - cpu0) / CLK_TCK,
-      tx_bytes: r.tx_bytes,
-      rx_bytes: r.rx_bytes,
-      other_cpu_pct: other,
+      ...await measuredWrk([sid], `lm-${tool}`, env),
       rss_before_kib: rssBefore,
       rss_after_kib: rssKiB(opt.pid),
     };
