@@ -141,6 +141,11 @@ void gw_store_options_from(const struct gw_config *cfg, struct store_options *ou
         .password = sc->redis_password,
         .prefix = sc->prefix,
         .timeout_ms = sc->timeout_ms,
+        .tls_ca_file = sc->redis_tls_ca_file,
+        .tls_cert_file = sc->redis_tls_cert_file,
+        .tls_key_file = sc->redis_tls_key_file,
+        .tls_server_name = sc->redis_tls_server_name,
+        .tls_no_verify = !sc->redis_tls_verify,
     };
 }
 
