@@ -10,6 +10,7 @@
  *   mcpgate_store_errors_total                       counter
  *   mcpgate_store_timeouts_total                     counter
  *   mcpgate_store_reconnects_total                   counter
+ *   mcpgate_store_failovers_total                    counter
  *   mcpgate_store_up                                 gauge
  *   mcpgate_build_info{version,revision}             gauge (1)
  *   mcpgate_start_time_seconds                       gauge
@@ -30,6 +31,7 @@ struct gw_metrics_gauges {
     uint64_t store_errors;
     uint64_t store_timeouts;
     uint64_t store_reconnects;
+    uint64_t store_failovers;
     bool store_up;
     uint64_t sessions;
     uint64_t children;

@@ -6,8 +6,10 @@
  *
  * It owns two connections to one server: "data" for every command and
  * "pubsub" (opened with the first subscription) for SUBSCRIBE, plus a record
- * per command in flight, a health-check timer, the parsed URL, the TLS
- * client context and the list of channels to (re-)subscribe.
+ * per command in flight, the operations held while the data connection has
+ * no link yet, a health-check timer, the parsed URL, the TLS client context,
+ * the list of channels to (re-)subscribe and, with Sentinel, two sentinel
+ * links (a question, a +switch-master subscription: see "Sentinel" below).
  *
  * Gaps of hiredis 0.14 still handled here, each with the test that pins it:
  *   - no command timeout          on_cmd_deadline   test_store_fault: frozen/late/silent
@@ -106,7 +108,25 @@ struct conn {
     bool ever_ready;        /* later READYs are reconnects */
     char *error;            /* owned: why this connection is not READY; NULL while READY */
     struct evdns_getaddrinfo_request *dns; /* the host name being resolved, or NULL */
-    char *logged_error; /* owned: the failure last logged in this outage; NULL when none */
+    char *logged_error;   /* owned: the failure last logged in this outage; NULL when none */
+    bool awaiting_master; /* Sentinel: CONNECTING, waiting for the master's address */
+};
+
+/*
+ * An operation issued while the data connection is CONNECTING but has no link
+ * yet (resolving the host name, asking the sentinels): it waits here, under
+ * the connection's handshake deadline, and is sent once the link opens.
+ */
+struct held_op {
+    struct held_op *next; /* owned by the list */
+    struct store_op op;   /* key and val point into the two fields below */
+    char *key;            /* owned */
+    void *val;            /* owned; NULL when val_len is 0 */
+};
+
+struct sentinel_addr {
+    char ip[INET6_ADDRSTRLEN];
+    int port;
 };
 
 struct redis_channel {
@@ -138,6 +158,23 @@ struct redis_backend {
     SSL_CTX *tls;                      /* owned: rediss:// client context; NULL for plain */
     char *tls_name;                    /* owned: SNI / certificate name (default: URL host) */
     bool tls_check_name;
+    /* Sentinel (store.redis.sentinels); n_sentinels 0: a fixed server. */
+    struct sentinel_addr *sentinels; /* owned array */
+    size_t n_sentinels;
+    char *master_name;        /* owned */
+    char *sentinel_password;  /* owned, wiped; NULL: no AUTH to sentinels */
+    size_t query_idx;         /* the sentinel asked first: the last that answered */
+    size_t query_tries;       /* sentinels tried in this round */
+    bool query_busy;          /* a get-master-addr-by-name is in flight */
+    char *query_error;        /* owned: the last sentinel's failure in this round */
+    struct redis_conn *query; /* owned: short-lived link for the question */
+    struct redis_conn *watch; /* owned: SUBSCRIBE +switch-master on one sentinel */
+    size_t watch_idx;
+    struct event *watch_timer;        /* owned: re-subscribe after a loss */
+    struct sentinel_addr master;      /* the last answer (ip "" before the first) */
+    uint64_t failovers;               /* +switch-master messages that moved our master */
+    struct held_op *held, *held_tail; /* owned: waiting for the data link to open */
+    size_t n_held;
 };
 
 /* One command in flight. Owned by the data link's FIFO from submission until on_cmd_reply. */
@@ -154,6 +191,7 @@ struct redis_cmd {
 };
 
 static void conn_connect(struct conn *c);
+static void held_flush(struct redis_backend *rb, const char *error);
 static void dns_cancel(struct conn *c);
 static void sub_send(struct conn *c, struct redis_channel *ch);
 
@@ -436,8 +474,10 @@ static void conn_down(struct conn *c, const char *reason)
     bool was_ready = c->state == CONN_READY;
 
     c->state = CONN_DOWN;
-    if (c->is_data)
+    if (c->is_data) {
         rb->healthy = false;
+        held_flush(rb, store_is_closing(rb->s) ? "store shutting down" : reason);
+    }
     for (struct redis_channel *ch = rb->channels; ch != NULL && !c->is_data; ch = ch->next)
         ch->active = false;
     replace_str(&c->error, xasprintf("redis %s", reason));
@@ -528,6 +568,24 @@ static void on_select_reply(struct redis_conn *link, const redisReply *r, void *
     handshake_step(r, arg, "SELECT");
 }
 
+static void on_role_reply(struct redis_conn *link, const redisReply *r, void *arg)
+{
+    struct conn *c = arg;
+    (void)link;
+    if (!handshake_step(r, c, "ROLE"))
+        return;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+        r->element[0]->type != REDIS_REPLY_STRING || strcmp(r->element[0]->str, "master") != 0) {
+        char *reason = xasprintf("%s is not a master (ROLE: %s)", c->rb->addr,
+                                 r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+                                         r->element[0]->type == REDIS_REPLY_STRING
+                                     ? r->element[0]->str
+                                     : "unexpected reply");
+        conn_drop(c, reason);
+        free(reason);
+    }
+}
+
 static void on_hello_ping_reply(struct redis_conn *link, const redisReply *r, void *arg)
 {
     (void)link;
@@ -548,7 +606,13 @@ static void on_conn_timer(evutil_socket_t fd, short what, void *arg)
         char *reason =
             xasprintf("%s %s timed out after %" PRIu64 " ms", c->dns ? "resolving" : "connect to",
                       c->rb->addr, c->rb->timeout_ms);
-        if (c->dns) {
+        if (c->awaiting_master) {
+            c->awaiting_master = false;
+            replace_str(&reason, xasprintf("asking the sentinels for master %s timed out after "
+                                           "%" PRIu64 " ms",
+                                           c->rb->master_name, c->rb->timeout_ms));
+            conn_down(c, reason);
+        } else if (c->dns) {
             dns_cancel(c);
             conn_down(c, reason);
         } else {
@@ -565,6 +629,7 @@ static void on_conn_timer(evutil_socket_t fd, short what, void *arg)
  * CONNECTING runs authenticated and on the right database.
  */
 static void connect_to(struct conn *c, const char *ip);
+static void sentinel_query(struct redis_backend *rb);
 
 static void on_resolved(int result, struct evutil_addrinfo *res, void *arg)
 {
@@ -619,6 +684,13 @@ static void conn_connect(struct conn *c)
     const struct store_redis_url *u = &rb->url;
     c->started = true;
     c->state = CONN_CONNECTING;
+    if (rb->n_sentinels > 0) {
+        /* Asked again for every connection, as a name is resolved again: a failover moves it. */
+        conn_arm_timer(c, rb->timeout_ms);
+        c->awaiting_master = true;
+        sentinel_query(rb);
+        return;
+    }
     if (!u->host_is_name) {
         connect_to(c, u->host);
         return;
@@ -640,7 +712,7 @@ static void connect_to(struct conn *c, const char *ip)
     char *err = NULL;
     struct redis_conn_target t = {
         .ip = ip,
-        .port = u->port,
+        .port = rb->n_sentinels > 0 ? rb->master.port : u->port,
         .unix_path = u->unix_path,
         .tls = rb->tls,
         .tls_name = rb->tls_name,
@@ -673,6 +745,12 @@ static void connect_to(struct conn *c, const char *ip)
         size_t lens[2] = {6, strlen(db)};
         rc = redis_conn_send(c->link, 2, argv, lens, on_select_reply, c);
     }
+    /* Sentinel: the address may be stale (a failover in progress): only a master will do. */
+    if (rc == 0 && rb->n_sentinels > 0) {
+        const char *argv[1] = {"ROLE"};
+        size_t lens[1] = {4};
+        rc = redis_conn_send(c->link, 1, argv, lens, on_role_reply, c);
+    }
     if (rc == 0) {
         const char *argv[1] = {"PING"};
         size_t lens[1] = {4};
@@ -684,10 +762,246 @@ static void connect_to(struct conn *c, const char *ip)
         goto out;
     }
     conn_arm_timer(c, rb->timeout_ms);
+    if (c->is_data)
+        held_flush(rb, NULL); /* behind the handshake, in the order they came */
 
 out:
     free(reason);
     free(err);
+}
+
+/* --- Sentinel ------------------------------------------------------------ */
+
+/*
+ * With store.redis.sentinels, the master's address comes from a sentinel
+ * before every connection (SENTINEL get-master-addr-by-name on a short-lived
+ * link, sentinels tried in order from the last one that answered, moving on
+ * when one fails), and ROLE in the handshake refuses anything but a master.
+ * A second link stays subscribed to +switch-master on one sentinel: on a
+ * failover both connections are dropped and reconnect to the new master
+ * after the usual backoff (subscriptions are renewed by conn_ready). A lost
+ * connection or a READONLY reply asks again the same way.
+ */
+
+static void conn_sentinel_answer(struct conn *c, const char *error)
+{
+    if (!c->awaiting_master || c->state != CONN_CONNECTING)
+        return;
+    c->awaiting_master = false;
+    if (error != NULL)
+        conn_down(c, error);
+    else
+        connect_to(c, c->rb->master.ip);
+}
+
+static void query_done(struct redis_backend *rb, const char *error)
+{
+    rb->query_busy = false;
+    if (error == NULL) {
+        replace_str(&rb->addr, xasprintf("%s:%d/%d (master %s)", rb->master.ip, rb->master.port,
+                                         rb->url.db, rb->master_name));
+    }
+    conn_sentinel_answer(&rb->data, error);
+    conn_sentinel_answer(&rb->pubsub, error);
+}
+
+static void query_try(struct redis_backend *rb);
+
+/* This sentinel failed: remember why, and ask the next one. */
+static void query_next(struct redis_backend *rb, const char *why)
+{
+    const struct sentinel_addr *a = &rb->sentinels[rb->query_idx];
+    replace_str(&rb->query_error, xasprintf("sentinel %s:%d: %s", a->ip, a->port, why));
+    redis_conn_close(rb->query);
+    rb->query_idx = (rb->query_idx + 1) % rb->n_sentinels;
+    rb->query_tries++;
+    query_try(rb);
+}
+
+static void on_query_event(struct redis_conn *link, bool up, const char *why, void *arg)
+{
+    (void)link;
+    if (!up)
+        query_next(arg, why);
+}
+
+static void on_query_auth(struct redis_conn *link, const redisReply *r, void *arg)
+{
+    (void)link;
+    if (r != NULL && r->type == REDIS_REPLY_ERROR) {
+        char *why = xasprintf("AUTH failed: %s", r->str);
+        query_next(arg, why);
+        free(why);
+    }
+}
+
+static void on_query_reply(struct redis_conn *link, const redisReply *r, void *arg)
+{
+    struct redis_backend *rb = arg;
+    (void)link;
+    if (r == NULL)
+        return; /* the link went: on_query_event or query_next moved on already */
+    long port = 0;
+    struct in6_addr a6;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        r->element[0]->type == REDIS_REPLY_STRING && r->element[1]->type == REDIS_REPLY_STRING &&
+        r->element[0]->len < sizeof(rb->master.ip) &&
+        (inet_pton(AF_INET, r->element[0]->str, &a6) == 1 ||
+         inet_pton(AF_INET6, r->element[0]->str, &a6) == 1) &&
+        parse_uint(r->element[1]->str, r->element[1]->len, 1, 65535, &port)) {
+        memcpy(rb->master.ip, r->element[0]->str, r->element[0]->len + 1);
+        rb->master.port = (int)port;
+        redis_conn_close(rb->query);
+        query_done(rb, NULL);
+        return;
+    }
+    char *why = r->type == REDIS_REPLY_ERROR
+                    ? xasprintf("%s", r->str)
+                    : xasprintf("does not know master %s", rb->master_name);
+    query_next(rb, why);
+    free(why);
+}
+
+/* Sends AUTH (when a sentinel password is set) on a fresh sentinel link. */
+static int sentinel_auth(struct redis_backend *rb, struct redis_conn *link, redis_conn_reply_fn cb)
+{
+    if (rb->sentinel_password == NULL)
+        return 0;
+    const char *argv[2] = {"AUTH", rb->sentinel_password};
+    size_t lens[2] = {4, strlen(rb->sentinel_password)};
+    return redis_conn_send(link, 2, argv, lens, cb, rb);
+}
+
+static void query_try(struct redis_backend *rb)
+{
+    char *err = NULL;
+    if (rb->query_tries >= rb->n_sentinels) {
+        char *reason = xasprintf("no sentinel gave the address of master %s (last: %s)",
+                                 rb->master_name, rb->query_error);
+        query_done(rb, reason);
+        free(reason);
+        return;
+    }
+    const struct sentinel_addr *a = &rb->sentinels[rb->query_idx];
+    struct redis_conn_target t = {.ip = a->ip, .port = a->port};
+    if (redis_conn_connect(rb->query, &t, rb->timeout_ms, &err) < 0) {
+        query_next(rb, err);
+        free(err);
+        return;
+    }
+    const char *argv[3] = {"SENTINEL", "get-master-addr-by-name", rb->master_name};
+    size_t lens[3] = {8, 23, strlen(rb->master_name)};
+    if (sentinel_auth(rb, rb->query, on_query_auth) < 0 ||
+        redis_conn_send(rb->query, 3, argv, lens, on_query_reply, rb) < 0)
+        query_next(rb, "cannot queue the question");
+}
+
+/* One question serves every connection waiting for the master (data and pubsub). */
+static void sentinel_query(struct redis_backend *rb)
+{
+    if (rb->query_busy)
+        return;
+    rb->query_busy = true;
+    rb->query_tries = 0;
+    query_try(rb);
+}
+
+static void watch_retry(struct redis_backend *rb)
+{
+    redis_conn_close(rb->watch);
+    rb->watch_idx = (rb->watch_idx + 1) % rb->n_sentinels;
+    struct timeval tv = ms_to_tv(rb->reconnect_min_ms);
+    event_add(rb->watch_timer, &tv);
+}
+
+static void on_watch_event(struct redis_conn *link, bool up, const char *why, void *arg)
+{
+    struct redis_backend *rb = arg;
+    (void)link;
+    if (up)
+        return;
+    const struct sentinel_addr *a = &rb->sentinels[rb->watch_idx];
+    gw_log(GW_LOG_WARN, "store", NULL, "redis sentinel subscription lost; trying the next",
+           "sentinel", a->ip, "error", why, NULL);
+    watch_retry(rb);
+}
+
+static void on_watch_reply(struct redis_conn *link, const redisReply *r, void *arg)
+{
+    (void)link;
+    if (r != NULL && r->type == REDIS_REPLY_ERROR)
+        watch_retry(arg);
+}
+
+/* "+switch-master" payload: "<name> <old-ip> <old-port> <new-ip> <new-port>". */
+static void on_watch_push(struct redis_conn *link, const redisReply *msg, void *arg)
+{
+    struct redis_backend *rb = arg;
+    (void)link;
+    if (msg->element[2]->type != REDIS_REPLY_STRING)
+        return;
+    const char *p = msg->element[2]->str;
+    size_t n = strlen(rb->master_name);
+    if (strncmp(p, rb->master_name, n) != 0 || p[n] != ' ')
+        return;
+    rb->failovers++;
+    gw_log(GW_LOG_WARN, "store", NULL, "redis sentinel failover; reconnecting to the new master",
+           "master", rb->master_name, "switch", p + n + 1, NULL);
+    /* The next connect asks a sentinel again; the backoff starts at reconnect_min_ms. */
+    conn_drop(&rb->data, "failover (+switch-master)");
+    conn_drop(&rb->pubsub, "failover (+switch-master)");
+}
+
+static void watch_connect(struct redis_backend *rb)
+{
+    char *err = NULL;
+    const struct sentinel_addr *a = &rb->sentinels[rb->watch_idx];
+    struct redis_conn_target t = {.ip = a->ip, .port = a->port};
+    if (redis_conn_connect(rb->watch, &t, rb->timeout_ms, &err) < 0) {
+        free(err);
+        watch_retry(rb);
+        return;
+    }
+    const char *argv[2] = {"SUBSCRIBE", "+switch-master"};
+    size_t lens[2] = {9, 14};
+    if (sentinel_auth(rb, rb->watch, on_watch_reply) < 0 ||
+        redis_conn_send(rb->watch, 2, argv, lens, on_watch_reply, rb) < 0)
+        watch_retry(rb);
+}
+
+static void on_watch_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    watch_connect(arg);
+}
+
+/* "host:port" or "[v6]:port" with a numeric host or localhost, into *out; NULL or why not. */
+static const char *sentinel_parse(const char *text, struct sentinel_addr *out)
+{
+    const char *colon = strrchr(text, ':');
+    const char *h = text;
+    size_t hl = colon != NULL ? (size_t)(colon - text) : 0;
+    long port = 0;
+    struct in6_addr a6;
+    if (colon == NULL || !parse_uint(colon + 1, strlen(colon + 1), 1, 65535, &port))
+        return "want host:port";
+    if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
+        h++;
+        hl -= 2;
+    }
+    if (hl == 9 && strncasecmp(h, "localhost", 9) == 0) {
+        h = "127.0.0.1";
+        hl = 9;
+    }
+    if (hl == 0 || hl >= sizeof(out->ip))
+        return "bad host";
+    memcpy(out->ip, h, hl);
+    out->ip[hl] = '\0';
+    if (inet_pton(AF_INET, out->ip, &a6) != 1 && inet_pton(AF_INET6, out->ip, &a6) != 1)
+        return "the host must be an IP address or localhost";
+    out->port = (int)port;
+    return NULL;
 }
 
 /* --- commands ------------------------------------------------------------ */
@@ -945,6 +1259,7 @@ static void on_cmd_reply(struct redis_conn *link, const redisReply *reply, void 
     struct conn *c = &rb->data;
     const char **members = NULL;
     size_t *member_lens = NULL;
+    bool readonly = false;
 
     (void)link;
     rb->in_flight--;
@@ -978,6 +1293,8 @@ static void on_cmd_reply(struct redis_conn *link, const redisReply *reply, void 
             goto out_free;
         }
         cmd_fail(cmd, is_transient_error(reply->str) ? STORE_UNAVAILABLE : STORE_ERROR, reply->str);
+        /* Sentinel: a READONLY master was demoted under us; ask the sentinels again. */
+        readonly = rb->n_sentinels > 0 && strncmp(reply->str, "READONLY", 8) == 0;
         goto out_free;
     }
 
@@ -1001,6 +1318,8 @@ out_free:
 out:
     free(members);
     free(member_lens);
+    if (readonly)
+        conn_drop(c, "READONLY: the server is no longer the master");
 }
 
 /*
@@ -1128,12 +1447,52 @@ static void sub_send(struct conn *c, struct redis_channel *ch)
 
 /* --- backend vtable ------------------------------------------------------ */
 
+static void held_add(struct redis_backend *rb, const struct store_op *op)
+{
+    struct held_op *h = xcalloc(1, sizeof(*h));
+    h->op = *op;
+    h->key = op->key != NULL ? xstrdup(op->key) : NULL;
+    if (op->val_len > 0) {
+        h->val = xmalloc(op->val_len);
+        memcpy(h->val, op->val, op->val_len);
+    }
+    h->op.key = h->key;
+    h->op.val = h->val;
+    if (rb->held_tail != NULL)
+        rb->held_tail->next = h;
+    else
+        rb->held = h;
+    rb->held_tail = h;
+    rb->n_held++;
+}
+
+/* Sends every held operation (error NULL) or fails each with error, from the loop. */
+static void held_flush(struct redis_backend *rb, const char *error)
+{
+    struct held_op *h = rb->held;
+    rb->held = rb->held_tail = NULL;
+    rb->n_held = 0;
+    while (h != NULL) {
+        struct held_op *next = h->next;
+        if (error != NULL || cmd_start(rb, &h->op, false) < 0)
+            store_defer_status(rb->s, h->op.cb, h->op.arg, STORE_UNAVAILABLE,
+                               error != NULL ? error : "redis: cannot queue the command");
+        free(h->key);
+        free(h->val);
+        free(h);
+        h = next;
+    }
+}
+
 static void redis_submit(void *impl, const struct store_op *op)
 {
     struct redis_backend *rb = impl;
     const char *error = NULL;
 
-    if (!redis_conn_is_open(rb->data.link)) {
+    if (!redis_conn_is_open(rb->data.link) && rb->data.state == CONN_CONNECTING &&
+        rb->in_flight + rb->n_held < REDIS_MAX_IN_FLIGHT) {
+        held_add(rb, op); /* resolving or asking the sentinels: wait for the link */
+    } else if (!redis_conn_is_open(rb->data.link)) {
         /* DOWN: fail now rather than queue behind a reconnect that may take long. */
         error = rb->data.error != NULL ? rb->data.error : "redis not connected";
     } else if (rb->in_flight >= REDIS_MAX_IN_FLIGHT) {
@@ -1176,6 +1535,7 @@ static void redis_get_stats(const void *impl, struct store_stats *out)
 {
     const struct redis_backend *rb = impl;
     out->connected = rb->data.state == CONN_READY;
+    out->failovers = rb->failovers;
     out->subscribed = rb->channels == NULL || rb->pubsub.state == CONN_READY;
     for (const struct redis_channel *ch = rb->channels; ch != NULL; ch = ch->next)
         out->subscribed = out->subscribed && ch->active;
@@ -1212,8 +1572,19 @@ static void redis_free(void *impl)
     if (rb == NULL)
         return;
     event_free(rb->health_ev);
+    held_flush(rb, "store shutting down");
     conn_shutdown(&rb->data);
     conn_shutdown(&rb->pubsub);
+    redis_conn_free(rb->query);
+    redis_conn_free(rb->watch);
+    if (rb->watch_timer != NULL)
+        event_free(rb->watch_timer);
+    free(rb->sentinels);
+    free(rb->master_name);
+    if (rb->sentinel_password != NULL)
+        explicit_bzero(rb->sentinel_password, strlen(rb->sentinel_password));
+    free(rb->sentinel_password);
+    free(rb->query_error);
     struct redis_channel *ch = rb->channels;
     while (ch != NULL) {
         struct redis_channel *next = ch->next;
@@ -1321,6 +1692,34 @@ void *store_redis_new(struct store *s, struct event_base *base, const struct sto
                "process (libevent and OpenSSL write without MSG_NOSIGNAL)",
                NULL);
     rb->rng = time_mono_ms() ^ ((uint64_t)(uintptr_t)rb << 16) ^ 0x9e3779b97f4a7c15ull;
+    if (opts->n_sentinels > 0) {
+        rb->sentinels = xcalloc(opts->n_sentinels, sizeof(*rb->sentinels));
+        for (size_t i = 0; i < opts->n_sentinels; i++) {
+            const char *why = sentinel_parse(opts->sentinels[i], &rb->sentinels[i]);
+            if (why != NULL) {
+                *err_out = xasprintf("store.redis.sentinels: \"%s\": %s", opts->sentinels[i], why);
+                free(rb->sentinels);
+                free(rb->addr);
+                free(rb->timeout_error);
+                SSL_CTX_free(rb->tls);
+                free(rb->tls_name);
+                store_redis_url_clear(&rb->url);
+                free(rb);
+                rb = NULL;
+                goto out;
+            }
+        }
+        rb->n_sentinels = opts->n_sentinels;
+        rb->master_name = xstrdup(opts->master_name != NULL ? opts->master_name : "mymaster");
+        if (opts->sentinel_password != NULL && opts->sentinel_password[0] != '\0')
+            rb->sentinel_password = xstrdup(opts->sentinel_password);
+        replace_str(&rb->addr, xasprintf("master %s via sentinels", rb->master_name));
+        rb->query = redis_conn_new(base, on_query_event, rb);
+        rb->watch = redis_conn_new(base, on_watch_event, rb);
+        redis_conn_set_push(rb->watch, on_watch_push, rb);
+        rb->watch_timer = xevtimer_new(base, on_watch_timer, rb);
+        watch_connect(rb);
+    }
     conn_init(rb, &rb->data, "data", true);
     conn_init(rb, &rb->pubsub, "pubsub", false);
     rb->health_ev = xevent_new(base, -1, EV_PERSIST, on_health, rb);

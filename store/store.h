@@ -81,6 +81,15 @@ struct store_options {
     const char *tls_key_file;
     const char *tls_server_name; /* SNI and the name checked; NULL = the URL's host */
     bool tls_no_verify;          /* skip the chain and name checks (tls_verify: false) */
+    /*
+     * Redis Sentinel: "host:port" of each sentinel (IP literal or localhost),
+     * borrowed; n_sentinels 0 = connect to the URL's host. The URL still
+     * gives user, password and db; its host and port are then ignored.
+     */
+    const char *const *sentinels;
+    size_t n_sentinels;
+    const char *master_name;       /* default "mymaster"; borrowed */
+    const char *sentinel_password; /* AUTH to the sentinels; NULL or "" = none; borrowed */
 };
 
 enum store_status {
@@ -214,6 +223,7 @@ struct store_stats {
     uint64_t errors;     /* results with STORE_UNAVAILABLE or STORE_ERROR (timeouts included) */
     uint64_t timeouts;   /* commands whose deadline passed (health pings included) */
     uint64_t reconnects; /* data connections re-established after a loss */
+    uint64_t failovers;  /* Sentinel +switch-master messages that moved the master */
     bool connected;      /* data connection up (memory: always) */
     bool subscribed;     /* every subscription is live on the server (memory: always) */
 };

@@ -26,6 +26,18 @@ static bool check_redis_url(struct conf_loader *ld, const struct conf_node *at, 
     return false;
 }
 
+/* "host:port": the host an IP address or localhost (store/redis.c connects without a lookup). */
+static bool check_sentinel(struct conf_loader *ld, const struct conf_node *at, const char *v)
+{
+    const char *colon = strrchr(v, ':');
+    if (colon == NULL || colon == v || colon[1] == '\0' ||
+        strspn(colon + 1, "0123456789") != strlen(colon + 1)) {
+        conf_node_error(ld, at, "\"%s\" must be host:port (an IP address or localhost)", v);
+        return false;
+    }
+    return true;
+}
+
 /* The TLS keys mean something with rediss:// only, and a certificate needs its key. */
 static void redis_post(struct conf_loader *ld, const struct conf_node *at, void *base,
                        const struct conf_keys_seen *ks)
@@ -57,6 +69,11 @@ static const struct conf_field redis_fields[] = {
      .check = conf_check_abs_path},
     {"tls_server_name", CONF_STR, AT(struct gw_store_config, redis_tls_server_name)},
     {"tls_verify", CONF_BOOL, AT(struct gw_store_config, redis_tls_verify)},
+    {"sentinels", CONF_STRLIST, AT(struct gw_store_config, redis_sentinels), .flags = CONF_NONEMPTY,
+     .check = check_sentinel},
+    {"master_name", CONF_STR, AT(struct gw_store_config, redis_master_name)},
+    {"sentinel_password", CONF_SECRET, AT(struct gw_store_config, redis_sentinel_password),
+     .flags = CONF_EMPTY_UNSET},
 };
 
 static const struct conf_section store_redis_section = {FIELDS(redis_fields), redis_post, NULL};
@@ -78,4 +95,5 @@ void store_conf_defaults(struct gw_store_config *s)
     s->prefix = xstrdup("mcpgate:");
     s->timeout_ms = 2 * SEC_MS;
     s->redis_tls_verify = true;
+    s->redis_master_name = xstrdup("mymaster");
 }
