@@ -158,6 +158,7 @@ struct redis_backend {
     SSL_CTX *tls;                      /* owned: rediss:// client context; NULL for plain */
     char *tls_name;                    /* owned: SNI / certificate name (default: URL host) */
     bool tls_check_name;
+    bool tls_name_given; /* store.redis.tls_server_name was set */
     /* Sentinel (store.redis.sentinels); n_sentinels 0: a fixed server. */
     struct sentinel_addr *sentinels; /* owned array */
     size_t n_sentinels;
@@ -715,7 +716,8 @@ static void connect_to(struct conn *c, const char *ip)
         .port = rb->n_sentinels > 0 ? rb->master.port : u->port,
         .unix_path = u->unix_path,
         .tls = rb->tls,
-        .tls_name = rb->tls_name,
+        /* Sentinel without tls_server_name: the master's certificate names its address. */
+        .tls_name = rb->n_sentinels > 0 && !rb->tls_name_given ? rb->master.ip : rb->tls_name,
         .tls_check_name = rb->tls_check_name,
     };
 
@@ -1650,6 +1652,7 @@ void *store_redis_new(struct store *s, struct event_base *base, const struct sto
                                : rb->url.host_is_localhost   ? "localhost"
                                                              : rb->url.host);
         rb->tls_check_name = !opts->tls_no_verify;
+        rb->tls_name_given = opts->tls_server_name != NULL;
         if (rb->tls == NULL) {
             free(rb->addr);
             free(rb->timeout_error);
