@@ -93,6 +93,14 @@ struct gw_store_config {
     char *redis_password;          /* NULL or secret (also redis.password_file) */
     char *prefix;                  /* default "mcpgate:" */
     uint64_t timeout_ms;           /* per command, default 2 s */
+    char *redis_tls_ca_file;       /* NULL: the system CAs (rediss:// only) */
+    char *redis_tls_cert_file;     /* client certificate, with redis_tls_key_file */
+    char *redis_tls_key_file;
+    char *redis_tls_server_name;           /* NULL: the URL's host */
+    bool redis_tls_verify;                 /* default true */
+    struct gw_string_list redis_sentinels; /* "host:port" each; empty: no Sentinel */
+    char *redis_master_name;               /* default "mymaster" (with sentinels) */
+    char *redis_sentinel_password;         /* NULL or secret */
 };
 
 /* ---- idp ------------------------------------------------------------- */

@@ -121,6 +121,7 @@ static void on_metrics(struct http_request *req, void *arg)
         .store_errors = st.errors,
         .store_timeouts = st.timeouts,
         .store_reconnects = st.reconnects,
+        .store_failovers = st.failovers,
         .store_up = store_is_ready(app->store),
     };
     if (app->oauth)
@@ -165,6 +166,15 @@ void gw_store_options_from(const struct gw_config *cfg, struct store_options *ou
         .password = sc->redis_password,
         .prefix = sc->prefix,
         .timeout_ms = sc->timeout_ms,
+        .tls_ca_file = sc->redis_tls_ca_file,
+        .tls_cert_file = sc->redis_tls_cert_file,
+        .tls_key_file = sc->redis_tls_key_file,
+        .tls_server_name = sc->redis_tls_server_name,
+        .tls_no_verify = !sc->redis_tls_verify,
+        .sentinels = (const char *const *)sc->redis_sentinels.items,
+        .n_sentinels = sc->redis_sentinels.len,
+        .master_name = sc->redis_master_name,
+        .sentinel_password = sc->redis_sentinel_password,
     };
 }
 

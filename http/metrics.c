@@ -336,6 +336,8 @@ char *gw_metrics_render(const struct gw_metrics *m, const struct gw_metrics_gaug
          g->store_timeouts},
         {"mcpgate_store_reconnects_total", "counter", "Reconnections to the store.",
          g->store_reconnects},
+        {"mcpgate_store_failovers_total", "counter",
+         "Sentinel failovers the store followed to a new master.", g->store_failovers},
         {"mcpgate_store_up", "gauge", "1 when the store answers.", g->store_up},
         {"mcpgate_sessions", "gauge", "MCP sessions with a child (STDIO routes).", g->sessions},
         {"mcpgate_children", "gauge", "Child processes alive, stop sequences included.",

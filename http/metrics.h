@@ -31,6 +31,7 @@ struct gw_metrics_gauges {
     uint64_t store_errors;
     uint64_t store_timeouts;
     uint64_t store_reconnects;
+    uint64_t store_failovers;
     bool store_up;
     uint64_t sessions;
     uint64_t children;

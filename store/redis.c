@@ -1,35 +1,38 @@
 /*
- * redis: the production store backend, hiredis 0.14's async API on the
- * caller's event_base. The only file in mcpgate that includes hiredis.
+ * redis: the production store backend, on the caller's event_base through
+ * store/redis_conn.c (a bufferevent, plain, unix socket or TLS for
+ * rediss://, with hiredis 0.14's RESP reader and command formatter). With
+ * store/redis_conn.c the only files in mcpgate that include hiredis.
  *
  * It owns two connections to one server: "data" for every command and
  * "pubsub" (opened with the first subscription) for SUBSCRIBE, plus a record
- * per command in flight, a health-check timer, the parsed URL and the list of
- * channels to (re-)subscribe.
+ * per command in flight, the operations held while the data connection has
+ * no link yet, a health-check timer, the parsed URL, the TLS client context,
+ * the list of channels to (re-)subscribe and, with Sentinel, two sentinel
+ * links (a question, a +switch-master subscription: see "Sentinel" below).
  *
- * hiredis 0.14 gaps and bugs this file works around, each marked
- * "hiredis 0.14:" where it is handled, with the test that pins it:
+ * Gaps of hiredis 0.14 still handled here, each with the test that pins it:
  *   - no command timeout          on_cmd_deadline   test_store_fault: frozen/late/silent
  *   - no connect timeout          on_conn_timer     test_listener_never_answers
  *   - no reconnect                conn_down         test_kill_and_restart
  *   - names resolved blocking     conn_connect      test_redis_host_name (evdns instead)
- *   - free inside onConnect: UAF  conn_drop         (never done; test_redis_unreachable)
- *   - onConnect(ERR) frees ac     on_connect        test_redis_unreachable
- *   - stale pub/sub callback      on_sub_reply      test_publish_subscribe, kill_and_restart
- *   - write(2) raises SIGPIPE     store_redis_new   test_redis_warns_about_sigpipe
+ *   - no TLS                      redis_conn.c      tests/integration/redis_tls
+ * Gone with redisAsyncContext (store/redis_conn.h has none of them): the
+ * use-after-free of a free inside onConnect, the context freed after a
+ * failed onConnect, and the stale pub/sub callback. SIGPIPE remains
+ * (libevent and OpenSSL write without MSG_NOSIGNAL): store_redis_new warns.
  *
- * hiredis ownership, written once: hiredis owns a redisAsyncContext from
- * redisAsync*Connect until it frees it (on error or EOF, or when we call
- * redisAsyncFree); replies are freed by hiredis right after our callback
- * returns, so nothing here keeps a reply pointer; every callback registered
- * for a command runs exactly once, with a NULL reply when the context goes
- * away first. Our per-command record (struct redis_cmd) is therefore owned by
- * hiredis from submission until that callback, which frees it; a deadline
- * that passes first only marks it done.
+ * Ownership: each struct conn owns its redis_conn link for the backend's
+ * life; a link is idle while DOWN. Our per-command record (struct
+ * redis_cmd) is owned by the data link's FIFO from submission until its
+ * reply callback, which runs exactly once (NULL reply on loss) and frees it;
+ * a deadline that passes first only marks it done. Replies belong to
+ * redis_conn and are valid only during the callback.
  *
  * Connection states: DOWN (waiting out the reconnect backoff; operations fail
- * at once), CONNECTING (TCP connect and the AUTH/SELECT/PING handshake, all
- * pipelined ahead of any command, under one deadline), READY.
+ * at once), CONNECTING (name resolution, TCP connect, TLS handshake and the
+ * AUTH/SELECT/PING handshake, pipelined ahead of any command, under one
+ * deadline), READY.
  */
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -46,8 +49,7 @@
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
-#include <hiredis/async.h>
-#include <hiredis/adapters/libevent.h>
+#include <openssl/ssl.h>
 
 #include "common/panic.h"
 #include "common/timeutil.h"
@@ -55,6 +57,7 @@
 #include "common/xalloc.h"
 #include "common/log.h"
 #include "common/xevent.h"
+#include "store/redis_conn.h"
 #include "store/store_int.h"
 
 #define REDIS_HEALTH_INTERVAL_MS 1000
@@ -92,11 +95,11 @@ enum conn_state {
 
 struct redis_backend;
 
-struct redis_conn {
+struct conn {
     struct redis_backend *rb; /* borrowed: owner */
     const char *name;         /* "data" or "pubsub": static, for logs */
     bool is_data;
-    redisAsyncContext *ac; /* owned by hiredis (see top); NULL unless CONNECTING or READY */
+    struct redis_conn *link; /* owned: idle while DOWN or resolving */
     enum conn_state state;
     bool started;           /* a connection was attempted (pubsub starts lazily) */
     struct event *timer;    /* owned: reconnect delay (DOWN) or handshake deadline (CONNECTING) */
@@ -105,7 +108,25 @@ struct redis_conn {
     bool ever_ready;        /* later READYs are reconnects */
     char *error;            /* owned: why this connection is not READY; NULL while READY */
     struct evdns_getaddrinfo_request *dns; /* the host name being resolved, or NULL */
-    char *logged_error; /* owned: the failure last logged in this outage; NULL when none */
+    char *logged_error;   /* owned: the failure last logged in this outage; NULL when none */
+    bool awaiting_master; /* Sentinel: CONNECTING, waiting for the master's address */
+};
+
+/*
+ * An operation issued while the data connection is CONNECTING but has no link
+ * yet (resolving the host name, asking the sentinels): it waits here, under
+ * the connection's handshake deadline, and is sent once the link opens.
+ */
+struct held_op {
+    struct held_op *next; /* owned by the list */
+    struct store_op op;   /* key and val point into the two fields below */
+    char *key;            /* owned */
+    void *val;            /* owned; NULL when val_len is 0 */
+};
+
+struct sentinel_addr {
+    char ip[INET6_ADDRSTRLEN];
+    int port;
 };
 
 struct redis_channel {
@@ -125,18 +146,39 @@ struct redis_backend {
     const struct timeval *cmd_timeout; /* borrowed: libevent common timeout of timeout_ms */
     char *timeout_error;               /* owned: "redis timeout after N ms" */
     struct evdns_base *dns;            /* owned, made on first use: host names (never hiredis) */
-    struct redis_conn data;            /* embedded */
-    struct redis_conn pubsub;          /* embedded */
+    struct conn data;                  /* embedded */
+    struct conn pubsub;                /* embedded */
     struct redis_channel *channels;    /* owned: every channel with a local subscriber */
     struct event *health_ev;           /* owned: periodic PING on data */
     bool ping_in_flight;               /* a health PING awaits its reply */
-    size_t in_flight;                  /* records hiredis holds */
+    size_t in_flight;                  /* records the data link's FIFO holds */
     bool healthy;                      /* the last command on data did not time out */
     bool no_getdel;                    /* the server answered GETDEL with "unknown command" */
     uint64_t rng;                      /* xorshift64 state: backoff jitter only */
+    SSL_CTX *tls;                      /* owned: rediss:// client context; NULL for plain */
+    char *tls_name;                    /* owned: SNI / certificate name (default: URL host) */
+    bool tls_check_name;
+    bool tls_name_given; /* store.redis.tls_server_name was set */
+    /* Sentinel (store.redis.sentinels); n_sentinels 0: a fixed server. */
+    struct sentinel_addr *sentinels; /* owned array */
+    size_t n_sentinels;
+    char *master_name;        /* owned */
+    char *sentinel_password;  /* owned, wiped; NULL: no AUTH to sentinels */
+    size_t query_idx;         /* the sentinel asked first: the last that answered */
+    size_t query_tries;       /* sentinels tried in this round */
+    bool query_busy;          /* a get-master-addr-by-name is in flight */
+    char *query_error;        /* owned: the last sentinel's failure in this round */
+    struct redis_conn *query; /* owned: short-lived link for the question */
+    struct redis_conn *watch; /* owned: SUBSCRIBE +switch-master on one sentinel */
+    size_t watch_idx;
+    struct event *watch_timer;        /* owned: re-subscribe after a loss */
+    struct sentinel_addr master;      /* the last answer (ip "" before the first) */
+    uint64_t failovers;               /* +switch-master messages that moved our master */
+    struct held_op *held, *held_tail; /* owned: waiting for the data link to open */
+    size_t n_held;
 };
 
-/* One command in flight. Owned by hiredis' callback list from submission until on_cmd_reply. */
+/* One command in flight. Owned by the data link's FIFO from submission until on_cmd_reply. */
 struct redis_cmd {
     struct redis_backend *rb; /* borrowed */
     enum store_op_kind kind;
@@ -149,9 +191,10 @@ struct redis_cmd {
     uint64_t sent_ms;
 };
 
-static void conn_connect(struct redis_conn *c);
-static void dns_cancel(struct redis_conn *c);
-static void sub_send(struct redis_conn *c, struct redis_channel *ch);
+static void conn_connect(struct conn *c);
+static void held_flush(struct redis_backend *rb, const char *error);
+static void dns_cancel(struct conn *c);
+static void sub_send(struct conn *c, struct redis_channel *ch);
 
 static struct timeval ms_to_tv(uint64_t ms)
 {
@@ -274,14 +317,15 @@ static int parse_host(const char *p, size_t len, struct store_redis_url *out, ch
         host = xstrndup(p, host_len);
         struct in_addr a4;
         if (strcasecmp(host, "localhost") == 0) {
-            /* Resolved here so hiredis never calls getaddrinfo on a name. */
+            /* No lookup needed: redis_conn connects to numeric addresses only. */
             replace_str(&host, xstrdup("127.0.0.1"));
+            out->host_is_localhost = true;
         } else if (host[0] == '\0') {
             goto bad;
         } else if (inet_pton(AF_INET, host, &a4) != 1) {
             /* A name (a compose service, a Kubernetes service, a managed endpoint):
-             * resolved on the loop before each connect (conn_connect), never by
-             * hiredis, whose 0.14 resolver blocks. RFC 1123 letters only. */
+             * resolved on the loop before each connect (conn_connect) with evdns,
+             * never blocking getaddrinfo(3). RFC 1123 letters only. */
             for (const char *h = host; *h; h++)
                 if (!((*h >= 'a' && *h <= 'z') || (*h >= 'A' && *h <= 'Z') ||
                       (*h >= '0' && *h <= '9') || *h == '-' || *h == '.'))
@@ -321,18 +365,18 @@ int store_redis_url_parse(const char *url, struct store_redis_url *out, char **e
         rc = parse_unix(url + 5, out, &err);
         goto out;
     }
+    size_t scheme = 0;
     if (strncmp(url, "rediss://", 9) == 0) {
-        err = xstrdup("redis URL: rediss:// (TLS) is not supported (hiredis 0.14 has no TLS); "
-                      "use a local TLS tunnel or a private network");
+        out->tls = true;
+        scheme = 9;
+    } else if (strncmp(url, "redis://", 8) == 0) {
+        scheme = 8;
+    } else {
+        err = xstrdup("redis URL must start with redis://, rediss:// or unix:");
         rc = -EINVAL;
         goto out;
     }
-    if (strncmp(url, "redis://", 8) != 0) {
-        err = xstrdup("redis URL must start with redis:// or unix:");
-        rc = -EINVAL;
-        goto out;
-    }
-    const char *auth = url + 8;
+    const char *auth = url + scheme;
     const char *slash = strchr(auth, '/');
     size_t auth_len = slash != NULL ? (size_t)(slash - auth) : strlen(auth);
     if (memchr(auth, '?', auth_len) != NULL || memchr(auth, '#', auth_len) != NULL) {
@@ -398,7 +442,7 @@ static uint64_t jitter(struct redis_backend *rb, uint64_t ms)
     return ms / 2 + rb->rng % (ms / 2 + 1);
 }
 
-static void conn_arm_timer(struct redis_conn *c, uint64_t ms)
+static void conn_arm_timer(struct conn *c, uint64_t ms)
 {
     struct timeval tv = ms_to_tv(ms);
     event_add(c->timer, &tv);
@@ -409,7 +453,7 @@ static void conn_arm_timer(struct redis_conn *c, uint64_t ms)
  * reason changes (say from "connection refused" to "AUTH failed"), never per
  * retry.
  */
-static void conn_log_failure(struct redis_conn *c, bool was_ready)
+static void conn_log_failure(struct conn *c, bool was_ready)
 {
     if (!was_ready && c->logged_error != NULL && strcmp(c->logged_error, c->error) == 0)
         return;
@@ -420,19 +464,21 @@ static void conn_log_failure(struct redis_conn *c, bool was_ready)
 }
 
 /*
- * The connection is gone (c->ac is already NULL): remember why, log the
+ * The connection is gone (its link is idle or about to be): remember why, log the
  * transition, and schedule the next attempt. hiredis 0.14: no reconnect of
  * its own; we retry forever, the delay doubling from reconnect_min_ms to
  * reconnect_max_ms with jitter, reset once a connection is READY.
  */
-static void conn_down(struct redis_conn *c, const char *reason)
+static void conn_down(struct conn *c, const char *reason)
 {
     struct redis_backend *rb = c->rb;
     bool was_ready = c->state == CONN_READY;
 
     c->state = CONN_DOWN;
-    if (c->is_data)
+    if (c->is_data) {
         rb->healthy = false;
+        held_flush(rb, store_is_closing(rb->s) ? "store shutting down" : reason);
+    }
     for (struct redis_channel *ch = rb->channels; ch != NULL && !c->is_data; ch = ch->next)
         ch->active = false;
     replace_str(&c->error, xasprintf("redis %s", reason));
@@ -445,40 +491,20 @@ static void conn_down(struct redis_conn *c, const char *reason)
 }
 
 /*
- * hiredis is freeing ac (or we are about to): go DOWN. A no-op unless ac is
- * the current context, so the several callbacks hiredis runs while tearing
- * one context down (each pending command, each subscription, onDisconnect)
- * act once. Never frees ac.
+ * We give up on the current link (a handshake error, a silent server, a
+ * deadline): go DOWN with REASON, then close the link, which runs every
+ * pending reply callback with NULL. Safe from anywhere, reply callbacks
+ * included (store/redis_conn.h), which hiredis 0.14's redisAsyncFree was not.
  */
-static void conn_lost(struct redis_conn *c, const redisAsyncContext *ac, const char *reason)
+static void conn_drop(struct conn *c, const char *reason)
 {
-    if (ac == NULL || c->ac != ac)
+    if (!redis_conn_is_open(c->link))
         return;
-    c->ac = NULL;
     conn_down(c, reason);
+    redis_conn_close(c->link);
 }
 
-/*
- * We give up on the current context. hiredis runs every pending callback with
- * a NULL reply from inside redisAsyncFree (or, when we are inside one of its
- * reply callbacks, right after that callback returns).
- *
- * hiredis 0.14: onConnect runs without the REDIS_IN_CALLBACK guard, so
- * redisAsyncFree from inside it frees the context under
- * __redisAsyncHandleConnect, which then touches it (use after free); inside
- * onDisconnect the context is already being freed. This is never called from
- * either: the handshake is judged in reply callbacks and deadlines in timers.
- */
-static void conn_drop(struct redis_conn *c, const char *reason)
-{
-    redisAsyncContext *ac = c->ac;
-    if (ac == NULL)
-        return;
-    conn_lost(c, ac, reason);
-    redisAsyncFree(ac);
-}
-
-static void conn_ready(struct redis_conn *c)
+static void conn_ready(struct conn *c)
 {
     struct redis_backend *rb = c->rb;
     c->state = CONN_READY;
@@ -502,91 +528,92 @@ static void conn_ready(struct redis_conn *c)
     }
 }
 
-/* --- hiredis connection callbacks ---------------------------------------- */
+/* --- link callbacks ------------------------------------------------------ */
 
-static void on_connect(const redisAsyncContext *ac, int status)
+static void on_link_event(struct redis_conn *link, bool up, const char *why, void *arg)
 {
-    struct redis_conn *c = ac->data;
-    if (status == REDIS_OK)
+    struct conn *c = arg;
+    (void)link;
+    if (up)
         return; /* the handshake is already queued; its PING reply decides READY */
-    /*
-     * hiredis 0.14: the context is freed right after this returns, without
-     * calling onDisconnect (it was never connected), so forget it here.
-     * ac->err is not copied yet at this point; the text is in ac->c.errstr.
-     */
-    char *reason = xasprintf("connect to %s failed: %s", c->rb->addr, ac->c.errstr);
-    conn_lost(c, ac, reason);
+    char *reason = c->state == CONN_READY ? xasprintf("connection to %s lost: %s", c->rb->addr, why)
+                                          : xasprintf("connect to %s failed: %s", c->rb->addr, why);
+    conn_down(c, reason);
     free(reason);
 }
 
-static void on_disconnect(const redisAsyncContext *ac, int status)
+/* One step of the handshake: true when the reply is fine. NULL: the link is gone (already DOWN). */
+static bool handshake_step(const redisReply *reply, struct conn *c, const char *what)
 {
-    struct redis_conn *c = ac->data;
-    const char *why =
-        status == REDIS_OK || ac->c.errstr[0] == '\0' ? "connection closed" : ac->c.errstr;
-    char *reason = xasprintf("connection to %s lost: %s", c->rb->addr, why);
-    conn_lost(c, ac, reason);
-    free(reason);
-}
-
-/* One step of the handshake: true when the reply is fine and ac still current. */
-static bool handshake_step(redisAsyncContext *ac, redisReply *reply, struct redis_conn *c,
-                           const char *what)
-{
-    bool ok = false;
-    char *reason = NULL;
-
-    if (reply == NULL) {
-        reason = xasprintf("connection to %s lost during %s", c->rb->addr, what);
-        conn_lost(c, ac, reason);
-        goto out;
-    }
-    if (c->ac != ac)
-        goto out;
+    if (reply == NULL)
+        return false;
     c->last_reply_ms = time_mono_ms();
     if (reply->type == REDIS_REPLY_ERROR) {
-        reason = xasprintf("%s failed: %s", what, reply->str);
-        /* Inside a reply callback: hiredis defers the free until we return. */
+        char *reason = xasprintf("%s failed: %s", what, reply->str);
         conn_drop(c, reason);
-        goto out;
+        free(reason);
+        return false;
     }
-    ok = true;
-
-out:
-    free(reason);
-    return ok;
+    return true;
 }
 
-static void on_auth_reply(redisAsyncContext *ac, void *r, void *privdata)
+static void on_auth_reply(struct redis_conn *link, const redisReply *r, void *arg)
 {
-    handshake_step(ac, r, privdata, "AUTH");
+    (void)link;
+    handshake_step(r, arg, "AUTH");
 }
 
-static void on_select_reply(redisAsyncContext *ac, void *r, void *privdata)
+static void on_select_reply(struct redis_conn *link, const redisReply *r, void *arg)
 {
-    handshake_step(ac, r, privdata, "SELECT");
+    (void)link;
+    handshake_step(r, arg, "SELECT");
 }
 
-static void on_hello_ping_reply(redisAsyncContext *ac, void *r, void *privdata)
+static void on_role_reply(struct redis_conn *link, const redisReply *r, void *arg)
 {
+    struct conn *c = arg;
+    (void)link;
+    if (!handshake_step(r, c, "ROLE"))
+        return;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+        r->element[0]->type != REDIS_REPLY_STRING || strcmp(r->element[0]->str, "master") != 0) {
+        char *reason = xasprintf("%s is not a master (ROLE: %s)", c->rb->addr,
+                                 r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+                                         r->element[0]->type == REDIS_REPLY_STRING
+                                     ? r->element[0]->str
+                                     : "unexpected reply");
+        conn_drop(c, reason);
+        free(reason);
+    }
+}
+
+static void on_hello_ping_reply(struct redis_conn *link, const redisReply *r, void *arg)
+{
+    (void)link;
     /* Replies come in order, so AUTH and SELECT have succeeded when we get here. */
-    if (handshake_step(ac, r, privdata, "PING"))
-        conn_ready(privdata);
+    if (handshake_step(r, arg, "PING"))
+        conn_ready(arg);
 }
 
 static void on_conn_timer(evutil_socket_t fd, short what, void *arg)
 {
-    struct redis_conn *c = arg;
+    struct conn *c = arg;
     (void)fd;
     (void)what;
     if (c->state == CONN_DOWN) {
         conn_connect(c);
     } else if (c->state == CONN_CONNECTING) {
-        /* hiredis 0.14: no connect timeout; a silent peer would keep us here forever. */
+        /* The whole handshake (connect, TLS, AUTH, SELECT, PING) has one deadline. */
         char *reason =
             xasprintf("%s %s timed out after %" PRIu64 " ms", c->dns ? "resolving" : "connect to",
                       c->rb->addr, c->rb->timeout_ms);
-        if (c->dns) {
+        if (c->awaiting_master) {
+            c->awaiting_master = false;
+            replace_str(&reason, xasprintf("asking the sentinels for master %s timed out after "
+                                           "%" PRIu64 " ms",
+                                           c->rb->master_name, c->rb->timeout_ms));
+            conn_down(c, reason);
+        } else if (c->dns) {
             dns_cancel(c);
             conn_down(c, reason);
         } else {
@@ -597,16 +624,17 @@ static void on_conn_timer(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
- * Opens a context and pipelines the handshake (AUTH, SELECT, PING) before
- * anything else can be written on it: hiredis buffers commands until the
- * socket connects, and Redis answers in order, so every command issued while
+ * Opens the link and pipelines the handshake (AUTH, SELECT, PING) before
+ * anything else can be written on it: redis_conn buffers commands until the
+ * socket connects and TLS is up, and Redis answers in order, so every command issued while
  * CONNECTING runs authenticated and on the right database.
  */
-static void connect_to(struct redis_conn *c, const char *ip);
+static void connect_to(struct conn *c, const char *ip);
+static void sentinel_query(struct redis_backend *rb);
 
 static void on_resolved(int result, struct evutil_addrinfo *res, void *arg)
 {
-    struct redis_conn *c = arg;
+    struct conn *c = arg;
     c->dns = NULL;
     if (result == EVUTIL_EAI_CANCEL)
         return; /* we cancelled it: the connection is going down or away */
@@ -642,7 +670,7 @@ static struct evdns_base *dns_base(struct redis_backend *rb)
 }
 
 /* A pending resolution goes (its callback runs with EVUTIL_EAI_CANCEL and does nothing). */
-static void dns_cancel(struct redis_conn *c)
+static void dns_cancel(struct conn *c)
 {
     struct evdns_getaddrinfo_request *r = c->dns;
     if (r != NULL) {
@@ -651,12 +679,19 @@ static void dns_cancel(struct redis_conn *c)
     }
 }
 
-static void conn_connect(struct redis_conn *c)
+static void conn_connect(struct conn *c)
 {
     struct redis_backend *rb = c->rb;
     const struct store_redis_url *u = &rb->url;
     c->started = true;
     c->state = CONN_CONNECTING;
+    if (rb->n_sentinels > 0) {
+        /* Asked again for every connection, as a name is resolved again: a failover moves it. */
+        conn_arm_timer(c, rb->timeout_ms);
+        c->awaiting_master = true;
+        sentinel_query(rb);
+        return;
+    }
     if (!u->host_is_name) {
         connect_to(c, u->host);
         return;
@@ -666,39 +701,35 @@ static void conn_connect(struct redis_conn *c)
     struct evutil_addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
     struct evdns_getaddrinfo_request *r =
         evdns_getaddrinfo(dns_base(rb), u->host, NULL, &hints, on_resolved, c);
-    if (r != NULL && c->state == CONN_CONNECTING && c->ac == NULL)
+    if (r != NULL && c->state == CONN_CONNECTING && !redis_conn_is_open(c->link))
         c->dns = r; /* NULL: answered already (hosts file, or a failure), callback done */
 }
 
-static void connect_to(struct redis_conn *c, const char *ip)
+static void connect_to(struct conn *c, const char *ip)
 {
     struct redis_backend *rb = c->rb;
     const struct store_redis_url *u = &rb->url;
     char *reason = NULL;
-    redisAsyncContext *ac;
+    char *err = NULL;
+    struct redis_conn_target t = {
+        .ip = ip,
+        .port = rb->n_sentinels > 0 ? rb->master.port : u->port,
+        .unix_path = u->unix_path,
+        .tls = rb->tls,
+        /* Sentinel without tls_server_name: the master's certificate names its address. */
+        .tls_name = rb->n_sentinels > 0 && !rb->tls_name_given ? rb->master.ip : rb->tls_name,
+        .tls_check_name = rb->tls_check_name,
+    };
 
-    ac =
-        u->unix_path != NULL ? redisAsyncConnectUnix(u->unix_path) : redisAsyncConnect(ip, u->port);
-    if (ac == NULL)
-        GW_PANIC("out of memory (redisAsyncConnect)");
-    if (ac->err != 0) {
-        /* Failed before any event was attached: ours to free, no callback has run. */
-        reason = xasprintf("connect to %s failed: %s", rb->addr, ac->errstr);
-        redisAsyncFree(ac);
+    c->last_reply_ms = time_mono_ms();
+    if (redis_conn_connect(c->link, &t, rb->timeout_ms, &err) < 0) {
+        /* Nothing started: no event follows. */
+        reason = xasprintf("connect to %s failed: %s", rb->addr, err);
         conn_down(c, reason);
         goto out;
     }
-    /* Half-open pubsub connections would otherwise go unnoticed (it never sends). */
-    if (u->unix_path == NULL)
-        redisEnableKeepAlive(&ac->c);
-    ac->data = c;
-    c->ac = ac;
-    c->last_reply_ms = time_mono_ms();
-    redisLibeventAttach(ac, rb->base);
-    redisAsyncSetConnectCallback(ac, on_connect);
-    redisAsyncSetDisconnectCallback(ac, on_disconnect);
 
-    int rc = REDIS_OK;
+    int rc = 0;
     if (u->password != NULL) {
         const char *argv[3] = {"AUTH", u->user, u->password};
         size_t lens[3] = {4, u->user != NULL ? strlen(u->user) : 0, strlen(u->password)};
@@ -706,22 +737,273 @@ static void connect_to(struct redis_conn *c, const char *ip)
             argv[1] = u->password;
             lens[1] = lens[2];
         }
-        rc = redisAsyncCommandArgv(ac, on_auth_reply, c, u->user != NULL ? 3 : 2, argv, lens);
+        rc = redis_conn_send(c->link, u->user != NULL ? 3 : 2, argv, lens, on_auth_reply, c);
     }
     /* Pub/sub channels are global to the server: the pubsub connection needs no SELECT. */
-    if (rc == REDIS_OK && u->db != 0 && c->is_data)
-        rc = redisAsyncCommand(ac, on_select_reply, c, "SELECT %d", u->db);
-    if (rc == REDIS_OK)
-        rc = redisAsyncCommand(ac, on_hello_ping_reply, c, "PING");
-    if (rc != REDIS_OK) {
+    if (rc == 0 && u->db != 0 && c->is_data) {
+        char db[16];
+        snprintf(db, sizeof(db), "%d", u->db);
+        const char *argv[2] = {"SELECT", db};
+        size_t lens[2] = {6, strlen(db)};
+        rc = redis_conn_send(c->link, 2, argv, lens, on_select_reply, c);
+    }
+    /* Sentinel: the address may be stale (a failover in progress): only a master will do. */
+    if (rc == 0 && rb->n_sentinels > 0) {
+        const char *argv[1] = {"ROLE"};
+        size_t lens[1] = {4};
+        rc = redis_conn_send(c->link, 1, argv, lens, on_role_reply, c);
+    }
+    if (rc == 0) {
+        const char *argv[1] = {"PING"};
+        size_t lens[1] = {4};
+        rc = redis_conn_send(c->link, 1, argv, lens, on_hello_ping_reply, c);
+    }
+    if (rc != 0) {
         reason = xasprintf("cannot queue the handshake for %s", rb->addr);
         conn_drop(c, reason);
         goto out;
     }
     conn_arm_timer(c, rb->timeout_ms);
+    if (c->is_data)
+        held_flush(rb, NULL); /* behind the handshake, in the order they came */
 
 out:
     free(reason);
+    free(err);
+}
+
+/* --- Sentinel ------------------------------------------------------------ */
+
+/*
+ * With store.redis.sentinels, the master's address comes from a sentinel
+ * before every connection (SENTINEL get-master-addr-by-name on a short-lived
+ * link, sentinels tried in order from the last one that answered, moving on
+ * when one fails), and ROLE in the handshake refuses anything but a master.
+ * A second link stays subscribed to +switch-master on one sentinel: on a
+ * failover both connections are dropped and reconnect to the new master
+ * after the usual backoff (subscriptions are renewed by conn_ready). A lost
+ * connection or a READONLY reply asks again the same way.
+ */
+
+static void conn_sentinel_answer(struct conn *c, const char *error)
+{
+    if (!c->awaiting_master || c->state != CONN_CONNECTING)
+        return;
+    c->awaiting_master = false;
+    if (error != NULL)
+        conn_down(c, error);
+    else
+        connect_to(c, c->rb->master.ip);
+}
+
+static void query_done(struct redis_backend *rb, const char *error)
+{
+    rb->query_busy = false;
+    if (error == NULL) {
+        replace_str(&rb->addr, xasprintf("%s:%d/%d (master %s)", rb->master.ip, rb->master.port,
+                                         rb->url.db, rb->master_name));
+    }
+    conn_sentinel_answer(&rb->data, error);
+    conn_sentinel_answer(&rb->pubsub, error);
+}
+
+static void query_try(struct redis_backend *rb);
+
+/* This sentinel failed: remember why, and ask the next one. */
+static void query_next(struct redis_backend *rb, const char *why)
+{
+    const struct sentinel_addr *a = &rb->sentinels[rb->query_idx];
+    replace_str(&rb->query_error, xasprintf("sentinel %s:%d: %s", a->ip, a->port, why));
+    redis_conn_close(rb->query);
+    rb->query_idx = (rb->query_idx + 1) % rb->n_sentinels;
+    rb->query_tries++;
+    query_try(rb);
+}
+
+static void on_query_event(struct redis_conn *link, bool up, const char *why, void *arg)
+{
+    (void)link;
+    if (!up)
+        query_next(arg, why);
+}
+
+static void on_query_auth(struct redis_conn *link, const redisReply *r, void *arg)
+{
+    (void)link;
+    if (r != NULL && r->type == REDIS_REPLY_ERROR) {
+        char *why = xasprintf("AUTH failed: %s", r->str);
+        query_next(arg, why);
+        free(why);
+    }
+}
+
+static void on_query_reply(struct redis_conn *link, const redisReply *r, void *arg)
+{
+    struct redis_backend *rb = arg;
+    (void)link;
+    if (r == NULL)
+        return; /* the link went: on_query_event or query_next moved on already */
+    long port = 0;
+    struct in6_addr a6;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        r->element[0]->type == REDIS_REPLY_STRING && r->element[1]->type == REDIS_REPLY_STRING &&
+        r->element[0]->len < sizeof(rb->master.ip) &&
+        (inet_pton(AF_INET, r->element[0]->str, &a6) == 1 ||
+         inet_pton(AF_INET6, r->element[0]->str, &a6) == 1) &&
+        parse_uint(r->element[1]->str, r->element[1]->len, 1, 65535, &port)) {
+        memcpy(rb->master.ip, r->element[0]->str, r->element[0]->len + 1);
+        rb->master.port = (int)port;
+        redis_conn_close(rb->query);
+        query_done(rb, NULL);
+        return;
+    }
+    char *why = r->type == REDIS_REPLY_ERROR
+                    ? xasprintf("%s", r->str)
+                    : xasprintf("does not know master %s", rb->master_name);
+    query_next(rb, why);
+    free(why);
+}
+
+/* Sends AUTH (when a sentinel password is set) on a fresh sentinel link. */
+static int sentinel_auth(struct redis_backend *rb, struct redis_conn *link, redis_conn_reply_fn cb)
+{
+    if (rb->sentinel_password == NULL)
+        return 0;
+    const char *argv[2] = {"AUTH", rb->sentinel_password};
+    size_t lens[2] = {4, strlen(rb->sentinel_password)};
+    return redis_conn_send(link, 2, argv, lens, cb, rb);
+}
+
+static void query_try(struct redis_backend *rb)
+{
+    char *err = NULL;
+    if (rb->query_tries >= rb->n_sentinels) {
+        char *reason = xasprintf("no sentinel gave the address of master %s (last: %s)",
+                                 rb->master_name, rb->query_error);
+        query_done(rb, reason);
+        free(reason);
+        return;
+    }
+    const struct sentinel_addr *a = &rb->sentinels[rb->query_idx];
+    struct redis_conn_target t = {.ip = a->ip, .port = a->port};
+    if (redis_conn_connect(rb->query, &t, rb->timeout_ms, &err) < 0) {
+        query_next(rb, err);
+        free(err);
+        return;
+    }
+    const char *argv[3] = {"SENTINEL", "get-master-addr-by-name", rb->master_name};
+    size_t lens[3] = {8, 23, strlen(rb->master_name)};
+    if (sentinel_auth(rb, rb->query, on_query_auth) < 0 ||
+        redis_conn_send(rb->query, 3, argv, lens, on_query_reply, rb) < 0)
+        query_next(rb, "cannot queue the question");
+}
+
+/* One question serves every connection waiting for the master (data and pubsub). */
+static void sentinel_query(struct redis_backend *rb)
+{
+    if (rb->query_busy)
+        return;
+    rb->query_busy = true;
+    rb->query_tries = 0;
+    query_try(rb);
+}
+
+static void watch_retry(struct redis_backend *rb)
+{
+    redis_conn_close(rb->watch);
+    rb->watch_idx = (rb->watch_idx + 1) % rb->n_sentinels;
+    struct timeval tv = ms_to_tv(rb->reconnect_min_ms);
+    event_add(rb->watch_timer, &tv);
+}
+
+static void on_watch_event(struct redis_conn *link, bool up, const char *why, void *arg)
+{
+    struct redis_backend *rb = arg;
+    (void)link;
+    if (up)
+        return;
+    const struct sentinel_addr *a = &rb->sentinels[rb->watch_idx];
+    gw_log(GW_LOG_WARN, "store", NULL, "redis sentinel subscription lost; trying the next",
+           "sentinel", a->ip, "error", why, NULL);
+    watch_retry(rb);
+}
+
+static void on_watch_reply(struct redis_conn *link, const redisReply *r, void *arg)
+{
+    (void)link;
+    if (r != NULL && r->type == REDIS_REPLY_ERROR)
+        watch_retry(arg);
+}
+
+/* "+switch-master" payload: "<name> <old-ip> <old-port> <new-ip> <new-port>". */
+static void on_watch_push(struct redis_conn *link, const redisReply *msg, void *arg)
+{
+    struct redis_backend *rb = arg;
+    (void)link;
+    if (msg->element[2]->type != REDIS_REPLY_STRING)
+        return;
+    const char *p = msg->element[2]->str;
+    size_t n = strlen(rb->master_name);
+    if (strncmp(p, rb->master_name, n) != 0 || p[n] != ' ')
+        return;
+    rb->failovers++;
+    gw_log(GW_LOG_WARN, "store", NULL, "redis sentinel failover; reconnecting to the new master",
+           "master", rb->master_name, "switch", p + n + 1, NULL);
+    /* The next connect asks a sentinel again; the backoff starts at reconnect_min_ms. */
+    conn_drop(&rb->data, "failover (+switch-master)");
+    conn_drop(&rb->pubsub, "failover (+switch-master)");
+}
+
+static void watch_connect(struct redis_backend *rb)
+{
+    char *err = NULL;
+    const struct sentinel_addr *a = &rb->sentinels[rb->watch_idx];
+    struct redis_conn_target t = {.ip = a->ip, .port = a->port};
+    if (redis_conn_connect(rb->watch, &t, rb->timeout_ms, &err) < 0) {
+        free(err);
+        watch_retry(rb);
+        return;
+    }
+    const char *argv[2] = {"SUBSCRIBE", "+switch-master"};
+    size_t lens[2] = {9, 14};
+    if (sentinel_auth(rb, rb->watch, on_watch_reply) < 0 ||
+        redis_conn_send(rb->watch, 2, argv, lens, on_watch_reply, rb) < 0)
+        watch_retry(rb);
+}
+
+static void on_watch_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    watch_connect(arg);
+}
+
+/* "host:port" or "[v6]:port" with a numeric host or localhost, into *out; NULL or why not. */
+static const char *sentinel_parse(const char *text, struct sentinel_addr *out)
+{
+    const char *colon = strrchr(text, ':');
+    const char *h = text;
+    size_t hl = colon != NULL ? (size_t)(colon - text) : 0;
+    long port = 0;
+    struct in6_addr a6;
+    if (colon == NULL || !parse_uint(colon + 1, strlen(colon + 1), 1, 65535, &port))
+        return "want host:port";
+    if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
+        h++;
+        hl -= 2;
+    }
+    if (hl == 9 && strncasecmp(h, "localhost", 9) == 0) {
+        h = "127.0.0.1";
+        hl = 9;
+    }
+    if (hl == 0 || hl >= sizeof(out->ip))
+        return "bad host";
+    memcpy(out->ip, h, hl);
+    out->ip[hl] = '\0';
+    if (inet_pton(AF_INET, out->ip, &a6) != 1 && inet_pton(AF_INET6, out->ip, &a6) != 1)
+        return "the host must be an IP address or localhost";
+    out->port = (int)port;
+    return NULL;
 }
 
 /* --- commands ------------------------------------------------------------ */
@@ -734,7 +1016,7 @@ struct argv_buf {
 
 static void arg_bytes(struct argv_buf *a, const void *p, size_t len)
 {
-    /* "" rather than NULL: hiredis memcpy()s from the pointer even for 0 bytes (UB on NULL). */
+    /* "" rather than NULL: redisFormatCommandArgv memcpy()s even 0 bytes (UB on NULL). */
     a->v[a->n] = p != NULL ? p : "";
     a->len[a->n] = len;
     a->n++;
@@ -758,34 +1040,29 @@ static bool is_transient_error(const char *msg)
     return false;
 }
 
-static char *lost_reason(const redisAsyncContext *ac, const struct redis_backend *rb)
-{
-    const char *why = ac->c.errstr[0] != '\0' ? ac->c.errstr : "connection closed";
-    return xasprintf("connection to %s lost: %s", rb->addr, why);
-}
+static void on_cmd_reply(struct redis_conn *link, const redisReply *reply, void *arg);
 
-static void on_cmd_reply(redisAsyncContext *ac, void *r, void *privdata);
-
-static int cmd_send(struct redis_cmd *cmd, redisAsyncContext *ac, struct argv_buf *a)
+static int cmd_send(struct redis_cmd *cmd, struct argv_buf *a)
 {
-    if (redisAsyncCommandArgv(ac, on_cmd_reply, cmd, a->n, a->v, a->len) != REDIS_OK)
-        return -EIO;
+    int rc = redis_conn_send(cmd->rb->data.link, a->n, a->v, a->len, on_cmd_reply, cmd);
+    if (rc < 0)
+        return rc;
     cmd->rb->in_flight++;
     return 0;
 }
 
-static int cmd_send_take_script(struct redis_cmd *cmd, redisAsyncContext *ac)
+static int cmd_send_take_script(struct redis_cmd *cmd)
 {
     struct argv_buf a = {.n = 0};
     arg_str(&a, "EVAL");
     arg_str(&a, take_script);
     arg_str(&a, "1");
     arg_str(&a, cmd->key);
-    return cmd_send(cmd, ac, &a);
+    return cmd_send(cmd, &a);
 }
 
 /* Translates op into one Redis command; the caller arms the deadline. */
-static int cmd_send_op(struct redis_cmd *cmd, redisAsyncContext *ac, const struct store_op *op)
+static int cmd_send_op(struct redis_cmd *cmd, const struct store_op *op)
 {
     struct argv_buf a = {.n = 0};
     char ttl[24];
@@ -810,7 +1087,7 @@ static int cmd_send_op(struct redis_cmd *cmd, redisAsyncContext *ac, const struc
         break;
     case STORE_OP_TAKE:
         if (cmd->rb->no_getdel)
-            return cmd_send_take_script(cmd, ac);
+            return cmd_send_take_script(cmd);
         arg_str(&a, "GETDEL");
         arg_str(&a, op->key);
         break;
@@ -883,7 +1160,7 @@ static int cmd_send_op(struct redis_cmd *cmd, redisAsyncContext *ac, const struc
         break;
     case STORE_OP_PING: arg_str(&a, "PING"); break;
     }
-    return cmd_send(cmd, ac, &a);
+    return cmd_send(cmd, &a);
 }
 
 static void cmd_free(struct redis_cmd *cmd)
@@ -977,21 +1254,19 @@ unexpected:
     res->error = "redis: unexpected reply type";
 }
 
-static void on_cmd_reply(redisAsyncContext *ac, void *r, void *privdata)
+static void on_cmd_reply(struct redis_conn *link, const redisReply *reply, void *arg)
 {
-    struct redis_cmd *cmd = privdata;
+    struct redis_cmd *cmd = arg;
     struct redis_backend *rb = cmd->rb;
-    struct redis_conn *c = &rb->data;
-    redisReply *reply = r;
+    struct conn *c = &rb->data;
     const char **members = NULL;
     size_t *member_lens = NULL;
-    char *reason = NULL;
+    bool readonly = false;
 
+    (void)link;
     rb->in_flight--;
     if (reply == NULL) {
-        /* hiredis is freeing the context: lost connection, our drop, or store_free. */
-        reason = lost_reason(ac, rb);
-        conn_lost(c, ac, reason);
+        /* The link went: lost (the event set c->error first), our drop, or store_free. */
         cmd_fail(cmd, STORE_UNAVAILABLE,
                  store_is_closing(rb->s) ? "store shutting down"
                  : c->error != NULL      ? c->error
@@ -1014,12 +1289,14 @@ static void on_cmd_reply(redisAsyncContext *ac, void *r, void *privdata)
                 gw_log(GW_LOG_INFO, "store", NULL,
                        "redis has no GETDEL (< 6.2); take uses a script", "addr", rb->addr, NULL);
             rb->no_getdel = true;
-            if (cmd_send_take_script(cmd, ac) == 0)
-                goto out; /* hiredis holds the record again */
+            if (cmd_send_take_script(cmd) == 0)
+                goto out; /* the link's FIFO holds the record again */
             cmd_fail(cmd, STORE_UNAVAILABLE, "redis: cannot queue the take script");
             goto out_free;
         }
         cmd_fail(cmd, is_transient_error(reply->str) ? STORE_UNAVAILABLE : STORE_ERROR, reply->str);
+        /* Sentinel: a READONLY master was demoted under us; ask the sentinels again. */
+        readonly = rb->n_sentinels > 0 && strncmp(reply->str, "READONLY", 8) == 0;
         goto out_free;
     }
 
@@ -1043,19 +1320,21 @@ out_free:
 out:
     free(members);
     free(member_lens);
-    free(reason);
+    if (readonly)
+        conn_drop(c, "READONLY: the server is no longer the master");
 }
 
 /*
- * hiredis 0.14: no command timeout. The caller gets STORE_UNAVAILABLE at
- * the deadline; the record stays with hiredis (marked done) until the late
- * reply or the context's end, so hiredis never calls back into freed memory.
+ * hiredis 0.14 (and redis_conn): no command timeout. The caller gets
+ * STORE_UNAVAILABLE at the deadline; the record stays in the link's FIFO
+ * (marked done) until the late reply or the link's end, so no callback ever
+ * reaches freed memory.
  */
 static void on_cmd_deadline(evutil_socket_t fd, short what, void *arg)
 {
     struct redis_cmd *cmd = arg;
     struct redis_backend *rb = cmd->rb;
-    struct redis_conn *c = &rb->data;
+    struct conn *c = &rb->data;
     /* Nothing at all came back since this command went out: the peer is gone or stuck. */
     bool silent = c->last_reply_ms <= cmd->sent_ms;
     (void)fd;
@@ -1069,7 +1348,7 @@ static void on_cmd_deadline(evutil_socket_t fd, short what, void *arg)
      * that still answers other commands is only slow: keep the connection.
      * (cmd may be freed by conn_drop: not used past this point.)
      */
-    if (silent && c->ac != NULL) {
+    if (silent && redis_conn_is_open(c->link)) {
         char *reason = xasprintf("%s is not answering (no reply for %" PRIu64 " ms)", rb->addr,
                                  rb->timeout_ms);
         conn_drop(c, reason);
@@ -1090,7 +1369,7 @@ static int cmd_start(struct redis_backend *rb, const struct store_op *op, bool i
     cmd->sent_ms = time_mono_ms();
     cmd->key = op->kind == STORE_OP_TAKE ? xstrdup(op->key) : NULL;
     cmd->deadline = xevtimer_new(rb->base, on_cmd_deadline, cmd);
-    rc = cmd_send_op(cmd, rb->data.ac, op);
+    rc = cmd_send_op(cmd, op);
     if (rc < 0) {
         cmd_free(cmd);
         goto out;
@@ -1117,47 +1396,45 @@ static void on_health(evutil_socket_t fd, short what, void *arg)
 /* --- pub/sub ------------------------------------------------------------- */
 
 /*
- * Every SUBSCRIBE registers this one function with the same privdata, and it
- * dispatches on the channel named in the reply. hiredis 0.14: it keeps the
- * callback of a pub/sub reply in a variable that is not reset between
- * replies (redisProcessCallbacks), so a reply for a channel it does not know
- * (e.g. PING's ["pong",""] in subscribed mode) reaches the previous reply's
- * callback. With one callback that reads the reply, a stray reply is merely
- * ignored. The same bug is why nothing but SUBSCRIBE is ever sent on this
- * connection after the handshake.
+ * A message on the pubsub link (redis_conn routes "message" replies here,
+ * never to the FIFO, so PING or a late confirmation cannot be mistaken for
+ * one: the stale-callback bug of hiredis 0.14's pub/sub is gone with it).
  */
-static void on_sub_reply(redisAsyncContext *ac, void *r, void *privdata)
+static void on_sub_push(struct redis_conn *link, const redisReply *reply, void *arg)
 {
-    struct redis_conn *c = privdata;
-    struct redis_backend *rb = c->rb;
-    redisReply *reply = r;
+    struct conn *c = arg;
+    (void)link;
+    c->last_reply_ms = time_mono_ms();
+    if (reply->element[1]->type != REDIS_REPLY_STRING ||
+        reply->element[2]->type != REDIS_REPLY_STRING)
+        return;
+    store_deliver_message(c->rb->s, reply->element[1]->str, reply->element[2]->str,
+                          reply->element[2]->len);
+}
 
-    if (reply == NULL) {
-        /* hiredis calls every subscription back with NULL when the context goes. */
-        char *reason = lost_reason(ac, rb);
-        conn_lost(c, ac, reason);
+/* The confirmation of one SUBSCRIBE: ["subscribe", channel, count], or an error. */
+static void on_sub_reply(struct redis_conn *link, const redisReply *reply, void *arg)
+{
+    struct conn *c = arg;
+    (void)link;
+    if (reply == NULL)
+        return; /* the link went; conn_ready subscribes again */
+    c->last_reply_ms = time_mono_ms();
+    if (reply->type == REDIS_REPLY_ERROR) {
+        char *reason = xasprintf("SUBSCRIBE failed: %s", reply->str);
+        conn_drop(c, reason);
         free(reason);
         return;
     }
-    if (c->ac != ac)
-        return;
-    c->last_reply_ms = time_mono_ms();
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
-        reply->element[0]->type != REDIS_REPLY_STRING ||
         reply->element[1]->type != REDIS_REPLY_STRING)
         return;
-    const char *kind = reply->element[0]->str;
-    const char *channel = reply->element[1]->str;
-    if (strcasecmp(kind, "message") == 0 && reply->element[2]->type == REDIS_REPLY_STRING) {
-        store_deliver_message(rb->s, channel, reply->element[2]->str, reply->element[2]->len);
-    } else if (strcasecmp(kind, "subscribe") == 0) {
-        for (struct redis_channel *ch = rb->channels; ch != NULL; ch = ch->next)
-            if (strcmp(ch->name, channel) == 0)
-                ch->active = true;
-    }
+    for (struct redis_channel *ch = c->rb->channels; ch != NULL; ch = ch->next)
+        if (strcmp(ch->name, reply->element[1]->str) == 0)
+            ch->active = true;
 }
 
-static void sub_send(struct redis_conn *c, struct redis_channel *ch)
+static void sub_send(struct conn *c, struct redis_channel *ch)
 {
     if (c->state != CONN_READY)
         return; /* conn_ready subscribes everything */
@@ -1165,18 +1442,59 @@ static void sub_send(struct redis_conn *c, struct redis_channel *ch)
     arg_str(&a, "SUBSCRIBE");
     arg_str(&a, ch->name);
     ch->active = false;
-    /* Fails only while hiredis is tearing the context down; conn_ready will retry. */
-    redisAsyncCommandArgv(c->ac, on_sub_reply, c, a.n, a.v, a.len);
+    /* One channel per SUBSCRIBE: its confirmation is its reply (store/redis_conn.h). */
+    if (redis_conn_send(c->link, a.n, a.v, a.len, on_sub_reply, c) < 0)
+        conn_drop(c, "cannot queue SUBSCRIBE");
 }
 
 /* --- backend vtable ------------------------------------------------------ */
+
+static void held_add(struct redis_backend *rb, const struct store_op *op)
+{
+    struct held_op *h = xcalloc(1, sizeof(*h));
+    h->op = *op;
+    h->key = op->key != NULL ? xstrdup(op->key) : NULL;
+    if (op->val_len > 0) {
+        h->val = xmalloc(op->val_len);
+        memcpy(h->val, op->val, op->val_len);
+    }
+    h->op.key = h->key;
+    h->op.val = h->val;
+    if (rb->held_tail != NULL)
+        rb->held_tail->next = h;
+    else
+        rb->held = h;
+    rb->held_tail = h;
+    rb->n_held++;
+}
+
+/* Sends every held operation (error NULL) or fails each with error, from the loop. */
+static void held_flush(struct redis_backend *rb, const char *error)
+{
+    struct held_op *h = rb->held;
+    rb->held = rb->held_tail = NULL;
+    rb->n_held = 0;
+    while (h != NULL) {
+        struct held_op *next = h->next;
+        if (error != NULL || cmd_start(rb, &h->op, false) < 0)
+            store_defer_status(rb->s, h->op.cb, h->op.arg, STORE_UNAVAILABLE,
+                               error != NULL ? error : "redis: cannot queue the command");
+        free(h->key);
+        free(h->val);
+        free(h);
+        h = next;
+    }
+}
 
 static void redis_submit(void *impl, const struct store_op *op)
 {
     struct redis_backend *rb = impl;
     const char *error = NULL;
 
-    if (rb->data.ac == NULL) {
+    if (!redis_conn_is_open(rb->data.link) && rb->data.state == CONN_CONNECTING &&
+        rb->in_flight + rb->n_held < REDIS_MAX_IN_FLIGHT) {
+        held_add(rb, op); /* resolving or asking the sentinels: wait for the link */
+    } else if (!redis_conn_is_open(rb->data.link)) {
         /* DOWN: fail now rather than queue behind a reconnect that may take long. */
         error = rb->data.error != NULL ? rb->data.error : "redis not connected";
     } else if (rb->in_flight >= REDIS_MAX_IN_FLIGHT) {
@@ -1219,30 +1537,31 @@ static void redis_get_stats(const void *impl, struct store_stats *out)
 {
     const struct redis_backend *rb = impl;
     out->connected = rb->data.state == CONN_READY;
+    out->failovers = rb->failovers;
     out->subscribed = rb->channels == NULL || rb->pubsub.state == CONN_READY;
     for (const struct redis_channel *ch = rb->channels; ch != NULL; ch = ch->next)
         out->subscribed = out->subscribed && ch->active;
 }
 
-static void conn_init(struct redis_backend *rb, struct redis_conn *c, const char *name,
-                      bool is_data)
+static void conn_init(struct redis_backend *rb, struct conn *c, const char *name, bool is_data)
 {
     c->rb = rb;
     c->name = name;
     c->is_data = is_data;
     c->backoff_ms = rb->reconnect_min_ms;
     c->timer = xevtimer_new(rb->base, on_conn_timer, c);
+    c->link = redis_conn_new(rb->base, on_link_event, c);
+    if (!is_data)
+        redis_conn_set_push(c->link, on_sub_push, c);
 }
 
-/* Frees the context first: its pending callbacks run now, reporting "store shutting down". */
-static void conn_shutdown(struct redis_conn *c)
+/* Frees the link first: its pending callbacks run now, reporting "store shutting down". */
+static void conn_shutdown(struct conn *c)
 {
     dns_cancel(c);
-    redisAsyncContext *ac = c->ac;
-    c->ac = NULL;
     c->state = CONN_DOWN;
-    if (ac != NULL)
-        redisAsyncFree(ac);
+    redis_conn_free(c->link); /* pending callbacks run now, with NULL */
+    c->link = NULL;
     if (c->timer != NULL)
         event_free(c->timer);
     free(c->error);
@@ -1255,8 +1574,19 @@ static void redis_free(void *impl)
     if (rb == NULL)
         return;
     event_free(rb->health_ev);
+    held_flush(rb, "store shutting down");
     conn_shutdown(&rb->data);
     conn_shutdown(&rb->pubsub);
+    redis_conn_free(rb->query);
+    redis_conn_free(rb->watch);
+    if (rb->watch_timer != NULL)
+        event_free(rb->watch_timer);
+    free(rb->sentinels);
+    free(rb->master_name);
+    if (rb->sentinel_password != NULL)
+        explicit_bzero(rb->sentinel_password, strlen(rb->sentinel_password));
+    free(rb->sentinel_password);
+    free(rb->query_error);
     struct redis_channel *ch = rb->channels;
     while (ch != NULL) {
         struct redis_channel *next = ch->next;
@@ -1271,6 +1601,8 @@ static void redis_free(void *impl)
     store_redis_url_clear(&rb->url);
     free(rb->addr);
     free(rb->timeout_error);
+    SSL_CTX_free(rb->tls);
+    free(rb->tls_name);
     free(rb);
 }
 
@@ -1308,6 +1640,29 @@ void *store_redis_new(struct store *s, struct event_base *base, const struct sto
     else
         rb->addr = xasprintf("%s:%d/%d", rb->url.host, rb->url.port, rb->url.db);
     rb->timeout_error = xasprintf("redis timeout after %" PRIu64 " ms", rb->timeout_ms);
+    if (rb->url.tls) {
+        struct redis_conn_tls t = {
+            .ca_file = opts->tls_ca_file,
+            .cert_file = opts->tls_cert_file,
+            .key_file = opts->tls_key_file,
+            .verify = !opts->tls_no_verify,
+        };
+        rb->tls = redis_conn_tls_ctx_new(&t, err_out);
+        rb->tls_name = xstrdup(opts->tls_server_name != NULL ? opts->tls_server_name
+                               : rb->url.host_is_localhost   ? "localhost"
+                                                             : rb->url.host);
+        rb->tls_check_name = !opts->tls_no_verify;
+        rb->tls_name_given = opts->tls_server_name != NULL;
+        if (rb->tls == NULL) {
+            free(rb->addr);
+            free(rb->timeout_error);
+            free(rb->tls_name);
+            store_redis_url_clear(&rb->url);
+            free(rb);
+            rb = NULL;
+            goto out;
+        }
+    }
 
     /*
      * Every command has the same timeout: a libevent "common timeout" keeps
@@ -1319,14 +1674,17 @@ void *store_redis_new(struct store *s, struct event_base *base, const struct sto
         *err_out = xstrdup("store: cannot set up command timeouts");
         free(rb->addr);
         free(rb->timeout_error);
+        SSL_CTX_free(rb->tls);
+        free(rb->tls_name);
         store_redis_url_clear(&rb->url);
         free(rb);
         rb = NULL;
         goto out;
     }
     /*
-     * hiredis 0.14: writes with write(2), not send(MSG_NOSIGNAL); a write to a
-     * Redis that just died raises SIGPIPE, which by default kills us. The
+     * libevent's socket bufferevent writes with writev(2) and OpenSSL's socket
+     * BIO with write(2), not send(MSG_NOSIGNAL); a write to a Redis that just
+     * died raises SIGPIPE, which by default kills us. The
      * process owns signal dispositions (gateway/app.c ignores SIGPIPE), so
      * only say so loudly when nobody did.
      */
@@ -1334,9 +1692,37 @@ void *store_redis_new(struct store *s, struct event_base *base, const struct sto
     if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL)
         gw_log(GW_LOG_WARN, "store", NULL,
                "SIGPIPE is not ignored: a Redis connection dropped mid-write will kill the "
-               "process (hiredis writes with write(2))",
+               "process (libevent and OpenSSL write without MSG_NOSIGNAL)",
                NULL);
     rb->rng = time_mono_ms() ^ ((uint64_t)(uintptr_t)rb << 16) ^ 0x9e3779b97f4a7c15ull;
+    if (opts->n_sentinels > 0) {
+        rb->sentinels = xcalloc(opts->n_sentinels, sizeof(*rb->sentinels));
+        for (size_t i = 0; i < opts->n_sentinels; i++) {
+            const char *why = sentinel_parse(opts->sentinels[i], &rb->sentinels[i]);
+            if (why != NULL) {
+                *err_out = xasprintf("store.redis.sentinels: \"%s\": %s", opts->sentinels[i], why);
+                free(rb->sentinels);
+                free(rb->addr);
+                free(rb->timeout_error);
+                SSL_CTX_free(rb->tls);
+                free(rb->tls_name);
+                store_redis_url_clear(&rb->url);
+                free(rb);
+                rb = NULL;
+                goto out;
+            }
+        }
+        rb->n_sentinels = opts->n_sentinels;
+        rb->master_name = xstrdup(opts->master_name != NULL ? opts->master_name : "mymaster");
+        if (opts->sentinel_password != NULL && opts->sentinel_password[0] != '\0')
+            rb->sentinel_password = xstrdup(opts->sentinel_password);
+        replace_str(&rb->addr, xasprintf("master %s via sentinels", rb->master_name));
+        rb->query = redis_conn_new(base, on_query_event, rb);
+        rb->watch = redis_conn_new(base, on_watch_event, rb);
+        redis_conn_set_push(rb->watch, on_watch_push, rb);
+        rb->watch_timer = xevtimer_new(base, on_watch_timer, rb);
+        watch_connect(rb);
+    }
     conn_init(rb, &rb->data, "data", true);
     conn_init(rb, &rb->pubsub, "pubsub", false);
     rb->health_ev = xevent_new(base, -1, EV_PERSIST, on_health, rb);

@@ -2,8 +2,8 @@
  * store: the asynchronous key-value store behind OAuth state, tokens and MCP
  * sessions (DESIGN §5). Two backends share one contract:
  *
- *   redis   production and multi-instance: hiredis' async API on the caller's
- *           event_base, one data connection plus one pub/sub connection,
+ *   redis   production and multi-instance: on the caller's event_base (TCP,
+ *           unix socket or TLS), one data connection plus one pub/sub connection,
  *           per-command deadlines, reconnect with capped backoff.
  *   memory  tests and single-instance development: everything in process,
  *           lost on exit.
@@ -34,11 +34,11 @@
  *
  * Callbacks may issue new store operations. They must not call store_free()
  * (it aborts: freeing the store under the callback that it is running would
- * pull the connection out from under hiredis).
+ * pull the connection out from under the reply being delivered).
  *
- * The process must ignore SIGPIPE (gateway/app.c does): hiredis 0.14 writes
- * with write(2), not send(MSG_NOSIGNAL), so a write to a Redis that just died
- * would otherwise kill mcpgate.
+ * The process must ignore SIGPIPE (gateway/app.c does): libevent writes with
+ * writev(2) and OpenSSL with write(2), not send(MSG_NOSIGNAL), so a write to
+ * a Redis that just died would otherwise kill mcpgate.
  */
 #ifndef MCPGATE_STORE_STORE_H
 #define MCPGATE_STORE_STORE_H
@@ -63,11 +63,11 @@ enum store_backend {
 struct store_options {
     enum store_backend backend;
     /*
-     * Redis only. "redis://[[user]:password@]host[:port][/db]" (port 6379 and
-     * db 0 by default; user and password may be %-encoded) or
-     * "unix:/path/to/redis.sock[?db=N]". host must be an IPv4 or bracketed
-     * IPv6 literal or "localhost": hiredis 0.14 resolves names with blocking
-     * getaddrinfo(3), which would stall the event loop. Borrowed.
+     * Redis only. "redis[s]://[[user]:password@]host[:port][/db]" (port 6379
+     * and db 0 by default; user and password may be %-encoded; rediss: TLS)
+     * or "unix:/path/to/redis.sock[?db=N]". host is an IPv4 or bracketed
+     * IPv6 literal or a name, resolved on the loop (evdns) before every
+     * connection. Borrowed.
      */
     const char *redis_url;
     /* Overrides the URL's password; NULL or "" = use the URL's. Borrowed. */
@@ -77,6 +77,21 @@ struct store_options {
     uint64_t timeout_ms;       /* deadline per command and per connect+handshake; 0 = 2000 */
     uint64_t reconnect_min_ms; /* first reconnect delay; 0 = 100 */
     uint64_t reconnect_max_ms; /* cap of the doubling delay; 0 = 5000 */
+    /* rediss:// only. Borrowed; NULL = default. */
+    const char *tls_ca_file;   /* CA bundle to trust; NULL = the system CAs */
+    const char *tls_cert_file; /* client certificate chain (with tls_key_file) */
+    const char *tls_key_file;
+    const char *tls_server_name; /* SNI and the name checked; NULL = the URL's host */
+    bool tls_no_verify;          /* skip the chain and name checks (tls_verify: false) */
+    /*
+     * Redis Sentinel: "host:port" of each sentinel (IP literal or localhost),
+     * borrowed; n_sentinels 0 = connect to the URL's host. The URL still
+     * gives user, password and db; its host and port are then ignored.
+     */
+    const char *const *sentinels;
+    size_t n_sentinels;
+    const char *master_name;       /* default "mymaster"; borrowed */
+    const char *sentinel_password; /* AUTH to the sentinels; NULL or "" = none; borrowed */
 };
 
 enum store_status {
@@ -210,6 +225,7 @@ struct store_stats {
     uint64_t errors;     /* results with STORE_UNAVAILABLE or STORE_ERROR (timeouts included) */
     uint64_t timeouts;   /* commands whose deadline passed (health pings included) */
     uint64_t reconnects; /* data connections re-established after a loss */
+    uint64_t failovers;  /* Sentinel +switch-master messages that moved the master */
     bool connected;      /* data connection up (memory: always) */
     bool subscribed;     /* every subscription is live on the server (memory: always) */
     struct histogram latency; /* submit to result, every operation (failures included) */

@@ -126,12 +126,14 @@ void *store_backend_impl(const struct store *s);
  * is owned by *out (store_redis_url_clear() frees them; the password is wiped).
  */
 struct store_redis_url {
-    char *host;        /* owned: numeric address or host name; NULL for a unix socket */
-    bool host_is_name; /* resolved on the loop before each connect */
-    int port;          /* TCP only */
-    char *unix_path;   /* owned: NULL for TCP */
-    char *user;        /* owned; NULL: AUTH with the password alone */
-    char *password;    /* owned; NULL: no AUTH */
+    char *host;             /* owned: numeric address or host name; NULL for a unix socket */
+    bool host_is_name;      /* resolved on the loop before each connect */
+    bool tls;               /* rediss:// */
+    bool host_is_localhost; /* written "localhost" (host holds 127.0.0.1): the TLS name */
+    int port;               /* TCP only */
+    char *unix_path;        /* owned: NULL for TCP */
+    char *user;             /* owned; NULL: AUTH with the password alone */
+    char *password;         /* owned; NULL: no AUTH */
     int db;
 };
 int store_redis_url_parse(const char *url, struct store_redis_url *out, char **err_out);

@@ -377,7 +377,7 @@ export async function startBlackHole() {
  * A minimal valid configuration. Options:
  *   port        the first listener (required unless listen is given)
  *   listen      array of listen specs (default ["127.0.0.1:<port>"])
- *   store       'memory' | {url, timeout, password} (default memory)
+ *   store       'memory' | {url, timeout, password, tls_*} (default memory)
  *   limits      object rendered into server.limits
  *   log         object rendered into log (default {level: info})
  *   metrics     object rendered into metrics
@@ -398,6 +398,9 @@ export function gatewayConfig({ port, listen, store = 'memory', limits, log, met
     const redis = { url: store.url };
     if (store.timeout) redis.timeout = store.timeout;
     if (store.password) redis.password = store.password;
+    for (const k of ['tls_ca_file', 'tls_cert_file', 'tls_key_file', 'tls_server_name', 'tls_verify']) {
+      if (store[k] !== undefined) redis[k] = store[k];
+    }
     lines.push('store:', '  backend: redis', `  redis: ${flowMap(redis)}`);
   }
   lines.push(`log: ${flowMap(log || { level: 'info' })}`);

@@ -232,12 +232,18 @@ static const struct bad_case bad_cases[] = {
      "t.yaml:3:14: log.level: \"verbose\" is not one of: debug, info, warn, error", 1},
     {SRV "store:\n  redis: {url: \"http://127.0.0.1:6379\"}\n",
      "t.yaml:4:16: store.redis.url: \"http://127.0.0.1:6379\" must be "
-     "redis://[user:password@]host[:port][/db] or unix:/path/to/redis.sock",
+     "redis[s]://[user:password@]host[:port][/db] or unix:/path/to/redis.sock",
      1},
-    {SRV "store:\n  redis: {url: \"rediss://redis.example.com\"}\n",
-     "t.yaml:4:16: store.redis.url: rediss:// (TLS) is not supported: hiredis 0.14 has no TLS; "
-     "use a private network or a local TLS tunnel",
+    {SRV "store:\n  redis: {url: \"redis://10.0.0.1\", tls_ca_file: /etc/ca.pem}\n",
+     "t.yaml:4:10: store.redis: tls_ca_file needs a rediss:// url (TLS)", 1},
+    {SRV "store:\n  redis: {url: \"rediss://10.0.0.1\", tls_cert_file: /etc/c.pem}\n",
+     "t.yaml:4:10: store.redis: tls_cert_file and tls_key_file go together", 1},
+    {SRV "store:\n  redis: {sentinels: [\"10.0.0.1\"]}\n",
+     "t.yaml:4:23: store.redis.sentinels[0]: \"10.0.0.1\" must be host:port (an IP address or "
+     "localhost)",
      1},
+    {SRV "store:\n  redis: {url: \"rediss://10.0.0.1\", tls_ca_file: ca.pem}\n",
+     "t.yaml:4:50: store.redis.tls_ca_file: \"ca.pem\" must be an absolute path", 1},
     {"- a\n", "t.yaml:1:1: (root): the configuration must be a mapping, found a list", 1},
     /* routes: paths */
     {SRV "routes:\n" ROUTE("a", "mcp/a"),

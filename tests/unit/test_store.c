@@ -973,6 +973,8 @@ static void test_url_parse(void **state)
         {"redis://redis:6380/1", "redis", NULL, NULL, NULL, 6380, 1},
         {"unix:/run/redis.sock", NULL, "/run/redis.sock", NULL, NULL, 0, 0},
         {"unix:///run/redis.sock?db=4", NULL, "/run/redis.sock", NULL, NULL, 0, 4},
+        {"rediss://u:pw@redis.example.com:6380/3", "redis.example.com", NULL, "u", "pw", 6380, 3},
+        {"rediss://127.0.0.1", "127.0.0.1", NULL, NULL, NULL, 6379, 0},
     };
     static const struct {
         const char *url;
@@ -980,7 +982,6 @@ static void test_url_parse(void **state)
     } bad[] = {
         {"", "empty"},
         {"http://127.0.0.1", "redis://"},
-        {"rediss://127.0.0.1", "TLS"},
         {"redis://bad_host!:6379", "bad host"},
         {"redis://127.0.0.1:0", "port"},
         {"redis://127.0.0.1:65536", "port"},
@@ -1022,6 +1023,7 @@ static void test_url_parse(void **state)
         if (u.host != NULL)
             assert_int_equal(u.port, good[i].port);
         assert_int_equal(u.db, good[i].db);
+        assert_int_equal(u.tls, strncmp(good[i].url, "rediss:", 7) == 0);
         store_redis_url_clear(&u);
     }
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
