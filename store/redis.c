@@ -1568,6 +1568,22 @@ static void conn_shutdown(struct conn *c)
     free(c->logged_error);
 }
 
+/*
+ * Frees what store_redis_new sets up before any connection exists (the URL,
+ * the names, the TLS context, the sentinel list) and RB itself: the last
+ * step of redis_free, and the whole clean-up of a constructor that fails.
+ */
+static void backend_abandon(struct redis_backend *rb)
+{
+    free(rb->sentinels);
+    store_redis_url_clear(&rb->url);
+    free(rb->addr);
+    free(rb->timeout_error);
+    SSL_CTX_free(rb->tls);
+    free(rb->tls_name);
+    free(rb);
+}
+
 static void redis_free(void *impl)
 {
     struct redis_backend *rb = impl;
@@ -1581,7 +1597,6 @@ static void redis_free(void *impl)
     redis_conn_free(rb->watch);
     if (rb->watch_timer != NULL)
         event_free(rb->watch_timer);
-    free(rb->sentinels);
     free(rb->master_name);
     if (rb->sentinel_password != NULL)
         explicit_bzero(rb->sentinel_password, strlen(rb->sentinel_password));
@@ -1598,12 +1613,7 @@ static void redis_free(void *impl)
      * answer) are finished and freed now; ours were cancelled above. */
     if (rb->dns)
         evdns_base_free(rb->dns, 1);
-    store_redis_url_clear(&rb->url);
-    free(rb->addr);
-    free(rb->timeout_error);
-    SSL_CTX_free(rb->tls);
-    free(rb->tls_name);
-    free(rb);
+    backend_abandon(rb);
 }
 
 void *store_redis_new(struct store *s, struct event_base *base, const struct store_options *opts,
@@ -1615,11 +1625,8 @@ void *store_redis_new(struct store *s, struct event_base *base, const struct sto
     rb->s = s;
     rb->base = base;
     rc = store_redis_url_parse(opts->redis_url, &rb->url, err_out);
-    if (rc < 0) {
-        free(rb);
-        rb = NULL;
-        goto out;
-    }
+    if (rc < 0)
+        goto fail;
     /* "" counts as unset: configs write password: "${REDIS_PASSWORD:-}". */
     if (opts->password != NULL && opts->password[0] != '\0') {
         if (rb->url.password != NULL)
@@ -1653,15 +1660,8 @@ void *store_redis_new(struct store *s, struct event_base *base, const struct sto
                                                              : rb->url.host);
         rb->tls_check_name = !opts->tls_no_verify;
         rb->tls_name_given = opts->tls_server_name != NULL;
-        if (rb->tls == NULL) {
-            free(rb->addr);
-            free(rb->timeout_error);
-            free(rb->tls_name);
-            store_redis_url_clear(&rb->url);
-            free(rb);
-            rb = NULL;
-            goto out;
-        }
+        if (rb->tls == NULL)
+            goto fail;
     }
 
     /*
@@ -1672,14 +1672,7 @@ void *store_redis_new(struct store *s, struct event_base *base, const struct sto
     rb->cmd_timeout = event_base_init_common_timeout(base, &tv);
     if (rb->cmd_timeout == NULL) {
         *err_out = xstrdup("store: cannot set up command timeouts");
-        free(rb->addr);
-        free(rb->timeout_error);
-        SSL_CTX_free(rb->tls);
-        free(rb->tls_name);
-        store_redis_url_clear(&rb->url);
-        free(rb);
-        rb = NULL;
-        goto out;
+        goto fail;
     }
     /*
      * libevent's socket bufferevent writes with writev(2) and OpenSSL's socket
@@ -1701,15 +1694,7 @@ void *store_redis_new(struct store *s, struct event_base *base, const struct sto
             const char *why = sentinel_parse(opts->sentinels[i], &rb->sentinels[i]);
             if (why != NULL) {
                 *err_out = xasprintf("store.redis.sentinels: \"%s\": %s", opts->sentinels[i], why);
-                free(rb->sentinels);
-                free(rb->addr);
-                free(rb->timeout_error);
-                SSL_CTX_free(rb->tls);
-                free(rb->tls_name);
-                store_redis_url_clear(&rb->url);
-                free(rb);
-                rb = NULL;
-                goto out;
+                goto fail;
             }
         }
         rb->n_sentinels = opts->n_sentinels;
@@ -1729,9 +1714,11 @@ void *store_redis_new(struct store *s, struct event_base *base, const struct sto
     struct timeval hv = ms_to_tv(REDIS_HEALTH_INTERVAL_MS);
     event_add(rb->health_ev, &hv);
     conn_connect(&rb->data);
-
-out:
     return rb;
+
+fail:
+    backend_abandon(rb);
+    return NULL;
 }
 
 const struct store_backend_ops store_redis_ops = {

@@ -420,6 +420,7 @@ SSL_CTX *redis_conn_tls_ctx_new(const struct redis_conn_tls *o, char **err_out)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     const char *what = NULL;
+    const char *file = NULL; /* the file WHAT is about, named in the error */
     char buf[256] = "";
 
     if (ctx == NULL) {
@@ -431,6 +432,7 @@ SSL_CTX *redis_conn_tls_ctx_new(const struct redis_conn_tls *o, char **err_out)
     if (o->ca_file != NULL) {
         if (SSL_CTX_load_verify_locations(ctx, o->ca_file, NULL) != 1) {
             what = "cannot read tls_ca_file";
+            file = o->ca_file;
             goto fail;
         }
     } else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
@@ -440,10 +442,12 @@ SSL_CTX *redis_conn_tls_ctx_new(const struct redis_conn_tls *o, char **err_out)
     if (o->cert_file != NULL) {
         if (SSL_CTX_use_certificate_chain_file(ctx, o->cert_file) != 1) {
             what = "cannot read tls_cert_file";
+            file = o->cert_file;
             goto fail;
         }
         if (SSL_CTX_use_PrivateKey_file(ctx, o->key_file, SSL_FILETYPE_PEM) != 1) {
             what = "cannot read tls_key_file";
+            file = o->key_file;
             goto fail;
         }
         if (SSL_CTX_check_private_key(ctx) != 1) {
@@ -455,7 +459,10 @@ SSL_CTX *redis_conn_tls_ctx_new(const struct redis_conn_tls *o, char **err_out)
 fail:
     ERR_error_string_n(ERR_get_error(), buf, sizeof(buf));
     ERR_clear_error();
-    *err_out = xasprintf("store.redis: %s (%s)", what, buf);
+    if (file != NULL)
+        *err_out = xasprintf("store.redis: %s %s (%s)", what, file, buf);
+    else
+        *err_out = xasprintf("store.redis: %s (%s)", what, buf);
     SSL_CTX_free(ctx);
     return NULL;
 }

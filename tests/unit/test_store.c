@@ -1121,6 +1121,22 @@ static void test_store_new_errors(void **state)
     assert_null(store_new(base, &o, &err));
     assert_non_null(err);
     free(err);
+    /* Failures after the backend has allocated its settings: LeakSanitizer
+     * checks that each one gives back everything. */
+    o.redis_url = "rediss://cache.example.com:6379";
+    o.tls_ca_file = "/nonexistent/ca.pem";
+    assert_null(store_new(base, &o, &err));
+    assert_non_null(strstr(err, "/nonexistent/ca.pem"));
+    free(err);
+    o.tls_ca_file = NULL;
+    const char *sentinels[] = {"127.0.0.1:26379", "sentinel.example.com"};
+    o.sentinels = sentinels;
+    o.n_sentinels = 2;
+    assert_null(store_new(base, &o, &err));
+    assert_non_null(strstr(err, "store.redis.sentinels: \"sentinel.example.com\": want host:port"));
+    free(err);
+    o.sentinels = NULL;
+    o.n_sentinels = 0;
     o.backend = (enum store_backend)42;
     assert_null(store_new(base, &o, &err));
     assert_non_null(strstr(err, "unknown backend"));
