@@ -110,6 +110,8 @@ static void on_metrics(struct http_request *req, void *arg)
     struct gw_metrics_gauges g = {
         .cluster_forwarded = cs.forwarded,
         .cluster_owner_gone = cs.owner_gone,
+        .cluster_hops_received = cs.received,
+        .cluster_hops_refused = cs.refused,
         .sessions = ps.sessions,
         .children = ps.children,
         .legacy_bridges = ps.legacy_bridges,

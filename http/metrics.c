@@ -356,6 +356,12 @@ char *gw_metrics_render(const struct gw_metrics *m, const struct gw_metrics_gaug
          "Requests forwarded to the instance that owns their session.", g->cluster_forwarded},
         {"mcpgate_cluster_owner_gone_total", "counter",
          "Forwarded requests answered 404: the owning instance is gone.", g->cluster_owner_gone},
+        {"mcpgate_cluster_hops_received_total", "counter",
+         "Forwarded requests received from another instance and verified.",
+         g->cluster_hops_received},
+        {"mcpgate_cluster_hops_refused_total", "counter",
+         "Requests on the internal listener refused (403): no hop, a bad or old MAC, a replay.",
+         g->cluster_hops_refused},
     };
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
         render_gauge(&sb, rows[i].name, rows[i].type, rows[i].help, rows[i].value);

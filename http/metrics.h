@@ -40,6 +40,7 @@ struct gw_metrics_gauges {
     uint64_t token_cache_entries;
     uint64_t bearer_cache_hits, bearer_cache_misses;
     uint64_t cluster_forwarded, cluster_owner_gone;
+    uint64_t cluster_hops_received, cluster_hops_refused;
 };
 
 enum gw_metric_type {

@@ -20,6 +20,7 @@
 #include "common/log.h"
 #include "common/panic.h"
 #include "common/rand.h"
+#include "common/replay_window.h"
 #include "common/strbuf.h"
 #include "common/timeutil.h"
 #include "common/xalloc.h"
@@ -41,6 +42,14 @@ struct peer {
     struct peer *next;
 };
 
+/* The hops received from one sender (its tag): each sequence number once. */
+struct sender_window {
+    char tag[CLUSTER_TAG_LEN + 1];
+    uint64_t last_ms; /* the last hop accepted: idle windows are reclaimed */
+    struct replay_window w;
+    struct sender_window *next;
+};
+
 struct cluster {
     struct event_base *base; /* borrowed */
     struct store *store;     /* borrowed */
@@ -53,6 +62,12 @@ struct cluster {
     bool withdrawn;
     struct peer *peers; /* owned: tag -> address, cached for two heartbeats */
     struct hop *hops;   /* borrowed list: forwards in flight */
+    uint64_t next_seq;  /* the sequence number of the next hop sent */
+    /* owned: one per sender seen in the last 2 * HOP_MAX_AGE_S. Senders are
+     * instances that hold the key (the MAC is checked first), and a tag is
+     * random per process start, so the list is as long as the instances
+     * started in the last minute. */
+    struct sender_window *senders;
     struct cluster_stats stats;
 };
 
@@ -138,6 +153,11 @@ void cluster_free(struct cluster *c)
     cluster_withdraw(c);
     while (c->hops)
         hop_abort(c->hops);
+    while (c->senders) {
+        struct sender_window *w = c->senders;
+        c->senders = w->next;
+        free(w);
+    }
     while (c->peers) {
         struct peer *p = c->peers;
         c->peers = p->next;
@@ -176,20 +196,81 @@ void cluster_get_stats(const struct cluster *c, struct cluster_stats *out)
 
 /* ---- the hop's MAC ------------------------------------------------------------- */
 
-/* HMAC(key, ts \n sender \n method \n target \n client \n sha256(body)) as hex. */
-static void hop_mac(const struct cluster *c, const char *ts, const char *sender, const char *method,
-                    const char *target, const char *client, const char *body, size_t body_len,
+/*
+ * What a hop's MAC covers: when and by whom it was sent, to whom, its
+ * sequence number, and everything that decides what the owner does with it:
+ * the request line, the original client, the headers that name the user and
+ * the session, and the body. All borrowed; a header absent is "".
+ */
+struct hop_fields {
+    const char *ts, *sender, *receiver, *seq;
+    const char *method, *target, *client;
+    const char *authorization, *session_id, *last_event_id, *protocol_version;
+    const char *body;
+    size_t body_len;
+};
+
+/* The request headers the MAC covers, by name (hop_fields order). */
+static void hop_fields_headers(struct hop_fields *f, struct http_request *req)
+{
+    const char *v;
+    f->authorization = (v = http_request_header(req, "Authorization")) ? v : "";
+    f->session_id = (v = http_request_header(req, "Mcp-Session-Id")) ? v : "";
+    f->last_event_id = (v = http_request_header(req, "Last-Event-ID")) ? v : "";
+    f->protocol_version = (v = http_request_header(req, "MCP-Protocol-Version")) ? v : "";
+}
+
+/* HMAC(key, "v2" \n each field \n ... sha256(body)) as hex. Header values
+ * hold no \n (the HTTP layer refuses them), so the fields cannot run into
+ * each other. */
+static void hop_mac(const struct cluster *c, const struct hop_fields *f,
                     char out[2 * CRYPTO_SHA256_LEN + 1])
 {
     unsigned char digest[CRYPTO_SHA256_LEN], mac[CRYPTO_SHA256_LEN];
-    crypto_sha256(body ? body : "", body ? body_len : 0, digest);
+    crypto_sha256(f->body ? f->body : "", f->body ? f->body_len : 0, digest);
     char digest_hex[2 * CRYPTO_SHA256_LEN + 1];
     hex_encode(digest, sizeof(digest), digest_hex);
     struct strbuf sb = STRBUF_INIT;
-    strbuf_printf(&sb, "%s\n%s\n%s\n%s\n%s\n%s", ts, sender, method, target, client, digest_hex);
+    strbuf_printf(&sb, "v2\n%s\n%s\n%s\n%s\n%s\n%s\n%s\n%s\n%s\n%s\n%s\n%s", f->ts, f->sender,
+                  f->receiver, f->seq, f->method, f->target, f->client, f->authorization,
+                  f->session_id, f->last_event_id, f->protocol_version, digest_hex);
     crypto_hmac_sha256(c->key, sizeof(c->key), sb.buf, sb.len, mac);
+    crypto_wipe(sb.buf, sb.len); /* it held a bearer token */
     strbuf_release(&sb);
     hex_encode(mac, sizeof(mac), out);
+}
+
+/*
+ * True the first time SENDER's SEQ arrives (cluster.h: a hop is accepted
+ * once). Windows idle for two hop lifetimes are reclaimed on the way: every
+ * hop they could still refuse is out of its time window by then.
+ */
+static bool hop_seq_fresh(struct cluster *c, const char *sender, uint64_t seq)
+{
+    uint64_t now = time_mono_ms();
+    struct sender_window **pp = &c->senders, *found = NULL;
+    while (*pp) {
+        struct sender_window *w = *pp;
+        if (strcmp(w->tag, sender) == 0) {
+            found = w;
+            pp = &w->next;
+        } else if (now - w->last_ms > 2 * HOP_MAX_AGE_S * 1000) {
+            *pp = w->next;
+            free(w);
+        } else {
+            pp = &w->next;
+        }
+    }
+    if (found == NULL) {
+        found = xcalloc(1, sizeof(*found));
+        snprintf(found->tag, sizeof(found->tag), "%s", sender);
+        found->next = c->senders;
+        c->senders = found;
+    }
+    if (!replay_window_accept(&found->w, seq))
+        return false;
+    found->last_ms = now;
+    return true;
 }
 
 static char *target_of(struct http_request *req)
@@ -208,8 +289,14 @@ const char *cluster_verify_hop(struct cluster *c, struct http_request *req)
     else if (hop == NULL || client == NULL || http_request_header_count(req, HOP_HEADER) != 1 ||
              http_request_header_count(req, CLIENT_HEADER) != 1)
         why = "not a forwarded request";
-    char ts[24] = "", sender[CLUSTER_TAG_LEN + 1] = "", mac[2 * CRYPTO_SHA256_LEN + 1] = "";
-    if (why == NULL && sscanf(hop, "%23[0-9].%8[A-Za-z0-9_-].%64[0-9a-f]", ts, sender, mac) != 3)
+    char ts[24] = "", sender[CLUSTER_TAG_LEN + 1] = "", seq[24] = "";
+    char mac[2 * CRYPTO_SHA256_LEN + 1] = "";
+    int used = 0;
+    /* "<unix time>.<sender tag>.<sequence number>.<MAC hex>" */
+    if (why == NULL &&
+        (sscanf(hop, "%23[0-9].%8[A-Za-z0-9_-].%23[0-9].%64[0-9a-f]%n", ts, sender, seq, mac,
+                &used) != 4 ||
+         hop[used] != '\0' || strlen(sender) != CLUSTER_TAG_LEN || strlen(mac) != 64))
         why = "a malformed hop";
     if (why == NULL) {
         long long t = atoll(ts), now = (long long)time_wall_s();
@@ -218,14 +305,25 @@ const char *cluster_verify_hop(struct cluster *c, struct http_request *req)
     }
     if (why == NULL) {
         char *target = target_of(req);
-        size_t len;
-        const char *body = http_request_body(req, &len);
+        struct hop_fields f = {.ts = ts,
+                               .sender = sender,
+                               .receiver = c->tag,
+                               .seq = seq,
+                               .method = http_request_method_name(req),
+                               .target = target,
+                               .client = client};
+        hop_fields_headers(&f, req);
+        f.body = http_request_body(req, &f.body_len);
         char want[2 * CRYPTO_SHA256_LEN + 1];
-        hop_mac(c, ts, sender, http_request_method_name(req), target, client, body, len, want);
+        hop_mac(c, &f, want);
         free(target);
         if (!crypto_str_equal(want, mac))
             why = "a hop that does not verify";
     }
+    /* Only a hop that verifies touches the windows: nobody without the key
+     * can fill them. */
+    if (why == NULL && !hop_seq_fresh(c, sender, strtoull(seq, NULL, 10)))
+        why = "a hop seen before (a replay), or too far out of order";
     if (why) {
         if (c)
             c->stats.refused++;
@@ -428,13 +526,24 @@ static void hop_send(struct hop *h, const char *url)
     char *full = xasprintf("%s%s", url, target);
     size_t len;
     const char *body = http_request_body(req, &len);
-    char ts[24], mac[2 * CRYPTO_SHA256_LEN + 1];
+    char ts[24], seq[24], mac[2 * CRYPTO_SHA256_LEN + 1];
     snprintf(ts, sizeof(ts), "%llu", (unsigned long long)time_wall_s());
+    snprintf(seq, sizeof(seq), "%llu", (unsigned long long)++c->next_seq);
     char *client = xasprintf("%s %s", http_request_client_ip(req),
                              http_request_is_https(req) ? "https" : "http");
     const char *method = http_request_method_name(req);
-    hop_mac(c, ts, c->tag, method, target, client, body, len, mac);
-    char *hop = xasprintf("%s.%s.%s", ts, c->tag, mac);
+    struct hop_fields f = {.ts = ts,
+                           .sender = c->tag,
+                           .receiver = h->tag,
+                           .seq = seq,
+                           .method = method,
+                           .target = target,
+                           .client = client,
+                           .body = body,
+                           .body_len = len};
+    hop_fields_headers(&f, req);
+    hop_mac(c, &f, mac);
+    char *hop = xasprintf("%s.%s.%s.%s", ts, c->tag, seq, mac);
     struct header_list hl = {.n = 0};
     http_request_foreach_header(req, collect_header, &hl);
     hl.h[hl.n++] = (struct httpc_header){HOP_HEADER, hop};

@@ -14,9 +14,13 @@
  *    Last-Event-ID, DELETE, the legacy /messages POST); the owner checks
  *    the bearer itself, as for any request;
  *  - the hop is authenticated: HMAC-SHA256 under a key derived from the
- *    shared secret (HKDF) over the time, the sender, the method, the target,
- *    the client's address and the body's digest; the owner refuses a hop
- *    that is older than 30 s or does not verify, and never forwards again;
+ *    shared secret (HKDF) over the time, the sender and the receiver, a
+ *    sequence number, the method, the target, the client's address, the
+ *    Authorization, Mcp-Session-Id, Last-Event-ID and MCP-Protocol-Version
+ *    headers and the body's digest; the owner refuses a hop that is older
+ *    than 30 s, does not verify, or was seen before (each sender's numbers
+ *    are accepted once, in a window of REPLAY_WINDOW_BITS, so a captured
+ *    hop cannot be replayed), and never forwards again;
  *  - an owner that is gone (no record, or nothing answers its address) makes
  *    the session answer 404, so the client initializes again.
  * Without cluster.listen there is no tag, session ids are as before and

@@ -134,7 +134,7 @@ describe('per-route metrics', () => {
   test('the store latency histogram and the fixed rows are exposed', async () => {
     const { m } = await metrics();
     assert.ok(m.has('mcpgate_store_operation_duration_seconds_count'), 'no store latency histogram');
-    for (const name of ['mcpgate_bearer_cache_hits_total', 'mcpgate_bearer_cache_misses_total', 'mcpgate_cluster_forwarded_total', 'mcpgate_cluster_owner_gone_total']) assert.ok(m.has(name), `${name} missing`);
+    for (const name of ['mcpgate_bearer_cache_hits_total', 'mcpgate_bearer_cache_misses_total', 'mcpgate_cluster_forwarded_total', 'mcpgate_cluster_owner_gone_total', 'mcpgate_cluster_hops_received_total', 'mcpgate_cluster_hops_refused_total']) assert.ok(m.has(name), `${name} missing`);
   });
 
   test('metrics.max_series bounds a family: new label sets fold into "other"', async () => {
