@@ -125,8 +125,23 @@ struct held_op {
 };
 
 struct sentinel_addr {
-    char ip[INET6_ADDRSTRLEN];
+    char host[256];            /* as configured: an IP literal or a name */
+    char ip[INET6_ADDRSTRLEN]; /* the literal; "" for a name (resolved at each use) */
     int port;
+};
+
+/*
+ * A sentinel's address for one link (the question, or the watch): at once
+ * for a literal, else an evdns lookup on the loop, made again at every use
+ * (a sentinel service's address moves when its pods are rescheduled).
+ */
+struct sentinel_lookup {
+    struct redis_backend *rb;               /* borrowed */
+    struct evdns_getaddrinfo_request *req;  /* in flight, or NULL */
+    bool waiting;                           /* started, its callback not run yet */
+    char ip[INET6_ADDRSTRLEN];              /* the answer */
+    void (*done)(struct redis_backend *rb); /* then: connect to ip, or fail with error */
+    char *error;                            /* owned: why not, or NULL */
 };
 
 struct redis_channel {
@@ -170,6 +185,7 @@ struct redis_backend {
     char *query_error;        /* owned: the last sentinel's failure in this round */
     struct redis_conn *query; /* owned: short-lived link for the question */
     struct redis_conn *watch; /* owned: SUBSCRIBE +switch-master on one sentinel */
+    struct sentinel_lookup query_lookup, watch_lookup; /* the two links' sentinel addresses */
     size_t watch_idx;
     struct event *watch_timer;        /* owned: re-subscribe after a loss */
     struct sentinel_addr master;      /* the last answer (ip "" before the first) */
@@ -283,6 +299,18 @@ out:
     return rc;
 }
 
+/* A host name of RFC 1123 letters, digits, '-' and '.' (not empty). */
+static bool host_name_valid(const char *h)
+{
+    if (*h == '\0')
+        return false;
+    for (; *h; h++)
+        if (!((*h >= 'a' && *h <= 'z') || (*h >= 'A' && *h <= 'Z') || (*h >= '0' && *h <= '9') ||
+              *h == '-' || *h == '.'))
+            return false;
+    return true;
+}
+
 static int parse_host(const char *p, size_t len, struct store_redis_url *out, char **err)
 {
     char *host = NULL;
@@ -326,10 +354,8 @@ static int parse_host(const char *p, size_t len, struct store_redis_url *out, ch
             /* A name (a compose service, a Kubernetes service, a managed endpoint):
              * resolved on the loop before each connect (conn_connect) with evdns,
              * never blocking getaddrinfo(3). RFC 1123 letters only. */
-            for (const char *h = host; *h; h++)
-                if (!((*h >= 'a' && *h <= 'z') || (*h >= 'A' && *h <= 'Z') ||
-                      (*h >= '0' && *h <= '9') || *h == '-' || *h == '.'))
-                    goto bad;
+            if (!host_name_valid(host))
+                goto bad;
             out->host_is_name = true;
         }
     }
@@ -632,6 +658,17 @@ static void on_conn_timer(evutil_socket_t fd, short what, void *arg)
 static void connect_to(struct conn *c, const char *ip);
 static void sentinel_query(struct redis_backend *rb);
 
+/* The first address of an evdns answer as text into IP; frees RES. */
+static void first_address(struct evutil_addrinfo *res, char ip[INET6_ADDRSTRLEN])
+{
+    const void *a = res->ai_family == AF_INET6
+                        ? (const void *)&((struct sockaddr_in6 *)res->ai_addr)->sin6_addr
+                        : (const void *)&((struct sockaddr_in *)res->ai_addr)->sin_addr;
+    ip[0] = '\0';
+    inet_ntop(res->ai_family, a, ip, INET6_ADDRSTRLEN);
+    evutil_freeaddrinfo(res);
+}
+
 static void on_resolved(int result, struct evutil_addrinfo *res, void *arg)
 {
     struct conn *c = arg;
@@ -646,11 +683,7 @@ static void on_resolved(int result, struct evutil_addrinfo *res, void *arg)
         return;
     }
     char ip[INET6_ADDRSTRLEN] = "";
-    const void *a = res->ai_family == AF_INET6
-                        ? (const void *)&((struct sockaddr_in6 *)res->ai_addr)->sin6_addr
-                        : (const void *)&((struct sockaddr_in *)res->ai_addr)->sin_addr;
-    inet_ntop(res->ai_family, a, ip, sizeof(ip));
-    evutil_freeaddrinfo(res);
+    first_address(res, ip);
     connect_to(c, ip);
 }
 
@@ -809,11 +842,55 @@ static void query_done(struct redis_backend *rb, const char *error)
 
 static void query_try(struct redis_backend *rb);
 
+static void on_sentinel_resolved(int result, struct evutil_addrinfo *res, void *arg)
+{
+    struct sentinel_lookup *l = arg;
+    l->req = NULL;
+    if (result == EVUTIL_EAI_CANCEL)
+        return; /* cancelled: the backend is going away */
+    l->waiting = false;
+    if (result != 0 || res == NULL) {
+        if (res != NULL)
+            evutil_freeaddrinfo(res);
+        replace_str(&l->error, xasprintf("cannot resolve: %s",
+                                         result ? evutil_gai_strerror(result) : "no address"));
+    } else {
+        first_address(res, l->ip);
+    }
+    l->done(l->rb);
+}
+
+/* Finds A's address for L, then calls L->done (now, or from the loop). */
+static void sentinel_lookup_start(struct sentinel_lookup *l, const struct sentinel_addr *a)
+{
+    replace_str(&l->error, NULL);
+    if (a->ip[0] != '\0') {
+        memcpy(l->ip, a->ip, sizeof(l->ip));
+        l->done(l->rb);
+        return;
+    }
+    struct evutil_addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    l->waiting = true;
+    struct evdns_getaddrinfo_request *r =
+        evdns_getaddrinfo(dns_base(l->rb), a->host, NULL, &hints, on_sentinel_resolved, l);
+    if (r != NULL && l->waiting)
+        l->req = r; /* NULL or answered: the callback ran already */
+}
+
+static void sentinel_lookup_cancel(struct sentinel_lookup *l)
+{
+    struct evdns_getaddrinfo_request *r = l->req;
+    l->req = NULL;
+    if (r != NULL)
+        evdns_getaddrinfo_cancel(r);
+    replace_str(&l->error, NULL);
+}
+
 /* This sentinel failed: remember why, and ask the next one. */
 static void query_next(struct redis_backend *rb, const char *why)
 {
     const struct sentinel_addr *a = &rb->sentinels[rb->query_idx];
-    replace_str(&rb->query_error, xasprintf("sentinel %s:%d: %s", a->ip, a->port, why));
+    replace_str(&rb->query_error, xasprintf("sentinel %s:%d: %s", a->host, a->port, why));
     redis_conn_close(rb->query);
     rb->query_idx = (rb->query_idx + 1) % rb->n_sentinels;
     rb->query_tries++;
@@ -857,9 +934,16 @@ static void on_query_reply(struct redis_conn *link, const redisReply *r, void *a
         query_done(rb, NULL);
         return;
     }
-    char *why = r->type == REDIS_REPLY_ERROR
-                    ? xasprintf("%s", r->str)
-                    : xasprintf("does not know master %s", rb->master_name);
+    char *why;
+    if (r->type == REDIS_REPLY_ERROR)
+        why = xasprintf("%s", r->str);
+    else if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+             r->element[0]->type == REDIS_REPLY_STRING)
+        why = xasprintf("gave master %s as \"%.64s\", not an IP address (announce-hostnames is "
+                        "not followed)",
+                        rb->master_name, r->element[0]->str);
+    else
+        why = xasprintf("does not know master %s", rb->master_name);
     query_next(rb, why);
     free(why);
 }
@@ -876,7 +960,6 @@ static int sentinel_auth(struct redis_backend *rb, struct redis_conn *link, redi
 
 static void query_try(struct redis_backend *rb)
 {
-    char *err = NULL;
     if (rb->query_tries >= rb->n_sentinels) {
         char *reason = xasprintf("no sentinel gave the address of master %s (last: %s)",
                                  rb->master_name, rb->query_error);
@@ -884,8 +967,19 @@ static void query_try(struct redis_backend *rb)
         free(reason);
         return;
     }
+    sentinel_lookup_start(&rb->query_lookup, &rb->sentinels[rb->query_idx]);
+}
+
+/* The question's sentinel address is known (or not): connect and ask. */
+static void query_connect(struct redis_backend *rb)
+{
+    char *err = NULL;
+    if (rb->query_lookup.error != NULL) {
+        query_next(rb, rb->query_lookup.error);
+        return;
+    }
     const struct sentinel_addr *a = &rb->sentinels[rb->query_idx];
-    struct redis_conn_target t = {.ip = a->ip, .port = a->port};
+    struct redis_conn_target t = {.ip = rb->query_lookup.ip, .port = a->port};
     if (redis_conn_connect(rb->query, &t, rb->timeout_ms, &err) < 0) {
         query_next(rb, err);
         free(err);
@@ -924,7 +1018,7 @@ static void on_watch_event(struct redis_conn *link, bool up, const char *why, vo
         return;
     const struct sentinel_addr *a = &rb->sentinels[rb->watch_idx];
     gw_log(GW_LOG_WARN, "store", NULL, "redis sentinel subscription lost; trying the next",
-           "sentinel", a->ip, "error", why, NULL);
+           "sentinel", a->host, "error", why, NULL);
     watch_retry(rb);
 }
 
@@ -956,9 +1050,21 @@ static void on_watch_push(struct redis_conn *link, const redisReply *msg, void *
 
 static void watch_connect(struct redis_backend *rb)
 {
+    sentinel_lookup_start(&rb->watch_lookup, &rb->sentinels[rb->watch_idx]);
+}
+
+/* The watched sentinel's address is known (or not): connect and subscribe. */
+static void watch_subscribe(struct redis_backend *rb)
+{
     char *err = NULL;
     const struct sentinel_addr *a = &rb->sentinels[rb->watch_idx];
-    struct redis_conn_target t = {.ip = a->ip, .port = a->port};
+    if (rb->watch_lookup.error != NULL) {
+        gw_log(GW_LOG_WARN, "store", NULL, "redis sentinel not found; trying the next", "sentinel",
+               a->host, "error", rb->watch_lookup.error, NULL);
+        watch_retry(rb);
+        return;
+    }
+    struct redis_conn_target t = {.ip = rb->watch_lookup.ip, .port = a->port};
     if (redis_conn_connect(rb->watch, &t, rb->timeout_ms, &err) < 0) {
         free(err);
         watch_retry(rb);
@@ -978,7 +1084,7 @@ static void on_watch_timer(evutil_socket_t fd, short what, void *arg)
     watch_connect(arg);
 }
 
-/* "host:port" or "[v6]:port" with a numeric host or localhost, into *out; NULL or why not. */
+/* "host:port" or "[v6]:port" (an IP literal, localhost, or a name), into *out; NULL or why not. */
 static const char *sentinel_parse(const char *text, struct sentinel_addr *out)
 {
     const char *colon = strrchr(text, ':');
@@ -992,17 +1098,22 @@ static const char *sentinel_parse(const char *text, struct sentinel_addr *out)
         h++;
         hl -= 2;
     }
-    if (hl == 9 && strncasecmp(h, "localhost", 9) == 0) {
-        h = "127.0.0.1";
-        hl = 9;
-    }
-    if (hl == 0 || hl >= sizeof(out->ip))
+    if (hl == 0 || hl >= sizeof(out->host))
         return "bad host";
-    memcpy(out->ip, h, hl);
-    out->ip[hl] = '\0';
-    if (inet_pton(AF_INET, out->ip, &a6) != 1 && inet_pton(AF_INET6, out->ip, &a6) != 1)
-        return "the host must be an IP address or localhost";
+    memcpy(out->host, h, hl);
+    out->host[hl] = '\0';
     out->port = (int)port;
+    if (strcasecmp(out->host, "localhost") == 0) {
+        strcpy(out->ip, "127.0.0.1");
+        return NULL;
+    }
+    if (inet_pton(AF_INET, out->host, &a6) == 1 || inet_pton(AF_INET6, out->host, &a6) == 1) {
+        memcpy(out->ip, out->host, hl + 1); /* hl < INET6_ADDRSTRLEN: it parsed */
+        return NULL;
+    }
+    if (!host_name_valid(out->host))
+        return "bad host (an IP address or a host name)";
+    out->ip[0] = '\0'; /* a name: resolved on the loop at every use */
     return NULL;
 }
 
@@ -1593,6 +1704,8 @@ static void redis_free(void *impl)
     held_flush(rb, "store shutting down");
     conn_shutdown(&rb->data);
     conn_shutdown(&rb->pubsub);
+    sentinel_lookup_cancel(&rb->query_lookup);
+    sentinel_lookup_cancel(&rb->watch_lookup);
     redis_conn_free(rb->query);
     redis_conn_free(rb->watch);
     if (rb->watch_timer != NULL)
@@ -1702,6 +1815,8 @@ void *store_redis_new(struct store *s, struct event_base *base, const struct sto
         if (opts->sentinel_password != NULL && opts->sentinel_password[0] != '\0')
             rb->sentinel_password = xstrdup(opts->sentinel_password);
         replace_str(&rb->addr, xasprintf("master %s via sentinels", rb->master_name));
+        rb->query_lookup = (struct sentinel_lookup){.rb = rb, .done = query_connect};
+        rb->watch_lookup = (struct sentinel_lookup){.rb = rb, .done = watch_subscribe};
         rb->query = redis_conn_new(base, on_query_event, rb);
         rb->watch = redis_conn_new(base, on_watch_event, rb);
         redis_conn_set_push(rb->watch, on_watch_push, rb);

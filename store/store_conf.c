@@ -26,13 +26,13 @@ static bool check_redis_url(struct conf_loader *ld, const struct conf_node *at, 
     return false;
 }
 
-/* "host:port": the host an IP address or localhost (store/redis.c connects without a lookup). */
+/* "host:port": the host an IP address or a name (store/redis.c resolves names on the loop). */
 static bool check_sentinel(struct conf_loader *ld, const struct conf_node *at, const char *v)
 {
     const char *colon = strrchr(v, ':');
     if (colon == NULL || colon == v || colon[1] == '\0' ||
         strspn(colon + 1, "0123456789") != strlen(colon + 1)) {
-        conf_node_error(ld, at, "\"%s\" must be host:port (an IP address or localhost)", v);
+        conf_node_error(ld, at, "\"%s\" must be host:port (an IP address or a host name)", v);
         return false;
     }
     return true;

@@ -4,51 +4,10 @@
 // The gateway serves, /readyz says why while the name does not resolve,
 // and it recovers once it does.
 import assert from 'node:assert/strict';
-import dgram from 'node:dgram';
-import fs from 'node:fs';
 import { after, describe, test } from 'node:test';
 
-import { gatewayConfig, startGateway, startRedis, tmpDir, waitFor } from '../lib/harness.mjs';
-
-/** A DNS server answering A queries for names in ANSWERS (name → IPv4); NXDOMAIN otherwise. */
-async function startDns(answers) {
-  const sock = dgram.createSocket('udp4');
-  const seen = [];
-  sock.on('message', (msg, rinfo) => {
-    // Header (12 bytes), then one question: labels, type, class.
-    let i = 12;
-    const labels = [];
-    while (msg[i] !== 0) {
-      labels.push(msg.subarray(i + 1, i + 1 + msg[i]).toString('latin1'));
-      i += msg[i] + 1;
-    }
-    const qEnd = i + 5;
-    const name = labels.join('.').toLowerCase();
-    const type = msg.readUInt16BE(i + 1);
-    seen.push(name);
-    const ip = type === 1 ? answers.get(name) : undefined;
-    const head = Buffer.from(msg.subarray(0, 12));
-    head.writeUInt16BE(0x8180 | (ip || type !== 1 ? 0 : 3), 2); // response, RD, RA; rcode 3 NXDOMAIN
-    head.writeUInt16BE(1, 4);
-    head.writeUInt16BE(ip ? 1 : 0, 6);
-    head.writeUInt16BE(0, 8);
-    head.writeUInt16BE(0, 10);
-    const parts = [head, msg.subarray(12, qEnd)];
-    if (ip) {
-      const rr = Buffer.alloc(16);
-      rr.writeUInt16BE(0xc00c, 0); // pointer to the question's name
-      rr.writeUInt16BE(1, 2);
-      rr.writeUInt16BE(1, 4);
-      rr.writeUInt32BE(5, 6);
-      rr.writeUInt16BE(4, 10);
-      ip.split('.').forEach((o, k) => rr.writeUInt8(Number(o), 12 + k));
-      parts.push(rr);
-    }
-    sock.send(Buffer.concat(parts), rinfo.port, rinfo.address);
-  });
-  await new Promise((r) => sock.bind(0, '127.0.0.1', r));
-  return { port: sock.address().port, seen, close: () => new Promise((r) => sock.close(r)) };
-}
+import { resolvConf, startDns } from '../lib/dns.mjs';
+import { gatewayConfig, startGateway, startRedis, waitFor } from '../lib/harness.mjs';
 
 describe('a Redis host name, resolved on the loop', () => {
   let gw;
@@ -62,9 +21,7 @@ describe('a Redis host name, resolved on the loop', () => {
     const redis = await startRedis();
     const answers = new Map();
     dns = await startDns(answers);
-    const dir = tmpDir('mcpgate-dns-');
-    const resolv = `${dir}/resolv.conf`;
-    fs.writeFileSync(resolv, `nameserver 127.0.0.1:${dns.port}\n`);
+    const resolv = resolvConf(dns);
     gw = await startGateway({
       env: { MCPGATE_RESOLV_CONF: resolv },
       config: ({ port }) => gatewayConfig({ port, store: { url: `redis://redis.mcpgate.test:${redis.port}/0`, timeout: '500ms' } }),

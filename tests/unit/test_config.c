@@ -240,7 +240,7 @@ static const struct bad_case bad_cases[] = {
      "t.yaml:4:10: store.redis: tls_cert_file and tls_key_file go together", 1},
     {SRV "store:\n  redis: {sentinels: [\"10.0.0.1\"]}\n",
      "t.yaml:4:23: store.redis.sentinels[0]: \"10.0.0.1\" must be host:port (an IP address or "
-     "localhost)",
+     "a host name)",
      1},
     {SRV "store:\n  redis: {url: \"rediss://10.0.0.1\", tls_ca_file: ca.pem}\n",
      "t.yaml:4:50: store.redis.tls_ca_file: \"ca.pem\" must be an absolute path", 1},
