@@ -101,6 +101,7 @@ struct gw_store_config {
     struct gw_string_list redis_sentinels; /* "host:port" each; empty: no Sentinel */
     char *redis_master_name;               /* default "mymaster" (with sentinels) */
     char *redis_sentinel_password;         /* NULL or secret */
+    bool redis_sentinel_tls;               /* TLS to the sentinels too (rediss:// only) */
 };
 
 /* ---- idp ------------------------------------------------------------- */

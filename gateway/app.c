@@ -177,6 +177,7 @@ void gw_store_options_from(const struct gw_config *cfg, struct store_options *ou
         .n_sentinels = sc->redis_sentinels.len,
         .master_name = sc->redis_master_name,
         .sentinel_password = sc->redis_sentinel_password,
+        .sentinel_tls = sc->redis_sentinel_tls,
     };
 }
 

@@ -186,6 +186,7 @@ struct redis_backend {
     struct redis_conn *query; /* owned: short-lived link for the question */
     struct redis_conn *watch; /* owned: SUBSCRIBE +switch-master on one sentinel */
     struct sentinel_lookup query_lookup, watch_lookup; /* the two links' sentinel addresses */
+    bool sentinel_tls;                                 /* the sentinel links use rb->tls too */
     size_t watch_idx;
     struct event *watch_timer;        /* owned: re-subscribe after a loss */
     struct sentinel_addr master;      /* the last answer (ip "" before the first) */
@@ -877,6 +878,19 @@ static void sentinel_lookup_start(struct sentinel_lookup *l, const struct sentin
         l->req = r; /* NULL or answered: the callback ran already */
 }
 
+/* How to reach sentinel A at IP: plain, or TLS checking the host as configured. */
+static struct redis_conn_target sentinel_target(const struct redis_backend *rb,
+                                                const struct sentinel_addr *a, const char *ip)
+{
+    struct redis_conn_target t = {.ip = ip, .port = a->port};
+    if (rb->sentinel_tls) {
+        t.tls = rb->tls;
+        t.tls_name = a->host;
+        t.tls_check_name = rb->tls_check_name;
+    }
+    return t;
+}
+
 static void sentinel_lookup_cancel(struct sentinel_lookup *l)
 {
     struct evdns_getaddrinfo_request *r = l->req;
@@ -979,7 +993,7 @@ static void query_connect(struct redis_backend *rb)
         return;
     }
     const struct sentinel_addr *a = &rb->sentinels[rb->query_idx];
-    struct redis_conn_target t = {.ip = rb->query_lookup.ip, .port = a->port};
+    struct redis_conn_target t = sentinel_target(rb, a, rb->query_lookup.ip);
     if (redis_conn_connect(rb->query, &t, rb->timeout_ms, &err) < 0) {
         query_next(rb, err);
         free(err);
@@ -1064,7 +1078,7 @@ static void watch_subscribe(struct redis_backend *rb)
         watch_retry(rb);
         return;
     }
-    struct redis_conn_target t = {.ip = rb->watch_lookup.ip, .port = a->port};
+    struct redis_conn_target t = sentinel_target(rb, a, rb->watch_lookup.ip);
     if (redis_conn_connect(rb->watch, &t, rb->timeout_ms, &err) < 0) {
         free(err);
         watch_retry(rb);
@@ -1811,6 +1825,7 @@ void *store_redis_new(struct store *s, struct event_base *base, const struct sto
             }
         }
         rb->n_sentinels = opts->n_sentinels;
+        rb->sentinel_tls = opts->sentinel_tls && rb->tls != NULL;
         rb->master_name = xstrdup(opts->master_name != NULL ? opts->master_name : "mymaster");
         if (opts->sentinel_password != NULL && opts->sentinel_password[0] != '\0')
             rb->sentinel_password = xstrdup(opts->sentinel_password);

@@ -84,14 +84,18 @@ struct store_options {
     const char *tls_server_name; /* SNI and the name checked; NULL = the URL's host */
     bool tls_no_verify;          /* skip the chain and name checks (tls_verify: false) */
     /*
-     * Redis Sentinel: "host:port" of each sentinel (IP literal or localhost),
-     * borrowed; n_sentinels 0 = connect to the URL's host. The URL still
-     * gives user, password and db; its host and port are then ignored.
+     * Redis Sentinel: "host:port" of each sentinel (an IP literal, localhost
+     * or a name resolved on the loop), borrowed; n_sentinels 0 = connect to
+     * the URL's host. The URL still gives user, password and db; its host and
+     * port are then ignored.
      */
     const char *const *sentinels;
     size_t n_sentinels;
     const char *master_name;       /* default "mymaster"; borrowed */
     const char *sentinel_password; /* AUTH to the sentinels; NULL or "" = none; borrowed */
+    /* TLS to the sentinels too (rediss:// only), with the tls_* settings
+     * above; the name checked is each sentinel's host as configured. */
+    bool sentinel_tls;
 };
 
 enum store_status {

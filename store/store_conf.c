@@ -43,8 +43,8 @@ static void redis_post(struct conf_loader *ld, const struct conf_node *at, void 
                        const struct conf_keys_seen *ks)
 {
     const struct gw_store_config *sc = base;
-    static const char *const tls_keys[] = {"tls_ca_file", "tls_cert_file", "tls_key_file",
-                                           "tls_server_name", "tls_verify"};
+    static const char *const tls_keys[] = {"tls_ca_file",     "tls_cert_file", "tls_key_file",
+                                           "tls_server_name", "tls_verify",    "sentinel_tls"};
     bool tls = sc->redis_url != NULL && strncmp(sc->redis_url, "rediss://", 9) == 0;
     for (size_t i = 0; i < sizeof(tls_keys) / sizeof(tls_keys[0]) && !tls; i++)
         if (conf_key_given(&store_redis_section, ks, tls_keys[i])) {
@@ -53,6 +53,8 @@ static void redis_post(struct conf_loader *ld, const struct conf_node *at, void 
         }
     if ((sc->redis_tls_cert_file != NULL) != (sc->redis_tls_key_file != NULL))
         conf_node_error(ld, at, "tls_cert_file and tls_key_file go together");
+    else if (sc->redis_sentinel_tls && sc->redis_sentinels.len == 0)
+        conf_node_error(ld, at, "sentinel_tls needs sentinels");
 }
 
 static const struct conf_field redis_fields[] = {
@@ -74,6 +76,7 @@ static const struct conf_field redis_fields[] = {
     {"master_name", CONF_STR, AT(struct gw_store_config, redis_master_name)},
     {"sentinel_password", CONF_SECRET, AT(struct gw_store_config, redis_sentinel_password),
      .flags = CONF_EMPTY_UNSET},
+    {"sentinel_tls", CONF_BOOL, AT(struct gw_store_config, redis_sentinel_tls)},
 };
 
 static const struct conf_section store_redis_section = {FIELDS(redis_fields), redis_post, NULL};

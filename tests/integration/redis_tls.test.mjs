@@ -175,6 +175,62 @@ describe('rediss:// (TLS to Redis)', () => {
     }
   });
 
+  test('Sentinel over TLS (sentinel_tls): the master is asked of a TLS-only sentinel, then reached over TLS', async () => {
+    const master = await startTlsRedis(certs, 'optional');
+    redisServers.push(master);
+    const sPort = await freePort();
+    const dir = tmpDir('mcpgate-tls-sentinel-');
+    const conf = path.join(dir, 'sentinel.conf');
+    fs.writeFileSync(conf, [
+      'port 0', `tls-port ${sPort}`, 'bind 127.0.0.1', `dir ${dir}`, 'logfile ""',
+      `tls-cert-file ${certs.serverCert}`, `tls-key-file ${certs.serverKey}`, `tls-ca-cert-file ${certs.ca}`,
+      `tls-client-cert-file ${certs.cert}`, `tls-client-key-file ${certs.key}`,
+      'tls-replication yes', 'tls-auth-clients optional',
+      `sentinel monitor mymaster 127.0.0.1 ${master.port} 1`, '',
+    ].join('\n'));
+    const child = spawn(REDIS_SERVER, [conf, '--sentinel'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (out += d));
+    redisServers.push({ kill: async () => { if (child.exitCode === null && child.signalCode === null) { const gone = new Promise((r) => child.once('exit', r)); child.kill('SIGKILL'); await gone; } } });
+    await waitFor(async () => {
+      if (child.exitCode !== null) throw new Error(`sentinel exited: ${out.slice(-2000)}`);
+      return /\+PONG/.test(await tlsRedis(sPort, certs, 'PING\r\n', /\+PONG/, { timeoutMs: 500 }).catch(() => ''));
+    }, { timeoutMs: 10000, intervalMs: 100, what: 'the TLS sentinel' });
+    const store = (extra) => `store:\n  backend: redis\n  redis:\n    url: "rediss://127.0.0.1:1/0"\n    timeout: 1s\n` +
+      `    tls_ca_file: "${certs.ca}"\n    tls_cert_file: "${certs.cert}"\n    tls_key_file: "${certs.key}"\n` +
+      `    sentinels: ["127.0.0.1:${sPort}"]\n${extra}`;
+    const config = (extra) => ({ port }) => gatewayConfig({ port }).replace('store:\n  backend: memory\n', '') + store(extra);
+    // Plain to a TLS-only sentinel: not ready, and /readyz says which sentinel failed.
+    const plain = await startGateway({ config: config('') });
+    try {
+      let last;
+      await waitFor(async () => {
+        last = await readyz(plain);
+        return last.status === 503 && new RegExp(`sentinel 127\\.0\\.0\\.1:${sPort}`).test(last.text);
+      }, { timeoutMs: 10000, intervalMs: 100, what: `/readyz to name the sentinel (${last?.text})` });
+    } finally {
+      assert.equal(await plain.stop(), 0);
+    }
+    const gw = await startGateway({ config: config('    sentinel_tls: true\n') });
+    try {
+      await waitFor(async () => (await readyz(gw)).status === 200, { timeoutMs: 10000, intervalMs: 100, what: 'ready through the TLS sentinel' });
+      await gw.waitForLog((l) => l.module === 'store' && /connected/.test(l.msg) && new RegExp(`:${master.port}/`).test(l.addr || ''), 5000);
+    } finally {
+      assert.equal(await gw.stop(), 0);
+    }
+  });
+
+  test('sentinel_tls without rediss:// is a config error with file and line', async () => {
+    const dir = tmpDir('mcpgate-tls-conf-');
+    const file = path.join(dir, 'c.yaml');
+    fs.writeFileSync(file, gatewayConfig({ port: 8080 }).replace('store:\n  backend: memory\n', '') +
+      'store:\n  backend: redis\n  redis:\n    url: "redis://127.0.0.1:1/0"\n    sentinels: ["127.0.0.1:26379"]\n    sentinel_tls: true\n');
+    const r = await runCli(['check-config', file]);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr + r.stdout, /c\.yaml:\d+:\d+: store\.redis: sentinel_tls needs a rediss:\/\/ url/);
+  });
+
   test('a config error for TLS keys without rediss:// names file and line', async () => {
     const dir = tmpDir('mcpgate-tls-conf-');
     const file = path.join(dir, 'c.yaml');
