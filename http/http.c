@@ -45,6 +45,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -203,6 +204,11 @@ struct http_server {
     struct http_conn *all;          /* owned list of every connection */
     struct http_ip_slot **ip_slots; /* owned hash table, HTTP_IP_BUCKETS, NULL until needed */
     uint32_t ip_seed;
+    /* Request ids: a random prefix per server, then a counter. Unique, not
+     * secret (they are logged and echoed), and no RAND_bytes per request:
+     * OpenSSL's fork check makes that a getpid(2) each time. */
+    char rid_prefix[17];
+    uint64_t rid_seq;
     uint64_t ip_refused;             /* connections refused by max_connections_per_ip */
     uint64_t ip_refused_logged;      /* ip_refused at the last log line */
     uint64_t ip_refused_log_us;      /* when that line was written */
@@ -1998,7 +2004,8 @@ static void on_request(struct evhttp_request *ev, void *arg)
     if (rid && request_id_is_sane(rid))
         snprintf(req->request_id, sizeof(req->request_id), "%s", rid);
     else
-        rand_hex(req->request_id, 16);
+        snprintf(req->request_id, sizeof(req->request_id), "%s%016" PRIx64, srv->rid_prefix,
+                 ++srv->rid_seq);
 
     const struct sockaddr *peer = req->evcon ? evhttp_connection_get_addr(req->evcon) : NULL;
     if (peer)
@@ -2291,6 +2298,7 @@ struct http_server *http_server_new(struct event_base *base, const struct http_s
     evhttp_set_bevcb(srv->evhttp, on_new_connection, srv);
     srv->accept_timer = xevtimer_new(base, on_accept_resume, srv);
     rand_bytes(&srv->ip_seed, sizeof(srv->ip_seed));
+    rand_hex(srv->rid_prefix, 8);
     srv->next_server = all_servers;
     all_servers = srv;
     http_server_set_limits(srv, opts);

@@ -551,6 +551,11 @@ static void on_stdout(evutil_socket_t fd, short what, void *arg)
         if (n > 0) {
             budget -= (size_t)n;
             out_feed(c, chunk, (size_t)n);
+            /* Short: the pipe is empty now. The event is level-triggered, so
+             * what comes next (or EOF) is reported again; reading on until
+             * EAGAIN would cost a read(2) per line for nothing. */
+            if ((size_t)n < want)
+                break;
             continue;
         }
         if (n < 0 && errno == EINTR)
