@@ -5,11 +5,13 @@ set -eu
 
 BUILD_PKGS="gcc make pkg-config libevent-dev libcurl4-openssl-dev libjansson-dev libssl-dev
 libjwt-dev libhiredis-dev libyaml-dev libcmocka-dev"
-TEST_PKGS="redis-server curl ca-certificates procps"
+TEST_PKGS="redis-server nginx-light curl ca-certificates procps"
 NODE_PKGS="nodejs npm"
 
 missing=""
 for p in $BUILD_PKGS $TEST_PKGS; do
+    # Any nginx flavour provides /usr/sbin/nginx (e2e/cluster runs it as the load balancer).
+    [ "$p" = nginx-light ] && [ -x /usr/sbin/nginx ] && continue
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
         missing="$missing $p"
 done
@@ -32,6 +34,19 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 # A stale package list makes apt-get install fail to find packages.
 apt-get update -qq
+# The packages' services (redis-server on 6379, nginx on port 80 of every
+# address) are not wanted: the tests start their own on loopback. A
+# policy-rc.d that answers 101 keeps invoke-rc.d from starting them.
+policy=""
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    policy=/usr/sbin/policy-rc.d
+fi
 # shellcheck disable=SC2086
-apt-get install -y -qq --no-install-recommends $missing >/dev/null
+apt-get install -y -qq --no-install-recommends $missing >/dev/null || {
+    [ -n "$policy" ] && rm -f "$policy"
+    exit 1
+}
+[ -n "$policy" ] && rm -f "$policy"
 echo "deps: done"

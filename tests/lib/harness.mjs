@@ -340,6 +340,81 @@ export async function startRedis({ password } = {}) {
   return r;
 }
 
+// ---- nginx -------------------------------------------------------------------------
+
+export const NGINX = process.env.NGINX || '/usr/sbin/nginx';
+
+/**
+ * A real nginx on a free loopback port, in the foreground (one process, its
+ * own prefix, temp paths and logs), doing plain round robin over UPSTREAMS
+ * (ports on 127.0.0.1) with the settings of deploy/docker/nginx.conf:
+ * HTTP/1.1 keep-alive upstream, SSE unbuffered. Returns
+ * {port, url, stop(), errors()}.
+ */
+export async function startNginx({ upstreams }) {
+  const port = await freePort();
+  const dir = tmpDir('mcpgate-nginx-');
+  for (const d of ['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) fs.mkdirSync(path.join(dir, d));
+  const conf = `daemon off;
+master_process off;
+worker_processes 1;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  upstream mcpgate {
+${upstreams.map((p) => `    server 127.0.0.1:${p};`).join('\n')}
+    keepalive 16;
+  }
+  server {
+    listen 127.0.0.1:${port};
+    location / {
+      proxy_pass http://mcpgate;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $http_host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_buffering off;
+      proxy_read_timeout 1h;
+      client_max_body_size 5m;
+    }
+  }
+}
+`;
+  fs.writeFileSync(path.join(dir, 'nginx.conf'), conf);
+  let out = '';
+  const child = track(spawn(NGINX, ['-p', dir, '-c', path.join(dir, 'nginx.conf'), '-e', path.join(dir, 'error.log')], { stdio: ['ignore', 'pipe', 'pipe'] }));
+  child.stdout.on('data', (d) => (out += d));
+  child.stderr.on('data', (d) => (out += d));
+  const errors = () => {
+    try {
+      return fs.readFileSync(path.join(dir, 'error.log'), 'utf8');
+    } catch {
+      return '';
+    }
+  };
+  await waitFor(async () => {
+    if (child.exitCode !== null) throw new Error(`nginx exited (${child.exitCode}): ${out}${errors()}`);
+    return canConnect(port);
+  }, { timeoutMs: 10000, intervalMs: 50, what: `nginx on port ${port}` });
+  const n = {
+    port,
+    url: `http://127.0.0.1:${port}`,
+    errors,
+    async stop() {
+      await killAndWait(child, 'SIGQUIT');
+    },
+  };
+  onCleanup(() => killAndWait(child, 'SIGKILL'));
+  return n;
+}
+
 /**
  * A "black hole": a TCP server that accepts connections and never answers.
  * Returns {port, url, connections(), stop()}.
