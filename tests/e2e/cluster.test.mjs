@@ -4,7 +4,8 @@
 // land on different instances and reach the session's owner over the
 // internal channel: the OAuth login itself, the official SDK client's
 // Streamable HTTP sessions (tools, identity, progress, an elicitation
-// answered on another instance, DELETE), its 2024-11-05 SSE client. Then one
+// answered on another instance, a broken call resumed with Last-Event-ID,
+// DELETE), its 2024-11-05 SSE client. Then one
 // instance is SIGKILLed: its sessions answer 404 and the client initializes
 // again elsewhere, the other sessions are untouched. Last, a revoked token is
 // refused on every surviving instance within 1 s, and a session it holds ends.
@@ -14,7 +15,7 @@ import { after, before, describe, test } from 'node:test';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js';
+import { CallToolResultSchema, ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 
 import { freePort, parseMetrics, redisCommand, request, startGateway, startNginx, startRedis, teardownAll, waitFor } from '../lib/harness.mjs';
 import { mcpRequest } from '../lib/mcp.mjs';
@@ -139,6 +140,42 @@ describe('three instances behind round robin', () => {
       assert.ok(sent > 0 && got > 0, `instance ${i} forwarded ${sent} and received ${got} hops`);
       assert.equal(now[i].get('mcpgate_cluster_hops_refused_total'), 0);
     }
+  });
+
+  test('the SDK client resumes a broken tool call with Last-Event-ID, wherever the GET lands', { timeout: 30000 }, async () => {
+    const before = await Promise.all(gws.map(metrics));
+    const first = await sdkClient(tokens.access_token);
+    const session = first.transport.sessionId;
+    const version = first.transport.protocolVersion;
+    const progress = [];
+    let token;
+    const call = first.c.callTool({ name: 'slow', arguments: { seconds: 1.2, steps: 4 } }, undefined, {
+      onprogress: (p) => progress.push(p.progress), onresumptiontoken: (t) => (token = t), resetTimeoutOnProgress: true,
+    });
+    call.catch(() => {}); // the close below fails it
+    await waitFor(() => progress.length >= 1 && token, { what: 'the first progress event and its id' });
+    await first.c.close(); // the connection drops mid-call; the owner keeps the rest for the session
+    const seenBefore = progress.length;
+
+    // A new client on the same session, as after a network change: its GET with
+    // Last-Event-ID goes through nginx to any instance, and on to the owner.
+    const transport = new StreamableHTTPClientTransport(new URL(`${front.url}${ROUTE}`), { fetch: bearerFetch(tokens.access_token), sessionId: session });
+    transport.setProtocolVersion(version);
+    const c = new Client({ name: 'cluster-test-resumed', version: '1.0.0' });
+    await c.connect(transport);
+    const result = await c.request({ method: 'tools/call', params: { name: 'slow', arguments: { seconds: 1.2, steps: 4 } } }, CallToolResultSchema, {
+      resumptionToken: token,
+    });
+    assert.match(JSON.stringify(result.content), /done/, JSON.stringify(result));
+    // The SDK matches the replayed answer to this request (replayMessageId);
+    // the replayed progress carries the first request's token, so it counts
+    // only what the first client saw: the call was broken before its end.
+    assert.ok(seenBefore < 4, `the call ended before the break (${seenBefore} progress events)`);
+    const now = await Promise.all(gws.map(metrics));
+    const forwarded = now.reduce((n, m, i) => n + m.get('mcpgate_cluster_forwarded_total') - before[i].get('mcpgate_cluster_forwarded_total'), 0);
+    assert.ok(forwarded >= 2, `the session's requests were forwarded (${forwarded})`);
+    await transport.terminateSession();
+    await c.close();
   });
 
   test('the 2024-11-05 SDK client: its stream on one instance, its POSTs on all', { timeout: 30000 }, async () => {
