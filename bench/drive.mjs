@@ -5,7 +5,8 @@
 //   node bench/drive.mjs --name mcpgate --url http://127.0.0.1:P/mcp --pid PID \
 //       --upstream build/rel/examples/whoami-server --out result.json \
 //       [--auth-file FILE] [--seconds 8] [--warmup 2] [--concurrency 1,16,64]
-//       [--large-bytes 1048576] [--only setup]
+//       [--large-bytes 1048576] [--only setup|throughput]
+//       [--wrk-url URL] [--cpu-pids PID,...]
 //
 // 1. session setup: initialize, notifications/initialized, DELETE, one after the other on one
 //    keep-alive connection, for --warmup then --seconds seconds: sessions/s, p50, p99.
@@ -18,7 +19,10 @@
 //    that many bytes, then big_line with bytes=that many, one client (wrk, bench/echo.lua), each
 //    answer checked whole; first one request each, and a gateway that refuses it (413, an
 //    error) gets {refused: why} instead of numbers. Gateway CPU and RSS before/after each.
-// --only setup: scenario 1 alone (the warm-pool row).
+// --only setup: scenario 1 alone (the warm-pool row). --only throughput: scenario 2 alone.
+// --wrk-url: where wrk sends the calls, when not --url (where the sessions are opened): the
+//    cluster rows open sessions on one instance and call them through another. --cpu-pids:
+//    more gateway processes whose CPU time counts as the gateway's (both instances).
 //
 // Every request has a deadline; every wrk run has --timeout and a duration; bench/run.sh wraps
 // the whole driver in timeout(1) as well.
@@ -50,6 +54,8 @@ function parseArgs(argv) {
   o.warmup = Number(o.warmup);
   o.largeBytes = Number(o.largeBytes);
   o.concurrency = String(o.concurrency).split(/[ ,]+/).filter(Boolean).map(Number);
+  o.cpuPids = String(o.cpuPids ?? '').split(',').filter(Boolean).map(Number);
+  o.wrkUrl = o.wrkUrl ?? o.url;
   o.auth = o.authFile ? `Bearer ${readFileSync(o.authFile, 'utf8').trim()}` : '';
   return o;
 }
@@ -114,8 +120,9 @@ function treeTicks(pid) {
 function cpuSample() {
   const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
   const [user, nice, system, idle, iowait, irq, softirq, steal] = f;
-  let ours = treeTicks(opt.pid) + treeTicks(process.pid);
-  for (const p of descendants(opt.pid)) {
+  let ours = treeTicks(process.pid);
+  for (const pid of [opt.pid, ...opt.cpuPids]) ours += treeTicks(pid);
+  for (const p of [opt.pid, ...opt.cpuPids].flatMap(descendants)) {
     try {
       const g = statFields(p);
       ours += Number(g[11]) + Number(g[12]);
@@ -263,7 +270,7 @@ async function sessionLoop(seconds) {
 function runWrk(sids, seconds, runTag, extraEnv = {}) {
   const c = sids.length;
   const args = ['-t', String(c), '-c', String(c), '-d', `${seconds}s`, '--timeout', '5s',
-    '-s', path.join(HERE, 'echo.lua'), opt.url];
+    '-s', path.join(HERE, 'echo.lua'), opt.wrkUrl];
   const env = {
     ...process.env,
     BENCH_SIDS: sids.join(','),
@@ -287,10 +294,11 @@ function runWrk(sids, seconds, runTag, extraEnv = {}) {
 
 /** One measured wrk run on SIDS: its counts and latencies, and the gateway's CPU meanwhile. */
 async function measuredWrk(sids, tag, env) {
-  const cpu0 = cpuTicks(opt.pid);
+  const gatewayTicks = () => [opt.pid, ...opt.cpuPids].reduce((n, pid) => n + cpuTicks(pid), 0);
+  const cpu0 = gatewayTicks();
   const c0 = cpuSample();
   const r = await runWrk(sids, opt.seconds, tag, env);
-  const cpu1 = cpuTicks(opt.pid);
+  const cpu1 = gatewayTicks();
   const other = otherPct(c0, cpuSample());
   const secs = r.duration_us / 1e6;
   const ok = r.requests - r.bad;
@@ -378,11 +386,18 @@ async function settle(baseline, ms) {
   while (upstreams().length > baseline && performance.now() < end) await new Promise((r) => setTimeout(r, 100));
 }
 
-const result = { name: opt.name, url: opt.url, auth: Boolean(opt.auth), seconds: opt.seconds, warmup: opt.warmup, only: opt.only };
+const result = { name: opt.name, url: opt.url, wrk_url: opt.wrkUrl, auth: Boolean(opt.auth), seconds: opt.seconds, warmup: opt.warmup, only: opt.only };
 try {
   const before = snapshot('before', 0);
   const baselineUpstreams = before.upstreams; // mcp-proxy keeps one shared child from the start
 
+  if (opt.only === 'throughput') {
+    const sids = [];
+    result.throughput = [];
+    for (const c of opt.concurrency) result.throughput.push(await throughput(c, sids));
+    for (const sid of sids) await closeSession(sid).catch(() => {});
+    throw Object.assign(new Error('done'), { done: true });
+  }
   log(`session setup (${opt.warmup} s warm-up, ${opt.seconds} s)`);
   if (opt.warmup > 0) await sessionLoop(opt.warmup);
   result.setup = await sessionLoop(opt.seconds);

@@ -50,6 +50,8 @@ const LABELS = {
   'mcpgate-oauth': 'mcpgate (OAuth bearer, Redis store)',
   'mcpgate-warm': `mcpgate (stdio.warm: ${process.env.BENCH_WARM ?? '?'}, identity in _meta only)`,
   direct: 'child direct (bench/direct: no gateway, the ceiling)',
+  'cluster-owner': 'two instances, calls sent to the session\'s owner',
+  'cluster-other': 'two instances, calls sent to the other (forwarded)',
 };
 const REF = 'mcpgate';
 
@@ -62,8 +64,8 @@ const results = names.map((name) => {
 });
 const ref = results.find((r) => r.name === REF);
 const direct = results.find((r) => r.name === 'direct' && !r.error);
-/** Rows that ran every scenario (the warm-pool row runs session setup only). */
-const full = results.filter((r) => r.only !== 'setup');
+/** Rows that ran every scenario (the warm-pool row runs session setup only, the cluster rows throughput only). */
+const full = results.filter((r) => !r.only);
 
 // ---- formatting ----------------------------------------------------------------------
 
@@ -131,7 +133,7 @@ title('Scenario 1: session setup: initialize + notifications/initialized + DELET
 tbl(table(
   ['gateway', 'sessions/s', 'ms/session', 'p50 ms', 'p99 ms', 'sessions', 'failed', 'other CPU', 'ratio sessions/s',
     'ratio p50', 'ratio p99', 'ms/session / direct spawn→init'],
-  results.map((r) => {
+  results.filter((r) => r.only !== 'throughput' && !r.name.startsWith('cluster-')).map((r) => {
     if (r.error && !r.setup) return failedRow(r, r.error);
     const s = r.setup;
     const msPer = 1000 / s.per_s;
@@ -294,6 +296,29 @@ if (idle.length) {
   say('  KiB per stream: (RSS with the streams open - RSS after the sessions were made) / streams. "sessions');
   say('  made" is after N initializes through the front: mcpgate keeps a binding per upstream session (until');
   say('  http.session_idle), nginx keeps nothing. RSS of nginx is master + worker.');
+  say();
+}
+
+// ---- scenario 6: the forwarding hop (two instances on one Redis) ---------------------------
+
+const cluster = results.filter((r) => r.name.startsWith('cluster-'));
+if (cluster.length) {
+  const c16 = (r) => r.throughput?.[0];
+  const own = cluster.find((r) => r.name === 'cluster-owner');
+  title('Scenario 6: the forwarding hop: two instances on one Redis (auth: none), 16 sessions opened on A, tools/call echo sent to A or to B');
+  tbl(table(['row', 'req/s', 'p50 ms', 'p99 ms', 'CPU both', 'CPU us/req', 'bad/err', 'other CPU', 'req/s vs owner', 'p50 added ms', 'CPU/req vs owner'],
+    cluster.map((r) => {
+      const t = c16(r);
+      if (!t) return failedRow(r, r.error ?? 'not measured');
+      const o = own && c16(own);
+      const vs = (a, b) => (Number.isFinite(a) && Number.isFinite(b) && b > 0 ? `${(a / b).toFixed(2)}x` : 'n/a');
+      return [LABELS[r.name], int(t.per_s), f(t.p50_ms, 3), f(t.p99_ms, 3), `${f(t.gateway_cpu_pct, 0)}%`, f(cpuPerReq(t), 0),
+        `${t.bad}/${t.errors}`, `${f(t.other_cpu_pct, 0)}%`, r === own ? 'ref' : vs(t.per_s, o?.per_s),
+        r === own ? 'ref' : f(t.p50_ms - (o?.p50_ms ?? NaN), 3), r === own ? 'ref' : vs(cpuPerReq(t), cpuPerReq(o))];
+    })));
+  say('  CPU both: the two mcpgate processes together (not the children, not wrk). Forwarded, B parses and');
+  say('  authenticates the request, finds the owner in its peer cache, signs the hop and streams it to A\'s internal');
+  say('  listener over a kept-alive connection; A verifies the hop and serves the call as its own.');
   say();
 }
 

@@ -16,6 +16,7 @@
 # BENCH_WARM (4: stdio.warm of the warm-pool row; 0 skips that row), BENCH_DIRECT (1; 0 skips
 # the child-direct row), BENCH_OAUTH (1; 0 skips that scenario), BENCH_PEERS
 # ("supergateway mcp-proxy"), BENCH_IDLE_STREAMS (5000; 0 skips the idle-stream scenario),
+# BENCH_CLUSTER (1; 0 skips the two-instance rows: via the session's owner, via the other),
 # MCPGATE_BIN (build/rel/mcpgate).
 #
 # Every process started here is in its own process group and is stopped on exit, on error and
@@ -323,6 +324,22 @@ done
 
 # ---- mcpgate with OAuth: redis, the test IdP, a real token -----------------------------
 
+# start_redis: a redis-server on a free loopback port; sets rport and rpid; 1 when it does not answer.
+start_redis() {
+    rport=$(free_port)
+    start "$TMP/redis.log" redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --dir "$TMP"
+    rpid=$PID
+    i=0
+    until node -e 'const s=require("net").connect(+process.argv[1],"127.0.0.1",()=>process.exit(0));s.on("error",()=>process.exit(1))' "$rport"; do
+        i=$((i + 1))
+        if [ "$i" -gt 100 ] || ! alive "$rpid"; then
+            tail -n 5 "$TMP/redis.log" >&2
+            return 1
+        fi
+        sleep 0.1
+    done
+}
+
 oauth_scenario() {
     command -v redis-server >/dev/null 2>&1 || { failed mcpgate-oauth "skipped: redis-server is missing (make deps)"; return; }
     [ -z "$NODE_TOO_OLD" ] || { failed mcpgate-oauth "skipped: the test IdP $NODE_TOO_OLD"; return; }
@@ -332,19 +349,7 @@ oauth_scenario() {
             { failed mcpgate-oauth "skipped: npm ci in tests/idp failed"; return; }
     fi
 
-    rport=$(free_port)
-    start "$TMP/redis.log" redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --dir "$TMP"
-    rpid=$PID
-    i=0
-    until node -e 'const s=require("net").connect(+process.argv[1],"127.0.0.1",()=>process.exit(0));s.on("error",()=>process.exit(1))' "$rport"; do
-        i=$((i + 1))
-        if [ "$i" -gt 100 ] || ! alive "$rpid"; then
-            tail -n 5 "$TMP/redis.log" >&2
-            failed mcpgate-oauth "redis-server did not start"
-            return
-        fi
-        sleep 0.1
-    done
+    start_redis || { failed mcpgate-oauth "redis-server did not start"; return; }
 
     gport=$(free_port)
     iport=$(free_port)
@@ -387,6 +392,48 @@ oauth: { secret_file: \"$TMP/secret\", scopes: { \"mcp:tools\": \"Use the benchm
 if [ "$BENCH_OAUTH" = 1 ]; then
     NAMES="$NAMES mcpgate-oauth"
     oauth_scenario
+fi
+
+# ---- two instances on one Redis: calls via the session's owner, and via the other ----------
+
+# Sessions opened on A; wrk calls them on A (the owner), then on B, which forwards every call
+# to A over the internal channel. CPU counts both processes. C = 16 only.
+cluster_scenario() {
+    command -v redis-server >/dev/null 2>&1 || { failed cluster-owner "skipped: redis-server is missing (make deps)"; failed cluster-other "skipped"; return; }
+    start_redis || { failed cluster-owner "redis-server did not start"; failed cluster-other "skipped"; return; }
+    head -c 48 /dev/urandom | base64 >"$TMP/cluster-secret"
+    for x in a b; do
+        p=$(free_port)
+        ip=$(free_port)
+        write_config "$p" "store: { backend: redis, redis: { url: \"redis://127.0.0.1:$rport/0\" } }
+cluster: { listen: \"127.0.0.1:$ip\", advertise: \"http://127.0.0.1:$ip\", secret_file: \"$TMP/cluster-secret\" }" none \
+            >"$TMP/mcpgate-cluster-$x.yaml"
+        start "$TMP/mcpgate-cluster-$x.log" "$MCPGATE_BIN" -c "$TMP/mcpgate-cluster-$x.yaml"
+        eval "cport_$x=$p cpid_$x=$PID"
+        wait_up "mcpgate cluster $x" "$PID" "http://127.0.0.1:$p/healthz" "$TMP/mcpgate-cluster-$x.log" ||
+            { start_failed cluster-owner "$TMP/mcpgate-cluster-$x.log"; failed cluster-other "skipped"; stop_pid "$rpid"; return; }
+    done
+    # shellcheck disable=SC2154 # set by the eval above
+    for row in owner other; do
+        wport=$cport_a
+        [ "$row" = other ] && wport=$cport_b
+        say "measuring cluster-$row"
+        setsid timeout "$DRIVER_TIMEOUT" node bench/drive.mjs --name "cluster-$row" --url "http://127.0.0.1:$cport_a/mcp" \
+            --wrk-url "http://127.0.0.1:$wport/mcp" --pid "$cpid_a" --cpu-pids "$cpid_b" --upstream "$WHOAMI" \
+            --out "$TMP/cluster-$row.json" --seconds "$BENCH_SECONDS" --warmup "$BENCH_WARMUP" --concurrency 16 --only throughput &
+        dpid=$!
+        PIDS="$PIDS $dpid"
+        wait "$dpid" || { [ -f "$TMP/cluster-$row.json" ] || echo "the driver failed; see the messages above" >"$TMP/cluster-$row.error"; }
+    done
+    stop_pid "$cpid_a"
+    stop_pid "$cpid_b"
+    stop_pid "$rpid"
+}
+
+BENCH_CLUSTER=${BENCH_CLUSTER:-1}
+if [ "$BENCH_CLUSTER" = 1 ]; then
+    NAMES="$NAMES cluster-owner cluster-other"
+    cluster_scenario
 fi
 
 # ---- idle streams: an HTTP route, mcpgate beside nginx in front of the same upstream --------
