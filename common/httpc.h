@@ -49,6 +49,12 @@ struct httpc_call; /* one request, owned by the struct httpc until it ends */
  */
 struct httpc *httpc_new(struct event_base *base, char **err_out);
 /*
+ * Keeps up to N idle connections for reuse (libcurl's CURLMOPT_MAXCONNECTS);
+ * beyond that the oldest is closed. Without a call: libcurl's default, four
+ * per transfer in flight. Returns 0, or -EINVAL when libcurl refuses.
+ */
+int httpc_set_max_idle(struct httpc *c, unsigned n);
+/*
  * Cancels every call in flight (no callback fires after, not even for calls
  * already complete but not yet reported) and frees the client. Accepts NULL.
  * Allowed inside a callback: the memory is then released once the callback

@@ -60,6 +60,7 @@ struct gw_limits {
     uint64_t lingering_timeout_ms;    /* ... waiting for each read at most, default 5 s */
     uint64_t shutdown_grace_ms;       /* drain on SIGTERM, default 10 s */
     uint32_t max_pending_authorizations; /* per client IP, default 100 */
+    uint32_t outbound_idle_connections;  /* kept for reuse by the HTTP client, default 256 */
     /* MCP sessions (proxy/session.c) */
     uint32_t max_pending_per_session; /* requests in flight per session, default 64 */
     uint32_t max_upstream_sessions;   /* HTTP-upstream session bindings kept, default 100000 */

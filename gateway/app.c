@@ -251,6 +251,10 @@ static int open_oauth(struct gw_app *app, char **err_out)
     app->httpc = httpc_new(app->base, err_out);
     if (app->httpc == NULL)
         return -EINVAL;
+    if (httpc_set_max_idle(app->httpc, app->cfg->server.limits.outbound_idle_connections) < 0) {
+        *err_out = xstrdup("libcurl refused the size of its connection cache");
+        return -EINVAL;
+    }
     if (app->cfg->idp.configured) {
         app->idp = idp_client_new(app->base, app->httpc, &app->cfg->idp, err_out);
         if (app->idp == NULL)

@@ -145,6 +145,8 @@ static const struct conf_field limits_fields[] = {
     {"shutdown_grace", CONF_DURATION, AT(struct gw_limits, shutdown_grace_ms), RANGE(0, HOUR_MS)},
     {"max_pending_authorizations", CONF_U32, AT(struct gw_limits, max_pending_authorizations),
      RANGE(1, 1000000)},
+    {"outbound_idle_connections", CONF_U32, AT(struct gw_limits, outbound_idle_connections),
+     RANGE(1, 100000)},
     /* MCP sessions (proxy/session.c) */
     {"max_upstream_sessions", CONF_U32, AT(struct gw_limits, max_upstream_sessions),
      RANGE(1, 10000000)},
@@ -222,6 +224,7 @@ void http_conf_defaults(struct gw_server_config *s)
         .lingering_timeout_ms = 5 * SEC_MS,
         .shutdown_grace_ms = 10 * SEC_MS,
         .max_pending_authorizations = 100,
+        .outbound_idle_connections = 256,
         .max_pending_per_session = 64,
         .max_upstream_sessions = 100000,
         .event_ring_bytes = 4 * MiB,

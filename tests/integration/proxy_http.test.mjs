@@ -97,12 +97,14 @@ async function startUpstream() {
       }
     }
   });
+  let connections = 0;
+  server.on('connection', () => connections++);
   await new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(0, '127.0.0.1', resolve);
   });
   return {
-    port: server.address().port, server, sessions, seen, issued,
+    port: server.address().port, server, sessions, seen, issued, connections: () => connections,
     async stop() {
       for (const t of sessions.values()) await t.close().catch(() => {});
       server.closeAllConnections?.();
@@ -314,4 +316,22 @@ describe('Streamable HTTP upstream through mcpgate', () => {
     assert.equal(bad.json.error.code, -32700);
     assert.equal(upstream.seen.length, n, 'a refused request reached the upstream');
   });
+
+  test('the gateway keeps its upstream connections across a dip in concurrency (server.limits.outbound_idle_connections)', async () => {
+    const k = new McpClient(port, ROUTE);
+    await k.initialize();
+    // 60 ms each (two progress steps): the calls of a burst overlap at the upstream.
+    const burst = () => Promise.all(Array.from({ length: 16 }, () => k.callTool('progress', { steps: 2 })));
+    for (const r of await burst()) assert.equal(r.status, 200);
+    const afterFirst = upstream.connections();
+    for (let i = 0; i < 10; i++) assert.equal((await k.callTool('echo', { text: `one ${i}` })).status, 200);
+    for (const r of await burst()) assert.equal(r.status, 200);
+    const opened = upstream.connections() - afterFirst;
+    // libcurl's default cache (four per transfer in flight) would have closed all but four
+    // during the calls one at a time, and the second burst would open them again.
+    assert.ok(afterFirst >= 8, `the first burst overlapped (${afterFirst} connections)`);
+    assert.ok(opened <= 2, `the second burst opened ${opened} new connections to the upstream (after ${afterFirst})`);
+    await k.delete();
+  });
+
 });

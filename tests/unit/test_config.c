@@ -788,6 +788,7 @@ static void check_default_limits(const struct gw_limits *l)
     assert_int_equal(l->idle_timeout_ms, 120000);
     assert_int_equal(l->shutdown_grace_ms, 10000);
     assert_int_equal(l->max_pending_authorizations, 100);
+    assert_int_equal(l->outbound_idle_connections, 256);
 }
 
 static void check_default_idp_oauth(const struct gw_config *cfg)
