@@ -8,8 +8,8 @@
 // Scenarios that already fail directly are listed with their reasons.
 //
 // Then the 0.2.0 line of the CLI (package alias conformance-next,
-// 0.2.0-alpha.12): `--spec-version 2025-11-25` directly and through the STDIO
-// route, and `--spec-version 2026-07-28` against a `modern: true` route of a
+// 0.2.0-alpha.12): `--spec-version 2025-11-25` directly and through both
+// routes, and `--spec-version 2026-07-28` against a `modern: true` route of a
 // second gateway in front of the same legacy STDIO server: every 2026-07-28
 // scenario whose 2025-11-25 counterpart passes directly must pass there. Last,
 // the 2.x client (@modelcontextprotocol/client 2.4.0) pinned to 2026-07-28 and
@@ -231,17 +231,25 @@ describe('MCP conformance 0.2.0-alpha.12: 2025-11-25 and 2026-07-28', () => {
   const next = {};
   const passing = (r) => new Set([...r.scenarios].filter(([, s]) => s.pass).map(([n]) => n));
 
-  test('--spec-version 2025-11-25: every scenario that passes directly passes through the STDIO route', { timeout: 120000 }, async (t) => {
+  test('--spec-version 2025-11-25 directly (baseline)', { timeout: 60000 }, async (t) => {
     requireSetup();
     next.direct = await runSuite('next-direct', upstream.url, { entry: cliNext, args: ['--spec-version', '2025-11-25'] });
     assert.ok(next.direct.scenarios.size > 0, `the 0.2.0 CLI ran no scenario:\n${next.direct.out.slice(-4000)}`);
-    const r = await runSuite('next-stdio', `${gw.url}/mcp/everything-stdio`, { entry: cliNext, args: ['--spec-version', '2025-11-25'] });
-    const base = passing(next.direct);
-    const through = passing(r);
-    t.diagnostic(`2025-11-25: ${base.size} of ${next.direct.scenarios.size} pass directly, ${through.size} of ${r.scenarios.size} through mcpgate`);
+    t.diagnostic(`2025-11-25: ${passing(next.direct).size} of ${next.direct.scenarios.size} pass directly`);
     for (const [name, s] of next.direct.scenarios) if (!s.pass) t.diagnostic(`fails directly: ${name}: ${s.failures.join(' | ')}`);
-    assert.deepEqual([...base].filter((n) => !through.has(n)).map((n) => `${n}: ${r.scenarios.get(n)?.failures.join(' | ') ?? 'not run'}`), []);
   });
+
+  for (const [target, routePath] of [['next-http', '/mcp/everything-http'], ['next-stdio', '/mcp/everything-stdio']]) {
+    test(`--spec-version 2025-11-25 through mcpgate: ${target}: every scenario that passes directly passes`, { timeout: 90000 }, async (t) => {
+      requireSetup();
+      assert.ok(next.direct, 'the 2025-11-25 baseline did not run');
+      const r = await runSuite(target, `${gw.url}${routePath}`, { entry: cliNext, args: ['--spec-version', '2025-11-25'] });
+      const base = passing(next.direct);
+      const through = passing(r);
+      t.diagnostic(`${target}: ${through.size} of ${r.scenarios.size} pass through mcpgate (${base.size} directly)`);
+      assert.deepEqual([...base].filter((n) => !through.has(n)).map((n) => `${n}: ${r.scenarios.get(n)?.failures.join(' | ') ?? 'not run'}`), []);
+    });
+  }
 
   test('--spec-version 2026-07-28 against a modern route in front of the legacy STDIO server', { timeout: 120000 }, async (t) => {
     requireSetup();
