@@ -270,6 +270,28 @@ static void bind_local(struct proxy *p, const char *id, const char *owner, const
     b->len++;
 }
 
+/*
+ * The store confirmed that OWNER still holds ID: the cached binding, when it
+ * is there and OWNER's, is trusted again in place. Re-making it would cost
+ * two allocations per session every BINDING_TRUST_MS, and made while long
+ * streams are open they outlive those streams' buffers, pinning heap pages
+ * that malloc_trim cannot give back.
+ */
+static void confirm_local(struct proxy *p, const char *id, const char *owner, const char *route)
+{
+    struct http_binding_sessions *b = bindings(p);
+    char *key = binding_key(route, id);
+    struct upstream_session *u = *bucket_slot(b, key);
+    free(key);
+    if (u == NULL || strcmp(u->o->subject, owner) != 0) {
+        bind_local(p, id, owner, route, false);
+        return;
+    }
+    u->used_ms = u->checked_ms = time_mono_ms();
+    lists_unlink(b, u);
+    lists_push(b, u);
+}
+
 static void bind_session(struct proxy *p, const char *id, const char *owner,
                          const struct gw_route_config *route)
 {
@@ -639,7 +661,7 @@ static void on_binding(const struct store_result *res, void *arg)
     bool mine = route && sid && res->status == STORE_OK && res->value_len == strlen(owner) &&
                 memcmp(res->value, owner, res->value_len) == 0;
     if (mine)
-        bind_local(call->proxy, sid, owner, route->name, false);
+        confirm_local(call->proxy, sid, owner, route->name);
     free(owner);
     if (mine)
         exchange_start(x);
