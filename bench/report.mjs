@@ -284,18 +284,20 @@ const idle = ['mcpgate', 'nginx'].map((n) => {
 if (idle.length) {
   title(`Scenario 5: idle GET streams on an HTTP route (the same HTTP upstream behind each front): ${idle[0].n} streams`);
   const ng = idle.find((r) => r.name === 'nginx');
-  tbl(table(['front', 'KiB per stream', 'ratio', 'RSS MiB: base', 'sessions made', 'streams open', '10 s after close', 'after close / base', 'fds open / closed'],
+  tbl(table(['front', 'KiB per stream', 'ratio', 'RSS MiB: base', 'sessions made', 'streams open', '10 s after close', 'after close / base', 'after close / sessions made', 'fds open / closed'],
     idle.map((r) => [
       r.name === 'nginx' ? 'nginx 1.22 (proxy_buffering off)' : 'mcpgate (auth: none)',
       f(r.kib_per_stream, 1),
       r.name === 'mcpgate' ? (ng ? `${(r.kib_per_stream / ng.kib_per_stream).toFixed(2)}x nginx` : 'n/a') : 'ref',
       mib(r.base.rss), mib(r.initialized.rss), mib(r.loaded.rss), mib(r.closed.rss),
       `${(r.closed.rss / r.base.rss).toFixed(2)}x`,
+      `${(r.closed.rss / r.initialized.rss).toFixed(2)}x`,
       `${int(r.loaded.fds)} / ${int(r.closed.fds)}`,
     ])));
   say('  KiB per stream: (RSS with the streams open - RSS after the sessions were made) / streams. "sessions');
   say('  made" is after N initializes through the front: mcpgate keeps a binding per upstream session (until');
-  say('  http.session_idle), nginx keeps nothing. RSS of nginx is master + worker.');
+  say('  http.session_idle), nginx keeps nothing. RSS of nginx is master + worker. "after close / sessions');
+  say('  made" is whether what the streams took was given back (1.00x: all of it).');
   say();
 }
 
