@@ -48,6 +48,7 @@
 #include <inttypes.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1384,6 +1385,14 @@ static bool conn_setup(struct http_conn *c)
     c->evcon = cbarg;
     if (evhttp_connection_get_bufferevent(c->evcon) != c->bev)
         GW_PANIC("libevent's evhttp is not the 2.1 this server was written for");
+    /*
+     * No Nagle: an answer leaves in several writes (a large body in chunks, an
+     * SSE stream event by event), and with Nagle each write after the first
+     * waits for the client's ACK of the one before, which a delayed-ACK client
+     * holds for up to 40 ms. Fails harmlessly on a unix socket.
+     */
+    int one = 1;
+    (void)setsockopt(bufferevent_getfd(c->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     conn_hash_insert(c->srv, c);
     evhttp_connection_set_closecb(c->evcon, on_conn_closed, c);
     watch_hangup(c);
