@@ -61,7 +61,29 @@ function binOf(pkgDir, name) {
   return path.join(pkgDir, rel);
 }
 
-/** Starts server-everything's Streamable HTTP mode on 127.0.0.1:PORT (it listens on every interface by itself). */
+/** Starts a Node 22 program (ARGS) that serves Streamable HTTP on 127.0.0.1:PORT at /mcp. */
+async function startNodeHttp(what, args, port, env = {}) {
+  const child = spawn(NODE22, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (d) => (out = (out + d).slice(-20000)));
+  child.stderr.on('data', (d) => (out = (out + d).slice(-20000)));
+  const exited = new Promise((r) => child.once('exit', r));
+  await waitFor(async () => {
+    if (child.exitCode !== null) throw new Error(`${what} exited: ${out}`);
+    return canConnect(port, '127.0.0.1', 300);
+  }, { timeoutMs: 15000, what: `${what} to listen` });
+  return {
+    port, url: `http://127.0.0.1:${port}/mcp`, out: () => out,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGKILL');
+        await withTimeout(exited, 5000, `${what} to exit`);
+      }
+    },
+  };
+}
+
+/** Starts server-everything's Streamable HTTP mode on 127.0.0.1 (it listens on every interface by itself). */
 async function startEverythingHttp(dir) {
   const port = await freePort();
   const wrapper = path.join(dir, 'everything-loopback.mjs');
@@ -77,47 +99,13 @@ http.Server.prototype.listen = function (port, ...rest) {
 process.argv.splice(2, 0, 'streamableHttp');
 await import(${JSON.stringify(new URL(`file://${everythingMain}`).href)});
 `);
-  const child = spawn(NODE22, [wrapper], { env: { ...process.env, PORT: String(port) }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  child.stdout.on('data', (d) => (out = (out + d).slice(-20000)));
-  child.stderr.on('data', (d) => (out = (out + d).slice(-20000)));
-  const exited = new Promise((r) => child.once('exit', r));
-  await waitFor(async () => {
-    if (child.exitCode !== null) throw new Error(`server-everything exited: ${out}`);
-    return canConnect(port, '127.0.0.1', 300);
-  }, { timeoutMs: 15000, what: 'server-everything (streamableHttp) to listen' });
-  return {
-    port, url: `http://127.0.0.1:${port}/mcp`, out: () => out,
-    async stop() {
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill('SIGKILL');
-        await withTimeout(exited, 5000, 'server-everything to exit');
-      }
-    },
-  };
+  return startNodeHttp('server-everything (streamableHttp)', [wrapper], port, { PORT: String(port) });
 }
 
 /** Starts fixture-server.mjs in its Streamable HTTP mode on 127.0.0.1. */
 async function startFixtureHttp() {
   const port = await freePort();
-  const child = spawn(NODE22, [FIXTURE, '--http', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  child.stdout.on('data', (d) => (out = (out + d).slice(-20000)));
-  child.stderr.on('data', (d) => (out = (out + d).slice(-20000)));
-  const exited = new Promise((r) => child.once('exit', r));
-  await waitFor(async () => {
-    if (child.exitCode !== null) throw new Error(`fixture-server exited: ${out}`);
-    return canConnect(port, '127.0.0.1', 300);
-  }, { timeoutMs: 15000, what: 'fixture-server (--http) to listen' });
-  return {
-    url: `http://127.0.0.1:${port}/mcp`,
-    async stop() {
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill('SIGKILL');
-        await withTimeout(exited, 5000, 'fixture-server to exit');
-      }
-    },
-  };
+  return startNodeHttp('fixture-server (--http)', [FIXTURE, '--http', String(port)], port);
 }
 
 /** Runs the whole server suite against URL; parses every scenario's checks.json. */
