@@ -62,6 +62,7 @@ struct gw_app {
     struct event *trim_timer;   /* owned: gives freed memory back (trim_check) */
     size_t conn_peak;           /* open connections, the most since the last trim */
     uint64_t last_trim_ms;      /* monotonic */
+    uint64_t heap_check_ms;     /* monotonic: the last look at malloc's free bytes */
     uint64_t drain_deadline_ms; /* monotonic */
     bool draining;
     int exit_status;
@@ -569,16 +570,51 @@ static void install_signals(struct gw_app *app)
 /* ---- memory ------------------------------------------------------------ */
 
 /*
- * glibc keeps what a burst of connections freed (thousands of idle streams
- * closing) in its arenas, so RSS stays at the peak. Every TRIM_INTERVAL_MS,
+ * glibc's defaults give a large buffer back to the kernel as soon as it is
+ * freed: anything above the mmap threshold is unmapped, and free memory at the
+ * top of the heap above the trim threshold is trimmed. A 1 MiB message then
+ * costs a fresh mapping per buffer it passes through, and the page faults that
+ * fill it were half of the gateway's CPU on 1 MiB tool calls. So buffers up
+ * to MALLOC_MMAP_MAX_BYTES come from the heap, and freed memory is kept there
+ * for the next message; giving it back is trim_check's job, on the loop:
+ *
+ * Every TRIM_INTERVAL_MS, malloc_trim(0) returns the free pages to the kernel
  * when open connections fell to half of their peak since the last trim (and
- * by at least TRIM_MIN_DROP), malloc_trim(0) returns the free pages to the
- * kernel. Its cost grows with the heap, not with traffic, and it runs at most
- * once per interval, on the loop; the peak is sampled every second.
+ * by at least TRIM_MIN_DROP: thousands of idle streams closing leave their
+ * memory scattered in the arenas), or when more than TRIM_FREE_BYTES of the
+ * heap is free (large messages have passed, or the heap is fragmented: then
+ * the trim repeats, and pages that were used again since are given back
+ * again). Its cost grows with the heap, not with traffic, and it runs at most
+ * once per interval; the connection peak is sampled every second.
  */
+#define MALLOC_MMAP_MAX_BYTES (32u << 20) /* glibc's ceiling for M_MMAP_THRESHOLD */
+#define MALLOC_TRIM_KEEP_BYTES (256u << 20)
 #define TRIM_SAMPLE_MS 1000
 #define TRIM_INTERVAL_MS 10000
 #define TRIM_MIN_DROP 256
+#define TRIM_FREE_BYTES (4u << 20)
+
+static void malloc_tune(void)
+{
+#ifdef __GLIBC__
+    /* Setting either also ends glibc's own adjustment of both, which is the point.
+     * A sanitizer's allocator refuses both: that costs speed, nothing else. */
+    if (mallopt(M_MMAP_THRESHOLD, (int)MALLOC_MMAP_MAX_BYTES) != 1 ||
+        mallopt(M_TRIM_THRESHOLD, (int)MALLOC_TRIM_KEEP_BYTES) != 1)
+        gw_log(GW_LOG_DEBUG, "app", NULL, "mallopt refused the heap settings", NULL);
+#endif
+}
+
+/* Bytes free in malloc's arenas (0 where that is unknown). */
+static size_t heap_free_bytes(void)
+{
+#ifdef __GLIBC__
+    return mallinfo2().fordblks;
+#else
+    return 0;
+#endif
+}
+
 static void trim_check(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -588,8 +624,13 @@ static void trim_check(evutil_socket_t fd, short what, void *arg)
     if (now > app->conn_peak)
         app->conn_peak = now;
     uint64_t t = time_mono_ms();
-    if (t - app->last_trim_ms >= TRIM_INTERVAL_MS && app->conn_peak >= now + TRIM_MIN_DROP &&
-        now <= app->conn_peak / 2) {
+    if (t - app->last_trim_ms < TRIM_INTERVAL_MS)
+        return;
+    bool dropped = app->conn_peak >= now + TRIM_MIN_DROP && now <= app->conn_peak / 2;
+    if (!dropped && t - app->heap_check_ms < TRIM_INTERVAL_MS)
+        return; /* mallinfo2 walks the free lists: once per interval is enough */
+    app->heap_check_ms = t;
+    if (dropped || heap_free_bytes() > TRIM_FREE_BYTES) {
 #ifdef __GLIBC__
         malloc_trim(0);
 #endif
@@ -696,6 +737,7 @@ struct gw_app *gw_app_new(struct gw_config *cfg, const struct gw_app_options *op
     app->opts = *opts;
     apply_log_level(app);
     apply_open_files(cfg);
+    malloc_tune();
     app->base = event_base_new();
     if (app->base == NULL) {
         *err_out = xstrdup("cannot create the event loop");
