@@ -56,6 +56,7 @@
 #include <sys/queue.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -102,6 +103,16 @@
 /* Pipelined bytes staged ahead of the request being answered: past this the
  * client is flooding, and the connection is closed. */
 #define HTTP_STAGED_MAX (1u << 20)
+/* libevent reads and writes at most 16 KiB per socket per loop turn by default
+ * (bufferevent's MAX_SINGLE_READ/WRITE): a 1 MiB body took 64 turns each way,
+ * an epoll_wait and a syscall per 16 KiB. A turn moves up to this much now;
+ * a read still takes only what the socket holds, so idle connections pay
+ * nothing for it. */
+#define HTTP_IO_TURN_BYTES (256u << 10)
+/* libevent 2.1's evbuffer_read reads at most this much per call
+ * (EVBUFFER_MAX_READ in buffer.c, not configurable); see read_more. */
+#define LIBEVENT_MAX_READ 4096u
+#define HTTP_READ_MORE_STEP (64u << 10)
 #define HTTP_IP_BUCKETS 4096u
 
 struct http_route {
@@ -1812,6 +1823,53 @@ static void gate_run(struct http_conn *c)
 }
 
 /*
+ * libevent 2.1 reads at most 4 KiB from a socket per turn of the loop
+ * (evbuffer_read caps every read at EVBUFFER_MAX_READ), so a 1 MiB body took
+ * 256 turns, each an epoll_wait, an ioctl(FIONREAD) and a readv: most of the
+ * gateway's CPU on a large request. When a read came back full while a body
+ * is coming, the rest of what the socket holds is read here, straight into
+ * the staging buffer, up to BUDGET bytes (the turn's share), and moved on.
+ * Only for a body (its size is bounded by the gate: max_body_bytes) and only
+ * on plain TCP: a TLS connection reads through OpenSSL, which the
+ * bufferevent's max single read (HTTP_IO_TURN_BYTES) already sizes. EOF and
+ * errors are left to libevent's next read, which sees them again.
+ */
+static void read_more(struct http_conn *c, size_t budget)
+{
+    evutil_socket_t fd = c->bev ? bufferevent_getfd(c->bev) : -1;
+    while (c->srv->tls == NULL && fd >= 0 && budget > 0 &&
+           (c->rx == RX_LENGTH || c->rx == RX_CHUNK_DATA)) {
+        size_t want = budget < HTTP_READ_MORE_STEP ? budget : HTTP_READ_MORE_STEP;
+        struct evbuffer_iovec v[2];
+        int nv = evbuffer_reserve_space(c->staged, (ev_ssize_t)want, v, 2);
+        if (nv <= 0)
+            return;
+        struct iovec iov[2];
+        for (int i = 0; i < nv; i++) {
+            iov[i].iov_base = v[i].iov_base;
+            iov[i].iov_len = v[i].iov_len;
+        }
+        ssize_t n = readv(fd, iov, nv);
+        if (n <= 0) {
+            evbuffer_commit_space(c->staged, v, 0);
+            return;
+        }
+        size_t left = (size_t)n;
+        int used = 0;
+        for (; used < nv && left > 0; used++) {
+            if (v[used].iov_len > left)
+                v[used].iov_len = left;
+            left -= v[used].iov_len;
+        }
+        evbuffer_commit_space(c->staged, v, used);
+        budget -= (size_t)n;
+        gate_run(c);
+        if ((size_t)n < want)
+            return; /* the socket is empty */
+    }
+}
+
+/*
  * The socket delivered N_ADDED bytes at the end of IN (evbuffer callback,
  * inside the read, before evhttp's read callback). Whatever was in IN before
  * is the gate's own output evhttp has not parsed yet, and stays in front.
@@ -1839,6 +1897,8 @@ static void on_input(struct evbuffer *in, const struct evbuffer_cb_info *info, v
         evbuffer_free(front);
     }
     gate_run(c);
+    if (info->n_added >= LIBEVENT_MAX_READ)
+        read_more(c, HTTP_IO_TURN_BYTES - info->n_added);
     c->moving = false;
 }
 
@@ -1945,6 +2005,9 @@ static struct bufferevent *on_new_connection(struct event_base *base, void *arg)
     if (c->input_cb == NULL)
         GW_PANIC("cannot watch a connection's input");
     bufferevent_setwatermark(bev, EV_READ, 0, HTTP_BUSY_INPUT_MAX);
+    if (bufferevent_set_max_single_read(bev, HTTP_IO_TURN_BYTES) != 0 ||
+        bufferevent_set_max_single_write(bev, HTTP_IO_TURN_BYTES) != 0)
+        GW_PANIC("cannot size a connection's reads and writes");
     c->kick = xevent_new(base, -1, 0, on_kick, c);
     c->deadline = xevtimer_new(base, on_deadline, c);
     c->all_next = srv->all;

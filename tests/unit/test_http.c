@@ -58,6 +58,19 @@ static void on_echo(struct http_request *req, void *arg)
     free(text);
 }
 
+/* Checks a body of the pattern 'a' + i % 26 (large-body tests). */
+static void on_pattern(struct http_request *req, void *arg)
+{
+    (void)arg;
+    size_t len, bad = 0;
+    const char *body = http_request_body(req, &len);
+    for (size_t i = 0; i < len; i++)
+        bad += body[i] != (char)('a' + i % 26);
+    char *text = xasprintf("pattern body=%zu bad=%zu", len, bad);
+    http_reply(req, 200, "text/plain", text, strlen(text));
+    free(text);
+}
+
 /* Echoes the query verbatim so a test can compare every byte. */
 static void on_query(struct http_request *req, void *arg)
 {
@@ -405,6 +418,56 @@ static void test_request_id_echo_and_generation(void **state)
     free(r);
 }
 
+/* A body far larger than one of libevent's 4 KiB reads (read_more takes the
+ * rest of what the socket holds), with Content-Length and chunked, each
+ * followed in the same write by a pipelined request: every byte arrives, in
+ * order, and the next request is still served. */
+static void test_large_bodies_then_pipelined_request(void **state)
+{
+    (void)state;
+    struct http_server_options opts = {.max_body_bytes = 4u << 20,
+                                       .max_header_bytes = 8192,
+                                       .max_connections = 100,
+                                       .request_timeout_ms = 5000};
+    http_server_set_limits(fx.srv, &opts);
+    struct http_route_options big = {.max_body_bytes = 4u << 20, .label = "big"};
+    assert_int_equal(http_route_add(fx.srv, "/big", HTTP_POST, on_pattern, NULL, &big), 0);
+    size_t n = (1u << 20) + 12345;
+    char *body = xmalloc(n + 1);
+    for (size_t i = 0; i < n; i++)
+        body[i] = (char)('a' + i % 26);
+    body[n] = '\0';
+    char *req = xasprintf("POST /big HTTP/1.1\r\nHost: t\r\nContent-Length: %zu\r\n\r\n%s"
+                          "GET /users/1234 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                          n, body);
+    struct client_job job = {.parts = {req}};
+    run_client(&job);
+    char *want = xasprintf("pattern body=%zu bad=0", n);
+    assert_non_null(strstr(strbuf_str(&job.response), want));
+    assert_non_null(strstr(strbuf_str(&job.response), "path=/users/1234 "));
+    strbuf_release(&job.response);
+    free(want);
+    free(req);
+
+    /* Chunked: three chunks of 300,000 bytes (the pattern runs across them). */
+    struct strbuf chunked = STRBUF_INIT;
+    strbuf_puts(&chunked, "POST /big HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
+    for (size_t k = 0; k < 3; k++) {
+        strbuf_printf(&chunked, "%x\r\n", 300000u);
+        strbuf_append(&chunked, body + k * 300000, 300000);
+        strbuf_puts(&chunked, "\r\n");
+    }
+    strbuf_puts(&chunked,
+                "0\r\n\r\nGET /users/1234 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    struct client_job job2 = {.parts = {strbuf_str(&chunked)}};
+    run_client(&job2);
+    assert_non_null(strstr(strbuf_str(&job2.response), "pattern body=900000 bad=0"));
+    assert_non_null(strstr(strbuf_str(&job2.response), "path=/users/1234 "));
+    strbuf_release(&job2.response);
+    strbuf_release(&chunked);
+    free(body);
+}
+
 static void test_keepalive_two_requests_one_connection(void **state)
 {
     (void)state;
@@ -663,6 +726,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_404_and_405_with_allow, setup_default, teardown),
         cmocka_unit_test_setup_teardown(test_cors_preflight_and_header, setup_default, teardown),
         cmocka_unit_test_setup_teardown(test_request_id_echo_and_generation, setup_default,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_large_bodies_then_pipelined_request, setup_default,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_keepalive_two_requests_one_connection, setup_default,
                                         teardown),
