@@ -8,6 +8,9 @@
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "common/xalloc.h"
 
@@ -423,14 +426,42 @@ static size_t escape_at(const unsigned char *s, size_t left, uint32_t *cp)
 /*
  * Where the run of plain ASCII string bytes (class 0) that starts at POS
  * ends. This loop is where a large message spends its time in mcpgate (a
- * 1 MiB tool result is one string), so it looks at eight bytes per step: a
- * word is all plain when no byte is below 0x20, is '"' or '\\', or has its
- * top bit set (the "has a zero byte" tests of Hacker's Delight §6.1: a borrow
- * can only make a false hit above a true one in the same word, so a word
- * with a hit is finished one byte at a time from the table). memcpy
- * keeps the loads free of alignment and aliasing assumptions; compilers
- * make it one 8-byte load.
+ * 1 MiB tool result is one string), so it looks at many bytes per step.
+ *
+ * With SSE2 (every x86-64): 32 bytes per step, and the test is exact, so a
+ * hit is the answer: a byte is not plain when it equals '"' or '\\' or is
+ * below 0x20 as a signed byte, which takes in every byte with its top bit set
+ * (class 2 or 3) along with the control characters.
+ *
+ * Elsewhere: eight bytes per step in a word, plain when no byte is below 0x20,
+ * is '"' or '\\', or has its top bit set (the "has a zero byte" tests of
+ * Hacker's Delight §6.1: a borrow can only make a false hit above a true one
+ * in the same word, so a word with a hit is finished one byte at a time from
+ * the table). memcpy keeps the loads free of alignment and aliasing
+ * assumptions; compilers make it one 8-byte load.
  */
+#if defined(__SSE2__)
+static size_t plain_run(const unsigned char *s, size_t pos, size_t len)
+{
+    const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\');
+    const __m128i space = _mm_set1_epi8(0x20);
+    while (len - pos >= 32) {
+        __m128i a = _mm_loadu_si128((const __m128i *)(const void *)(s + pos));
+        __m128i b = _mm_loadu_si128((const __m128i *)(const void *)(s + pos + 16));
+        __m128i ha = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(a, quote), _mm_cmpeq_epi8(a, bslash)),
+                                  _mm_cmplt_epi8(a, space));
+        __m128i hb = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(b, quote), _mm_cmpeq_epi8(b, bslash)),
+                                  _mm_cmplt_epi8(b, space));
+        uint32_t hit = (uint32_t)_mm_movemask_epi8(ha) | (uint32_t)_mm_movemask_epi8(hb) << 16;
+        if (hit)
+            return pos + (size_t)__builtin_ctz(hit);
+        pos += 32;
+    }
+    while (pos < len && string_class[s[pos]] == 0)
+        pos++;
+    return pos;
+}
+#else
 static size_t plain_run(const unsigned char *s, size_t pos, size_t len)
 {
     const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
@@ -448,6 +479,7 @@ static size_t plain_run(const unsigned char *s, size_t pos, size_t len)
         pos++;
     return pos;
 }
+#endif
 
 /*
  * A string at s[pos] == '"'. Validates it and, when OUT is not NULL,
