@@ -28,6 +28,18 @@ void strbuf_append(struct strbuf *sb, const void *data, size_t len)
     sb->buf[sb->len] = '\0';
 }
 
+char *strbuf_spare(struct strbuf *sb, size_t more)
+{
+    strbuf_grow(sb, more);
+    return sb->buf + sb->len;
+}
+
+void strbuf_commit(struct strbuf *sb, size_t n)
+{
+    sb->len += n;
+    sb->buf[sb->len] = '\0';
+}
+
 void strbuf_puts(struct strbuf *sb, const char *s)
 {
     strbuf_append(sb, s, strlen(s));

@@ -95,6 +95,8 @@
 #define STDIO_ERR_BUDGET_BYTES (64u * 1024u) /* stderr bytes read per event callback */
 /* After the exit, on_exit waits this long at most for stdout EOF. */
 #define STDIO_EOF_WAIT_MS 1000u
+/* A partial line this long is read into directly (out_grow), not through the chunk. */
+#define STDIO_LONG_LINE_BYTES (16u * 1024u)
 /* A partial-line buffer bigger than this is freed, not kept, once delivered. */
 #define STDIO_KEEP_PARTIAL_BYTES (64u * 1024u)
 
@@ -538,6 +540,37 @@ static void out_eof(struct stdio_child *c)
         report_exit(c);
 }
 
+/*
+ * A long line in progress (out_part holds STDIO_LONG_LINE_BYTES of it or more)
+ * is read straight into out_part,
+ * N new bytes at FROM: a 1 MiB result then costs one copy (the kernel's),
+ * not two. When its '\n' came, the line is delivered from where it is, and
+ * what followed it goes through out_feed like any chunk.
+ */
+static void out_grow(struct stdio_child *c, size_t from, size_t n)
+{
+    char *nl = memchr(c->out_part.buf + from, '\n', n);
+    size_t line_len = nl ? (size_t)(nl - c->out_part.buf) : from + n;
+    if ((uint64_t)line_len > c->max_line_bytes) {
+        line_limit_kill(c);
+        return;
+    }
+    strbuf_commit(&c->out_part, n);
+    if (!nl)
+        return;
+    struct strbuf line = c->out_part; /* moved out: out_feed starts a new partial */
+    c->out_part = (struct strbuf)STRBUF_INIT;
+    size_t rest = from + n - (line_len + 1);
+    deliver(c, line.buf, line_len);
+    out_feed(c, nl + 1, rest);
+    if (c->out_part.buf == NULL && line.cap <= STDIO_KEEP_PARTIAL_BYTES) {
+        strbuf_reset(&line);
+        c->out_part = line;
+    } else {
+        strbuf_release(&line);
+    }
+}
+
 static void on_stdout(evutil_socket_t fd, short what, void *arg)
 {
     (void)what;
@@ -546,11 +579,21 @@ static void on_stdout(evutil_socket_t fd, short what, void *arg)
     size_t budget = STDIO_OUT_BUDGET_BYTES;
     c->busy++;
     while (budget > 0 && c->out_fd >= 0 && !c->free_pending) {
+        bool long_line = c->out_part.len >= STDIO_LONG_LINE_BYTES;
         size_t want = budget < STDIO_OUT_CHUNK_BYTES ? budget : STDIO_OUT_CHUNK_BYTES;
-        ssize_t n = read(fd, chunk, want);
+        if (long_line && c->out_part.cap - c->out_part.len - 1 > want)
+            want = c->out_part.cap - c->out_part.len - 1; /* what the buffer has room for */
+        if (want > budget)
+            want = budget;
+        size_t from = c->out_part.len;
+        char *dst = long_line ? strbuf_spare(&c->out_part, want) : chunk;
+        ssize_t n = read(fd, dst, want);
         if (n > 0) {
             budget -= (size_t)n;
-            out_feed(c, chunk, (size_t)n);
+            if (long_line)
+                out_grow(c, from, (size_t)n);
+            else
+                out_feed(c, chunk, (size_t)n);
             /* Short: the pipe is empty now. The event is level-triggered, so
              * what comes next (or EOF) is reported again; reading on until
              * EAGAIN would cost a read(2) per line for nothing. */

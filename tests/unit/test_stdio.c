@@ -823,6 +823,48 @@ static void test_stop_sigkill_after_two_graces(void **state)
     rec_release(&r);
 }
 
+/* Lines longer than a read are read into the line buffer itself (out_grow):
+ * what follows such a line in the same read, and pieces that arrive apart,
+ * come out whole and in order. */
+static void test_long_lines_mixed_with_short(void **state)
+{
+    (void)state;
+    struct rec r;
+    spawn_sh(&r, "head -c 200000 /dev/zero | tr '\\0' a; printf '\\ns1\\n';"
+                 "head -c 70000 /dev/zero | tr '\\0' b; printf '\\ns2\\n';"
+                 "head -c 30000 /dev/zero | tr '\\0' c; sleep 0.05;"
+                 "head -c 40000 /dev/zero | tr '\\0' c; printf '\\r\\n';"
+                 "head -c 20000 /dev/zero | tr '\\0' d");
+    wait_exit(&r, 5000);
+    assert_int_equal(r.n_lines, 6);
+    const size_t len[6] = {200000, 2, 70000, 2, 70000, 20000};
+    const char fill[6] = {'a', 0, 'b', 0, 'c', 'd'};
+    for (int i = 0; i < 6; i++) {
+        assert_int_equal(strlen(r.lines[i]), len[i]);
+        if (fill[i])
+            assert_true(strspn(r.lines[i], (char[]){fill[i], 0}) == len[i]);
+    }
+    assert_string_equal(r.lines[1], "s1");
+    assert_string_equal(r.lines[3], "s2");
+    assert_null(r.reason);
+    rec_release(&r);
+
+    /* The limit holds on that path too: a line of exactly it passes, one more byte kills. */
+    const char *argv[] = {"/bin/sh", "-c",
+                          "head -c 100000 /dev/zero | tr '\\0' y; echo;"
+                          "head -c 100001 /dev/zero | tr '\\0' z; echo; exec sleep 30",
+                          NULL};
+    struct stdio_spawn_options o = opts(argv);
+    o.max_line_bytes = 100000;
+    spawn_with(&r, &o);
+    wait_exit(&r, 3000);
+    assert_int_equal(r.n_lines, 1);
+    assert_int_equal(strlen(r.lines[0]), 100000);
+    assert_int_equal(r.status, 128 + SIGKILL);
+    assert_string_equal(r.reason, "stdout line exceeds 100000 bytes");
+    rec_release(&r);
+}
+
 static void test_line_limit(void **state)
 {
     (void)state;
@@ -1177,6 +1219,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stop_sigterm_after_one_grace, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_sigkill_after_two_graces, setup, teardown),
         cmocka_unit_test_setup_teardown(test_line_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_long_lines_mixed_with_short, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lines_before_exit_delivered, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lines_before_exit_when_pidfd_fires_first, setup,
                                         teardown),
