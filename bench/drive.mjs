@@ -5,7 +5,7 @@
 //   node bench/drive.mjs --name mcpgate --url http://127.0.0.1:P/mcp --pid PID \
 //       --upstream build/rel/examples/whoami-server --out result.json \
 //       [--auth-file FILE] [--seconds 8] [--warmup 2] [--concurrency 1,16,64]
-//       [--large-bytes 1048576] [--only setup|throughput]
+//       [--large-bytes 1048576] [--only setup|throughput|large]
 //       [--wrk-url URL] [--cpu-pids PID,...]
 //
 // 1. session setup: initialize, notifications/initialized, DELETE, one after the other on one
@@ -20,6 +20,7 @@
 //    answer checked whole; first one request each, and a gateway that refuses it (413, an
 //    error) gets {refused: why} instead of numbers. Gateway CPU and RSS before/after each.
 // --only setup: scenario 1 alone (the warm-pool row). --only throughput: scenario 2 alone.
+// --only large: scenario 4 alone (for profiling the large-payload path by hand).
 // --wrk-url: where wrk sends the calls, when not --url (where the sessions are opened): the
 //    cluster rows open sessions on one instance and call them through another. --cpu-pids:
 //    more gateway processes whose CPU time counts as the gateway's (both instances).
@@ -396,6 +397,11 @@ try {
     result.throughput = [];
     for (const c of opt.concurrency) result.throughput.push(await throughput(c, sids));
     for (const sid of sids) await closeSession(sid).catch(() => {});
+    throw Object.assign(new Error('done'), { done: true });
+  }
+  if (opt.only === 'large') {
+    result.large = [];
+    for (const tool of ['echo', 'big_line']) result.large.push(await large(tool, opt.largeBytes));
     throw Object.assign(new Error('done'), { done: true });
   }
   log(`session setup (${opt.warmup} s warm-up, ${opt.seconds} s)`);
