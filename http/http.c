@@ -179,8 +179,9 @@ struct http_conn {
     uint64_t body_limit;
     uint64_t trailer_bytes;
     struct http_verdict verdict;
-    int linger_fd;           /* a duplicate of the socket while lingering, else -1 */
-    struct event *linger_ev; /* owned */
+    int linger_fd;                  /* the socket while lingering, else -1 (linger_bev's) */
+    struct bufferevent *linger_bev; /* a reference, held while lingering: it closes the socket */
+    struct event *linger_ev;        /* owned */
     uint64_t linger_until_us;
     uint64_t linger_read;
     struct http_conn *next;                /* owned: hash chain keyed by evcon */
@@ -543,6 +544,29 @@ void http_set_header(struct http_request *req, const char *name, const char *val
     evhttp_add_header(out, name, value);
 }
 
+/*
+ * An answer made outside its request's handler (the upstream answered later)
+ * is queued in the connection's output, where libevent would write it on the
+ * next turn of the loop, after an epoll_wait that reports the socket writable,
+ * which it nearly always is. Writing it now saves that turn; evhttp learns it
+ * was written from its write callback, triggered here as libevent would have.
+ * What the socket does not take goes the usual way. Not inside a handler:
+ * evhttp's read path is still on the stack then, and a finished answer may
+ * free its connection. Not on TLS, whose bytes only OpenSSL may write. C may
+ * be gone when this returns.
+ */
+static void write_now(struct http_conn *c)
+{
+    if (c->srv->tls || c->bev == NULL)
+        return;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (evbuffer_get_length(out) == 0)
+        return;
+    int n = evbuffer_write(out, bufferevent_getfd(c->bev));
+    if (n > 0 && evbuffer_get_length(out) == 0)
+        bufferevent_trigger(c->bev, EV_WRITE, 0);
+}
+
 void http_reply(struct http_request *req, int status, const char *content_type, const void *body,
                 size_t len)
 {
@@ -572,10 +596,13 @@ void http_reply(struct http_request *req, int status, const char *content_type, 
     }
     req->bytes_out = req->method == HTTP_HEAD ? 0 : len;
     struct evhttp_request *ev = req->ev;
+    struct http_conn *conn = req->in_handler ? NULL : req->conn;
     request_release(req);
     evhttp_send_reply(ev, status, reason_phrase(status), buf);
     if (buf)
         evbuffer_free(buf);
+    if (conn)
+        write_now(conn);
 }
 
 void http_reply_json_text(struct http_request *req, int status, const char *json)
@@ -1253,6 +1280,8 @@ static void linger_rearm(struct http_conn *c, uint64_t now_us)
     event_add(c->linger_ev, &tv);
 }
 
+static void linger_end(struct http_conn *c);
+
 /* Reads and drops what the client still sends; ends on EOF, an error or a bound. */
 static void on_linger(evutil_socket_t fd, short what, void *arg)
 {
@@ -1276,34 +1305,44 @@ static void on_linger(evutil_socket_t fd, short what, void *arg)
         return;
     }
     event_del(c->linger_ev);
-    close(c->linger_fd);
-    c->linger_fd = -1;
+    linger_end(c);
     if (c->evcon == NULL)
         conn_destroy(c);
 }
 
 /*
  * Called right before evhttp closes C after an answer that ends the
- * connection: a duplicate of the socket outlives evhttp's descriptor, sends
- * the FIN now (the answer is written) and keeps reading. Out of descriptors,
- * the connection just closes.
+ * connection. The socket outlives evhttp: on_conn_closed keeps a reference to
+ * its bufferevent (which closes the socket when the last reference goes) and
+ * turns its events off, evhttp sends the FIN (shutdown SHUT_WR), and
+ * on_linger reads on. The socket itself, not a dup(): with epoll's change
+ * list a duplicate would keep the closed descriptor's registration alive.
  */
 static void linger_start(struct http_conn *c)
 {
     if (c->linger_fd >= 0 || c->bev == NULL)
         return;
     int fd = bufferevent_getfd(c->bev);
-    int dup_fd = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
-    if (dup_fd < 0)
+    if (fd < 0)
         return;
-    shutdown(dup_fd, SHUT_WR);
-    c->linger_fd = dup_fd;
+    c->linger_fd = fd;
     c->linger_read = 0;
     uint64_t now = time_mono_us();
     c->linger_until_us =
         now + opt_or(c->srv->opts.lingering_time_ms, HTTP_DEFAULT_LINGER_MS) * 1000;
-    c->linger_ev = xevent_new(c->srv->base, dup_fd, EV_READ | EV_PERSIST, on_linger, c);
+    c->linger_ev = xevent_new(c->srv->base, fd, EV_READ | EV_PERSIST, on_linger, c);
     linger_rearm(c, now);
+}
+
+/* The lingering is over: the last reference to the bufferevent closes the socket. */
+static void linger_end(struct http_conn *c)
+{
+    if (c->linger_ev)
+        event_del(c->linger_ev); /* before the socket closes */
+    if (c->linger_bev)
+        bufferevent_decref(c->linger_bev);
+    c->linger_bev = NULL;
+    c->linger_fd = -1;
 }
 
 /* ---- connection lifetime ----------------------------------------------------- */
@@ -1311,6 +1350,7 @@ static void linger_start(struct http_conn *c)
 static void conn_destroy(struct http_conn *c)
 {
     struct http_server *srv = c->srv;
+    linger_end(c);
     if (c->bev) {
         /* evhttp never set this connection up, or the server is going: our
          * reference is the last one */
@@ -1325,8 +1365,6 @@ static void conn_destroy(struct http_conn *c)
         event_free(c->deadline);
     if (c->linger_ev)
         event_free(c->linger_ev);
-    if (c->linger_fd >= 0)
-        close(c->linger_fd);
     if (c->staged)
         evbuffer_free(c->staged);
     ip_release(c);
@@ -1351,7 +1389,13 @@ static void on_conn_closed(struct evhttp_connection *evcon, void *arg)
     struct http_request *req = c->active;
     c->active = NULL;
     evbuffer_remove_cb_entry(bufferevent_get_input(c->bev), c->input_cb);
-    bufferevent_decref(c->bev); /* evhttp frees it next */
+    if (c->linger_fd >= 0) {
+        /* evhttp frees it next; this reference keeps the socket for on_linger */
+        bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+        c->linger_bev = c->bev;
+    } else {
+        bufferevent_decref(c->bev); /* evhttp frees it next */
+    }
     c->bev = NULL;
     event_del(c->deadline);
     event_del(c->kick);
