@@ -729,6 +729,27 @@ static void apply_open_files(const struct gw_config *cfg)
                   rl.rlim_max == RLIM_INFINITY ? 0 : rl.rlim_max);
 }
 
+/*
+ * epoll with libevent's change list: the adds and deletes a turn of the loop
+ * makes on one descriptor go to the kernel as one epoll_ctl when the turn
+ * ends, and cancel out when they undo each other. evhttp turns a
+ * connection's events off and on around every request and answer: four
+ * epoll_ctl per tools/call without it, two with it (about 1.5 us of CPU per
+ * call). libevent's caveat, a descriptor dup()ed with events on both copies,
+ * does not arise here: nothing in the process dups a descriptor it watches.
+ */
+static struct event_base *new_event_base(void)
+{
+    struct event_config *cfg = event_config_new();
+    if (cfg == NULL)
+        return NULL;
+    if (event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST) != 0)
+        gw_log(GW_LOG_DEBUG, "app", NULL, "libevent refused its epoll change list", NULL);
+    struct event_base *base = event_base_new_with_config(cfg);
+    event_config_free(cfg);
+    return base;
+}
+
 struct gw_app *gw_app_new(struct gw_config *cfg, const struct gw_app_options *opts, char **err_out)
 {
     *err_out = NULL;
@@ -738,7 +759,7 @@ struct gw_app *gw_app_new(struct gw_config *cfg, const struct gw_app_options *op
     apply_log_level(app);
     apply_open_files(cfg);
     malloc_tune();
-    app->base = event_base_new();
+    app->base = new_event_base();
     if (app->base == NULL) {
         *err_out = xstrdup("cannot create the event loop");
         goto fail;
