@@ -20,6 +20,10 @@ TEST_CFLAGS := $(BASE_CFLAGS) -O1 $(SAN_FLAGS) -DMCPGATE_TESTING
 VERSION := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
 GIT_REV := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 DEFS    := -DMCPGATE_VERSION='"$(VERSION)"' -DMCPGATE_GIT_REV='"$(GIT_REV)"'
+# The two objects that print the revision are rebuilt when HEAD moves (the stamp
+# is rewritten only when the revision differs), so --version never names an old one.
+REV_STAMP := $(BUILD)/git-rev
+$(shell mkdir -p $(BUILD) && { echo '$(GIT_REV)' | cmp -s - $(REV_STAMP) || echo '$(GIT_REV)' > $(REV_STAMP); })
 
 MODULE_DIRS := common conf http store oauth proxy gateway
 LIB_SRCS  := $(filter-out gateway/main.c,$(sort $(wildcard $(addsuffix /*.c,$(MODULE_DIRS)))))
@@ -51,6 +55,9 @@ $(BUILD)/rel/%.o: %.c $(HDRS) Makefile
 	@mkdir -p $(dir $@)
 	@echo "  CC      $<"
 	$(Q)$(CC) $(REL_CFLAGS) $(DEFS) $(PKG_CFLAGS) -c -o $@ $<
+
+$(BUILD)/rel/gateway/main.o $(BUILD)/rel/http/metrics.o: $(REV_STAMP)
+$(BUILD)/san/gateway/main.o $(BUILD)/san/http/metrics.o: $(REV_STAMP)
 
 # --- sanitizer build used by every test ---------------------------------
 
