@@ -823,6 +823,27 @@ static void test_stop_sigkill_after_two_graces(void **state)
     rec_release(&r);
 }
 
+/* SCRIPT under a MAX-byte line limit: one line of LEN bytes comes out, then
+ * REASON (NULL: a clean exit; else the child was killed for a longer line). */
+static void line_limit_case(const char *script, uint64_t max, size_t len, const char *reason)
+{
+    struct rec r;
+    const char *argv[] = {"/bin/sh", "-c", script, NULL};
+    struct stdio_spawn_options o = opts(argv);
+    o.max_line_bytes = max;
+    spawn_with(&r, &o);
+    wait_exit(&r, 3000);
+    assert_int_equal(r.n_lines, 1);
+    assert_int_equal(strlen(r.lines[0]), len);
+    if (reason) {
+        assert_int_equal(r.status, 128 + SIGKILL);
+        assert_string_equal(r.reason, reason);
+    } else {
+        assert_null(r.reason);
+    }
+    rec_release(&r);
+}
+
 /* Lines longer than a read are read into the line buffer itself (out_grow):
  * what follows such a line in the same read, and pieces that arrive apart,
  * come out whole and in order. */
@@ -850,19 +871,9 @@ static void test_long_lines_mixed_with_short(void **state)
     rec_release(&r);
 
     /* The limit holds on that path too: a line of exactly it passes, one more byte kills. */
-    const char *argv[] = {"/bin/sh", "-c",
-                          "head -c 100000 /dev/zero | tr '\\0' y; echo;"
-                          "head -c 100001 /dev/zero | tr '\\0' z; echo; exec sleep 30",
-                          NULL};
-    struct stdio_spawn_options o = opts(argv);
-    o.max_line_bytes = 100000;
-    spawn_with(&r, &o);
-    wait_exit(&r, 3000);
-    assert_int_equal(r.n_lines, 1);
-    assert_int_equal(strlen(r.lines[0]), 100000);
-    assert_int_equal(r.status, 128 + SIGKILL);
-    assert_string_equal(r.reason, "stdout line exceeds 100000 bytes");
-    rec_release(&r);
+    line_limit_case("head -c 100000 /dev/zero | tr '\\0' y; echo;"
+                    "head -c 100001 /dev/zero | tr '\\0' z; echo; exec sleep 30",
+                    100000, 100000, "stdout line exceeds 100000 bytes");
 }
 
 static void test_line_limit(void **state)
@@ -880,15 +891,7 @@ static void test_line_limit(void **state)
     rec_release(&r);
 
     /* A line of exactly the limit is fine: the '\n' does not count. */
-    const char *argv[] = {"/bin/sh", "-c", "head -c 1024 /dev/zero | tr '\\0' y; echo", NULL};
-    struct stdio_spawn_options o = opts(argv);
-    o.max_line_bytes = 1024;
-    spawn_with(&r, &o);
-    wait_exit(&r, 2000);
-    assert_int_equal(r.n_lines, 1);
-    assert_int_equal(strlen(r.lines[0]), 1024);
-    assert_null(r.reason);
-    rec_release(&r);
+    line_limit_case("head -c 1024 /dev/zero | tr '\\0' y; echo", 1024, 1024, NULL);
 }
 
 static void test_lines_before_exit_delivered(void **state)
