@@ -61,8 +61,8 @@ struct gw_app {
     struct event *drain_timer;  /* owned */
     struct event *trim_timer;   /* owned: gives freed memory back (trim_check) */
     size_t conn_peak;           /* open connections, the most since the last trim */
-    uint64_t last_trim_ms;      /* monotonic */
-    uint64_t heap_check_ms;     /* monotonic: the last look at malloc's free bytes */
+    uint64_t last_trim_ms;      /* monotonic: the last trim for closed connections */
+    uint64_t heap_check_ms;     /* monotonic: the last look at malloc's free bytes (or trim) */
     uint64_t drain_deadline_ms; /* monotonic */
     bool draining;
     int exit_status;
@@ -615,6 +615,13 @@ static size_t heap_free_bytes(void)
 #endif
 }
 
+static void trim(void)
+{
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+}
+
 static void trim_check(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -624,19 +631,21 @@ static void trim_check(evutil_socket_t fd, short what, void *arg)
     if (now > app->conn_peak)
         app->conn_peak = now;
     uint64_t t = time_mono_ms();
-    if (t - app->last_trim_ms < TRIM_INTERVAL_MS)
-        return;
+    /* The two reasons keep their own pace: a trim for free heap must not hold
+     * back the one a burst of closing connections needs within seconds. */
     bool dropped = app->conn_peak >= now + TRIM_MIN_DROP && now <= app->conn_peak / 2;
-    if (!dropped && t - app->heap_check_ms < TRIM_INTERVAL_MS)
-        return; /* mallinfo2 walks the free lists: once per interval is enough */
-    app->heap_check_ms = t;
-    if (dropped || heap_free_bytes() > TRIM_FREE_BYTES) {
-#ifdef __GLIBC__
-        malloc_trim(0);
-#endif
+    if (dropped && t - app->last_trim_ms >= TRIM_INTERVAL_MS) {
+        trim();
         app->conn_peak = now;
         app->last_trim_ms = t;
+        app->heap_check_ms = t;
+        return;
     }
+    if (t - app->heap_check_ms < TRIM_INTERVAL_MS)
+        return; /* mallinfo2 walks the free lists: once per interval is enough */
+    app->heap_check_ms = t;
+    if (heap_free_bytes() > TRIM_FREE_BYTES)
+        trim();
 }
 
 /*
