@@ -1304,7 +1304,6 @@ static void on_linger(evutil_socket_t fd, short what, void *arg)
         linger_rearm(c, now);
         return;
     }
-    event_del(c->linger_ev);
     linger_end(c);
     if (c->evcon == NULL)
         conn_destroy(c);
