@@ -838,7 +838,9 @@ void gw_app_free(struct gw_app *app)
     jws_key_free(app->sign_key);
     jws_key_free(app->previous_key);
     gw_config_free(app->cfg);
-    if (app->base)
+    if (app->base) {
+        store_shutdown_finish(app->base); /* everything else is gone: only that can run */
         event_base_free(app->base);
+    }
     free(app);
 }

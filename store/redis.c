@@ -151,9 +151,11 @@ struct redis_channel {
 };
 
 struct redis_backend {
-    struct store *s;            /* borrowed: the owning store */
-    struct event_base *base;    /* borrowed: the caller's loop */
-    struct store_redis_url url; /* owned strings */
+    bool lookup_cancelled;             /* a DNS lookup was cancelled: see redis_free */
+    struct redis_backend *orphan_next; /* in orphans, between redis_free and the finish */
+    struct store *s;                   /* borrowed: the owning store */
+    struct event_base *base;           /* borrowed: the caller's loop */
+    struct store_redis_url url;        /* owned strings */
     char *addr; /* owned: "127.0.0.1:6379/0" or "unix:/path?db=0": no secrets, for logs */
     uint64_t timeout_ms;
     uint64_t reconnect_min_ms;
@@ -709,6 +711,7 @@ static void dns_cancel(struct conn *c)
     struct evdns_getaddrinfo_request *r = c->dns;
     if (r != NULL) {
         c->dns = NULL;
+        c->rb->lookup_cancelled = true;
         evdns_getaddrinfo_cancel(r);
     }
 }
@@ -895,8 +898,10 @@ static void sentinel_lookup_cancel(struct sentinel_lookup *l)
 {
     struct evdns_getaddrinfo_request *r = l->req;
     l->req = NULL;
-    if (r != NULL)
+    if (r != NULL) {
+        l->rb->lookup_cancelled = true;
         evdns_getaddrinfo_cancel(r);
+    }
     replace_str(&l->error, NULL);
 }
 
@@ -1709,6 +1714,9 @@ static void backend_abandon(struct redis_backend *rb)
     free(rb);
 }
 
+/* Backends freed while a cancelled lookup was on its way (redis_free). */
+static struct redis_backend *orphans;
+
 static void redis_free(void *impl)
 {
     struct redis_backend *rb = impl;
@@ -1736,11 +1744,32 @@ static void redis_free(void *impl)
         free(ch);
         ch = next;
     }
-    /* 1: requests still in libevent's hands (a cancelled lookup waits for its
-     * answer) are finished and freed now; ours were cancelled above. */
+    if (rb->dns && rb->lookup_cancelled) {
+        /* libevent 2.1 gives a cancelled lookup its EVUTIL_EAI_CANCEL from a
+         * deferred callback, on a later turn of the loop, and frees the
+         * lookup after it; freed with the loop first, it leaks. Our callbacks
+         * only clear their pointer in RB then, so RB and the resolver wait
+         * for store_shutdown_finish. */
+        rb->orphan_next = orphans;
+        orphans = rb;
+        return;
+    }
     if (rb->dns)
         evdns_base_free(rb->dns, 1);
     backend_abandon(rb);
+}
+
+void store_redis_shutdown_finish(struct event_base *base)
+{
+    if (orphans == NULL)
+        return;
+    event_base_loop(base, EVLOOP_NONBLOCK); /* the cancellations are delivered */
+    while (orphans) {
+        struct redis_backend *rb = orphans;
+        orphans = rb->orphan_next;
+        evdns_base_free(rb->dns, 1);
+        backend_abandon(rb);
+    }
 }
 
 void *store_redis_new(struct store *s, struct event_base *base, const struct store_options *opts,

@@ -593,3 +593,8 @@ void store_publish_detached(struct store *s, const char *channel, const void *ms
 {
     detached_queued(store_publish(s, channel, msg, len, DETACHED(what)), what);
 }
+
+void store_shutdown_finish(struct event_base *base)
+{
+    store_redis_shutdown_finish(base);
+}

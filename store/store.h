@@ -144,6 +144,15 @@ struct store *store_new(struct event_base *base, const struct store_options *opt
  */
 void store_free(struct store *s);
 
+/*
+ * After the last store_free on BASE, when nothing else has events on it, and
+ * before event_base_free: one non-blocking turn of the loop, in which DNS
+ * lookups the Redis backend cancelled receive their cancellation (libevent
+ * 2.1 delivers it on a later turn), then what they needed is freed. Without
+ * it such a lookup leaks at exit; nothing else depends on it.
+ */
+void store_shutdown_finish(struct event_base *base);
+
 /* Sets key to val (len bytes, copied). STORE_OK. */
 int store_put(struct store *s, const char *key, const void *val, size_t len, uint64_t ttl_ms,
               store_cb_fn cb, void *arg);

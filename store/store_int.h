@@ -68,6 +68,7 @@ extern const struct store_backend_ops store_redis_ops;
 extern const struct store_backend_ops store_memory_ops;
 
 /* Backend constructors: return the impl, or NULL with *err_out set (owned by the caller). */
+void store_redis_shutdown_finish(struct event_base *base);
 void *store_redis_new(struct store *s, struct event_base *base, const struct store_options *opts,
                       char **err_out);
 void *store_memory_new(struct store *s, struct event_base *base);

@@ -43,4 +43,22 @@ describe('a Redis host name, resolved on the loop', () => {
     await redis.restart();
     await waitFor(async () => (await ready()).status === 200 && dns.seen.length > before, { timeoutMs: 20000, intervalMs: 200, what: 'the name resolved again on reconnect' });
   });
+
+  // libevent 2.1 delivers a cancelled lookup's answer on a later turn of the loop:
+  // the gateway's shutdown gives it that turn (store_shutdown_finish), and the
+  // sanitizer's exit check in stop() finds nothing leaked.
+  test('stopped while a Redis host-name lookup is in flight: a clean exit, nothing leaked', async () => {
+    const answers = new Map([['silent.mcpgate.test', 'silent']]);
+    const quiet = await startDns(answers);
+    const g = await startGateway({
+      env: { MCPGATE_RESOLV_CONF: resolvConf(quiet) },
+      config: ({ port }) => gatewayConfig({ port, store: { url: 'redis://silent.mcpgate.test:6379/0', timeout: '10s' } }),
+    });
+    try {
+      await waitFor(async () => quiet.seen.includes('silent.mcpgate.test'), { timeoutMs: 10000, what: 'the lookup sent' });
+    } finally {
+      assert.equal(await g.stop(), 0);
+      await quiet.close();
+    }
+  });
 });

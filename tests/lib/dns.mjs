@@ -23,6 +23,7 @@ export async function startDns(answers) {
     const name = labels.join('.').toLowerCase();
     const type = msg.readUInt16BE(i + 1);
     seen.push(name);
+    if (answers.get(name) === 'silent') return; // never answered: the lookup stays in flight
     const ip = type === 1 ? answers.get(name) : undefined;
     const head = Buffer.from(msg.subarray(0, 12));
     head.writeUInt16BE(0x8180 | (ip || type !== 1 ? 0 : 3), 2); // response, RD, RA; rcode 3 NXDOMAIN
