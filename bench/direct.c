@@ -39,6 +39,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "answer.h"
+
 #define ANSWER_TIMEOUT_MS 10000
 #define MAX_CHILDREN 1024
 #define SMALL_TEXT "hello-mcp-bench"
@@ -357,18 +359,8 @@ static bool check_answer(const struct child *c, long n, const struct load *L)
 {
     char id[48];
     int idn = snprintf(id, sizeof id, "\"id\":%ld,", c->seq);
-    if (memmem(c->buf, (size_t)n, id, (size_t)idn) == NULL)
-        return false;
-    if (memmem(c->buf, (size_t)n, "\"result\"", 8) == NULL)
-        return false;
-    const char *p = c->buf, *end = c->buf + n;
-    while ((p = memmem(p, (size_t)(end - p), "\"text\":\"", 8)) != NULL) {
-        p += 8;
-        if ((size_t)(end - p) > L->expect_len && memcmp(p, L->expect, L->expect_len) == 0 &&
-            p[L->expect_len] == '"')
-            return true;
-    }
-    return false;
+    return memmem(c->buf, (size_t)n, id, (size_t)idn) != NULL &&
+           answer_holds(c->buf, (size_t)n, L->expect, L->expect_len);
 }
 
 struct run {

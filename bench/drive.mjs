@@ -6,7 +6,7 @@
 //       --upstream build/rel/examples/whoami-server --out result.json \
 //       [--auth-file FILE] [--seconds 8] [--warmup 2] [--concurrency 1,16,64]
 //       [--large-bytes 1048576] [--only setup|throughput|large]
-//       [--wrk-url URL] [--cpu-pids PID,...]
+//       [--wrk-url URL] [--cpu-pids PID,...] [--bigcall build/bench/bigcall]
 //
 // 1. session setup: initialize, notifications/initialized, DELETE, one after the other on one
 //    keep-alive connection, for --warmup then --seconds seconds: sessions/s, p50, p99.
@@ -16,9 +16,12 @@
 //    processes below it, before any load, with every throughput session open ("loaded"), and
 //    after those sessions were DELETEd and the upstream processes had gone ("closed").
 // 4. large payloads (--large-bytes, 0: skipped): on a new session, tools/call echo with a text of
-//    that many bytes, then big_line with bytes=that many, one client (wrk, bench/echo.lua), each
-//    answer checked whole; first one request each, and a gateway that refuses it (413, an
-//    error) gets {refused: why} instead of numbers. Gateway CPU and RSS before/after each.
+//    that many bytes, then big_line with bytes=that many, one client, each answer checked whole;
+//    first one request each, and a gateway that refuses it (413, an error) gets {refused: why}
+//    instead of numbers. Gateway CPU and RSS before/after each. The client is bench/bigcall
+//    (--bigcall, built by bench/run.sh), not wrk: wrk reads 8 KiB at a time and spent 2.6 ms
+//    of its own CPU per 1 MiB answer, on the critical path of a single client (bigcall.c says
+//    more); without --bigcall, wrk.
 // --only setup: scenario 1 alone (the warm-pool row). --only throughput: scenario 2 alone.
 // --only large: scenario 4 alone (for profiling the large-payload path by hand).
 // --wrk-url: where wrk sends the calls, when not --url (where the sessions are opened): the
@@ -293,12 +296,35 @@ function runWrk(sids, seconds, runTag, extraEnv = {}) {
   });
 }
 
-/** One measured wrk run on SIDS: its counts and latencies, and the gateway's CPU meanwhile. */
-async function measuredWrk(sids, tag, env) {
+/**
+ * bench/bigcall on SID: tools/call TOOL with BYTES, one client, for SECONDS (after WARMUP); the
+ * same BENCH_JSON as echo.lua's, and client_cpu_s.
+ */
+function runBigcall(sid, tool, bytes, seconds, warmup, runTag) {
+  const args = ['--url', opt.wrkUrl, '--session', sid, '--tool', tool, '--bytes', String(bytes),
+    '--seconds', String(seconds), '--warmup', String(warmup), '--run', runTag];
+  if (opt.auth) args.push('--auth', opt.auth);
+  return new Promise((resolve, reject) => {
+    execFile(opt.bigcall, args, { timeout: (seconds + warmup + 30) * 1000, maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
+      const m = /^BENCH_JSON (.*)$/m.exec(stdout);
+      if (!m) {
+        reject(new Error(`bigcall failed: ${err?.message ?? ''} ${stderr.slice(0, 500)} ${stdout.slice(0, 500)}`));
+        return;
+      }
+      resolve(JSON.parse(m[1]));
+    });
+  });
+}
+
+/**
+ * One measured run (RUN: a function that starts it and resolves to its BENCH_JSON): its counts
+ * and latencies, and the gateway's CPU meanwhile.
+ */
+async function measured(run) {
   const gatewayTicks = () => [opt.pid, ...opt.cpuPids].reduce((n, pid) => n + cpuTicks(pid), 0);
   const cpu0 = gatewayTicks();
   const c0 = cpuSample();
-  const r = await runWrk(sids, opt.seconds, tag, env);
+  const r = await run();
   const cpu1 = gatewayTicks();
   const other = otherPct(c0, cpuSample());
   const secs = r.duration_us / 1e6;
@@ -320,8 +346,12 @@ async function measuredWrk(sids, tag, env) {
     tx_bytes: r.tx_bytes,
     rx_bytes: r.rx_bytes,
     other_cpu_pct: other,
+    ...(r.client_cpu_s !== undefined ? { client_cpu_s: r.client_cpu_s } : {}),
   };
 }
+
+/** One measured wrk run on SIDS. */
+const measuredWrk = (sids, tag, env) => measured(() => runWrk(sids, opt.seconds, tag, env));
 
 async function throughput(c, openSids) {
   const sids = [];
@@ -363,12 +393,20 @@ async function large(tool, bytes) {
       log(`${tool} ${bytes} bytes: refused: ${why}`);
       return { scenario: tool, bytes, refused: why, rss_before_kib: rssBefore, rss_after_kib: rssKiB(opt.pid) };
     }
-    const env = { BENCH_TOOL: tool, BENCH_BYTES: String(bytes) };
-    if (opt.warmup > 0) await runWrk([sid], opt.warmup, `lw-${tool}`, env);
+    let m;
+    if (opt.bigcall) {
+      // The warm-up is a run of its own, as with wrk: the measured run's gateway CPU is its own.
+      if (opt.warmup > 0) await runBigcall(sid, tool, bytes, opt.warmup, 0, `lw-${tool}`);
+      m = await measured(() => runBigcall(sid, tool, bytes, opt.seconds, 0, `lm-${tool}`));
+    } else {
+      const env = { BENCH_TOOL: tool, BENCH_BYTES: String(bytes) };
+      if (opt.warmup > 0) await runWrk([sid], opt.warmup, `lw-${tool}`, env);
+      m = await measuredWrk([sid], `lm-${tool}`, env);
+    }
     const out = {
       scenario: tool,
       bytes,
-      ...await measuredWrk([sid], `lm-${tool}`, env),
+      ...m,
       rss_before_kib: rssBefore,
       rss_after_kib: rssKiB(opt.pid),
     };

@@ -93,15 +93,31 @@ if [ -z "$NODE_TOO_OLD" ] && { [ ! -f "$NM/.package-lock.json" ] ||
     (cd bench && timeout 300 npm ci --no-audit --no-fund --loglevel=error) || die "npm ci in bench/ failed"
 fi
 
-# The child-direct driver, built with the flags of the project's own C (before TMP exists:
-# a failure here leaves nothing behind).
+# The child-direct driver and the large-payload client, built with the flags of the project's
+# own C (before TMP exists: a failure here leaves nothing behind).
 DIRECT_BIN=$ROOT/build/bench/direct
-if [ "$BENCH_DIRECT" = 1 ] && { [ ! -x "$DIRECT_BIN" ] || [ -n "$(find bench/direct.c -newer "$DIRECT_BIN")" ]; }; then
+BIGCALL_BIN=$ROOT/build/bench/bigcall
+stale() { # $1 binary, $2... sources: missing or older than one of them
+    b=$1
+    shift
+    [ ! -x "$b" ] || [ -n "$(find "$@" -newer "$b")" ]
+}
+build_c() { # $1 binary, $2 source, then extra flags
     command -v cc >/dev/null 2>&1 || die "cc is missing (make deps installs gcc)"
     mkdir -p "$ROOT/build/bench"
-    say "building $DIRECT_BIN"
+    say "building $1"
+    out=$1
+    src=$2
+    shift 2
     cc -std=c11 -O2 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
-        -o "$DIRECT_BIN" bench/direct.c || die "cannot build bench/direct.c"
+        -o "$out" "$src" "$@" || die "cannot build $src"
+}
+if [ "$BENCH_DIRECT" = 1 ] && stale "$DIRECT_BIN" bench/direct.c bench/answer.h; then
+    build_c "$DIRECT_BIN" bench/direct.c
+fi
+if [ "$BENCH_LARGE_BYTES" != 0 ] && stale "$BIGCALL_BIN" bench/bigcall.c bench/answer.h; then
+    # shellcheck disable=SC2046 # pkg-config prints several words
+    build_c "$BIGCALL_BIN" bench/bigcall.c $(pkg-config --cflags --libs libcurl)
 fi
 
 rm -f "$ROOT"/bench/results/*.log # logs of gateways that failed to start last time
@@ -190,7 +206,7 @@ measure() {
     # this script stops it at once: sh runs traps only after a foreground command ends.
     timeout "$DRIVER_TIMEOUT" node bench/drive.mjs --name "$name" --url "$url" --pid "$pid" --upstream "$WHOAMI" \
         --out "$TMP/$name.json" --seconds "$BENCH_SECONDS" --warmup "$BENCH_WARMUP" \
-        --concurrency "$BENCH_CONCURRENCY" --large-bytes "$BENCH_LARGE_BYTES" "$@" &
+        --concurrency "$BENCH_CONCURRENCY" --large-bytes "$BENCH_LARGE_BYTES" --bigcall "$BIGCALL_BIN" "$@" &
     dpid=$!
     PIDS="$PIDS $dpid"
     if ! wait "$dpid"; then
