@@ -33,12 +33,13 @@ async function startUpstream() {
   const issued = [];
 
   const newServer = () => {
-    const s = new Server({ name: 'http-upstream', version: '1.0.0' }, { capabilities: { tools: {} } });
+    const s = new Server({ name: 'http-upstream', version: '1.0.0' }, { capabilities: { tools: {}, logging: {} } });
     s.setRequestHandler(ListToolsRequestSchema, async () => ({
       tools: [
         { name: 'headers', description: 'the request headers seen', inputSchema: { type: 'object', properties: {} } },
         { name: 'progress', description: 'progress notifications', inputSchema: { type: 'object', properties: { steps: { type: 'integer' } } } },
         { name: 'echo', description: 'echo', inputSchema: { type: 'object', properties: { text: { type: 'string' } } } },
+        { name: 'broadcast', description: 'notifications of these sizes on the GET stream', inputSchema: { type: 'object', properties: { sizes: { type: 'array' } } } },
       ],
     }));
     s.setRequestHandler(CallToolRequestSchema, async (req, extra) => {
@@ -47,6 +48,13 @@ async function startUpstream() {
         return { content: [{ type: 'text', text: JSON.stringify(extra.requestInfo?.headers || {}) }] };
       }
       if (name === 'echo') return { content: [{ type: 'text', text: String(args.text) }] };
+      if (name === 'broadcast') {
+        // Not related to the request: the SDK sends these on the session's standalone GET stream.
+        for (const [i, n] of (args.sizes || []).entries()) {
+          await s.notification({ method: 'notifications/message', params: { level: 'info', data: `${i}:${String.fromCharCode(97 + (i % 26)).repeat(n)}` } });
+        }
+        return { content: [{ type: 'text', text: 'sent' }] };
+      }
       if (name === 'progress') {
         const steps = args.steps || 5;
         const token = req.params._meta?.progressToken;
@@ -144,7 +152,7 @@ describe('Streamable HTTP upstream through mcpgate', () => {
     assert.ok(upstream.sessions.has(c.session));
     const list = await c.request('tools/list');
     assert.equal(list.status, 200);
-    assert.deepEqual(list.response.result.tools.map((t) => t.name), ['headers', 'progress', 'echo']);
+    assert.deepEqual(list.response.result.tools.map((t) => t.name), ['headers', 'progress', 'echo', 'broadcast']);
     const echo = await c.callTool('echo', { text: 'through the gateway' });
     assert.equal(toolText(echo.response), 'through the gateway');
   });
@@ -221,6 +229,27 @@ describe('Streamable HTTP upstream through mcpgate', () => {
     const u = await mcpPost(port, ROUTE, { jsonrpc: '2.0', id: 1, method: 'tools/list' }, { session: randomUUID(), protocolVersion: c.version });
     assert.equal(u.status, 404);
     assert.ok(u.json.error);
+  });
+
+  test('server-initiated messages on the GET stream arrive whole and in order, small and large (a 1 KiB upstream read buffer)', async () => {
+    const g = await mcpRequest({ port, path: ROUTE, method: 'GET', session: c.session, protocolVersion: c.version });
+    assert.equal(g.status, 200);
+    // The upstream's standalone stream is open once its priming reaches us; then broadcast.
+    const sizes = [3, 200 * 1024, 1, 1023, 1024, 1025, 70 * 1024, 5];
+    const call = await c.callTool('broadcast', { sizes });
+    assert.equal(toolText(call.response), 'sent', `broadcast: HTTP ${call.status} ${JSON.stringify(call.response).slice(0, 300)}`);
+    const got = [];
+    while (got.length < sizes.length) {
+      const ev = await g.sse.next(10000);
+      assert.ok(ev, `the GET stream ended after ${got.length} messages`);
+      if (!ev.data) continue; // a priming event
+      const m = JSON.parse(ev.data);
+      assert.equal(m.method, 'notifications/message');
+      got.push(m.params.data);
+    }
+    g.close();
+    assert.deepEqual(got.map((d) => d.length), sizes.map((n, i) => `${i}:`.length + n));
+    got.forEach((d, i) => assert.equal(d, `${i}:${String.fromCharCode(97 + (i % 26)).repeat(sizes[i])}`));
   });
 
   test('large answers stream through; an upstream status (404 for a session it dropped) passes through', async () => {
