@@ -6,6 +6,7 @@
 
 #include <openssl/crypto.h>
 
+#include "common/panic.h"
 #include "common/strbuf.h"
 #include "common/xalloc.h"
 
@@ -88,9 +89,22 @@ void mg_string_list_add_json(struct mg_string_list *l, const json_t *a)
     }
 }
 
-struct mg_principal *mg_principal_dup(const struct mg_principal *p)
+struct mg_principal *mg_principal_new(void)
 {
-    struct mg_principal *d = xcalloc(1, sizeof(*d));
+    struct mg_principal *p = xcalloc(1, sizeof(*p));
+    p->refs = 1;
+    return p;
+}
+
+struct mg_principal *mg_principal_ref(const struct mg_principal *p)
+{
+    if (p->refs > 0) {
+        /* The count is bookkeeping, not content: holders see the same principal. */
+        struct mg_principal *shared = (struct mg_principal *)p;
+        shared->refs++;
+        return shared;
+    }
+    struct mg_principal *d = mg_principal_new();
     d->subject = xstrdup(p->subject);
     d->username = dup_or_null(p->username);
     d->email = dup_or_null(p->email);
@@ -109,6 +123,9 @@ struct mg_principal *mg_principal_dup(const struct mg_principal *p)
 void mg_principal_free(struct mg_principal *p)
 {
     if (p == NULL)
+        return;
+    GW_ASSERT(p->refs > 0); /* only heap principals are freed */
+    if (--p->refs > 0)
         return;
     free(p->subject);
     free(p->username);

@@ -30,12 +30,16 @@ struct mg_principal {
     char *resource;         /* the route URL the token is bound to, or NULL for any */
     char *idp_access_token; /* the user's IdP token, only for routes that forward it (secret) */
     uint64_t expires_at;    /* Unix seconds */
+    /* Holders of a heap principal (mg_principal_new); 0 for one that is not
+     * (a principal on the stack or in static storage, borrowed only). One
+     * event loop, no threads: a plain counter. */
+    unsigned refs;
 };
 
 /*
  * The one hand-off from authentication (oauth/, or the anonymous principal
  * of an `auth: none` route) to the proxy (proxy/): continue REQ as P. P is
- * borrowed for the call: dup what you keep.
+ * borrowed for the call: mg_principal_ref what you keep.
  */
 struct http_request;
 typedef void (*mg_authed_fn)(struct http_request *req, const struct mg_principal *p, void *arg);
@@ -61,7 +65,17 @@ typedef void (*mg_authed_fn)(struct http_request *req, const struct mg_principal
 #define MG_KEY_GRANT_SESSIONS "grantsessions:%s"
 #define MG_CHANNEL_SESSION_END "session-end"
 
-struct mg_principal *mg_principal_dup(const struct mg_principal *p);
+/*
+ * A principal is immutable once handed on (to mg_authed_fn, a cache, a
+ * session), so holders share one copy rather than each duplicating a dozen
+ * strings per request. mg_principal_new: an empty heap principal with one
+ * holder, to fill in before it is handed on. mg_principal_ref: a holder more
+ * of P (a heap principal), or a heap copy of P when P is not on the heap
+ * (refs 0). mg_principal_free: a holder less; the last one frees it (NULL is
+ * fine).
+ */
+struct mg_principal *mg_principal_new(void);
+struct mg_principal *mg_principal_ref(const struct mg_principal *p);
 void mg_principal_free(struct mg_principal *p);
 
 bool mg_string_list_contains(const struct mg_string_list *l, const char *s);

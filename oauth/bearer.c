@@ -92,7 +92,7 @@ static void cache_put(struct bearer_cache *c, const char *hash, const struct mg_
         entry_unlink(c, TAILQ_FIRST(&c->fifo));
     struct bearer_entry *e = xcalloc(1, sizeof(*e));
     snprintf(e->hash, sizeof(e->hash), "%s", hash);
-    e->principal = mg_principal_dup(p);
+    e->principal = mg_principal_ref(p);
     e->valid_until = now + CACHE_TTL_S < p->expires_at ? now + CACHE_TTL_S : p->expires_at;
     unsigned b = bucket_of(hash);
     e->next = c->buckets[b];
@@ -269,7 +269,7 @@ static struct mg_principal *principal_from(const struct bearer_check *bc, json_t
         json_decref(props);
         return NULL;
     }
-    struct mg_principal *p = xcalloc(1, sizeof(*p));
+    struct mg_principal *p = mg_principal_new();
     p->subject = xstrdup(sub);
     p->username = opt(props, "username");
     p->email = opt(props, "email");
@@ -285,14 +285,22 @@ static struct mg_principal *principal_from(const struct bearer_check *bc, json_t
     return p;
 }
 
-static void accept_principal(struct bearer_check *bc, const struct mg_principal *p)
+/* The last step of every check that found a valid token: the audience, then OK. */
+static void accept_token(struct oauth_server *srv, struct http_request *req,
+                         const struct gw_route_config *route, const struct mg_principal *p,
+                         mg_authed_fn ok, void *arg)
 {
-    const char *why = resource_mismatch(bc->srv, bc->route, p->resource);
+    const char *why = resource_mismatch(srv, route, p->resource);
     if (why) {
-        challenge(bc->srv, bc->req, bc->route, 401, "invalid_token", why);
+        challenge(srv, req, route, 401, "invalid_token", why);
         return;
     }
-    bc->ok(bc->req, p, bc->arg);
+    ok(req, p, arg);
+}
+
+static void accept_principal(struct bearer_check *bc, const struct mg_principal *p)
+{
+    accept_token(bc->srv, bc->req, bc->route, p, bc->ok, bc->arg);
 }
 
 /* After a round trip: a SIGHUP may have freed the config BC->route lived in. */
@@ -422,6 +430,19 @@ void oauth_bearer_check(struct oauth_server *srv, struct http_request *req,
         challenge(srv, req, route, 401, "invalid_token", "the access token is malformed");
         return;
     }
+    char hash[65];
+    oauth_token_hash(token, hash);
+    uint64_t now = (uint64_t)time(NULL);
+    struct bearer_entry *e = cache_trusted(srv->cache) ? cache_find(srv->cache, hash) : NULL;
+    if (e && e->valid_until > now && !route->identity.idp_access_token) {
+        /* The common case, answered without an allocation or a copy of the token. */
+        srv->cache->hits++;
+        accept_token(srv, req, route, e->principal, ok, arg);
+        return;
+    }
+    if (e)
+        entry_unlink(srv->cache, e);
+    srv->cache->misses++;
     struct bearer_check *bc = xcalloc(1, sizeof(*bc));
     bc->srv = srv;
     bc->req = req;
@@ -430,18 +451,7 @@ void oauth_bearer_check(struct oauth_server *srv, struct http_request *req,
     bc->ok = ok;
     bc->arg = arg;
     bc->token = xstrdup(token);
-    oauth_token_hash(token, bc->hash);
-    uint64_t now = (uint64_t)time(NULL);
-    struct bearer_entry *e = cache_trusted(srv->cache) ? cache_find(srv->cache, bc->hash) : NULL;
-    if (e && e->valid_until > now && !route->identity.idp_access_token) {
-        srv->cache->hits++;
-        accept_principal(bc, e->principal);
-        check_free(bc);
-        return;
-    }
-    if (e)
-        entry_unlink(srv->cache, e);
-    srv->cache->misses++;
+    memcpy(bc->hash, hash, sizeof(bc->hash));
     char key[128];
     snprintf(key, sizeof(key), KEY_TOKEN "%s", bc->hash);
     bc->cache_epoch = srv->cache->epoch;

@@ -422,7 +422,7 @@ void legacy_http_open(struct proxy_call *call, const char *messages_path)
     proxy_session_id_new(call->proxy, b->id);
     b->proxy = call->proxy;
     b->route_name = xstrdup(call->route->name);
-    b->who = mg_principal_dup(call->principal);
+    b->who = mg_principal_ref(call->principal);
     b->owner = owner;
     b->stall = xevtimer_new(call->proxy->base, on_stall, b);
     if (http_sse_start(call->req) < 0) {

@@ -45,6 +45,8 @@ struct proxy *proxy_new(const struct gw_config *cfg, const struct proxy_deps *de
     p->signer = deps->signer;
     p->cluster = deps->cluster;
     p->metrics = deps->metrics;
+    p->anonymous = mg_principal_new();
+    p->anonymous->subject = xstrdup("anonymous");
     call_metrics_declare(p);
     int rc = p->store ? store_subscribe(p->store, MG_CHANNEL_GRANT_ENDED, on_grant_ended, p) : 0;
     if (rc == 0 && p->store)
@@ -92,6 +94,7 @@ void proxy_free(struct proxy *p)
     legacy_http_free_all(p);
     http_upstream_free_all(p);
     route_bindings_free(p);
+    mg_principal_free(p->anonymous);
     free(p);
 }
 

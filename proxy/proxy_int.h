@@ -38,10 +38,11 @@ struct proxy {
     struct route_binding *bindings;              /* owned: one per registered route path */
     struct http_binding_sessions *http_sessions; /* owned: upstream session → owner */
     struct bridge *bridges;                      /* owned: 2024-11-05 clients of HTTP upstreams */
-    struct exchange *exchanges; /* borrowed list of HTTP-upstream exchanges in flight */
-    struct mchild *modern;      /* owned: the 2026-07-28 pool (modern.c) */
-    struct warm *warm;          /* owned: pre-started children for new sessions (warm.c) */
-    struct event *warm_timer;   /* owned: refills the warm pools */
+    struct exchange *exchanges;     /* borrowed list of HTTP-upstream exchanges in flight */
+    struct mchild *modern;          /* owned: the 2026-07-28 pool (modern.c) */
+    struct warm *warm;              /* owned: pre-started children for new sessions (warm.c) */
+    struct event *warm_timer;       /* owned: refills the warm pools */
+    struct mg_principal *anonymous; /* one holder: the caller on every `auth: none` route */
 };
 
 /* What a handler knows about the request it serves. */

@@ -216,7 +216,7 @@ static void on_authed(struct http_request *req, const struct mg_principal *princ
     call->route = route;
     call->route_name = xstrdup(route->name);
     call->req = req;
-    call->principal = mg_principal_dup(principal);
+    call->principal = mg_principal_ref(principal);
     bool bad_version;
     call->protocol_version = xstrdup(version_of(req, &bad_version));
     if (bad_version) {
@@ -259,8 +259,7 @@ static void anonymous_auth(struct http_request *req, const struct gw_route_confi
                            struct route_binding *b)
 {
     (void)route;
-    struct mg_principal anon = {.subject = (char *)"anonymous"};
-    on_authed(req, &anon, b);
+    on_authed(req, b->proxy->anonymous, b);
 }
 
 /* The id of the session the request names, when another instance owns it (then TAG). */

@@ -850,7 +850,7 @@ static struct proxy_session *session_new(struct proxy_call *call, bool legacy, i
     s->owner = owner;
     s->client_id = call->principal->client_id ? xstrdup(call->principal->client_id) : NULL;
     s->grant_id = call->principal->grant_id ? xstrdup(call->principal->grant_id) : NULL;
-    s->caller = mg_principal_dup(call->principal);
+    s->caller = mg_principal_ref(call->principal);
     s->last_used_ms = time_mono_ms();
     s->write_timeout_ms = r->stdio.write_timeout_ms ? r->stdio.write_timeout_ms : 30000;
     s->write_timer = xevtimer_new(p->base, on_write_timeout, s);
@@ -990,7 +990,7 @@ static void add_pending(struct proxy_session *s, struct proxy_stream *st, const 
 {
     const struct jsonrpc_msg *m = &g->info;
     struct pending *p = xcalloc(1, sizeof(*p));
-    p->principal = who ? mg_principal_dup(who) : NULL;
+    p->principal = who ? mg_principal_ref(who) : NULL;
     p->id_json = xstrndup(g->orig + m->id.off, m->id.len);
     p->id_key = xstrdup(m->id_key);
     snprintf(p->method, sizeof(p->method), "%s", m->method);
