@@ -180,7 +180,7 @@ clean: ## Remove build output
 	rm -rf $(BUILD) mcpgate
 
 FMT_FILES = $(LIB_SRCS) gateway/main.c $(HDRS) $(UNIT_SRCS) $(HELPER_SRCS) \
-            $(wildcard tests/unit/*.h examples/*/*.c tests/fuzz/*.c bench/*.c)
+            $(wildcard tests/unit/*.h examples/*/*.c tests/fuzz/*.c bench/*.c bench/*.h)
 
 fmt: ## Format the C sources with clang-format
 	clang-format -i $(FMT_FILES)

@@ -31,30 +31,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "answer.h"
+#define BENCH_PROG "bigcall"
+#include "client.h"
 
 #define REQUEST_TIMEOUT_MS 10000L
 #define READ_BUFFER_BYTES (512L * 1024L)
 #define UPLOAD_BUFFER_BYTES (2L * 1024L * 1024L)
 #define ID_DIGITS 12 /* the id's counter, zero-padded in place in the prebuilt body */
-
-static void die(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("bench: bigcall: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    exit(1);
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static double cpu_s(void)
 {
@@ -62,30 +45,6 @@ static double cpu_s(void)
     getrusage(RUSAGE_SELF, &ru);
     return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
-}
-
-static void *xrealloc(void *p, size_t n)
-{
-    void *q = realloc(p, n);
-    if (q == NULL)
-        die("out of memory (%zu bytes)", n);
-    return q;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* The p-th percentile of a sorted array (nearest rank, as wrk and bench/drive.mjs). */
-static double pct(const double *v, size_t n, double p)
-{
-    if (n == 0)
-        return 0;
-    size_t k = (size_t)((p / 100.0) * (double)n + 0.999999);
-    k = k < 1 ? 1 : k > n ? n : k;
-    return v[k - 1];
 }
 
 struct body {

@@ -39,7 +39,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "answer.h"
+#define BENCH_PROG "direct"
+#include "client.h"
 
 #define ANSWER_TIMEOUT_MS 10000
 #define MAX_CHILDREN 1024
@@ -63,51 +64,6 @@ struct child {
 };
 
 /* ---- small helpers ------------------------------------------------------------------ */
-
-static void die(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("bench: direct: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    exit(1);
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void *xrealloc(void *p, size_t n)
-{
-    void *q = realloc(p, n);
-    if (q == NULL)
-        die("out of memory (%zu bytes)", n);
-    return q;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* The p-th percentile of a sorted array (nearest rank, as bench/drive.mjs). */
-static double pct(const double *v, size_t n, double p)
-{
-    if (n == 0)
-        return 0;
-    size_t k = (size_t)((p / 100.0) * (double)n + 0.999999);
-    if (k < 1)
-        k = 1;
-    if (k > n)
-        k = n;
-    return v[k - 1];
-}
 
 struct lat {
     double *v;

@@ -112,10 +112,10 @@ build_c() { # $1 binary, $2 source, then extra flags
     cc -std=c11 -O2 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
         -o "$out" "$src" "$@" || die "cannot build $src"
 }
-if [ "$BENCH_DIRECT" = 1 ] && stale "$DIRECT_BIN" bench/direct.c bench/answer.h; then
+if [ "$BENCH_DIRECT" = 1 ] && stale "$DIRECT_BIN" bench/direct.c bench/client.h; then
     build_c "$DIRECT_BIN" bench/direct.c
 fi
-if [ "$BENCH_LARGE_BYTES" != 0 ] && stale "$BIGCALL_BIN" bench/bigcall.c bench/answer.h; then
+if [ "$BENCH_LARGE_BYTES" != 0 ] && stale "$BIGCALL_BIN" bench/bigcall.c bench/client.h; then
     # shellcheck disable=SC2046 # pkg-config prints several words
     build_c "$BIGCALL_BIN" bench/bigcall.c $(pkg-config --cflags --libs libcurl)
 fi
