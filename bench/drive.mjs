@@ -12,9 +12,11 @@
 //    keep-alive connection, for --warmup then --seconds seconds: sessions/s, p50, p99.
 // 2. throughput: for each C in --concurrency, C sessions opened first, then wrk (bench/echo.lua)
 //    with C threads of one connection each: tools/call echo, each answer checked.
-// 3. memory and fds: RSS and open fds of the gateway process, and the number of upstream
-//    processes below it, before any load, with every throughput session open ("loaded"), and
-//    after those sessions were DELETEd and the upstream processes had gone ("closed").
+// 3. memory and fds: first, before any other load, the gateway's RSS growth per idle session
+//    (100 opened one after the other, then DELETEd); then RSS and open fds of the gateway
+//    process, and the number of upstream processes below it, before any load, with every
+//    throughput session open ("loaded"), and after those sessions were DELETEd and the upstream
+//    processes had gone ("closed").
 // 4. large payloads (--large-bytes, 0: skipped): on a new session, tools/call echo with a text of
 //    that many bytes, then big_line with bytes=that many, one client, each answer checked whole;
 //    first one request each, and a gateway that refuses it (413, an error) gets {refused: why}
@@ -418,6 +420,42 @@ async function large(tool, bytes) {
   }
 }
 
+// ---- scenario 3, first part: what one idle session costs --------------------------------
+
+const PER_SESSION_WARM = 10;
+const PER_SESSION_N = 100;
+
+/**
+ * Before any other load: PER_SESSION_WARM sessions opened and closed (the gateway's first-use
+ * allocations), then PER_SESSION_N sessions opened one after the other on the one keep-alive
+ * connection and left idle: the gateway's RSS growth per session (its children are separate
+ * processes and counted apart), then all DELETEd.
+ */
+async function perSession(baselineUpstreams) {
+  log(`per-session memory: ${PER_SESSION_N} idle sessions`);
+  const warm = [];
+  for (let i = 0; i < PER_SESSION_WARM; i++) warm.push(await openSession());
+  for (const sid of warm) await closeSession(sid);
+  await settle(baselineUpstreams, 5000);
+  const before = rssKiB(opt.pid);
+  const sids = [];
+  for (let i = 0; i < PER_SESSION_N; i++) sids.push(await openSession());
+  const open = snapshot('per-session', sids.length);
+  for (const sid of sids) await closeSession(sid);
+  await settle(baselineUpstreams, 10000);
+  const out = {
+    sessions: sids.length,
+    rss_before_kib: before,
+    rss_open_kib: open.rss_kib,
+    kib_per_session: (open.rss_kib - before) / sids.length,
+    upstreams: open.upstreams - baselineUpstreams,
+    upstream_kib_per_session: open.upstreams_rss_kib / sids.length,
+  };
+  log(`per-session memory: ${out.kib_per_session.toFixed(1)} KiB per session in the gateway, `
+    + `upstream processes ${out.upstreams}`);
+  return out;
+}
+
 // ---- main ----------------------------------------------------------------------------
 
 async function settle(baseline, ms) {
@@ -442,6 +480,7 @@ try {
     for (const tool of ['echo', 'big_line']) result.large.push(await large(tool, opt.largeBytes));
     throw Object.assign(new Error('done'), { done: true });
   }
+  if (!opt.only) result.per_session = await perSession(baselineUpstreams);
   log(`session setup (${opt.warmup} s warm-up, ${opt.seconds} s)`);
   if (opt.warmup > 0) await sessionLoop(opt.warmup);
   result.setup = await sessionLoop(opt.seconds);

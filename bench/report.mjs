@@ -206,21 +206,30 @@ say();
 
 // ---- scenario 3 --------------------------------------------------------------------------
 
-title('Scenario 3: memory and descriptors of the gateway process: before any load, loaded (the throughput sessions still open), closed (those sessions DELETEd, upstream processes gone)');
+title('Scenario 3: memory and descriptors of the gateway process: what an idle session costs; before any load, loaded (the throughput sessions still open), closed (those sessions DELETEd, upstream processes gone)');
 const m = (r, k) => r.memory?.[k];
 tbl(table(
-  ['gateway', 'RSS MiB before/loaded/closed', 'fds before/loaded/closed', 'upstream procs', 'upstream RSS MiB loaded',
-    'ratio RSS closed', 'ratio RSS+upstreams loaded'],
+  ['gateway', 'KiB per idle session', 'RSS MiB before/loaded/closed', 'fds before/loaded/closed', 'upstream procs', 'upstream RSS MiB loaded',
+    'ratio KiB/session', 'ratio RSS closed', 'ratio RSS+upstreams loaded'],
   full.filter((r) => r.name !== 'direct').map((r) => {
     if (!r.memory) return failedRow(r, r.error ?? 'not measured');
     const [b, l, c] = ['before', 'loaded', 'closed'].map((k) => m(r, k));
-    return [LABELS[r.name] ?? r.name, `${mib(b.rss_kib)} / ${mib(l.rss_kib)} / ${mib(c.rss_kib)}`,
+    const ps = r.per_session;
+    return [LABELS[r.name] ?? r.name, ps ? ps.kib_per_session.toFixed(1) : 'n/a',
+      `${mib(b.rss_kib)} / ${mib(l.rss_kib)} / ${mib(c.rss_kib)}`,
       `${b.fds} / ${l.fds} / ${c.fds}`, `${b.upstreams} / ${l.upstreams} / ${c.upstreams}`, mib(l.upstreams_rss_kib),
+      ratio(r, (x) => x.per_session?.kib_per_session),
       ratio(r, (x) => m(x, 'closed')?.rss_kib),
       ratio(r, (x) => (m(x, 'loaded') ? m(x, 'loaded').rss_kib + m(x, 'loaded').upstreams_rss_kib : undefined))];
   }),
 ));
 const withMem = results.find((r) => r.memory);
+const withPs = results.find((r) => r.per_session);
+if (withPs) {
+  say(`  KiB per idle session: before any other load, ${withPs.per_session.sessions} sessions opened one after the`);
+  say('  other on one keep-alive connection and left idle; the growth of the gateway process\'s RSS divided by');
+  say('  them (upstream processes are separate and not in it; mcp-proxy shares one child among all sessions).');
+}
 if (withMem) {
   say(`  loaded = ${withMem.memory.loaded.sessions_open} sessions open. Every gateway had by then set up and closed`);
   say('  all the sessions of scenario 1 and served every request of scenario 2: fds and upstream processes');
