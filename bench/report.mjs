@@ -215,7 +215,7 @@ tbl(table(
     if (!r.memory) return failedRow(r, r.error ?? 'not measured');
     const [b, l, c] = ['before', 'loaded', 'closed'].map((k) => m(r, k));
     const ps = r.per_session;
-    return [LABELS[r.name] ?? r.name, ps ? ps.kib_per_session.toFixed(1) : 'n/a',
+    return [LABELS[r.name] ?? r.name, Number.isFinite(ps?.kib_per_session) ? ps.kib_per_session.toFixed(1) : 'n/a',
       `${mib(b.rss_kib)} / ${mib(l.rss_kib)} / ${mib(c.rss_kib)}`,
       `${b.fds} / ${l.fds} / ${c.fds}`, `${b.upstreams} / ${l.upstreams} / ${c.upstreams}`, mib(l.upstreams_rss_kib),
       ratio(r, (x) => x.per_session?.kib_per_session),
@@ -239,6 +239,7 @@ if (withMem) {
 }
 for (const r of results) {
   if (r.memory?.close_failures) say(`  ${r.name}: ${r.memory.close_failures} DELETEs failed`);
+  if (r.per_session?.error) say(`  ${r.name}: KiB per idle session not measured: ${r.per_session.error}`);
 }
 say();
 

@@ -234,7 +234,8 @@ describe('Streamable HTTP upstream through mcpgate', () => {
   test('server-initiated messages on the GET stream arrive whole and in order, small and large (a 1 KiB upstream read buffer)', async () => {
     const g = await mcpRequest({ port, path: ROUTE, method: 'GET', session: c.session, protocolVersion: c.version });
     assert.equal(g.status, 200);
-    // The upstream's standalone stream is open once its priming reaches us; then broadcast.
+    // mcpgate answers the GET only once the upstream answered its own, and the SDK registers
+    // its standalone stream before it writes that answer: the broadcast below goes to it.
     const sizes = [3, 200 * 1024, 1, 1023, 1024, 1025, 70 * 1024, 5];
     const call = await c.callTool('broadcast', { sizes });
     assert.equal(toolText(call.response), 'sent', `broadcast: HTTP ${call.status} ${JSON.stringify(call.response).slice(0, 300)}`);
