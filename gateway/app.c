@@ -5,9 +5,6 @@
 #include "gateway/app.h"
 
 #include <errno.h>
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +16,7 @@
 #include <event2/event_struct.h>
 #include <jansson.h>
 
+#include "common/heap_trim.h"
 #include "common/httpc.h"
 #include "common/jws.h"
 #include "common/log.h"
@@ -60,9 +58,7 @@ struct gw_app {
     struct event *signals[3];   /* owned: TERM, INT, HUP */
     struct event *drain_timer;  /* owned */
     struct event *trim_timer;   /* owned: gives freed memory back (trim_check) */
-    size_t conn_peak;           /* open connections, the most since the last trim */
-    uint64_t last_trim_ms;      /* monotonic: the last trim for closed connections */
-    uint64_t heap_check_ms;     /* monotonic: the last look at malloc's free bytes (or trim) */
+    struct heap_trim trim;      /* when trim_check gives memory back */
     uint64_t drain_deadline_ms; /* monotonic */
     bool draining;
     int exit_status;
@@ -569,83 +565,15 @@ static void install_signals(struct gw_app *app)
 
 /* ---- memory ------------------------------------------------------------ */
 
-/*
- * glibc's defaults give a large buffer back to the kernel as soon as it is
- * freed: anything above the mmap threshold is unmapped, and free memory at the
- * top of the heap above the trim threshold is trimmed. A 1 MiB message then
- * costs a fresh mapping per buffer it passes through, and the page faults that
- * fill it were half of the gateway's CPU on 1 MiB tool calls. So buffers up
- * to MALLOC_MMAP_MAX_BYTES come from the heap, and freed memory is kept there
- * for the next message; giving it back is trim_check's job, on the loop:
- *
- * Every TRIM_INTERVAL_MS, malloc_trim(0) returns the free pages to the kernel
- * when open connections fell to half of their peak since the last trim (and
- * by at least TRIM_MIN_DROP: thousands of idle streams closing leave their
- * memory scattered in the arenas), or when more than TRIM_FREE_BYTES of the
- * heap is free (large messages have passed, or the heap is fragmented: then
- * the trim repeats, and pages that were used again since are given back
- * again). Its cost grows with the heap, not with traffic, and it runs at most
- * once per interval; the connection peak is sampled every second.
- */
-#define MALLOC_MMAP_MAX_BYTES (32u << 20) /* glibc's ceiling for M_MMAP_THRESHOLD */
-#define MALLOC_TRIM_KEEP_BYTES (256u << 20)
-#define TRIM_SAMPLE_MS 1000
-#define TRIM_INTERVAL_MS 10000
-#define TRIM_MIN_DROP 256
-#define TRIM_FREE_BYTES (4u << 20)
-
-static void malloc_tune(void)
-{
-#ifdef __GLIBC__
-    /* Setting either also ends glibc's own adjustment of both, which is the point.
-     * A sanitizer's allocator refuses both: that costs speed, nothing else. */
-    if (mallopt(M_MMAP_THRESHOLD, (int)MALLOC_MMAP_MAX_BYTES) != 1 ||
-        mallopt(M_TRIM_THRESHOLD, (int)MALLOC_TRIM_KEEP_BYTES) != 1)
-        gw_log(GW_LOG_DEBUG, "app", NULL, "mallopt refused the heap settings", NULL);
-#endif
-}
-
-/* Bytes free in malloc's arenas (0 where that is unknown). */
-static size_t heap_free_bytes(void)
-{
-#ifdef __GLIBC__
-    return mallinfo2().fordblks;
-#else
-    return 0;
-#endif
-}
-
-static void trim(void)
-{
-#ifdef __GLIBC__
-    malloc_trim(0);
-#endif
-}
-
+/* Samples the open connections for common/heap_trim.h, which has the rules. */
 static void trim_check(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     struct gw_app *app = arg;
-    size_t now = app->http ? http_server_open_connections(app->http) : 0;
-    if (now > app->conn_peak)
-        app->conn_peak = now;
-    uint64_t t = time_mono_ms();
-    /* The two reasons keep their own pace: a trim for free heap must not hold
-     * back the one a burst of closing connections needs within seconds. */
-    bool dropped = app->conn_peak >= now + TRIM_MIN_DROP && now <= app->conn_peak / 2;
-    if (dropped && t - app->last_trim_ms >= TRIM_INTERVAL_MS) {
-        trim();
-        app->conn_peak = now;
-        app->last_trim_ms = t;
-        app->heap_check_ms = t;
-        return;
-    }
-    if (t - app->heap_check_ms < TRIM_INTERVAL_MS)
-        return; /* mallinfo2 walks the free lists: once per interval is enough */
-    app->heap_check_ms = t;
-    if (heap_free_bytes() > TRIM_FREE_BYTES)
-        trim();
+    size_t open = app->http ? http_server_open_connections(app->http) : 0;
+    if (heap_trim_sample(&app->trim, open, time_mono_ms(), heap_trim_free_bytes) != HEAP_TRIM_NONE)
+        heap_trim_now();
 }
 
 /*
@@ -767,7 +695,7 @@ struct gw_app *gw_app_new(struct gw_config *cfg, const struct gw_app_options *op
     app->opts = *opts;
     apply_log_level(app);
     apply_open_files(cfg);
-    malloc_tune();
+    heap_trim_tune();
     app->base = new_event_base();
     if (app->base == NULL) {
         *err_out = xstrdup("cannot create the event loop");
@@ -778,7 +706,7 @@ struct gw_app *gw_app_new(struct gw_config *cfg, const struct gw_app_options *op
     app->metrics = gw_metrics_new(app->cfg->metrics.max_series);
     app->drain_timer = xevtimer_new(app->base, drain_check, app);
     app->trim_timer = xevent_new(app->base, -1, EV_PERSIST, trim_check, app);
-    struct timeval trim_tv = {TRIM_SAMPLE_MS / 1000, 0};
+    struct timeval trim_tv = {HEAP_TRIM_SAMPLE_MS / 1000, 0};
     event_add(app->trim_timer, &trim_tv);
     if (load_identity_keys(cfg, &app->sign_key, &app->previous_key, err_out) < 0 ||
         open_store(app, err_out) < 0 || open_oauth(app, err_out) < 0 ||

@@ -1,0 +1,160 @@
+/* Unit tests for common/heap_trim: when closed connections and free heap get a trim. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include <cmocka.h>
+
+#include "common/heap_trim.h"
+
+static size_t free_now; /* what the fake free-byte count says */
+static int free_asked;  /* how often it was asked */
+
+static size_t fake_free_bytes(void)
+{
+    free_asked++;
+    return free_now;
+}
+
+/* A sample at second SEC with OPEN connections. */
+static enum heap_trim_reason at(struct heap_trim *t, uint64_t sec, size_t open)
+{
+    return heap_trim_sample(t, open, 1000000 + sec * HEAP_TRIM_SAMPLE_MS, fake_free_bytes);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    free_now = 0;
+    free_asked = 0;
+    return 0;
+}
+
+static void test_burst_within_a_sample(void **state)
+{
+    struct heap_trim t = {0};
+    (void)state;
+    for (uint64_t s = 0; s < 5; s++)
+        assert_int_equal(at(&t, s, 5000), HEAP_TRIM_NONE);
+    assert_int_equal(at(&t, 5, 3), HEAP_TRIM_CLOSED); /* nothing trimmed for long: at once */
+    for (uint64_t s = 6; s < 30; s++)
+        assert_int_equal(at(&t, s, 3), HEAP_TRIM_NONE);
+}
+
+/* The fault this rule mends: a trim for an earlier burst held the next one back
+ * a whole interval, and 5,000 closed streams kept 45 MiB for 10 s. */
+static void test_burst_soon_after_a_trim_waits_only_for_its_end(void **state)
+{
+    struct heap_trim t = {0};
+    (void)state;
+    at(&t, 0, 1000);
+    assert_int_equal(at(&t, 1, 0), HEAP_TRIM_CLOSED);
+    at(&t, 2, 5000);
+    assert_int_equal(at(&t, 3, 2000), HEAP_TRIM_NONE); /* still falling */
+    assert_int_equal(at(&t, 4, 0), HEAP_TRIM_NONE);    /* still falling */
+    assert_int_equal(at(&t, 5, 0), HEAP_TRIM_CLOSED);  /* it stopped: 4 s after the last trim */
+    assert_int_equal(at(&t, 6, 0), HEAP_TRIM_NONE);
+}
+
+static void test_trim_mid_burst_is_followed_by_one_at_its_end(void **state)
+{
+    (void)state;
+    /* After the trim mid-way: a large rest (a new drop from the new peak) and a
+     * rest below HEAP_TRIM_MIN_DROP (the tail rule) both get one more trim. */
+    static const size_t rest[] = {2400, 200};
+    for (size_t k = 0; k < 2; k++) {
+        struct heap_trim t = {0};
+        at(&t, 0, 5000);
+        assert_int_equal(at(&t, 1, rest[k]), HEAP_TRIM_CLOSED); /* interval long past */
+        assert_int_equal(at(&t, 2, 0), HEAP_TRIM_NONE);         /* still falling */
+        assert_int_equal(at(&t, 3, 0), HEAP_TRIM_CLOSED);       /* stopped */
+        for (uint64_t s = 4; s < 30; s++)
+            assert_int_equal(at(&t, s, 0), HEAP_TRIM_NONE);
+    }
+}
+
+static void test_tail_that_ends_at_the_trim_needs_nothing_more(void **state)
+{
+    struct heap_trim t = {0};
+    (void)state;
+    at(&t, 0, 5000);
+    assert_int_equal(at(&t, 1, 100), HEAP_TRIM_CLOSED);
+    assert_int_equal(at(&t, 2, 100), HEAP_TRIM_NONE); /* stopped where it was trimmed */
+    assert_int_equal(at(&t, 3, 100), HEAP_TRIM_NONE);
+}
+
+static void test_small_or_partial_drops_do_not_trim(void **state)
+{
+    struct heap_trim t = {0};
+    (void)state;
+    at(&t, 0, 300);
+    assert_int_equal(at(&t, 1, 100), HEAP_TRIM_NONE); /* fewer than HEAP_TRIM_MIN_DROP */
+    at(&t, 2, 5000);
+    assert_int_equal(at(&t, 3, 2600), HEAP_TRIM_NONE); /* not down to half */
+    assert_int_equal(at(&t, 4, 2600), HEAP_TRIM_NONE);
+    for (uint64_t s = 5; s < 100; s++) /* a steady load with noise */
+        assert_int_equal(at(&t, s, 2510 + (s % 7) * 30), HEAP_TRIM_NONE);
+}
+
+static void test_a_long_fall_is_trimmed_once_per_interval(void **state)
+{
+    struct heap_trim t = {0};
+    (void)state;
+    int trims = 0;
+    at(&t, 0, 10000);
+    for (uint64_t s = 1; s <= 99; s++) /* 100 fewer every second */
+        trims += at(&t, s, 10000 - s * 100) == HEAP_TRIM_CLOSED;
+    /* At once (nothing trimmed before), then once per interval while it goes on. */
+    assert_true(trims >= 2);
+    assert_true(trims <= 1 + 99 * HEAP_TRIM_SAMPLE_MS / HEAP_TRIM_INTERVAL_MS);
+}
+
+static void test_free_heap_is_looked_at_once_per_interval(void **state)
+{
+    struct heap_trim t = {0};
+    (void)state;
+    int trims = 0;
+    free_now = HEAP_TRIM_FREE_BYTES; /* not above */
+    for (uint64_t s = 0; s < 100; s++)
+        trims += at(&t, s, 10) != HEAP_TRIM_NONE;
+    assert_int_equal(trims, 0);
+    assert_true(free_asked >= 9 && free_asked <= 10);
+    free_now = HEAP_TRIM_FREE_BYTES + 1;
+    for (uint64_t s = 100; s < 200; s++) {
+        enum heap_trim_reason r = at(&t, s, 10);
+        assert_true(r == HEAP_TRIM_NONE || r == HEAP_TRIM_FREE);
+        trims += r == HEAP_TRIM_FREE;
+    }
+    assert_true(trims >= 9 && trims <= 10); /* it repeats while the heap stays free */
+}
+
+static void test_a_closed_trim_resets_the_free_heap_pace(void **state)
+{
+    struct heap_trim t = {0};
+    (void)state;
+    free_now = HEAP_TRIM_FREE_BYTES + 1;
+    at(&t, 0, 1000);
+    assert_int_equal(at(&t, 1, 0), HEAP_TRIM_CLOSED);
+    free_asked = 0;
+    for (uint64_t s = 2; s < 11; s++) /* the trim just gave it back: no look for an interval */
+        assert_int_equal(at(&t, s, 0), HEAP_TRIM_NONE);
+    assert_int_equal(free_asked, 0);
+    assert_int_equal(at(&t, 11, 0), HEAP_TRIM_FREE);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_burst_within_a_sample, setup),
+        cmocka_unit_test_setup(test_burst_soon_after_a_trim_waits_only_for_its_end, setup),
+        cmocka_unit_test_setup(test_trim_mid_burst_is_followed_by_one_at_its_end, setup),
+        cmocka_unit_test_setup(test_tail_that_ends_at_the_trim_needs_nothing_more, setup),
+        cmocka_unit_test_setup(test_small_or_partial_drops_do_not_trim, setup),
+        cmocka_unit_test_setup(test_a_long_fall_is_trimmed_once_per_interval, setup),
+        cmocka_unit_test_setup(test_free_heap_is_looked_at_once_per_interval, setup),
+        cmocka_unit_test_setup(test_a_closed_trim_resets_the_free_heap_pace, setup),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
