@@ -5,9 +5,9 @@
 //                                                    stream that stays silent
 //   node bench/idle.mjs client --port P --path /mcp --pids 12,13 --n N --out FILE
 //       opens N sessions (initialize through the front), then one idle GET stream on each,
-//       then closes every stream; writes JSON with the RSS and fds of PIDS (the front's
-//       processes, summed) at base, after the initializes, with the streams open, and
-//       10 s after they closed.
+//       then closes every stream, then DELETEs every session; writes JSON with the RSS and
+//       fds of PIDS (the front's processes, summed) at base, after the initializes, with the
+//       streams open, 10 s after they closed and 10 s after the DELETEs.
 // Raw sockets on both sides, so the client's own cost does not depend on the front.
 import fs from 'node:fs';
 import http from 'node:http';
@@ -95,7 +95,21 @@ if (mode === 'upstream') {
   for (const s of streams) s.destroy();
   await sleep(10000);
   const closed = { rss: rss(), fds: fds() };
-  fs.writeFileSync(args.out, JSON.stringify({ n: N, base, initialized, loaded, closed, kib_per_stream: (loaded.rss - initialized.rss) / N }));
+  // The client is done: DELETE ends each session, as the spec asks (a front keeps a session's
+  // state until then, or until it idles out).
+  let deletes = 0;
+  for (let i = 0; i < N; i += 200) {
+    await Promise.all(sids.slice(i, i + 200).map(async (sid) => {
+      const { s, buf } = await exchange(`DELETE ${args.path} HTTP/1.1\r\nHost: 127.0.0.1\r\nMcp-Session-Id: ${sid}\r\n`
+        + 'Mcp-Protocol-Version: 2025-11-25\r\nContent-Length: 0\r\nConnection: close\r\n\r\n', (b) => b.includes('\r\n\r\n'));
+      s.destroy();
+      if (!/^HTTP\/1\.1 20[024]/.test(buf)) throw new Error(`DELETE refused: ${buf.slice(0, 300)}`);
+      deletes++;
+    }));
+  }
+  await sleep(10000);
+  const deleted = { rss: rss(), fds: fds(), sessions: deletes };
+  fs.writeFileSync(args.out, JSON.stringify({ n: N, base, initialized, loaded, closed, deleted, kib_per_stream: (loaded.rss - initialized.rss) / N }));
 } else {
   console.error('usage: node bench/idle.mjs upstream|client ...');
   process.exit(2);
