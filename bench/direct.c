@@ -14,7 +14,12 @@
  * one JSON object shaped like bench/drive.mjs's results (bench/report.mjs reads both).
  *
  *   bench/direct --upstream PATH --out FILE [--seconds 8] [--warmup 2] [--concurrency 1,16,64]
- *                [--large-bytes 1048576 (0: no large payloads)]
+ *                [--large-bytes 1048576 (0: no large payloads)] [--spawn 1 (0: no spawn cycles)]
+ *                [--echo-arg text] [--echo-prefix ""]
+ *
+ * --echo-arg and --echo-prefix fit another upstream's echo tool: server-everything's takes
+ * "message" and answers "Echo: " and the text. Lines the upstream sends on its own
+ * (notifications: a "method" and no "result") are skipped wherever they come.
  *
  * Bounded in time: every wait for an answer is at most 10 s (then the run fails), and an
  * alarm ends the process if the whole run overruns; the children then read EOF and exit.
@@ -50,6 +55,8 @@
 static const char *upstream;
 static double opt_seconds = 8, opt_warmup = 2;
 static long large_bytes = 1048576;
+static bool opt_spawn = true;
+static const char *echo_arg = "text", *echo_prefix = "";
 static int conc[16];
 static int nconc;
 
@@ -247,12 +254,28 @@ static void consume(struct child *c, long linelen)
     c->len -= used;
 }
 
-/* Waits for one whole line from C, at most ANSWER_TIMEOUT_MS; returns its length. */
+/* True when the line is a message the upstream sent on its own, not an answer. */
+static bool is_notification(const struct child *c, long n)
+{
+    return memmem(c->buf, (size_t)n, "\"method\"", 8) != NULL &&
+           memmem(c->buf, (size_t)n, "\"result\"", 8) == NULL;
+}
+
+/* The next answer line, its notifications before it skipped; -1 when none is complete yet. */
+static long read_answer(struct child *c)
+{
+    long n;
+    while ((n = read_some(c)) >= 0 && is_notification(c, n))
+        consume(c, n);
+    return n;
+}
+
+/* Waits for one whole answer line from C, at most ANSWER_TIMEOUT_MS; returns its length. */
 static long read_line(struct child *c)
 {
     double end = now_s() + ANSWER_TIMEOUT_MS / 1000.0;
     for (;;) {
-        long n = read_some(c);
+        long n = read_answer(c);
         if (n >= 0)
             return n;
         int left = (int)((end - now_s()) * 1000);
@@ -302,7 +325,7 @@ static void send_call(struct child *c, const struct load *L)
         head, sizeof head,
         "{\"jsonrpc\":\"2.0\",\"id\":%ld,\"method\":\"tools/call\",\"params\":{\"name\":\"%s\","
         "\"arguments\":{\"%s\":%s",
-        c->seq, L->tool, L->arg_is_string ? "text" : "bytes", L->arg_is_string ? "\"" : "");
+        c->seq, L->tool, L->arg_is_string ? echo_arg : "bytes", L->arg_is_string ? "\"" : "");
     const char *tail = L->arg_is_string ? "\"}}}\n" : "}}}\n";
     struct iovec v[3] = {
         {head, (size_t)hn}, {(void *)L->arg, strlen(L->arg)}, {(void *)tail, strlen(tail)}};
@@ -314,8 +337,10 @@ static void send_call(struct child *c, const struct load *L)
 static bool check_answer(const struct child *c, long n, const struct load *L)
 {
     char id[48];
-    int idn = snprintf(id, sizeof id, "\"id\":%ld,", c->seq);
-    return memmem(c->buf, (size_t)n, id, (size_t)idn) != NULL &&
+    int idn = snprintf(id, sizeof id, "\"id\":%ld", c->seq);
+    const char *at = memmem(c->buf, (size_t)n, id, (size_t)idn);
+    const char *after = at ? at + idn : NULL;
+    return after != NULL && after < c->buf + n && (*after == ',' || *after == '}') &&
            answer_holds(c->buf, (size_t)n, L->expect, L->expect_len);
 }
 
@@ -361,7 +386,7 @@ static void closed_loop(struct child *ch, int n, const struct load *L, double se
             if (!(pf[i].revents & (POLLIN | POLLHUP | POLLERR)))
                 continue;
             struct child *c = &ch[i];
-            long len = read_some(c);
+            long len = read_answer(c);
             if (len < 0)
                 continue;
             R->requests++;
@@ -479,13 +504,23 @@ static void parse_args(int argc, char **argv, const char **out)
             cs = v;
         else if (strcmp(k, "--large-bytes") == 0)
             large_bytes = atol(v);
+        else if (strcmp(k, "--spawn") == 0)
+            opt_spawn = strcmp(v, "0") != 0;
+        else if (strcmp(k, "--echo-arg") == 0)
+            echo_arg = v;
+        else if (strcmp(k, "--echo-prefix") == 0)
+            echo_prefix = v;
         else
             die("unknown option %s", k);
     }
+    if (strspn(echo_arg, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") !=
+            strlen(echo_arg) ||
+        *echo_arg == '\0' || strpbrk(echo_prefix, "\"\\") != NULL)
+        die("--echo-arg is a plain name, --echo-prefix has no quote or backslash");
     if (upstream == NULL || *out == NULL)
         die("usage: direct --upstream PATH --out FILE [--seconds S] [--warmup S] [--concurrency "
             "1,16,64] "
-            "[--large-bytes N]");
+            "[--large-bytes N] [--spawn 0|1] [--echo-arg NAME] [--echo-prefix TEXT]");
     if (opt_seconds <= 0 || opt_warmup < 0 || large_bytes < 0 || large_bytes > 16 * 1024 * 1024)
         die("bad --seconds, --warmup or --large-bytes");
     for (const char *p = cs; *p && nconc < 16;) {
@@ -500,21 +535,9 @@ static void parse_args(int argc, char **argv, const char **out)
     }
 }
 
-int main(int argc, char **argv)
+/* spawn → initialize, one after the other: the "setup" object of the output. */
+static void spawn_scenario(FILE *f, long hz)
 {
-    const char *out = NULL;
-    parse_args(argc, argv, &out);
-    signal(SIGPIPE, SIG_IGN);
-    /* A bound on the whole run: every measurement plus generous slack. */
-    alarm((unsigned)((opt_seconds + opt_warmup) * (3 + nconc) + 120));
-    long hz = sysconf(_SC_CLK_TCK);
-
-    FILE *f = fopen(out, "w");
-    if (f == NULL)
-        die("%s: %s", out, strerror(errno));
-    fprintf(f, "{\"name\":\"direct\",\"seconds\":%g,\"warmup\":%g", opt_seconds, opt_warmup);
-
-    /* spawn → initialize */
     struct lat init = {0}, cycle = {0};
     double el;
     long long busy;
@@ -535,9 +558,32 @@ int main(int argc, char **argv)
             pct(init.v, init.n, 99) * 1e3, other > 0 ? other / el * 100 : 0);
     fprintf(stderr, "bench: direct: spawn to initialize p50 %.3f ms, whole cycle %.1f/s\n",
             pct(init.v, init.n, 50) * 1e3, (double)cycle.n / el);
+    free(init.v);
+    free(cycle.v);
+}
+
+int main(int argc, char **argv)
+{
+    const char *out = NULL;
+    parse_args(argc, argv, &out);
+    signal(SIGPIPE, SIG_IGN);
+    /* A bound on the whole run: every measurement plus generous slack. */
+    alarm((unsigned)((opt_seconds + opt_warmup) * (3 + nconc) + 120));
+    long hz = sysconf(_SC_CLK_TCK);
+
+    FILE *f = fopen(out, "w");
+    if (f == NULL)
+        die("%s: %s", out, strerror(errno));
+    fprintf(f, "{\"name\":\"direct\",\"seconds\":%g,\"warmup\":%g", opt_seconds, opt_warmup);
+
+    if (opt_spawn)
+        spawn_scenario(f, hz);
 
     /* small echo at each concurrency, C children each */
-    struct load small = {"echo", SMALL_TEXT, true, SMALL_TEXT, strlen(SMALL_TEXT), 0};
+    char *small_expect = xrealloc(NULL, strlen(echo_prefix) + sizeof SMALL_TEXT);
+    strcpy(small_expect, echo_prefix);
+    strcat(small_expect, SMALL_TEXT);
+    struct load small = {"echo", SMALL_TEXT, true, small_expect, strlen(small_expect), 0};
     small.req_bytes = 100 + strlen(SMALL_TEXT);
     fputs(",\"throughput\":[", f);
     for (int k = 0; k < nconc; k++) {
@@ -573,18 +619,23 @@ int main(int argc, char **argv)
     fputc(']', f);
 
     /* large payloads, one child (--large-bytes 0: none) */
+    free(small_expect);
     if (large_bytes == 0) {
         fputs("}\n", f);
-        fclose(f);
+        if (fclose(f) != 0)
+            die("%s: %s", out, strerror(errno));
         return 0;
     }
-    char *big = xrealloc(NULL, (size_t)large_bytes + 1);
-    memset(big, 'x', (size_t)large_bytes);
-    big[large_bytes] = '\0';
+    size_t np = strlen(echo_prefix);
+    char *big_expect = xrealloc(NULL, np + (size_t)large_bytes + 1);
+    memcpy(big_expect, echo_prefix, np);
+    memset(big_expect + np, 'x', (size_t)large_bytes);
+    big_expect[np + (size_t)large_bytes] = '\0';
+    char *big = big_expect + np;
     char nbytes[32];
     snprintf(nbytes, sizeof nbytes, "%ld", large_bytes);
     struct load large[2] = {
-        {"echo", big, true, big, (size_t)large_bytes, 100 + (size_t)large_bytes},
+        {"echo", big, true, big_expect, np + (size_t)large_bytes, 100 + (size_t)large_bytes},
         {"big_line", nbytes, false, big, (size_t)large_bytes, 100},
     };
     const char *large_name[2] = {"echo", "big_line"};
@@ -614,9 +665,7 @@ int main(int argc, char **argv)
         free(R.lat.v);
     }
     fputs("]}\n", f);
-    free(big);
-    free(init.v);
-    free(cycle.v);
+    free(big_expect);
     if (fclose(f) != 0)
         die("%s: %s", out, strerror(errno));
     return 0;

@@ -7,6 +7,7 @@
 //       [--auth-file FILE] [--seconds 8] [--warmup 2] [--concurrency 1,16,64]
 //       [--large-bytes 1048576] [--only setup|throughput|large]
 //       [--wrk-url URL] [--cpu-pids PID,...] [--bigcall build/bench/bigcall]
+//       [--echo-arg text --echo-prefix '']
 //
 // 1. session setup: initialize, notifications/initialized, DELETE, one after the other on one
 //    keep-alive connection, for --warmup then --seconds seconds: sessions/s, p50, p99.
@@ -26,6 +27,8 @@
 //    more); without --bigcall, wrk.
 // --only setup: scenario 1 alone (the warm-pool row). --only throughput: scenario 2 alone.
 // --only large: scenario 4 alone (for profiling the large-payload path by hand).
+// --echo-arg, --echo-prefix: the name of echo's argument and what its answer puts before the
+//    text (whoami-server: text and nothing; server-everything: message and "Echo: ").
 // --wrk-url: where wrk sends the calls, when not --url (where the sessions are opened): the
 //    cluster rows open sessions on one instance and call them through another. --cpu-pids:
 //    more gateway processes whose CPU time counts as the gateway's (both instances).
@@ -46,7 +49,7 @@ const REQUEST_TIMEOUT_MS = 10000;
 const CLK_TCK = 100; // Linux USER_HZ, for /proc/PID/stat times
 
 function parseArgs(argv) {
-  const o = { seconds: 8, warmup: 2, concurrency: '1,16,64', largeBytes: 1048576, only: '' };
+  const o = { seconds: 8, warmup: 2, concurrency: '1,16,64', largeBytes: 1048576, only: '', echoArg: 'text', echoPrefix: '' };
   for (let i = 0; i < argv.length; i += 2) {
     const k = argv[i].replace(/^--/, '').replace(/-([a-z])/g, (_, c) => c.toUpperCase());
     if (argv[i + 1] === undefined) throw new Error(`missing value for ${argv[i]}`);
@@ -284,6 +287,8 @@ function runWrk(sids, seconds, runTag, extraEnv = {}) {
     BENCH_AUTH: opt.auth,
     BENCH_RUN: runTag,
     BENCH_TEXT: ECHO_TEXT,
+    BENCH_ECHO_ARG: opt.echoArg,
+    BENCH_ECHO_PREFIX: opt.echoPrefix,
     ...extraEnv,
   };
   return new Promise((resolve, reject) => {
@@ -324,10 +329,20 @@ function runBigcall(sid, tool, bytes, seconds, warmup, runTag) {
  */
 async function measured(run) {
   const gatewayTicks = () => [opt.pid, ...opt.cpuPids].reduce((n, pid) => n + cpuTicks(pid), 0);
+  const upstreamTicks = (pids) => pids.reduce((n, pid) => {
+    try {
+      return n + cpuTicks(pid);
+    } catch {
+      return n; // gone meanwhile
+    }
+  }, 0);
+  const ups = upstreams(); // the sessions are open: their children live through the run
   const cpu0 = gatewayTicks();
+  const up0 = upstreamTicks(ups);
   const c0 = cpuSample();
   const r = await run();
   const cpu1 = gatewayTicks();
+  const up1 = upstreamTicks(ups);
   const other = otherPct(c0, cpuSample());
   const secs = r.duration_us / 1e6;
   const ok = r.requests - r.bad;
@@ -345,6 +360,7 @@ async function measured(run) {
     max_ms: r.max_us / 1000,
     gateway_cpu_pct: (((cpu1 - cpu0) / CLK_TCK) / secs) * 100,
     gateway_cpu_s: (cpu1 - cpu0) / CLK_TCK,
+    upstream_cpu_pct: (((up1 - up0) / CLK_TCK) / secs) * 100,
     tx_bytes: r.tx_bytes,
     rx_bytes: r.rx_bytes,
     other_cpu_pct: other,

@@ -11,6 +11,9 @@
 --   BENCH_RUN    a prefix that makes JSON-RPC ids unique in the session across runs
 --   BENCH_TEXT   the echo payload (plain ASCII, no quotes)
 --   BENCH_TOOL   "echo" (default) or "big_line"
+--   BENCH_ECHO_ARG     the name of echo's argument: "text" (default, whoami-server) or
+--                      "message" (server-everything)
+--   BENCH_ECHO_PREFIX  what echo's answer puts before the text: "" (default) or "Echo: "
 --   BENCH_BYTES  when set: echo sends a text of that many "x" (generated here), big_line asks
 --                for bytes=BENCH_BYTES; either way the answer must hold that text whole
 -- Every answer is checked (HTTP 200 and the expected text, whole, in a result); done() prints
@@ -45,9 +48,9 @@ function init(args)
     if tool == "big_line" then
         call_args = '{"bytes":' .. (nbytes or 0) .. '}'
     else
-        call_args = '{"text":"' .. text .. '"}'
+        call_args = '{"' .. (os.getenv("BENCH_ECHO_ARG") or "text") .. '":"' .. text .. '"}'
     end
-    expect = '"text":"' .. text .. '"'
+    expect = '"text":"' .. (tool == "echo" and os.getenv("BENCH_ECHO_PREFIX") or "") .. text .. '"'
     headers = {
         ["Content-Type"] = "application/json",
         ["Accept"] = "application/json, text/event-stream",

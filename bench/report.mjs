@@ -204,6 +204,46 @@ say('  of one core (machine busy time minus the gateway, its children, the drive
 say('  was disturbed: its req/s and latencies are low by an unknown amount, its CPU per request much less so.');
 say();
 
+// ---- scenario 2b: the same calls with a Node upstream (server-everything) --------------------
+
+const EVERYTHING_ROWS = ['mcpgate', 'supergateway', 'mcp-proxy', 'direct'];
+const everything = EVERYTHING_ROWS.map((n) => {
+  const file = path.join(dir, `everything-${n}.json`);
+  const err = path.join(dir, `everything-${n}.error`);
+  if (existsSync(err)) return { name: n, error: readFileSync(err, 'utf8').trim() };
+  return existsSync(file) ? { ...JSON.parse(readFileSync(file, 'utf8')), name: n } : null;
+}).filter(Boolean);
+if (everything.length) {
+  const evC = everything.find((r) => r.throughput?.length)?.throughput[0].concurrency;
+  title(`Scenario 2b: tools/call echo, ${evC ?? '?'} clients, upstream @modelcontextprotocol/server-everything `
+    + `${pkgVersion('@modelcontextprotocol/server-everything')} (Node.js) instead of whoami-server`);
+  const evGet = (r) => r.throughput?.[0];
+  const evRef = everything.find((r) => r.name === 'mcpgate' && evGet(r));
+  const evRatio = (r, get) => {
+    if (r.name === 'mcpgate') return 'ref';
+    const a = evRef && get(evGet(evRef));
+    const b = evGet(r) && get(evGet(r));
+    return Number.isFinite(a) && Number.isFinite(b) && b > 0 ? `${(a / b).toFixed(2)}x` : 'n/a';
+  };
+  tbl(table(['gateway', 'req/s', 'p50 ms', 'p99 ms', 'CPU us/req', 'upstream CPU', 'bad/err', 'other CPU', 'ratio req/s', 'ratio p99'],
+    everything.map((r) => {
+      const t = evGet(r);
+      const label = r.name === 'direct' ? LABELS.direct : r.name === 'mcpgate' ? 'mcpgate (auth: none, memory store)' : LABELS[r.name];
+      if (!t) return [`${label}: ${r.error ?? 'not measured'}`];
+      const up = r.name === 'direct' ? t.children_cpu_pct : t.upstream_cpu_pct;
+      return [label, int(t.per_s), f(t.p50_ms, 3), f(t.p99_ms, 3), r.name === 'direct' ? 'none' : f(cpuPerReq(t), 0),
+        Number.isFinite(up) ? `${f(up, 0)}%` : 'n/a', `${t.bad}/${t.errors}`, `${f(t.other_cpu_pct, 0)}%`,
+        evRatio(r, (x) => x.per_s), evRatio(r, (x) => x.p99_ms)];
+    })));
+  for (const r of everything) if (evGet(r)?.example_bad) say(`  ${r.name}: first bad answer: ${evGet(r).example_bad}`);
+  say('  The upstream of the issue that asked for these figures: a Node.js MCP server, one process per session');
+  say('  (mcp-proxy: one for all). Here the upstream, not the front, takes most of the two cores (upstream CPU, 100% =');
+  say('  one core), so the ratio to child direct shows what the front leaves of them, and no front can be more than');
+  say('  child direct / that peer times faster than a peer. Scenario 2 (whoami-server, a C upstream) shows the');
+  say('  fronts\' own cost.');
+  say();
+}
+
 // ---- scenario 3 --------------------------------------------------------------------------
 
 title('Scenario 3: memory and descriptors of the gateway process: what an idle session costs; before any load, loaded (the throughput sessions still open), closed (those sessions DELETEd, upstream processes gone)');

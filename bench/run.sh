@@ -17,6 +17,7 @@
 # the child-direct row), BENCH_OAUTH (1; 0 skips that scenario), BENCH_PEERS
 # ("supergateway mcp-proxy"), BENCH_IDLE_STREAMS (5000; 0 skips the idle-stream scenario),
 # BENCH_CLUSTER (1; 0 skips the two-instance rows: via the session's owner, via the other),
+# BENCH_EVERYTHING (16: the clients of scenario 2b, server-everything as the upstream; 0 skips it),
 # MCPGATE_BIN (build/rel/mcpgate).
 #
 # Every process started here is in its own process group and is stopped on exit, on error and
@@ -247,7 +248,7 @@ routes:
   - name: whoami
     path: /mcp
     auth: $3
-    stdio: { command: ["$WHOAMI"]${4:-} }
+    stdio: { command: ["${UPSTREAM_CMD:-$WHOAMI}"]${4:-} }
 ${5:-}
 log: { level: warn, access_log: false }
 $2
@@ -309,6 +310,35 @@ fi
 
 # ---- peers -----------------------------------------------------------------------------
 
+# start_peer NAME PEER PORT UPSTREAM: starts PEER in front of UPSTREAM (one executable) and
+# waits until it answers; sets PID; 1 (the row says why) when it does not come up.
+start_peer() {
+    case $2 in
+    supergateway)
+        # --stateful: one child per session, as mcpgate. bench/loopback.cjs keeps its listener
+        # on 127.0.0.1 (it has no flag for that). No --sessionTimeout: sessions end by DELETE.
+        start "$TMP/$1.log" node --require "$ROOT/bench/loopback.cjs" \
+            "$NM/supergateway/dist/index.js" --stdio "$4" --outputTransport streamableHttp \
+            --stateful --port "$3" --streamableHttpPath /mcp --healthEndpoint /healthz --logLevel none
+        health=/healthz
+        ;;
+    mcp-proxy)
+        # Streamable HTTP only (--server stream); never a tunnel, whatever MCP_PROXY_* says.
+        start "$TMP/$1.log" node "$NM/mcp-proxy/dist/bin/mcp-proxy.mjs" --host 127.0.0.1 \
+            --port "$3" --server stream --streamEndpoint /mcp --no-tunnel -- "$4"
+        health=/ping
+        ;;
+    *)
+        failed "$1" "unknown peer"
+        return 1
+        ;;
+    esac
+    wait_up "$1" "$PID" "http://127.0.0.1:$3$health" "$TMP/$1.log" && return 0
+    stop_pid "$PID"
+    start_failed "$1" "$TMP/$1.log"
+    return 1
+}
+
 for peer in $BENCH_PEERS; do
     NAMES="$NAMES $peer"
     if [ -n "$NODE_TOO_OLD" ]; then
@@ -316,33 +346,65 @@ for peer in $BENCH_PEERS; do
         continue
     fi
     port=$(free_port)
-    case $peer in
-    supergateway)
-        # --stateful: one child per session, as mcpgate. bench/loopback.cjs keeps its listener
-        # on 127.0.0.1 (it has no flag for that). No --sessionTimeout: sessions end by DELETE.
-        start "$TMP/$peer.log" node --require "$ROOT/bench/loopback.cjs" \
-            "$NM/supergateway/dist/index.js" --stdio "$WHOAMI" --outputTransport streamableHttp \
-            --stateful --port "$port" --streamableHttpPath /mcp --healthEndpoint /healthz --logLevel none
-        health=/healthz
-        ;;
-    mcp-proxy)
-        # Streamable HTTP only (--server stream); never a tunnel, whatever MCP_PROXY_* says.
-        start "$TMP/$peer.log" node "$NM/mcp-proxy/dist/bin/mcp-proxy.mjs" --host 127.0.0.1 \
-            --port "$port" --server stream --streamEndpoint /mcp --no-tunnel -- "$WHOAMI"
-        health=/ping
-        ;;
-    *)
-        failed "$peer" "unknown peer"
-        continue
-        ;;
-    esac
-    if wait_up "$peer" "$PID" "http://127.0.0.1:$port$health" "$TMP/$peer.log"; then
+    if start_peer "$peer" "$peer" "$port" "$WHOAMI"; then
         measure "$peer" "http://127.0.0.1:$port/mcp" "$PID"
-    else
-        stop_pid "$PID"
-        start_failed "$peer" "$TMP/$peer.log"
     fi
 done
+
+# ---- scenario 2b: the same calls with a Node upstream (server-everything) -----------------
+
+# The upstream of the issue that asked for these numbers (bench/README.md, scenario 2b): every
+# front and the child-direct driver run the same small script that execs it over STDIO.
+everything_scenario() {
+    EVERYTHING=$TMP/server-everything
+    printf '#!/bin/sh\nexec node "%s" stdio\n' "$NM/@modelcontextprotocol/server-everything/dist/index.js" >"$EVERYTHING"
+    chmod +x "$EVERYTHING"
+    NODE_EXE=$(readlink -f "$(command -v node)")
+    ev_opts="--only throughput --concurrency $BENCH_EVERYTHING --upstream $NODE_EXE --echo-arg message"
+    say "scenario 2b: $BENCH_EVERYTHING clients, upstream server-everything"
+
+    port=$(free_port)
+    UPSTREAM_CMD=$EVERYTHING # write_config's route command, for this config only
+    write_config "$port" "store: { backend: memory }" none >"$TMP/mcpgate-everything.yaml"
+    UPSTREAM_CMD=
+    start "$TMP/everything-mcpgate.log" "$MCPGATE_BIN" -c "$TMP/mcpgate-everything.yaml"
+    if wait_up everything-mcpgate "$PID" "http://127.0.0.1:$port/healthz" "$TMP/everything-mcpgate.log"; then
+        # shellcheck disable=SC2086
+        measure everything-mcpgate "http://127.0.0.1:$port/mcp" "$PID" $ev_opts --echo-prefix "Echo: "
+    else
+        stop_pid "$PID"
+        start_failed everything-mcpgate "$TMP/everything-mcpgate.log"
+    fi
+    for peer in $BENCH_PEERS; do
+        port=$(free_port)
+        if start_peer "everything-$peer" "$peer" "$port" "$EVERYTHING"; then
+            # shellcheck disable=SC2086
+            measure "everything-$peer" "http://127.0.0.1:$port/mcp" "$PID" $ev_opts --echo-prefix "Echo: "
+        fi
+    done
+    if [ "$BENCH_DIRECT" = 1 ]; then
+        say "measuring everything-direct"
+        timeout "$DRIVER_TIMEOUT" "$DIRECT_BIN" --upstream "$EVERYTHING" --out "$TMP/everything-direct.json" \
+            --seconds "$BENCH_SECONDS" --warmup "$BENCH_WARMUP" --concurrency "$BENCH_EVERYTHING" \
+            --large-bytes 0 --spawn 0 --echo-arg message --echo-prefix "Echo: " &
+        dpid=$!
+        PIDS="$PIDS $dpid"
+        if ! wait "$dpid"; then
+            rm -f "$TMP/everything-direct.json"
+            failed everything-direct "bench/direct failed; see the messages above"
+        fi
+        stop_pid "$dpid"
+    fi
+}
+
+BENCH_EVERYTHING=${BENCH_EVERYTHING:-16}
+if [ "$BENCH_EVERYTHING" != 0 ]; then
+    if [ -n "$NODE_TOO_OLD" ]; then
+        failed everything-mcpgate "not run: server-everything $NODE_TOO_OLD"
+    else
+        everything_scenario
+    fi
+fi
 
 # ---- mcpgate with OAuth: redis, the test IdP, a real token -----------------------------
 
