@@ -6,34 +6,38 @@
 #include "common/log.h"
 
 enum heap_trim_reason heap_trim_sample(struct heap_trim *t, size_t open, uint64_t now_ms,
-                                       size_t (*free_bytes)(void))
+                                       struct heap_usage (*usage)(void))
 {
     if (open > t->conn_peak)
         t->conn_peak = open;
     bool settled = open >= t->conn_last;
     t->conn_last = open;
     bool dropped = t->conn_peak >= open + HEAP_TRIM_MIN_DROP && open <= t->conn_peak / 2;
-    bool closed = dropped && (settled || now_ms - t->last_close_ms >= HEAP_TRIM_INTERVAL_MS);
-    /* The tail of a burst that was still closing at the last trim. */
-    bool tail = !closed && t->falling_at_trim && settled;
-    if (tail) {
-        t->falling_at_trim = false;
-        closed = open < t->conn_at_trim;
-    }
-    if (closed) {
-        t->falling_at_trim = !settled;
-        t->conn_at_trim = open;
+    if (dropped && (settled || now_ms - t->last_close_ms >= HEAP_TRIM_INTERVAL_MS)) {
         t->conn_peak = open;
         t->last_close_ms = now_ms;
         t->heap_check_ms = now_ms;
+        t->in_use_at_trim = usage().in_use;
+        t->follow_ups = HEAP_TRIM_FOLLOW_UPS;
         return HEAP_TRIM_CLOSED;
     }
-    /* The two reasons keep their own pace: a trim for free heap must not hold
-     * back the one a burst of closing connections needs within seconds. */
+    if (t->follow_ups > 0) {
+        t->follow_ups--;
+        size_t in_use = usage().in_use;
+        if (in_use + HEAP_TRIM_MIN_FREED <= t->in_use_at_trim) {
+            t->in_use_at_trim = in_use;
+            t->follow_ups = HEAP_TRIM_FOLLOW_UPS;
+            return HEAP_TRIM_FREED;
+        }
+        if (in_use > t->in_use_at_trim)
+            t->in_use_at_trim = in_use; /* it grew again: count frees from here */
+    }
+    /* The reasons keep their own pace: a trim for free heap must not hold back
+     * the one a burst of closing connections needs within seconds. */
     if (now_ms - t->heap_check_ms < HEAP_TRIM_INTERVAL_MS)
         return HEAP_TRIM_NONE;
     t->heap_check_ms = now_ms;
-    return free_bytes() > HEAP_TRIM_FREE_BYTES ? HEAP_TRIM_FREE : HEAP_TRIM_NONE;
+    return usage().free > HEAP_TRIM_FREE_BYTES ? HEAP_TRIM_FREE : HEAP_TRIM_NONE;
 }
 
 void heap_trim_tune(void)
@@ -47,12 +51,13 @@ void heap_trim_tune(void)
 #endif
 }
 
-size_t heap_trim_free_bytes(void)
+struct heap_usage heap_trim_usage(void)
 {
 #ifdef __GLIBC__
-    return mallinfo2().fordblks;
+    struct mallinfo2 m = mallinfo2();
+    return (struct heap_usage){.in_use = m.uordblks, .free = m.fordblks};
 #else
-    return 0;
+    return (struct heap_usage){0};
 #endif
 }
 

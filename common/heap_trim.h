@@ -16,13 +16,19 @@
  *   their memory scattered in the arenas). It waits until the fall has stopped
  *   (a sample with no fewer connections than the one before), so one trim gets
  *   a whole burst; a fall that goes on for HEAP_TRIM_INTERVAL_MS is trimmed
- *   meanwhile. A trim made while connections were still falling is followed by
- *   one more once they stop, however few closed since: a burst that straddles a
- *   sample is given back within two samples of its end, not an interval later.
+ *   meanwhile.
+ * - FREED: for HEAP_TRIM_FOLLOW_UPS samples after a CLOSED or FREED trim, the
+ *   bytes in use are looked at again, and when they fell by HEAP_TRIM_MIN_FREED
+ *   since that trim, the heap is trimmed again. What closed connections held
+ *   is not all freed when they are counted closed: libevent finalizes a
+ *   bufferevent from its loop afterwards, a transfer cancelled while libcurl is
+ *   on the stack is removed after it returns, and a burst that straddles a
+ *   sample goes on closing (5,000 idle streams left 10 MiB in use at the CLOSED
+ *   trim, freed within the next 0.8 s, which kept 14 MiB of RSS until the FREE
+ *   trim 10 s on, in one run out of six).
  * - FREE: more than HEAP_TRIM_FREE_BYTES of the heap is free (large messages
  *   have passed, or the heap is fragmented: then the trim repeats, and pages
- *   used again since are given back again). Looked at once per interval: the
- *   count walks malloc's free lists.
+ *   used again since are given back again). Looked at once per interval.
  *
  * A trim's cost grows with the heap, not with traffic. CLOSED trims are bounded
  * by the traffic itself: each needs the connections to halve again from a new
@@ -42,36 +48,46 @@
 #define HEAP_TRIM_INTERVAL_MS 10000
 #define HEAP_TRIM_MIN_DROP 256
 #define HEAP_TRIM_FREE_BYTES (4u << 20)
+#define HEAP_TRIM_FOLLOW_UPS 3
+#define HEAP_TRIM_MIN_FREED (1u << 20)
 
 /* Zero-initialised is the start: no peak, nothing trimmed yet. */
 struct heap_trim {
     size_t conn_peak;       /* open connections, the most since the last CLOSED trim */
     size_t conn_last;       /* open connections at the previous sample */
-    size_t conn_at_trim;    /* open connections at the last CLOSED trim */
-    bool falling_at_trim;   /* that trim came while they were still falling */
+    size_t in_use_at_trim;  /* heap bytes in use at the last CLOSED or FREED trim */
+    int follow_ups;         /* samples left that look for memory freed after it */
     uint64_t last_close_ms; /* monotonic: the last CLOSED trim */
-    uint64_t heap_check_ms; /* monotonic: the last look at the free bytes (or trim) */
+    uint64_t heap_check_ms; /* monotonic: the last FREE look (or CLOSED trim) */
+};
+
+/* What malloc's arenas hold: bytes handed out and bytes free. */
+struct heap_usage {
+    size_t in_use;
+    size_t free;
 };
 
 enum heap_trim_reason {
     HEAP_TRIM_NONE = 0,
     HEAP_TRIM_CLOSED, /* connections closed */
+    HEAP_TRIM_FREED,  /* memory freed after a trim */
     HEAP_TRIM_FREE,   /* free heap above HEAP_TRIM_FREE_BYTES */
 };
 
 /*
- * One sample: OPEN connections at NOW_MS (monotonic). FREE_BYTES is called at
- * most once per HEAP_TRIM_INTERVAL_MS, for the bytes free in the heap. Returns
- * why the caller should trim now, or HEAP_TRIM_NONE.
+ * One sample: OPEN connections at NOW_MS (monotonic). USAGE reports the heap;
+ * it walks malloc's free lists, so it is called only at a CLOSED trim, on its
+ * follow-up samples and once per HEAP_TRIM_INTERVAL_MS. Returns why the caller
+ * should trim now, or HEAP_TRIM_NONE.
  */
 enum heap_trim_reason heap_trim_sample(struct heap_trim *t, size_t open, uint64_t now_ms,
-                                       size_t (*free_bytes)(void));
+                                       struct heap_usage (*usage)(void));
 
 /* Sets the thresholds above, once at start. */
 void heap_trim_tune(void);
 
-/* Bytes free in malloc's arenas; 0 where that is unknown. */
-size_t heap_trim_free_bytes(void);
+/* What malloc's arenas hold now; zeros where that is unknown. */
+struct heap_usage heap_trim_usage(void);
 
 /* Gives the free pages of every arena back to the kernel. */
 void heap_trim_now(void);

@@ -572,7 +572,7 @@ static void trim_check(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct gw_app *app = arg;
     size_t open = app->http ? http_server_open_connections(app->http) : 0;
-    if (heap_trim_sample(&app->trim, open, time_mono_ms(), heap_trim_free_bytes) != HEAP_TRIM_NONE)
+    if (heap_trim_sample(&app->trim, open, time_mono_ms(), heap_trim_usage) != HEAP_TRIM_NONE)
         heap_trim_now();
 }
 

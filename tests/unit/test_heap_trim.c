@@ -1,4 +1,5 @@
-/* Unit tests for common/heap_trim: when closed connections and free heap get a trim. */
+/* Unit tests for common/heap_trim: when closed connections, memory freed after them and free
+ * heap get a trim. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,26 +10,28 @@
 
 #include "common/heap_trim.h"
 
-static size_t free_now; /* what the fake free-byte count says */
-static int free_asked;  /* how often it was asked */
+static size_t free_now;   /* what the fake heap says is free */
+static size_t in_use_now; /* and in use */
+static int usage_asked;   /* how often it was asked */
 
-static size_t fake_free_bytes(void)
+static struct heap_usage fake_usage(void)
 {
-    free_asked++;
-    return free_now;
+    usage_asked++;
+    return (struct heap_usage){.in_use = in_use_now, .free = free_now};
 }
 
 /* A sample at second SEC with OPEN connections. */
 static enum heap_trim_reason at(struct heap_trim *t, uint64_t sec, size_t open)
 {
-    return heap_trim_sample(t, open, 1000000 + sec * HEAP_TRIM_SAMPLE_MS, fake_free_bytes);
+    return heap_trim_sample(t, open, 1000000 + sec * HEAP_TRIM_SAMPLE_MS, fake_usage);
 }
 
 static int setup(void **state)
 {
     (void)state;
     free_now = 0;
-    free_asked = 0;
+    in_use_now = 64u << 20;
+    usage_asked = 0;
     return 0;
 }
 
@@ -60,19 +63,53 @@ static void test_burst_soon_after_a_trim_waits_only_for_its_end(void **state)
 
 static void test_trim_mid_burst_is_followed_by_one_at_its_end(void **state)
 {
+    struct heap_trim t = {0};
     (void)state;
-    /* After the trim mid-way: a large rest (a new drop from the new peak) and a
-     * rest below HEAP_TRIM_MIN_DROP (the tail rule) both get one more trim. */
-    static const size_t rest[] = {2400, 200};
-    for (size_t k = 0; k < 2; k++) {
-        struct heap_trim t = {0};
-        at(&t, 0, 5000);
-        assert_int_equal(at(&t, 1, rest[k]), HEAP_TRIM_CLOSED); /* interval long past */
-        assert_int_equal(at(&t, 2, 0), HEAP_TRIM_NONE);         /* still falling */
-        assert_int_equal(at(&t, 3, 0), HEAP_TRIM_CLOSED);       /* stopped */
-        for (uint64_t s = 4; s < 30; s++)
-            assert_int_equal(at(&t, s, 0), HEAP_TRIM_NONE);
-    }
+    at(&t, 0, 5000);
+    assert_int_equal(at(&t, 1, 2400), HEAP_TRIM_CLOSED); /* interval long past */
+    assert_int_equal(at(&t, 2, 0), HEAP_TRIM_NONE);      /* still falling */
+    assert_int_equal(at(&t, 3, 0), HEAP_TRIM_CLOSED);    /* stopped: a new drop from 2400 */
+    for (uint64_t s = 4; s < 30; s++)
+        assert_int_equal(at(&t, s, 0), HEAP_TRIM_NONE);
+}
+
+/* The fault the follow-ups mend: 5,000 streams closed, the trim came, and 10 MiB
+ * their upstream transfers held were freed a moment later, kept for 10 s. */
+static void test_memory_freed_after_a_trim_is_trimmed_on_the_next_samples(void **state)
+{
+    struct heap_trim t = {0};
+    (void)state;
+    at(&t, 0, 5000);
+    in_use_now = 20u << 20;
+    assert_int_equal(at(&t, 1, 0), HEAP_TRIM_CLOSED);
+    in_use_now = 10u << 20; /* freed after the trim */
+    assert_int_equal(at(&t, 2, 0), HEAP_TRIM_FREED);
+    in_use_now -= HEAP_TRIM_MIN_FREED / 2; /* too little for another */
+    assert_int_equal(at(&t, 3, 0), HEAP_TRIM_NONE);
+    in_use_now -= HEAP_TRIM_MIN_FREED; /* more, counted from the last trim */
+    assert_int_equal(at(&t, 4, 0), HEAP_TRIM_FREED);
+    /* Then HEAP_TRIM_FOLLOW_UPS looks that find nothing, and no more looks. */
+    usage_asked = 0;
+    for (uint64_t s = 5; s < 5 + HEAP_TRIM_FOLLOW_UPS; s++)
+        assert_int_equal(at(&t, s, 0), HEAP_TRIM_NONE);
+    assert_int_equal(usage_asked, HEAP_TRIM_FOLLOW_UPS);
+    in_use_now = 1u << 20;
+    for (uint64_t s = 5 + HEAP_TRIM_FOLLOW_UPS; s < 11; s++)
+        assert_int_equal(at(&t, s, 0), HEAP_TRIM_NONE);
+    assert_int_equal(usage_asked, HEAP_TRIM_FOLLOW_UPS);
+}
+
+static void test_a_follow_up_counts_frees_from_where_the_heap_grew_to(void **state)
+{
+    struct heap_trim t = {0};
+    (void)state;
+    at(&t, 0, 5000);
+    in_use_now = 10u << 20;
+    assert_int_equal(at(&t, 1, 0), HEAP_TRIM_CLOSED);
+    in_use_now = 30u << 20; /* new traffic */
+    assert_int_equal(at(&t, 2, 0), HEAP_TRIM_NONE);
+    in_use_now = 28u << 20; /* below 30, not below 10 */
+    assert_int_equal(at(&t, 3, 0), HEAP_TRIM_FREED);
 }
 
 static void test_tail_that_ends_at_the_trim_needs_nothing_more(void **state)
@@ -120,7 +157,7 @@ static void test_free_heap_is_looked_at_once_per_interval(void **state)
     for (uint64_t s = 0; s < 100; s++)
         trims += at(&t, s, 10) != HEAP_TRIM_NONE;
     assert_int_equal(trims, 0);
-    assert_true(free_asked >= 9 && free_asked <= 10);
+    assert_true(usage_asked >= 9 && usage_asked <= 10);
     free_now = HEAP_TRIM_FREE_BYTES + 1;
     for (uint64_t s = 100; s < 200; s++) {
         enum heap_trim_reason r = at(&t, s, 10);
@@ -137,10 +174,10 @@ static void test_a_closed_trim_resets_the_free_heap_pace(void **state)
     free_now = HEAP_TRIM_FREE_BYTES + 1;
     at(&t, 0, 1000);
     assert_int_equal(at(&t, 1, 0), HEAP_TRIM_CLOSED);
-    free_asked = 0;
-    for (uint64_t s = 2; s < 11; s++) /* the trim just gave it back: no look for an interval */
+    usage_asked = 0;
+    for (uint64_t s = 2; s < 11; s++) /* the trim just gave it back: only the follow-ups look */
         assert_int_equal(at(&t, s, 0), HEAP_TRIM_NONE);
-    assert_int_equal(free_asked, 0);
+    assert_int_equal(usage_asked, HEAP_TRIM_FOLLOW_UPS);
     assert_int_equal(at(&t, 11, 0), HEAP_TRIM_FREE);
 }
 
@@ -150,6 +187,9 @@ int main(void)
         cmocka_unit_test_setup(test_burst_within_a_sample, setup),
         cmocka_unit_test_setup(test_burst_soon_after_a_trim_waits_only_for_its_end, setup),
         cmocka_unit_test_setup(test_trim_mid_burst_is_followed_by_one_at_its_end, setup),
+        cmocka_unit_test_setup(test_memory_freed_after_a_trim_is_trimmed_on_the_next_samples,
+                               setup),
+        cmocka_unit_test_setup(test_a_follow_up_counts_frees_from_where_the_heap_grew_to, setup),
         cmocka_unit_test_setup(test_tail_that_ends_at_the_trim_needs_nothing_more, setup),
         cmocka_unit_test_setup(test_small_or_partial_drops_do_not_trim, setup),
         cmocka_unit_test_setup(test_a_long_fall_is_trimmed_once_per_interval, setup),
