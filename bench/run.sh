@@ -292,20 +292,27 @@ fi
 
 # ---- child direct: the upstream driven over its stdin/stdout, no gateway ---------------
 
-if [ "$BENCH_DIRECT" = 1 ]; then
-    NAMES="$NAMES direct"
-    say "measuring direct (bench/direct: whoami-server spawned and driven over its pipes)"
+# run_direct NAME UPSTREAM [bench/direct options]: into $TMP/NAME.json, or the row says why.
+run_direct() {
+    name=$1
+    up=$2
+    shift 2
+    say "measuring $name (bench/direct: $up spawned and driven over its pipes)"
     # Its own process group, as every driver; its children read EOF and exit when it ends.
-    timeout "$DRIVER_TIMEOUT" "$DIRECT_BIN" --upstream "$WHOAMI" --out "$TMP/direct.json" \
-        --seconds "$BENCH_SECONDS" --warmup "$BENCH_WARMUP" --concurrency "$BENCH_CONCURRENCY" \
-        --large-bytes "$BENCH_LARGE_BYTES" &
+    timeout "$DRIVER_TIMEOUT" "$DIRECT_BIN" --upstream "$up" --out "$TMP/$name.json" \
+        --seconds "$BENCH_SECONDS" --warmup "$BENCH_WARMUP" "$@" &
     dpid=$!
     PIDS="$PIDS $dpid"
     if ! wait "$dpid"; then
-        rm -f "$TMP/direct.json"
-        failed direct "bench/direct failed; see the messages above"
+        rm -f "$TMP/$name.json"
+        failed "$name" "bench/direct failed; see the messages above"
     fi
     stop_pid "$dpid"
+}
+
+if [ "$BENCH_DIRECT" = 1 ]; then
+    NAMES="$NAMES direct"
+    run_direct direct "$WHOAMI" --concurrency "$BENCH_CONCURRENCY" --large-bytes "$BENCH_LARGE_BYTES"
 fi
 
 # ---- peers -----------------------------------------------------------------------------
@@ -383,17 +390,8 @@ everything_scenario() {
         fi
     done
     if [ "$BENCH_DIRECT" = 1 ]; then
-        say "measuring everything-direct"
-        timeout "$DRIVER_TIMEOUT" "$DIRECT_BIN" --upstream "$EVERYTHING" --out "$TMP/everything-direct.json" \
-            --seconds "$BENCH_SECONDS" --warmup "$BENCH_WARMUP" --concurrency "$BENCH_EVERYTHING" \
-            --large-bytes 0 --spawn 0 --echo-arg message --echo-prefix "Echo: " &
-        dpid=$!
-        PIDS="$PIDS $dpid"
-        if ! wait "$dpid"; then
-            rm -f "$TMP/everything-direct.json"
-            failed everything-direct "bench/direct failed; see the messages above"
-        fi
-        stop_pid "$dpid"
+        run_direct everything-direct "$EVERYTHING" --concurrency "$BENCH_EVERYTHING" \
+            --large-bytes 0 --spawn 0 --echo-arg message --echo-prefix "Echo: "
     fi
 }
 
