@@ -92,6 +92,8 @@ static void on_member(const struct json_member *mb, void *arg)
             take(in, &m->ref, v);
         else if (strcmp(k, "requestId") == 0)
             take(in, &m->request_id, v);
+        else if (strcmp(k, "progressToken") == 0)
+            take(in, &m->progress, v);
         else if (strcmp(k, "_meta") == 0)
             take(in, &m->meta, v);
         return;
@@ -402,6 +404,12 @@ char *jsonrpc_splice(const char *text, size_t len, const struct json_edit *edits
     }
     strbuf_append(&sb, text + pos, len - pos);
     return strbuf_detach(&sb, out_len);
+}
+
+char *jsonrpc_replace(const char *text, size_t *len, const struct json_ref *ref, const char *json)
+{
+    struct json_edit e = {ref->off, ref->off + ref->len, json, strlen(json)};
+    return jsonrpc_splice(text, *len, &e, 1, len);
 }
 
 /* ---- error texts ----------------------------------------------------------------- */

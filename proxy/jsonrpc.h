@@ -4,10 +4,12 @@
  *
  * The proxy never builds a tree of a message it forwards: it finds the
  * members that routing and policy need (jsonrpc, id, method, result, error,
- * params.name, params.uri, params.ref.*, params._meta.progressToken, the
- * io.mcpgate/principal member of params._meta), and forwards the original
- * bytes, or the bytes with that one _meta member replaced. Everything else
- * passes through untouched (STYLE: unknown fields of MCP messages pass).
+ * params.name, params.uri, params.ref.*, params.requestId,
+ * params.progressToken, params._meta.progressToken, the io.mcpgate/principal
+ * member of params._meta), and forwards the original bytes, or the bytes with
+ * a few of those values replaced (that _meta member; an id or progress token
+ * the child must not see twice). Everything else passes through untouched
+ * (STYLE: unknown fields of MCP messages pass).
  *
  * Classification is strict on purpose (one rule for every transport): a
  * message is a request (method + id that is a string or an integer), a
@@ -61,8 +63,9 @@ struct jsonrpc_msg {
     char *id_key;           /* owned: jsonrpc_id_key of id, NULL when none */
     struct json_ref params; /* JSON_KIND_NONE when absent */
     struct json_ref result, error;
-    /* params.name, params.uri, params.ref and its type/name/uri, params.requestId */
-    struct json_ref name, uri, ref, ref_type, ref_name, ref_uri, request_id;
+    /* params.name, params.uri, params.ref and its type/name/uri, params.requestId, and
+     * params.progressToken (of notifications/progress) */
+    struct json_ref name, uri, ref, ref_type, ref_name, ref_uri, request_id, progress;
     struct json_ref meta;                  /* params._meta */
     struct json_ref progress_token;        /* params._meta.progressToken */
     size_t principal_start, principal_end; /* the io.mcpgate/principal member; 0, 0: none */
@@ -123,6 +126,9 @@ struct json_edit {
 /* TEXT with EDITS applied (N of them, in text order, not overlapping): owned, *OUT_LEN bytes. */
 char *jsonrpc_splice(const char *text, size_t len, const struct json_edit *edits, size_t n,
                      size_t *out_len);
+/* TEXT (*LEN bytes) with the value at REF (a ref into TEXT) replaced by JSON (a JSON text):
+ * owned, *LEN set to its length. */
+char *jsonrpc_replace(const char *text, size_t *len, const struct json_ref *ref, const char *json);
 
 /*
  * A complete error response, compact JSON text (owned). ID_JSON is the id as

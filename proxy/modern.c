@@ -321,31 +321,15 @@ static void on_initialized(struct mchild *c, const char *text, size_t len)
     }
 }
 
-static void on_progress(struct mchild *c, const char *text, const struct jsonrpc_msg *m)
+/* A progress notification names the gateway's token: the client gets its own back. */
+static void on_progress(struct mchild *c, const char *text, size_t len, const struct jsonrpc_msg *m)
 {
-    json_error_t jerr;
-    json_t *params = json_loadb(text + m->params.off, m->params.len, 0, &jerr);
-    json_t *tok = json_object_get(params, "progressToken");
-    struct mreq *r = NULL;
-    if (json_is_integer(tok)) {
-        char key[32];
-        snprintf(key, sizeof(key), "n:%lld", (long long)json_integer_value(tok));
-        r = req_by_gw_id(c, key);
-    }
-    if (r == NULL || r->token_json == NULL) {
-        json_decref(params);
+    char *key = m->progress.kind ? jsonrpc_id_key(text, &m->progress) : NULL;
+    struct mreq *r = key ? req_by_gw_id(c, key) : NULL;
+    free(key);
+    if (r == NULL || r->token_json == NULL)
         return;
-    }
-    json_error_t jerr2;
-    json_object_set_new(params, "progressToken",
-                        json_loads(r->token_json, JSON_DECODE_ANY, &jerr2));
-    char *p = json_dumps(params, JSON_COMPACT);
-    json_decref(params);
-    if (p == NULL)
-        GW_PANIC("out of memory (json_dumps)");
-    char *out =
-        xasprintf("{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":%s}", p);
-    free(p);
+    char *out = jsonrpc_replace(text, &len, &m->progress, r->token_json);
     struct http_request *req = r->call->req;
     if (!r->sse) {
         if (http_sse_start(req) == 0) {
@@ -354,7 +338,7 @@ static void on_progress(struct mchild *c, const char *text, const struct jsonrpc
         }
     }
     if (r->sse)
-        http_sse_event(req, NULL, NULL, out, strlen(out));
+        http_sse_event(req, NULL, NULL, out, len);
     free(out);
 }
 
@@ -406,7 +390,7 @@ static void on_child_line(struct stdio_child *sc, const char *line, size_t len, 
         child_send_line(c, err, strlen(err));
         free(err);
     } else if (jsonrpc_is(&m, "notifications/progress") && m.params.kind == JSON_KIND_OBJECT) {
-        on_progress(c, line, &m);
+        on_progress(c, line, len, &m);
     }
     /* Other notifications (logging, list changes) have nowhere to go: dropped. */
     jsonrpc_msg_clear(&m);

@@ -40,6 +40,7 @@
 #include "common/xalloc.h"
 #include "http/http.h"
 #include "common/log.h"
+#include "common/panic.h"
 #include "common/xevent.h"
 #include "proxy/cluster.h"
 #include "proxy/jsonrpc.h"
@@ -65,10 +66,18 @@ struct input {
 
 struct proxy_stream;
 
+/*
+ * A request the child has not answered. The child sees the client's id and
+ * progress token unless another request in flight already uses them: then it
+ * sees one of the gateway's (add_pending), and the client gets its own
+ * back in the answer and the progress notifications (route_message).
+ */
 struct pending {
-    char *id_key;       /* owned: jsonrpc_id_key of the request id */
-    char *id_json;      /* owned: the id as the client wrote it, for our errors */
-    char *progress_key; /* owned, may be NULL */
+    char *id_key;        /* owned: jsonrpc_id_key of the id the child sees */
+    char *id_json;       /* owned: the id as the client wrote it, for answers and errors */
+    char *client_key;    /* owned: the client's id key when the child sees another; else NULL */
+    char *progress_key;  /* owned, may be NULL: the key of the progress token the child sees */
+    char *progress_json; /* owned: the client's token when the child sees another; else NULL */
     char method[JSONRPC_METHOD_MAX];
     struct mg_principal *principal; /* owned: who asked (list results are filtered for them) */
     struct proxy_stream *stream;    /* borrowed */
@@ -109,7 +118,8 @@ struct proxy_session {
     bool ended;
     uint64_t next_seq;
     unsigned next_stream;
-    struct pending *pending;      /* owned list */
+    uint64_t next_gateway_id;     /* for ids and tokens the child must not see twice */
+    struct pending *pending;      /* owned list, newest first */
     struct proxy_stream *streams; /* owned list (POST streams) */
     struct proxy_stream get;      /* the GET stream, always present */
     struct ring_event *ring;      /* owned, capacity ring_cap */
@@ -448,7 +458,9 @@ static void pending_free(struct pending *p)
 {
     free(p->id_key);
     free(p->id_json);
+    free(p->client_key);
     free(p->progress_key);
+    free(p->progress_json);
     mg_principal_free(p->principal);
     free(p);
 }
@@ -467,26 +479,17 @@ static struct proxy_stream *unrelated_target(struct proxy_session *s)
     return open == 1 ? only : &s->get;
 }
 
-static struct proxy_stream *progress_target(struct proxy_session *s, const char *text,
-                                            const struct jsonrpc_msg *m)
+/* The request a notifications/progress (M, inspected from TEXT) reports on, or NULL. */
+static struct pending *progress_owner(struct proxy_session *s, const char *text,
+                                      const struct jsonrpc_msg *m)
 {
-    /* notifications/progress names its request by params.progressToken, which the
-     * inspection does not index: read it from the (small) notification itself. */
-    json_error_t jerr;
-    json_t *msg = json_loadb(text + m->params.off, m->params.len, 0, &jerr);
-    json_t *token = json_object_get(msg, "progressToken");
-    char *key = NULL;
-    if (json_is_string(token))
-        key = xasprintf("s:%s", json_string_value(token));
-    else if (json_is_integer(token))
-        key = xasprintf("n:%lld", (long long)json_integer_value(token));
-    json_decref(msg);
-    struct proxy_stream *target = NULL;
-    for (struct pending *p = s->pending; key && p && !target; p = p->next)
+    char *key = m->progress.kind ? jsonrpc_id_key(text, &m->progress) : NULL;
+    struct pending *owner = NULL;
+    for (struct pending *p = s->pending; key && p && !owner; p = p->next)
         if (p->progress_key && strcmp(p->progress_key, key) == 0)
-            target = p->stream;
+            owner = p;
     free(key);
-    return target;
+    return owner;
 }
 
 static void remember_protocol(struct proxy_session *s, const struct pending *p, const char *text,
@@ -525,6 +528,9 @@ static void route_message(struct proxy_session *s, const struct jsonrpc_msg *m, 
             return;
         }
         call_obs_end(s->proxy, s->route_name, &p->obs, m, NULL);
+        char *restored = p->client_key ? jsonrpc_replace(text, &len, &m->id, p->id_json) : NULL;
+        if (restored)
+            text = restored;
         remember_protocol(s, p, text, len);
         char *filtered = filter_response(s, p, text, &len);
         if (filtered)
@@ -536,6 +542,7 @@ static void route_message(struct proxy_session *s, const struct jsonrpc_msg *m, 
             stream_response(st, text, len);
         pending_free(p);
         free(filtered);
+        free(restored);
         if (session_is_idle(s))
             touch(s);
         return;
@@ -545,15 +552,18 @@ static void route_message(struct proxy_session *s, const struct jsonrpc_msg *m, 
                "error", m->invalid, NULL);
         return;
     }
-    struct proxy_stream *st = NULL;
-    if (!s->legacy_sse && jsonrpc_is(m, "notifications/progress") &&
-        m->params.kind == JSON_KIND_OBJECT)
-        st = progress_target(s, text, m);
-    if (st == NULL)
-        st = unrelated_target(s);
+    struct pending *owner =
+        jsonrpc_is(m, "notifications/progress") ? progress_owner(s, text, m) : NULL;
+    char *restored = owner && owner->progress_json
+                         ? jsonrpc_replace(text, &len, &m->progress, owner->progress_json)
+                         : NULL;
+    if (restored)
+        text = restored;
+    struct proxy_stream *st = owner && !s->legacy_sse ? owner->stream : unrelated_target(s);
     if (st != &s->get)
         stream_switch_to_sse(st);
     stream_event(st, text, len);
+    free(restored);
 }
 
 static void on_child_message(struct proxy_session *s, const char *text, size_t len)
@@ -963,16 +973,16 @@ static struct proxy_session *session_for(struct proxy_call *call, const char *id
 /* ---- POST ------------------------------------------------------------------------ */
 
 /* 0 (sent, or queued behind earlier input), or -EPIPE when the child's stdin is gone. */
-static int send_to_child(struct proxy_session *s, const struct guard_msg *g)
+static int send_to_child(struct proxy_session *s, const char *text, size_t len)
 {
     if (s->in_head == NULL) {
-        int rc = stdio_child_send(s->child, g->text, g->len);
+        int rc = stdio_child_send(s->child, text, len);
         if (rc != -ENOBUFS)
             return rc;
     }
     struct input *in = xcalloc(1, sizeof(*in));
-    in->text = xstrndup(g->text, g->len);
-    in->len = g->len;
+    in->text = xstrndup(text, len);
+    in->len = len;
     in->queued_ms = time_mono_ms();
     if (s->in_tail)
         s->in_tail->next = in;
@@ -981,37 +991,153 @@ static int send_to_child(struct proxy_session *s, const struct guard_msg *g)
     s->in_tail = in;
     if (s->in_bytes == 0)
         arm_write_timer(s);
-    s->in_bytes += g->len;
+    s->in_bytes += len;
     return 0;
 }
 
-static void add_pending(struct proxy_session *s, struct proxy_stream *st, const struct guard_msg *g,
-                        const struct mg_principal *who)
+/* A request in flight has this id as the child sees it. */
+static bool id_in_use(const struct proxy_session *s, const char *key)
+{
+    for (const struct pending *p = s->pending; p; p = p->next)
+        if (strcmp(p->id_key, key) == 0)
+            return true;
+    return false;
+}
+
+static bool token_in_use(const struct proxy_session *s, const char *key)
+{
+    for (const struct pending *p = s->pending; p; p = p->next)
+        if (p->progress_key && strcmp(p->progress_key, key) == 0)
+            return true;
+    return false;
+}
+
+/* The request the client calls KEY; of two that share it, the older. */
+static struct pending *pending_of_client(struct proxy_session *s, const char *key)
+{
+    struct pending *found = NULL;
+    for (struct pending *p = s->pending; p; p = p->next)
+        if (strcmp(p->client_key ? p->client_key : p->id_key, key) == 0)
+            found = p;
+    return found;
+}
+
+/* G's text with its id and progress token set to ID_JSON and TOKEN_JSON (either may be NULL:
+ * unchanged). Owned, *LEN bytes. */
+static char *with_ids(const struct guard_msg *g, const char *id_json, const char *token_json,
+                      size_t *len)
+{
+    /* The refs of G->info index the client's text; the guard's may differ (the principal). */
+    struct jsonrpc_msg t;
+    const struct jsonrpc_msg *m = &g->info;
+    bool own = g->text != g->orig;
+    if (own) {
+        GW_ASSERT(jsonrpc_inspect(g->text, g->len, &t) == 0 && t.kind == JSONRPC_REQUEST);
+        m = &t;
+    }
+    struct json_edit e[2];
+    size_t n = 0;
+    if (id_json)
+        e[n++] = (struct json_edit){m->id.off, m->id.off + m->id.len, id_json, strlen(id_json)};
+    if (token_json)
+        e[n++] =
+            (struct json_edit){m->progress_token.off, m->progress_token.off + m->progress_token.len,
+                               token_json, strlen(token_json)};
+    if (n == 2 && e[1].start < e[0].start) {
+        struct json_edit x = e[0];
+        e[0] = e[1];
+        e[1] = x;
+    }
+    char *out = jsonrpc_splice(g->text, g->len, e, n, len);
+    if (own)
+        jsonrpc_msg_clear(&t);
+    return out;
+}
+
+/*
+ * Registers request G (from WHO) as pending on ST and returns the text the child gets: G's
+ * own, or a rewrite owned by *OWNED (*LEN bytes either way).
+ *
+ * MCP asks a client never to reuse a request id in a session, nor a progress token among
+ * its active requests. A client that does anyway (a load generator replaying one body on
+ * several connections at once) would make two answers on the child's one pipe look alike,
+ * and refusing it would fail a pattern that is harmless once told apart. So an id or token
+ * already in flight is replaced by one of the gateway's, "mcpgate:<n>", itself not in
+ * flight; route_message() gives the client its own back. Ids the client has stopped using
+ * are not remembered: reusing one after its answer is the client's affair, as before.
+ */
+static const char *add_pending(struct proxy_session *s, struct proxy_stream *st,
+                               const struct guard_msg *g, const struct mg_principal *who,
+                               char **owned, size_t *len)
 {
     const struct jsonrpc_msg *m = &g->info;
     struct pending *p = xcalloc(1, sizeof(*p));
     p->principal = who ? mg_principal_ref(who) : NULL;
     p->id_json = xstrndup(g->orig + m->id.off, m->id.len);
     p->id_key = xstrdup(m->id_key);
-    snprintf(p->method, sizeof(p->method), "%s", m->method);
     p->progress_key = m->progress_token.kind ? jsonrpc_id_key(g->orig, &m->progress_token) : NULL;
+    snprintf(p->method, sizeof(p->method), "%s", m->method);
+    bool new_id = id_in_use(s, p->id_key);
+    bool new_token = p->progress_key && token_in_use(s, p->progress_key);
+    *owned = NULL;
+    *len = g->len;
+    if (new_id || new_token) {
+        char json[40], key[40];
+        do {
+            snprintf(json, sizeof(json), "\"mcpgate:%llu\"",
+                     (unsigned long long)++s->next_gateway_id);
+            snprintf(key, sizeof(key), "s:%.*s", (int)strlen(json) - 2, json + 1);
+        } while (id_in_use(s, key) || token_in_use(s, key));
+        if (new_id) {
+            p->client_key = p->id_key;
+            p->id_key = xstrdup(key);
+        }
+        if (new_token) {
+            p->progress_json = xstrndup(g->orig + m->progress_token.off, m->progress_token.len);
+            free(p->progress_key);
+            p->progress_key = xstrdup(key);
+        }
+        *owned = with_ids(g, new_id ? json : NULL, new_token ? json : NULL, len);
+    }
     p->stream = st;
     call_obs_start(&p->obs, m, g->orig);
     p->next = s->pending;
     s->pending = p;
     s->n_pending++;
     st->pending++;
+    return *owned ? *owned : g->text;
 }
 
-/* The client cancelled a request: the child will not answer it, so end its wait. */
-static void client_cancelled(struct proxy_session *s, const struct guard_msg *g)
+/*
+ * The client cancelled a request: the child will not answer it, so end its wait. Returns
+ * the notification as the child must get it when the child knows that request by another
+ * id (owned, *LEN), else NULL: forward G as it is.
+ */
+static char *client_cancelled(struct proxy_session *s, const struct guard_msg *g, size_t *len)
 {
     const struct json_ref *rid = &g->info.request_id;
     char *key = rid->kind ? jsonrpc_id_key(g->orig, rid) : NULL;
-    struct pending *p = key ? pending_take(s, key) : NULL;
+    struct pending *p = key ? pending_of_client(s, key) : NULL;
     free(key);
     if (p == NULL)
-        return;
+        return NULL;
+    for (struct pending **pp = &s->pending; *pp; pp = &(*pp)->next)
+        if (*pp == p) {
+            *pp = p->next;
+            s->n_pending--;
+            break;
+        }
+    char *child_text = NULL;
+    if (p->client_key) {
+        struct jsonrpc_msg t;
+        GW_ASSERT(jsonrpc_inspect(g->text, g->len, &t) == 0 && t.request_id.kind);
+        /* The child's id is "s:" and the string; as JSON it is that string quoted. */
+        char *json = xasprintf("\"%s\"", p->id_key + 2);
+        *len = g->len;
+        child_text = jsonrpc_replace(g->text, len, &t.request_id, json);
+        free(json);
+        jsonrpc_msg_clear(&t);
+    }
     struct proxy_stream *st = p->stream;
     if (st != &s->get) {
         char *text = jsonrpc_error_text(p->id_json, strlen(p->id_json), JSONRPC_REQUEST_CANCELLED,
@@ -1030,14 +1156,7 @@ static void client_cancelled(struct proxy_session *s, const struct guard_msg *g)
     }
     call_obs_end(s->proxy, s->route_name, &p->obs, NULL, "cancelled");
     pending_free(p);
-}
-
-static bool id_in_use(struct proxy_session *s, const char *key)
-{
-    for (struct pending *p = s->pending; key && p; p = p->next)
-        if (strcmp(p->id_key, key) == 0)
-            return true;
-    return false;
+    return child_text;
 }
 
 /* Why the session cannot take BODY now (a limit), or NULL. */
@@ -1064,17 +1183,6 @@ static void post_messages(struct proxy_call *call, struct proxy_session *s,
         proxy_reply_rpc_error(call->req, 503, JSONRPC_GATEWAY_LIMIT, full);
         return;
     }
-    for (size_t i = 0; i < body->n; i++) {
-        const struct jsonrpc_msg *m = &body->msgs[i].info;
-        if (m->kind == JSONRPC_REQUEST && id_in_use(s, m->id_key)) {
-            char *text = jsonrpc_error_text(body->msgs[i].orig + m->id.off, m->id.len,
-                                            JSONRPC_INVALID_REQUEST,
-                                            "a request with this id is already in progress");
-            http_reply_json_text(call->req, 400, text);
-            free(text);
-            return;
-        }
-    }
     struct proxy_stream *st = NULL;
     if (body->requests) {
         st = xcalloc(1, sizeof(*st));
@@ -1097,11 +1205,18 @@ static void post_messages(struct proxy_call *call, struct proxy_session *s,
             s->drop_initialized = false;
             continue;
         }
+        char *owned = NULL;
+        const char *text = g->text;
+        size_t len = g->len;
         if (g->info.kind == JSONRPC_REQUEST)
-            add_pending(s, st, g, call->principal);
-        if (g->info.kind == JSONRPC_NOTIFICATION && jsonrpc_is(&g->info, "notifications/cancelled"))
-            client_cancelled(s, g);
-        if (send_to_child(s, g) < 0 && !s->ended) {
+            text = add_pending(s, st, g, call->principal, &owned, &len);
+        if (g->info.kind == JSONRPC_NOTIFICATION &&
+            jsonrpc_is(&g->info, "notifications/cancelled") &&
+            (owned = client_cancelled(s, g, &len)) != NULL)
+            text = owned;
+        int rc = send_to_child(s, text, len);
+        free(owned);
+        if (rc < 0 && !s->ended) {
             gw_log(GW_LOG_WARN, "proxy", s->id, "the upstream does not take input", NULL);
             session_end(s, "the upstream process stopped reading its input", true);
             break;
@@ -1379,16 +1494,19 @@ void session_handle_legacy_post(struct proxy_call *call, const char *session_id,
                                             g->info.id.len, JSONRPC_GATEWAY_LIMIT, full);
             stream_event(&s->get, text, strlen(text));
             free(text);
-        } else if (g->info.kind == JSONRPC_REQUEST && id_in_use(s, g->info.id_key)) {
-            char *text = jsonrpc_error_text(g->orig + g->info.id.off, g->info.id.len,
-                                            JSONRPC_INVALID_REQUEST,
-                                            "a request with this id is already in progress");
-            stream_event(&s->get, text, strlen(text));
-            free(text);
         } else {
+            char *owned = NULL;
+            const char *text = g->text;
+            size_t len = g->len;
             if (g->info.kind == JSONRPC_REQUEST)
-                add_pending(s, &s->get, g, call->principal);
-            if (send_to_child(s, g) < 0)
+                text = add_pending(s, &s->get, g, call->principal, &owned, &len);
+            if (g->info.kind == JSONRPC_NOTIFICATION &&
+                jsonrpc_is(&g->info, "notifications/cancelled") &&
+                (owned = client_cancelled(s, g, &len)) != NULL)
+                text = owned;
+            int rc = send_to_child(s, text, len);
+            free(owned);
+            if (rc < 0)
                 session_end(s, "the upstream process stopped reading its input", true);
         }
         http_reply_empty(call->req, 202);

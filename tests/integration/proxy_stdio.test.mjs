@@ -276,15 +276,66 @@ describe('requests in a session', () => {
     assert.equal(toolText((await c.callTool('echo', { text: 'after cancel' })).response), 'after cancel');
   });
 
-  test('a request id already in progress is refused with 400; the first request is unaffected', async () => {
-    const first = c.start(toolCall(400, 'slow', { seconds: 0.5, steps: 1 }));
-    await sleep(100);
-    const dup = await post(toolCall(400, 'echo', { text: 'dup' }), c.opts());
-    assert.equal(dup.status, 400);
-    assert.equal(errCode(dup), -32600);
-    const j = await (await first).json();
-    assert.equal(j.id, 400);
-    assert.match(toolText(j), /^done/);
+  // MCP asks clients never to reuse an id in a session; a load generator replaying one body
+  // does. The child must still see every id and token in flight once (README "The MCP endpoint").
+  test('two requests in flight with the same id and progress token each get their own progress and answer', async () => {
+    const first = await c.start(toolCall(400, 'slow', { seconds: 1.5, steps: 3 }, 'tok'));
+    assert.equal(first.status, 200);
+    assert.equal((await first.sse.next(5000)).data, '');
+    const p1 = eventJson(await first.sse.next(5000));
+    assert.deepEqual([p1.params.progressToken, p1.params.total], ['tok', 3]);
+    const second = await c.start(toolCall(400, 'slow', { seconds: 0.2, steps: 2 }, 'tok'));
+    assert.equal(second.status, 200);
+    const rest2 = (await second.sse.rest(5000)).filter((e) => e.data).map(eventJson);
+    const rest1 = (await first.sse.rest(5000)).filter((e) => e.data).map(eventJson);
+    for (const [events, steps] of [[rest1, 3], [rest2, 2]]) {
+      const progress = events.filter((m) => m.method === 'notifications/progress');
+      assert.ok(progress.length >= 1, JSON.stringify(events));
+      for (const m of progress) assert.deepEqual([m.params.progressToken, m.params.total], ['tok', steps], JSON.stringify(m));
+      const answers = events.filter((m) => 'result' in m || 'error' in m);
+      assert.equal(answers.length, 1, JSON.stringify(events));
+      assert.equal(answers[0].id, 400);
+      assert.match(toolText(answers[0]), new RegExp(`^done: waited [0-9.]+ s in ${steps} steps$`));
+    }
+  });
+
+  test('a batch with one id twice gets both answers; a cancel names the older of two such requests', async () => {
+    const old = new McpClient(port, ROUTE, { protocolVersion: '2025-03-26' }); // batches
+    await old.initialize();
+    try {
+      const b = await post([toolCall(410, 'echo', { text: 'a' }), toolCall(410, 'echo', { text: 'b' })], old.opts());
+      assert.equal(b.status, 200, b.text);
+      assert.deepEqual(b.json.map((m) => [m.id, toolText(m)]).sort(), [[410, 'a'], [410, 'b']]);
+    } finally {
+      await old.delete();
+    }
+
+    const older = await c.start(toolCall(411, 'slow', { seconds: 10, steps: 20 }, 'p411a'));
+    assert.equal((await older.sse.next(5000)).data, '');
+    const newer = await c.start(toolCall(411, 'slow', { seconds: 1, steps: 4 }, 'p411b'));
+    assert.equal((await newer.sse.next(5000)).data, ''); // both are in flight now, in this order
+    assert.equal((await c.notify('notifications/cancelled', { requestId: 411 })).status, 202);
+    const cancelled = (await older.sse.rest(5000)).filter((e) => e.data).map(eventJson);
+    assert.ok(older.sse.ended, 'the cancelled request\'s stream did not end');
+    assert.ok(!cancelled.some((m) => 'result' in m), `the cancelled request got a result: ${JSON.stringify(cancelled)}`);
+    const answers = (await newer.sse.rest(5000)).filter((e) => e.data).map(eventJson).filter((m) => 'result' in m);
+    assert.equal(answers.length, 1);
+    assert.equal(answers[0].id, 411);
+    assert.match(toolText(answers[0]), /^done/);
+
+    // Once the older is answered, the id names the other, which the child knows by the
+    // gateway's id: the cancel reaches it (the child stops, so none of its progress is left
+    // to land on the next stream).
+    const a = await c.start(toolCall(413, 'slow', { seconds: 0.3, steps: 3 }, 'p413a'));
+    assert.equal((await a.sse.next(5000)).data, '');
+    const b = await c.start(toolCall(413, 'slow', { seconds: 10, steps: 20 }, 'p413b'));
+    assert.equal((await b.sse.next(5000)).data, '');
+    assert.ok((await a.sse.rest(5000)).some((e) => e.data && eventJson(e).id === 413));
+    assert.equal((await c.notify('notifications/cancelled', { requestId: 413 })).status, 202);
+    assert.ok(!(await b.sse.rest(5000)).some((e) => e.data && 'result' in eventJson(e)));
+    const next = await c.start(toolCall(414, 'slow', { seconds: 1, steps: 2 }, 'p414'));
+    const seen = (await next.sse.rest(5000)).filter((e) => e.data).map(eventJson);
+    assert.deepEqual(seen.map((m) => m.params?.progressToken ?? m.id), ['p414', 'p414', 414], JSON.stringify(seen));
   });
 
   test('a 1 MiB message goes to the child and back', async () => {
@@ -465,6 +516,13 @@ describe('2024-11-05 HTTP+SSE transport', () => {
     const echo = await nextMessage();
     assert.equal(echo.id, 2);
     assert.equal(toolText(echo), 'old transport');
+    // An id still in flight, used again: both answers come, each with the id the client sent.
+    assert.equal((await send(toolCall(5, 'slow', { seconds: 0.3, steps: 1 }))).status, 202);
+    assert.equal((await send(toolCall(5, 'echo', { text: 'same id' }))).status, 202);
+    const both = [await nextMessage(), await nextMessage()].filter((m) => m.id === 5).map(toolText);
+    assert.equal(both.length, 2, JSON.stringify(both));
+    assert.equal(both[0], 'same id');
+    assert.match(both[1], /^done/);
 
     // Another session id, or none, is refused.
     const other = await mcpPost(port, `${ROUTE}/messages?session_id=${'B'.repeat(43)}`, toolCall(3, 'echo', { text: 'x' }));

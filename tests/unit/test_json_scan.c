@@ -194,6 +194,27 @@ static void test_batch_split_scans_only_arrays(void **state)
     jsonrpc_msg_clear(&m);
 }
 
+/* The ref the session uses to put a client's own progress token back. */
+static void test_inspect_finds_the_progress_token(void **state)
+{
+    (void)state;
+    static const char progress[] = "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\","
+                                   "\"params\":{\"progress\":1,\"progressToken\":\"mcpgate:7\"}}";
+    struct jsonrpc_msg m;
+    assert_int_equal(jsonrpc_inspect(progress, strlen(progress), &m), 0);
+    assert_int_equal(m.kind, JSONRPC_NOTIFICATION);
+    assert_int_equal(m.progress.kind, JSON_KIND_STRING);
+    assert_memory_equal(progress + m.progress.off, "\"mcpgate:7\"", m.progress.len);
+    assert_int_equal(m.progress_token.kind, JSON_KIND_NONE); /* that one is params._meta's */
+    jsonrpc_msg_clear(&m);
+
+    static const char twice[] = "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\","
+                                "\"params\":{\"progressToken\":1,\"progressToken\":2}}";
+    assert_int_equal(jsonrpc_inspect(twice, strlen(twice), &m), 0);
+    assert_int_equal(m.kind, JSONRPC_INVALID);
+    jsonrpc_msg_clear(&m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -201,6 +222,7 @@ int main(void)
         cmocka_unit_test(test_sequences_at_every_offset),
         cmocka_unit_test(test_unterminated_at_every_length),
         cmocka_unit_test(test_batch_split_scans_only_arrays),
+        cmocka_unit_test(test_inspect_finds_the_progress_token),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
