@@ -416,12 +416,25 @@ static bool session_is_idle(const struct proxy_session *s)
     return s->pending == NULL && s->get.req == NULL;
 }
 
+static void arm_idle(struct proxy_session *s, uint64_t ms)
+{
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(s->idle_timer, &tv);
+}
+
+/* The timer runs from the first touch and is moved on only here, when it fires: a busy
+ * session then costs no timer update per request. */
 static void on_idle(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     struct proxy_session *s = arg;
-    if (session_is_idle(s))
+    if (!session_is_idle(s) || s->idle_timeout_ms == 0)
+        return; /* touch() arms it again once the session is idle */
+    uint64_t quiet = time_mono_ms() - s->last_used_ms;
+    if (quiet < s->idle_timeout_ms)
+        arm_idle(s, s->idle_timeout_ms - quiet);
+    else
         session_end(s, "idle timeout", true);
 }
 
@@ -432,11 +445,9 @@ static void touch(struct proxy_session *s)
     s->last_used_ms = time_mono_ms();
     if (!s->ended && s->last_used_ms - s->record_ms >= 10000)
         record_put(s); /* the registry's "last" and "streams", at most every 10 s */
-    if (s->idle_timeout_ms == 0 || s->ended)
+    if (s->idle_timeout_ms == 0 || s->ended || evtimer_pending(s->idle_timer, NULL))
         return;
-    struct timeval tv = {(time_t)(s->idle_timeout_ms / 1000),
-                         (suseconds_t)(s->idle_timeout_ms % 1000) * 1000};
-    evtimer_add(s->idle_timer, &tv);
+    arm_idle(s, s->idle_timeout_ms);
 }
 
 /* ---- messages from the child -------------------------------------------- */

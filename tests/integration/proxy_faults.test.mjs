@@ -356,14 +356,17 @@ describe('idle timeout', () => {
     if (gw) await gw.stop();
   });
 
-  test('stdio.idle_timeout: 1s → after ~1.5 s without requests the session answers 404 and the child is gone', async () => {
+  test('stdio.idle_timeout: 1s → requests keep the session; 1.5 s without one and it answers 404 and the child is gone', async () => {
     gw = await gateway({ route: { stdio: { idle_timeout: '1s' } } });
     const before = childPids(gw.pid);
     const c = new McpClient(gw.port, ROUTE);
     await c.initialize();
     const child = await newChild(gw.pid, before);
-    await sleep(500);
-    assert.equal((await c.request('ping')).status, 200, 'a request resets the idle timer');
+    // Requests 200 ms apart for 2 s: each moves the deadline on (twice the timeout in all).
+    for (let i = 0; i < 10; i++) {
+      await sleep(200);
+      assert.equal((await c.request('ping')).status, 200, `a request did not move the idle deadline on (ping ${i})`);
+    }
     await sleep(1500);
     assert.equal((await c.request('ping')).status, 404);
     await waitFor(() => !pidExists(child), { timeoutMs: 5000, what: 'the idle child to be reaped' });
