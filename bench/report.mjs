@@ -241,6 +241,9 @@ if (everything.length) {
   say('  one core), so the ratio to child direct shows what the front leaves of them, and no front can be more than');
   say('  child direct / that peer times faster than a peer. Scenario 2 (whoami-server, a C upstream) shows the');
   say('  fronts\' own cost.');
+  const evWarm = [...new Set(everything.map((r) => r.warmup).filter((w) => w !== undefined))];
+  say(`  Warm-up ${evWarm.join('/') || '?'} s per row (BENCH_EVERYTHING_WARMUP): V8 compiles the server's hot paths only after`);
+  say('  thousands of calls per process; with 2 s every row measured children at about half their settled rate.');
   say();
 }
 

@@ -18,6 +18,7 @@
 # ("supergateway mcp-proxy"), BENCH_IDLE_STREAMS (5000; 0 skips the idle-stream scenario),
 # BENCH_CLUSTER (1; 0 skips the two-instance rows: via the session's owner, via the other),
 # BENCH_EVERYTHING (16: the clients of scenario 2b, server-everything as the upstream; 0 skips it),
+# BENCH_EVERYTHING_WARMUP (10 x BENCH_WARMUP: the warm-up of each 2b row, for V8's compiler),
 # MCPGATE_BIN (build/rel/mcpgate).
 #
 # Every process started here is in its own process group and is stopped on exit, on error and
@@ -367,7 +368,10 @@ everything_scenario() {
     printf '#!/bin/sh\nexec node "%s" stdio\n' "$NM/@modelcontextprotocol/server-everything/dist/index.js" >"$EVERYTHING"
     chmod +x "$EVERYTHING"
     NODE_EXE=$(readlink -f "$(command -v node)")
+    # V8 compiles a server's hot paths only after thousands of calls per process: after 2 s the
+    # 16 children ran at half the rate they reach at 15 s (bench/README.md, scenario 2b).
     ev_opts="--only throughput --concurrency $BENCH_EVERYTHING --upstream $NODE_EXE --echo-arg message"
+    ev_opts="$ev_opts --warmup $BENCH_EVERYTHING_WARMUP"
     say "scenario 2b: $BENCH_EVERYTHING clients, upstream server-everything"
 
     port=$(free_port)
@@ -391,11 +395,13 @@ everything_scenario() {
     done
     if [ "$BENCH_DIRECT" = 1 ]; then
         run_direct everything-direct "$EVERYTHING" --concurrency "$BENCH_EVERYTHING" \
-            --large-bytes 0 --spawn 0 --echo-arg message --echo-prefix "Echo: "
+            --large-bytes 0 --spawn 0 --echo-arg message --echo-prefix "Echo: " \
+            --warmup "$BENCH_EVERYTHING_WARMUP"
     fi
 }
 
 BENCH_EVERYTHING=${BENCH_EVERYTHING:-16}
+BENCH_EVERYTHING_WARMUP=${BENCH_EVERYTHING_WARMUP:-$(awk -v w="$BENCH_WARMUP" 'BEGIN { print w * 10 }')}
 if [ "$BENCH_EVERYTHING" != 0 ]; then
     if [ -n "$NODE_TOO_OLD" ]; then
         failed everything-mcpgate "not run: server-everything $NODE_TOO_OLD"
