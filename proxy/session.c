@@ -1170,6 +1170,28 @@ static char *client_cancelled(struct proxy_session *s, const struct guard_msg *g
     return child_text;
 }
 
+/*
+ * Message G from WHO goes to the child: a request is registered as pending on ST, a cancel
+ * ends the wait of the request it names, and either is rewritten when the child knows that
+ * request by the gateway's id. 0 (sent or queued), or -EPIPE when the child's stdin is gone.
+ */
+static int forward_message(struct proxy_session *s, struct proxy_stream *st,
+                           const struct guard_msg *g, const struct mg_principal *who)
+{
+    char *owned = NULL;
+    const char *text = g->text;
+    size_t len = g->len;
+    if (g->info.kind == JSONRPC_REQUEST)
+        text = add_pending(s, st, g, who, &owned, &len);
+    else if (g->info.kind == JSONRPC_NOTIFICATION &&
+             jsonrpc_is(&g->info, "notifications/cancelled") &&
+             (owned = client_cancelled(s, g, &len)) != NULL)
+        text = owned;
+    int rc = send_to_child(s, text, len);
+    free(owned);
+    return rc;
+}
+
 /* Why the session cannot take BODY now (a limit), or NULL. */
 static const char *session_full(const struct proxy_session *s, const struct guard_body *body)
 {
@@ -1216,18 +1238,7 @@ static void post_messages(struct proxy_call *call, struct proxy_session *s,
             s->drop_initialized = false;
             continue;
         }
-        char *owned = NULL;
-        const char *text = g->text;
-        size_t len = g->len;
-        if (g->info.kind == JSONRPC_REQUEST)
-            text = add_pending(s, st, g, call->principal, &owned, &len);
-        if (g->info.kind == JSONRPC_NOTIFICATION &&
-            jsonrpc_is(&g->info, "notifications/cancelled") &&
-            (owned = client_cancelled(s, g, &len)) != NULL)
-            text = owned;
-        int rc = send_to_child(s, text, len);
-        free(owned);
-        if (rc < 0 && !s->ended) {
+        if (forward_message(s, st, g, call->principal) < 0 && !s->ended) {
             gw_log(GW_LOG_WARN, "proxy", s->id, "the upstream does not take input", NULL);
             session_end(s, "the upstream process stopped reading its input", true);
             break;
@@ -1506,18 +1517,7 @@ void session_handle_legacy_post(struct proxy_call *call, const char *session_id,
             stream_event(&s->get, text, strlen(text));
             free(text);
         } else {
-            char *owned = NULL;
-            const char *text = g->text;
-            size_t len = g->len;
-            if (g->info.kind == JSONRPC_REQUEST)
-                text = add_pending(s, &s->get, g, call->principal, &owned, &len);
-            if (g->info.kind == JSONRPC_NOTIFICATION &&
-                jsonrpc_is(&g->info, "notifications/cancelled") &&
-                (owned = client_cancelled(s, g, &len)) != NULL)
-                text = owned;
-            int rc = send_to_child(s, text, len);
-            free(owned);
-            if (rc < 0)
+            if (forward_message(s, &s->get, g, call->principal) < 0)
                 session_end(s, "the upstream process stopped reading its input", true);
         }
         http_reply_empty(call->req, 202);
