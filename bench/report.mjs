@@ -206,7 +206,7 @@ say();
 
 // ---- scenario 2b: the same calls with a Node upstream (server-everything) --------------------
 
-const EVERYTHING_ROWS = ['mcpgate', 'supergateway', 'mcp-proxy', 'direct'];
+const EVERYTHING_ROWS = ['mcpgate', 'mcpgate-nice', 'supergateway', 'mcp-proxy', 'direct'];
 const everything = EVERYTHING_ROWS.map((n) => {
   const file = path.join(dir, `everything-${n}.json`);
   const err = path.join(dir, `everything-${n}.error`);
@@ -228,7 +228,8 @@ if (everything.length) {
   tbl(table(['gateway', 'req/s', 'p50 ms', 'p99 ms', 'CPU us/req', 'upstream CPU', 'bad/err', 'other CPU', 'ratio req/s', 'ratio p99'],
     everything.map((r) => {
       const t = evGet(r);
-      const label = r.name === 'direct' ? LABELS.direct : r.name === 'mcpgate' ? 'mcpgate (auth: none, memory store)' : LABELS[r.name];
+      const label = { direct: LABELS.direct, mcpgate: 'mcpgate (auth: none, memory store)',
+        'mcpgate-nice': 'mcpgate (the same, stdio.nice: 5)' }[r.name] ?? LABELS[r.name];
       if (!t) return [`${label}: ${r.error ?? 'not measured'}`];
       const up = r.name === 'direct' ? t.children_cpu_pct : t.upstream_cpu_pct;
       return [label, int(t.per_s), f(t.p50_ms, 3), f(t.p99_ms, 3), r.name === 'direct' ? 'none' : f(cpuPerReq(t), 0),

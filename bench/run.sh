@@ -374,18 +374,23 @@ everything_scenario() {
     ev_opts="$ev_opts --warmup $BENCH_EVERYTHING_WARMUP"
     say "scenario 2b: $BENCH_EVERYTHING clients, upstream server-everything"
 
-    port=$(free_port)
-    UPSTREAM_CMD=$EVERYTHING # write_config's route command, for this config only
-    write_config "$port" "store: { backend: memory }" none >"$TMP/mcpgate-everything.yaml"
-    UPSTREAM_CMD=
-    start "$TMP/everything-mcpgate.log" "$MCPGATE_BIN" -c "$TMP/mcpgate-everything.yaml"
-    if wait_up everything-mcpgate "$PID" "http://127.0.0.1:$port/healthz" "$TMP/everything-mcpgate.log"; then
-        # shellcheck disable=SC2086
-        measure everything-mcpgate "http://127.0.0.1:$port/mcp" "$PID" $ev_opts --echo-prefix "Echo: "
-    else
-        stop_pid "$PID"
-        start_failed everything-mcpgate "$TMP/everything-mcpgate.log"
-    fi
+    # mcpgate as configured by default, then with its children one CPU priority step set below
+    # it (stdio.nice, README "STDIO routes").
+    for row in mcpgate:"" mcpgate-nice:", nice: 5"; do
+        name=everything-${row%%:*}
+        port=$(free_port)
+        UPSTREAM_CMD=$EVERYTHING # write_config's route command, for this config only
+        write_config "$port" "store: { backend: memory }" none "${row#*:}" >"$TMP/$name.yaml"
+        UPSTREAM_CMD=
+        start "$TMP/$name.log" "$MCPGATE_BIN" -c "$TMP/$name.yaml"
+        if wait_up "$name" "$PID" "http://127.0.0.1:$port/healthz" "$TMP/$name.log"; then
+            # shellcheck disable=SC2086
+            measure "$name" "http://127.0.0.1:$port/mcp" "$PID" $ev_opts --echo-prefix "Echo: "
+        else
+            stop_pid "$PID"
+            start_failed "$name" "$TMP/$name.log"
+        fi
+    done
     for peer in $BENCH_PEERS; do
         port=$(free_port)
         if start_peer "everything-$peer" "$peer" "$port" "$EVERYTHING"; then
@@ -405,6 +410,7 @@ BENCH_EVERYTHING_WARMUP=${BENCH_EVERYTHING_WARMUP:-$(awk -v w="$BENCH_WARMUP" 'B
 if [ "$BENCH_EVERYTHING" != 0 ]; then
     if [ -n "$NODE_TOO_OLD" ]; then
         failed everything-mcpgate "not run: server-everything $NODE_TOO_OLD"
+        failed everything-mcpgate-nice "not run: server-everything $NODE_TOO_OLD"
     else
         everything_scenario
     fi

@@ -234,6 +234,7 @@ struct gw_stdio_upstream {
     uint64_t write_timeout_ms; /* how long input may wait for a child that does not read, 30 s */
     enum gw_stdio_pool pool;   /* modern requests: one child per caller, or per request */
     uint32_t warm;             /* pre-started, pre-initialized children for new sessions, 0 */
+    uint32_t nice;             /* added to the gateway's niceness for the children, 0 to 19 */
 };
 
 struct gw_http_upstream {

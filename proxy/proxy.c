@@ -127,6 +127,7 @@ struct stdio_child *proxy_spawn_child(struct proxy *p, const struct gw_route_con
         .max_line_bytes = r->stdio.max_line_bytes,
         .stdin_high_water_bytes = p->cfg->server.limits.max_body_bytes * 4,
         .kill_grace_ms = r->stdio.kill_grace_ms,
+        .nice = r->stdio.nice,
     };
     struct stdio_child *c = stdio_spawn(p->base, &o, cbs, arg, err_out);
     identity_env_free(env);

@@ -62,6 +62,7 @@ static const struct conf_field stdio_fields[] = {
      RANGE(100, HOUR_MS)},
     {"pool", CONF_ENUM, AT(struct gw_stdio_upstream, pool), .names = pool_names},
     {"warm", CONF_U32, AT(struct gw_stdio_upstream, warm), RANGE(0, 1000)},
+    {"nice", CONF_U32, AT(struct gw_stdio_upstream, nice), RANGE(0, 19)},
 };
 
 static const struct conf_section stdio_section = {FIELDS(stdio_fields), NULL, NULL};

@@ -73,6 +73,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -817,6 +818,26 @@ fail:
     return rc;
 }
 
+/*
+ * posix_spawn has no attribute for niceness, so the parent sets it just after the exec, on
+ * the child's whole process group: a process the child forked in that moment gets it too,
+ * and every later one inherits it. Raising niceness needs no privilege.
+ */
+static void lower_priority(pid_t pgid, unsigned nice, const char *log_tag)
+{
+    if (nice == 0)
+        return;
+    errno = 0;
+    int mine = getpriority(PRIO_PROCESS, 0); /* -1 is a valid niceness: errno tells */
+    if (errno == 0) {
+        int want = mine + (int)nice > 19 ? 19 : mine + (int)nice;
+        if (setpriority(PRIO_PGRP, (id_t)pgid, want) == 0)
+            return;
+    }
+    gw_log(GW_LOG_WARN, "upstream", log_tag, "cannot lower the child's CPU priority (stdio.nice)",
+           "error", strerror(errno), NULL);
+}
+
 /* Names what failed when posix_spawn did: the cwd, or the program. */
 static char *spawn_error(const char *name, const char *cwd, int rc)
 {
@@ -965,6 +986,7 @@ struct stdio_child *stdio_spawn(struct event_base *base, const struct stdio_spaw
         goto out;
     }
     children_alive++;
+    lower_priority(pid, o->nice, o->log_tag);
     c = child_new(base, o, cb, arg, pid, pidfd, in[1], out[0], errp[0]);
     in[1] = out[0] = errp[0] = -1; /* owned by c now */
     char pid_text[24];

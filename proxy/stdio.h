@@ -75,6 +75,9 @@ struct stdio_spawn_options {
     uint64_t max_line_bytes;         /* stdout line limit; over it the child is killed */
     uint64_t stdin_high_water_bytes; /* stdio_child_send returns -ENOBUFS beyond it */
     uint64_t kill_grace_ms;          /* each step of the stop sequence; 0 is allowed */
+    /* Added to the gateway's niceness for the child's process group (0: the same; the
+     * result is capped at 19). A failure to set it is logged, not fatal. */
+    unsigned nice;
 };
 
 /*

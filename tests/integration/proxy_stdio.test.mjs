@@ -9,7 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import { gatewayConfig, sleep, startGateway, waitFor } from '../lib/harness.mjs';
 import {
   ACCEPT_BOTH, LATEST, McpClient, childPids, eventJson, initializeMessage, mcpPost, mcpRequest, newChild, pidExists,
-  procState, routesYaml, toolCall, toolText, whoamiRoute,
+  procNice, procState, routesYaml, toolCall, toolText, whoamiRoute,
 } from '../lib/mcp.mjs';
 
 const ROUTE = '/mcp/who';
@@ -21,7 +21,10 @@ before(async () => {
   gw = await startGateway({
     config: ({ port: p }) => gatewayConfig({
       port: p,
-      extra: routesYaml([whoamiRoute({ path: ROUTE, stdio: { env: { FOO: 'bar', EMPTY_ONE: '' }, env_passthrough: ['PASS_ME'] } })]),
+      extra: routesYaml([
+        whoamiRoute({ path: ROUTE, stdio: { env: { FOO: 'bar', EMPTY_ONE: '' }, env_passthrough: ['PASS_ME'] } }),
+        whoamiRoute({ name: 'nice', path: '/mcp/nice', stdio: { nice: 7 } }),
+      ]),
     }),
     env: { SECRET_TEST_VAR: 'x', PASS_ME: 'y' },
   });
@@ -537,6 +540,22 @@ describe('2024-11-05 HTTP+SSE transport', () => {
 });
 
 describe('the child environment', () => {
+  test('stdio.nice: 7 → the child runs 7 above the gateway\'s niceness; without it, at the gateway\'s', async () => {
+    const base = procNice(gw.pid);
+    for (const [path, add] of [['/mcp/nice', 7], [ROUTE, 0]]) {
+      const before = childPids(gw.pid);
+      const c = new McpClient(port, path);
+      await c.initialize();
+      try {
+        const child = await newChild(gw.pid, before);
+        assert.equal(procNice(child), Math.min(19, base + add), `the child of ${path}`);
+        assert.equal(toolText((await c.callTool('echo', { text: 'nice' })).response), 'nice');
+      } finally {
+        await c.delete();
+      }
+    }
+  });
+
   test('route env, env_passthrough and MCP_USER_* only; the gateway environment is not visible', async () => {
     const c = new McpClient(port, ROUTE);
     await c.initialize();

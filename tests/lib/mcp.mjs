@@ -393,6 +393,16 @@ export function fdCount(pid) {
 }
 
 /** The newest child of PID that is not in BEFORE (waits for it). */
+/** The niceness of PID (field 19 of /proc/PID/stat), or null when it is gone. */
+export function procNice(pid) {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+  } catch {
+    return null;
+  }
+}
+
 export async function newChild(pid, before = [], timeoutMs = 5000) {
   return waitFor(() => childPids(pid).find((c) => !before.includes(c)), { timeoutMs, intervalMs: 10, what: `a new child of ${pid}` });
 }
