@@ -452,6 +452,8 @@ static void touch(struct proxy_session *s)
 
 /* ---- messages from the child -------------------------------------------- */
 
+/* Takes the request the child knows as ID_KEY (unique among those in flight: add_pending) out
+ * of the session's list: the caller owns it then. NULL when there is none. */
 static struct pending *pending_take(struct proxy_session *s, const char *id_key)
 {
     for (struct pending **pp = &s->pending; *pp; pp = &(*pp)->next) {
@@ -1132,12 +1134,8 @@ static char *client_cancelled(struct proxy_session *s, const struct guard_msg *g
     free(key);
     if (p == NULL)
         return NULL;
-    for (struct pending **pp = &s->pending; *pp; pp = &(*pp)->next)
-        if (*pp == p) {
-            *pp = p->next;
-            s->n_pending--;
-            break;
-        }
+    struct pending *taken = pending_take(s, p->id_key);
+    GW_ASSERT(taken == p); /* the ids the child sees are unique among those in flight */
     char *child_text = NULL;
     if (p->client_key) {
         struct jsonrpc_msg t;
