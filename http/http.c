@@ -97,8 +97,12 @@
  * "Transfer-Encoding: chunked" or "Connection: close" the client's did not. */
 #define HTTP_HEAD_SLACK 1024u
 #define HTTP_CHUNK_LINE_MAX 4096u
-/* While a request is with evhttp, input waits in the bufferevent (its read
- * high-water mark stops reading, so TCP pushes back on a pipelining client). */
+/* While a request is with evhttp, input waits in the bufferevent. Past this
+ * much its read high-water mark stops reading, so TCP pushes back on a
+ * pipelining client (overshoot: one read, HTTP_IO_TURN_BYTES). The mark is
+ * set only then (on_input) and cleared when the answer is complete: while it
+ * is set, libevent re-arms the read event on every change to the input
+ * buffer, a dozen times a request as evhttp parses a head line by line. */
 #define HTTP_BUSY_INPUT_MAX (64u << 10)
 /* Pipelined bytes staged ahead of the request being answered: past this the
  * client is flooding, and the connection is closed. */
@@ -172,7 +176,9 @@ struct http_conn {
     bool close_after; /* the current answer ends the connection (lingering) */
     bool close_now;   /* the kick closes the connection */
     bool deadline_armed;
-    bool line_checked; /* the request line of the head being read was judged */
+    bool line_checked;     /* the request line of the head being read was judged */
+    bool input_capped;     /* the read high-water mark (HTTP_BUSY_INPUT_MAX) is set */
+    bool idle_timeout_set; /* evhttp's connection timeout is idle_timeout already */
     size_t head_scan;
     uint64_t body_left;
     uint64_t body_seen;
@@ -221,6 +227,8 @@ struct http_server {
      * secret (they are logged and echoed), and no RAND_bytes per request:
      * OpenSSL's fork check makes that a getpid(2) each time. */
     char rid_prefix[17];
+    time_t date_sec; /* the second DATE was formatted for */
+    char date[64];   /* that second as an IMF-fixdate, the Date of every answer in it */
     uint64_t rid_seq;
     uint64_t ip_refused;             /* connections refused by max_connections_per_ip */
     uint64_t ip_refused_logged;      /* ip_refused at the last log line */
@@ -470,6 +478,12 @@ static void set_idle_timeout(struct http_request *req)
     uint64_t ms = req->srv->opts.idle_timeout_ms;
     if (ms == 0 || req->evcon == NULL)
         return;
+    /* evhttp keeps it for the connection's life: setting it again re-arms two events */
+    if (req->conn) {
+        if (req->conn->idle_timeout_set)
+            return;
+        req->conn->idle_timeout_set = true;
+    }
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
     evhttp_connection_set_timeout_tv(req->evcon, &tv);
 }
@@ -531,6 +545,19 @@ static void add_common_headers(struct http_request *req)
 {
     struct evkeyvalq *out = evhttp_request_get_output_headers(req->ev);
     evhttp_add_header(out, "X-Request-Id", req->request_id);
+    /* evhttp formats a Date for every answer that has none (time, gmtime_r, snprintf):
+     * once a second is enough. */
+    struct http_server *srv = req->srv;
+    time_t now = time(NULL);
+    if (now != srv->date_sec) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        if (evutil_date_rfc1123(srv->date, sizeof(srv->date), &tm) <= 0)
+            srv->date[0] = '\0';
+        srv->date_sec = now;
+    }
+    if (srv->date[0])
+        evhttp_add_header(out, "Date", srv->date);
     if (req->cors && evhttp_find_header(out, "Access-Control-Allow-Origin") == NULL)
         evhttp_add_header(out, "Access-Control-Allow-Origin", "*");
 }
@@ -855,11 +882,20 @@ bool http_request_is_https(const struct http_request *req)
     return req->https;
 }
 
+/* The first field named NAME (ASCII case-insensitive; the gate admits only tchar
+ * names). evhttp_find_header does the same a byte at a time through a lower-case
+ * table, and a request asks for a dozen names: the first letter rules most out. */
 const char *http_request_header(const struct http_request *req, const char *name)
 {
     if (req->ev == NULL)
         return NULL;
-    return evhttp_find_header(evhttp_request_get_input_headers(req->ev), name);
+    unsigned char first = (unsigned char)(name[0] | 0x20);
+    struct evkeyval *kv;
+    TAILQ_FOREACH (kv, evhttp_request_get_input_headers(req->ev), next) {
+        if ((unsigned char)(kv->key[0] | 0x20) == first && strcasecmp(kv->key, name) == 0)
+            return kv->value;
+    }
+    return NULL;
 }
 
 size_t http_request_header_count(const struct http_request *req, const char *name)
@@ -1510,11 +1546,6 @@ static void format_ms(uint64_t ms, char *out, size_t cap)
         snprintf(out, cap, "%llu ms", (unsigned long long)ms);
 }
 
-static void add_span(struct evbuffer *out, struct http_frame_span s)
-{
-    evbuffer_add(out, s.ptr, s.len);
-}
-
 static bool span_ci(struct http_frame_span s, const char *name)
 {
     return s.len == strlen(name) && strncasecmp(s.ptr, name, s.len) == 0;
@@ -1526,39 +1557,83 @@ static bool span_ci(struct http_frame_span s, const char *name)
  * then the framing the gate chose. SYNTHETIC: a refused request (no body,
  * Connection: close; a malformed line becomes "GET /").
  */
-static void emit_head(struct evbuffer *out, const struct http_frame_head *h, bool body,
-                      bool synthetic)
+/* emit_head writes a head in one piece: counted first (p == NULL), then copied. */
+struct head_writer {
+    char *p;
+    size_t len;
+};
+
+static void put(struct head_writer *w, const void *s, size_t n)
+{
+    if (w->p)
+        memcpy(w->p + w->len, s, n);
+    w->len += n;
+}
+
+static void put_span(struct head_writer *w, struct http_frame_span s)
+{
+    put(w, s.ptr, s.len);
+}
+
+#define PUT_LIT(w, lit) put((w), (lit), sizeof(lit) - 1)
+
+static void write_head(struct head_writer *w, const struct http_frame_head *h, bool body,
+                       bool synthetic)
 {
     bool line = h && h->line_ok;
     if (line && h->known_method)
-        add_span(out, h->method);
+        put_span(w, h->method);
     else
-        evbuffer_add(out, "GET", 3);
-    evbuffer_add(out, " ", 1);
+        PUT_LIT(w, "GET");
+    PUT_LIT(w, " ");
     if (line && h->target.ptr[0] == '/')
-        add_span(out, h->target);
+        put_span(w, h->target);
     else
-        evbuffer_add(out, "/", 1);
-    evbuffer_add_printf(out, " HTTP/1.%d\r\n", line ? h->minor : 1);
+        PUT_LIT(w, "/");
+    if (line && h->minor == 0)
+        PUT_LIT(w, " HTTP/1.0\r\n");
+    else
+        PUT_LIT(w, " HTTP/1.1\r\n");
     for (size_t i = 0; h && i < h->n_fields; i++) {
         const struct http_frame_field *f = &h->fields[i];
         if (span_ci(f->name, "Content-Length") || span_ci(f->name, "Transfer-Encoding") ||
             span_ci(f->name, "Expect") || (synthetic && span_ci(f->name, "Connection")))
             continue;
-        add_span(out, f->name);
-        evbuffer_add(out, ": ", 2);
-        add_span(out, f->value);
-        evbuffer_add(out, "\r\n", 2);
+        put_span(w, f->name);
+        PUT_LIT(w, ": ");
+        put_span(w, f->value);
+        PUT_LIT(w, "\r\n");
     }
     if (body) {
-        evbuffer_add_printf(out, "Transfer-Encoding: chunked\r\n");
+        PUT_LIT(w, "Transfer-Encoding: chunked\r\n");
         /* evhttp answers 100 Continue itself when the head comes alone */
         if (h->expect_continue && h->minor == 1)
-            evbuffer_add_printf(out, "Expect: 100-continue\r\n");
+            PUT_LIT(w, "Expect: 100-continue\r\n");
     }
     if (synthetic)
-        evbuffer_add_printf(out, "Connection: close\r\n");
-    evbuffer_add(out, "\r\n", 2);
+        PUT_LIT(w, "Connection: close\r\n");
+    PUT_LIT(w, "\r\n");
+}
+
+/*
+ * The head evhttp parses: H's request line and fields, framed by the gate.
+ * One write to OUT, so its callbacks (the gate's, libevent's) run once.
+ */
+static void emit_head(struct evbuffer *out, const struct http_frame_head *h, bool body,
+                      bool synthetic)
+{
+    struct head_writer w = {0};
+    write_head(&w, h, body, synthetic);
+    struct evbuffer_iovec v;
+    if (evbuffer_reserve_space(out, (ev_ssize_t)w.len, &v, 1) != 1 || v.iov_len < w.len)
+        GW_PANIC("cannot buffer a request head"); /* out of memory */
+    size_t len = w.len;
+    w = (struct head_writer){.p = v.iov_base};
+    write_head(&w, h, body, synthetic);
+    GW_ASSERT(w.len == len);
+    v.iov_len = len;
+    if (evbuffer_commit_space(out, &v, 1) != 0)
+        GW_PANIC("cannot buffer a request head");
 }
 
 static void set_verdict(struct http_conn *c, int status, const char *error, const char *message)
@@ -1729,16 +1804,18 @@ static bool gate_data(struct http_conn *c, struct evbuffer *in)
 {
     size_t avail = evbuffer_get_length(c->staged);
     size_t n = avail < c->body_left ? avail : (size_t)c->body_left;
-    evbuffer_add_printf(in, "%zx\r\n", n);
+    char size_line[24];
+    int k = snprintf(size_line, sizeof(size_line), "%zx\r\n", n);
+    evbuffer_add(in, size_line, (size_t)k);
     evbuffer_remove_buffer(c->staged, in, n);
-    evbuffer_add(in, "\r\n", 2);
     c->body_left -= n;
+    bool last = c->rx == RX_LENGTH && c->body_left == 0;
+    /* the chunk's end and, after the last, the body's: one write */
+    evbuffer_add(in, "\r\n0\r\n\r\n", last ? 7 : 2);
     if (c->rx == RX_LENGTH) {
         c->body_seen += n;
-        if (c->body_left == 0) {
-            evbuffer_add(in, "0\r\n\r\n", 5);
+        if (last)
             body_done(c);
-        }
     } else if (c->body_left == 0) {
         c->rx = RX_CHUNK_END;
     }
@@ -1922,8 +1999,14 @@ static void on_input(struct evbuffer *in, const struct evbuffer_cb_info *info, v
     struct http_conn *c = arg;
     if (c->moving || info->n_added == 0 || c->bev == NULL)
         return;
-    if (c->rx == RX_HEAD && c->in_evhttp)
-        return; /* waits in IN until the answer is complete (on_response_done) */
+    if (c->rx == RX_HEAD && c->in_evhttp) {
+        /* waits in IN until the answer is complete (on_response_done) */
+        if (!c->input_capped && evbuffer_get_length(in) >= HTTP_BUSY_INPUT_MAX) {
+            c->input_capped = true; /* suspends reading now: the buffer is past the mark */
+            bufferevent_setwatermark(c->bev, EV_READ, 0, HTTP_BUSY_INPUT_MAX);
+        }
+        return;
+    }
     c->moving = true;
     size_t keep = evbuffer_get_length(in) - info->n_added;
     struct evbuffer *front = NULL;
@@ -1994,6 +2077,10 @@ static void on_response_done(struct evhttp_request *ev, void *arg)
 {
     struct http_conn *c = arg;
     c->in_evhttp = false;
+    if (c->input_capped && c->bev) {
+        c->input_capped = false; /* reading resumes (evhttp_start_read_ enables it) */
+        bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
+    }
     if (c->verdict.status || c->close_after) {
         c->verdict.status = 0;
         const char *conn_hdr =
@@ -2047,7 +2134,6 @@ static struct bufferevent *on_new_connection(struct event_base *base, void *arg)
     c->input_cb = evbuffer_add_cb(bufferevent_get_input(bev), on_input, c);
     if (c->input_cb == NULL)
         GW_PANIC("cannot watch a connection's input");
-    bufferevent_setwatermark(bev, EV_READ, 0, HTTP_BUSY_INPUT_MAX);
     if (bufferevent_set_max_single_read(bev, HTTP_IO_TURN_BYTES) != 0 ||
         bufferevent_set_max_single_write(bev, HTTP_IO_TURN_BYTES) != 0)
         GW_PANIC("cannot size a connection's reads and writes");

@@ -2,12 +2,25 @@
 // server.limits {max_body: 1KiB, max_header: 8KiB}. After every rejection a
 // new connection must still get GET /healthz → 200.
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import fs from 'node:fs';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 
 import { gatewayConfig, parseMetrics, parseRawResponse, rawRequest, request, sleep, startGateway, waitFor } from '../lib/harness.mjs';
-import { routesYaml, whoamiRoute } from '../lib/mcp.mjs';
+import { McpClient, routesYaml, whoamiRoute } from '../lib/mcp.mjs';
+
+/** tx and rx queue bytes of the IPv4 socket LOCAL → REMOTE port on 127.0.0.1 (/proc/net/tcp). */
+function tcpQueues(local, remote) {
+  const hex = (p) => p.toString(16).toUpperCase().padStart(4, '0');
+  for (const row of fs.readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1)) {
+    const f = row.trim().split(/\s+/);
+    if (f.length < 5 || f[1] !== `0100007F:${hex(local)}` || f[2] !== `0100007F:${hex(remote)}`) continue;
+    const [tx, rx] = f[4].split(':').map((h) => parseInt(h, 16));
+    return { tx, rx };
+  }
+  return { tx: 0, rx: 0 };
+}
 
 describe('http limits and malformed requests', () => {
   let gw;
@@ -339,6 +352,46 @@ describe('bodies over a limit: the client reads the 413 (F3)', () => {
     const init = await post(ROUTE, JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 't', version: '1' } } }));
     assert.equal(init.status, 200);
     await init.text();
+  });
+
+  // While an answer is being sent evhttp reads the socket only to notice a close, and
+  // what a pipelining client sends meanwhile waits in the connection's input buffer.
+  // Past 64 KiB (plus at most one 256 KiB read) the gateway stops reading and TCP
+  // pushes back: the client's bytes pile up in the kernel, not in the gateway.
+  test('a client pipelining 64 MiB behind its open SSE stream is pushed back by TCP', async () => {
+    const c = new McpClient(gw.port, ROUTE);
+    await c.initialize();
+    const sock = net.connect(gw.port, '127.0.0.1');
+    await once(sock, 'connect');
+    let got = '';
+    sock.setEncoding('latin1');
+    sock.on('data', (d) => (got += d));
+    sock.write(`GET ${ROUTE} HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\nMcp-Session-Id: ${c.session}\r\nMCP-Protocol-Version: ${c.version}\r\n\r\n`);
+    await waitFor(() => got.includes('\r\n\r\n'), { what: 'the head of the SSE stream' });
+    assert.match(got, /^HTTP\/1\.1 200 /);
+    const line = 'GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n';
+    const block = line.repeat(Math.ceil(65536 / line.length));
+    const total = 64 << 20;
+    let closed = false;
+    sock.once('close', () => (closed = true));
+    (async () => {
+      while (!closed && sock.bytesWritten < total) {
+        if (!sock.write(block)) await Promise.race([once(sock, 'drain'), once(sock, 'close')]);
+      }
+    })();
+    // The client's send queue fills only when the gateway stops reading.
+    const clientSide = () => tcpQueues(sock.localPort, gw.port);
+    await waitFor(() => clientSide().tx >= 1 << 20 || sock.bytesWritten >= total || closed,
+      { timeoutMs: 20000, what: 'the gateway to stop reading or the client to finish' });
+    assert.ok(!closed, 'the gateway closed the connection');
+    assert.ok(sock.bytesWritten < total, 'the gateway read all 64 MiB');
+    // In the kernel: what the client's socket has not sent and the gateway's not read.
+    const inKernel = clientSide().tx + tcpQueues(gw.port, sock.localPort).rx;
+    const held = sock.bytesWritten - sock.writableLength - inKernel;
+    assert.ok(held <= (64 + 256 + 64) << 10, `the gateway holds ${held} bytes of pipelined input`);
+    sock.destroy();
+    await c.delete();
+    await healthy(gw.port);
   });
 });
 
