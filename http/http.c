@@ -611,23 +611,21 @@ void http_reply(struct http_request *req, int status, const char *content_type, 
         evhttp_add_header(out, "Content-Type", content_type);
     else if (content_type && evhttp_find_header(out, "Content-Type") == NULL)
         evhttp_add_header(out, "Content-Type", content_type);
-    struct evbuffer *buf = evbuffer_new();
     if (req->method == HTTP_HEAD) {
         /* libevent 2.1 drops Content-Length for HEAD but still writes the
          * body (RFC 9110 §9.3.2 forbids it): send the length, not the bytes. */
         char n[32];
         snprintf(n, sizeof(n), "%zu", len);
         evhttp_add_header(out, "Content-Length", n);
-    } else if (buf && len > 0) {
-        evbuffer_add(buf, body, len);
+    } else if (len > 0 && evbuffer_add(evhttp_request_get_output_buffer(req->ev), body, len) != 0) {
+        GW_PANIC("cannot buffer an answer"); /* out of memory */
     }
     req->bytes_out = req->method == HTTP_HEAD ? 0 : len;
     struct evhttp_request *ev = req->ev;
     struct http_conn *conn = req->in_handler ? NULL : req->conn;
     request_release(req);
-    evhttp_send_reply(ev, status, reason_phrase(status), buf);
-    if (buf)
-        evbuffer_free(buf);
+    /* the body is in ev's output buffer already: evhttp sends that (no buffer of our own) */
+    evhttp_send_reply(ev, status, reason_phrase(status), NULL);
     if (conn)
         write_now(conn);
 }
