@@ -1549,13 +1549,7 @@ static bool span_ci(struct http_frame_span s, const char *name)
     return s.len == strlen(name) && strncasecmp(s.ptr, name, s.len) == 0;
 }
 
-/*
- * The head evhttp gets, rebuilt from what the gate parsed: request line, the
- * fields but the framing ones (Content-Length, Transfer-Encoding, Expect),
- * then the framing the gate chose. SYNTHETIC: a refused request (no body,
- * Connection: close; a malformed line becomes "GET /").
- */
-/* emit_head writes a head in one piece: counted first (p == NULL), then copied. */
+/* Where write_head puts a head: with p == NULL it only counts (len), else it copies. */
 struct head_writer {
     char *p;
     size_t len;
@@ -1575,6 +1569,12 @@ static void put_span(struct head_writer *w, struct http_frame_span s)
 
 #define PUT_LIT(w, lit) put((w), (lit), sizeof(lit) - 1)
 
+/*
+ * The head evhttp gets, rebuilt from what the gate parsed: request line, the
+ * fields but the framing ones (Content-Length, Transfer-Encoding, Expect),
+ * then the framing the gate chose. SYNTHETIC: a refused request (no body,
+ * Connection: close; a malformed line becomes "GET /").
+ */
 static void write_head(struct head_writer *w, const struct http_frame_head *h, bool body,
                        bool synthetic)
 {
@@ -1614,8 +1614,8 @@ static void write_head(struct head_writer *w, const struct http_frame_head *h, b
 }
 
 /*
- * The head evhttp parses: H's request line and fields, framed by the gate.
- * One write to OUT, so its callbacks (the gate's, libevent's) run once.
+ * Appends write_head's head to OUT in one write (sized by a first, counting
+ * pass), so OUT's callbacks (the gate's, libevent's) run once per head.
  */
 static void emit_head(struct evbuffer *out, const struct http_frame_head *h, bool body,
                       bool synthetic)

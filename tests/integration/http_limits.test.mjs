@@ -373,7 +373,9 @@ describe('bodies over a limit: the client reads the 413 (F3)', () => {
     const block = line.repeat(Math.ceil(65536 / line.length));
     const total = 64 << 20;
     let closed = false;
+    let sockError = null;
     sock.once('close', () => (closed = true));
+    sock.on('error', (e) => (sockError = e));
     (async () => {
       while (!closed && sock.bytesWritten < total) {
         if (!sock.write(block)) await Promise.race([once(sock, 'drain'), once(sock, 'close')]);
@@ -383,7 +385,7 @@ describe('bodies over a limit: the client reads the 413 (F3)', () => {
     const clientSide = () => tcpQueues(sock.localPort, gw.port);
     await waitFor(() => clientSide().tx >= 1 << 20 || sock.bytesWritten >= total || closed,
       { timeoutMs: 20000, what: 'the gateway to stop reading or the client to finish' });
-    assert.ok(!closed, 'the gateway closed the connection');
+    assert.ok(!closed, `the gateway closed the connection${sockError ? `: ${sockError.message}` : ''}`);
     assert.ok(sock.bytesWritten < total, 'the gateway read all 64 MiB');
     // In the kernel: what the client's socket has not sent and the gateway's not read.
     const inKernel = clientSide().tx + tcpQueues(gw.port, sock.localPort).rx;
